@@ -1,0 +1,223 @@
+"""Compile a validated :class:`Workflow` into one Dask graph (a plain dict of ``dask.task_spec``
+tasks plus per-key annotations), without touching a cluster.
+
+* One Dask task per *unit*: a linear run of nodes (each the only child of the one before, each
+  the only parent of the one after) is fused into one task, so a chain costs one scheduler
+  round trip per run of nodes, not per node.  Every node still gets its own record.
+* The agent is one data node of the graph, shipped once per run.
+* Per-key annotations carry Dask's ``retries`` (immediate retries) and ``priority`` (the user's,
+  plus critical-path bottom levels when durations are known).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.task_spec import DataNode, Task, TaskRef
+
+from ._backoff import NO_BACKOFF, Backoff
+from ._retry import RetryPolicy
+from ._worker import NodeCall, NodeOutput, UnitCall, run_unit, run_unit_async
+from ._workflow import Node, Workflow
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Engine-wide defaults for tasks that set no ``retries`` / ``backoff`` of their own."""
+
+    retries: int = 0
+    backoff: Backoff = NO_BACKOFF
+
+
+def retry_policy(node: Node, defaults: Defaults) -> RetryPolicy:
+    """The retry policy a node runs under, engine defaults filled in."""
+    t = node.task
+    return RetryPolicy(defaults.retries if t.retries is None else t.retries,
+                       defaults.backoff if t.backoff is None else t.backoff, t.retry_on)
+
+
+@dataclass
+class Compiled:
+    """A compiled (sub)graph: the tasks, where each node's output lives, and the annotations."""
+
+    dsk: dict[str, Any]
+    units: dict[str, tuple[str, ...]]          # unit key -> node names
+    location: dict[str, tuple[str, int]]       # node -> (unit key, index in unit or -1)
+    retries: dict[str, int] = field(default_factory=dict)
+    priority: dict[str, float] = field(default_factory=dict)
+    agent_key: str | None = None
+
+    @property
+    def keys(self) -> list[str]:
+        """The unit keys (the futures a run holds)."""
+        return list(self.units)
+
+    def graph(self) -> HighLevelGraph:
+        """The graph as one HighLevelGraph layer with per-key annotations."""
+        annotations: dict[str, Any] = {}
+        if self.retries:
+            annotations["retries"] = _Lookup(self.retries, 0)
+        if self.priority:
+            annotations["priority"] = _Lookup(self.priority, 0)
+        layer = MaterializedLayer(self.dsk, annotations=annotations or None)
+        return HighLevelGraph({"cleo": layer}, {"cleo": set()})
+
+
+class _Lookup:
+    """A picklable ``key -> value`` callable for per-key annotations (Dask calls it per key)."""
+
+    def __init__(self, table: Mapping[str, Any], default: Any):
+        self.table = dict(table)
+        self.default = default
+
+    def __call__(self, key: str) -> Any:
+        return self.table.get(key, self.default)
+
+
+def fusable(parent: Node, child: Node, children: Mapping[str, list[str]], defaults: Defaults) -> bool:
+    """Whether ``child`` may run in the same Dask task right after ``parent``."""
+    if len(children[parent.name]) != 1 or len(child.parents) != 1:
+        return False
+    a, b = parent.task, child.task
+    if a.is_async != b.is_async or a.io_bound != b.io_bound or a.rate_limit or b.rate_limit:
+        return False
+    # a Dask-level retry reruns the whole task: only fuse nodes that never take that path
+    return not (retry_policy(parent, defaults).uses_dask_retries or retry_policy(child, defaults).uses_dask_retries)
+
+
+def plan_units(wf: Workflow, names: Iterable[str], defaults: Defaults, fuse: bool = True) -> list[list[str]]:
+    """Group ``names`` (a topologically ordered subset) into units of linear runs."""
+    nodes = wf.nodes
+    chosen = list(names)
+    if not fuse:
+        return [[n] for n in chosen]
+    children = wf.children()
+    inside = set(chosen)
+    unit_of: dict[str, list[str]] = {}
+    units: list[list[str]] = []
+    for n in chosen:
+        node = nodes[n]
+        if len(node.parents) == 1 and node.parents[0] in unit_of and fusable(nodes[node.parents[0]], node, children, defaults):
+            unit = unit_of[node.parents[0]]
+            if unit[-1] == node.parents[0] and node.parents[0] in inside:
+                unit.append(n)
+                unit_of[n] = unit
+                continue
+        unit = [n]
+        units.append(unit)
+        unit_of[n] = unit
+    return units
+
+
+def bottom_levels(wf: Workflow, default_duration: float = 1.0) -> dict[str, float]:
+    """Each node's bottom level: the longest path (by estimated duration) from it to a sink."""
+    children = wf.children()
+    level: dict[str, float] = {}
+    for n in reversed(list(wf.nodes)):
+        d = wf.nodes[n].task.duration
+        own = default_duration if d is None else d
+        level[n] = own + max((level[c] for c in children[n]), default=0.0)
+    return level
+
+
+def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Defaults = Defaults(),
+                     priority: float = 0, fuse: bool = True, critical_path: bool | None = None,
+                     inputs: Mapping[str, Any] | None = None) -> Compiled:
+    """Compile every node of ``wf`` for run ``run_id``; ``agent`` is embedded once.
+
+    ``inputs``: extra keyword arguments for root nodes (``engine.run(task, agent, x=1)``).
+    ``critical_path``: prioritise by bottom level (default: when any task declares a ``duration``).
+    """
+    agent_key = f"agent-{run_id}"
+    compiled = Compiled({agent_key: DataNode(agent_key, agent)}, {}, {}, agent_key=agent_key)
+    literals = {f"{n}-input": NodeOutput(v, "succeeded") for n, v in (inputs or {}).items()}
+    _add_units(compiled, wf, list(wf.nodes), run_id, agent_key, defaults, fuse, gen=0, literals=literals,
+               external={}, overrides={})
+    if critical_path is None:
+        critical_path = any(node.task.duration is not None for node in wf.nodes.values())
+    if critical_path:
+        levels = bottom_levels(wf)
+        top = max(levels.values(), default=0.0) or 1.0
+        for key, names in compiled.units.items():
+            compiled.priority[key] = priority + levels[names[0]] / (top * 1.001)
+    elif priority:
+        for key in compiled.units:
+            compiled.priority[key] = priority
+    return compiled
+
+
+def compile_resubmission(wf: Workflow, run_id: str, agent_key: str, names: Iterable[str], gen: int, *,
+                         defaults: Defaults, external: Mapping[str, tuple[str, int]],
+                         literals: Mapping[str, NodeOutput], overrides: Mapping[str, dict[str, Any]],
+                         priority: float = 0) -> Compiled:
+    """Compile a subset of nodes again under new keys (generation ``gen``), for the slow path.
+
+    Parents outside the subset come from ``external`` (their current key and index) or, when
+    their output is known on the client, from ``literals`` (embedded as data).  ``overrides``
+    sets per-node ``attempt``, ``mode`` ("fallback") and ``error``.
+    """
+    compiled = Compiled({}, {}, {}, agent_key=agent_key)
+    lit = {}
+    for name, out in literals.items():
+        key = f"{name}-{run_id}-v{gen}"
+        compiled.dsk[key] = DataNode(key, out)
+        lit[name] = key
+    _add_units(compiled, wf, list(names), run_id, agent_key, defaults, fuse=False, gen=gen,
+               literals={}, external={**external, **{n: (k, -1) for n, k in lit.items()}}, overrides=overrides)
+    if priority:
+        compiled.priority = {k: priority for k in compiled.units}
+    return compiled
+
+
+def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, agent_key: str,
+               defaults: Defaults, fuse: bool, gen: int, literals: Mapping[str, NodeOutput],
+               external: Mapping[str, tuple[str, int]], overrides: Mapping[str, dict[str, Any]]) -> None:
+    nodes = wf.nodes
+    for lit_key, out in literals.items():
+        compiled.dsk[f"{lit_key}-{run_id}"] = DataNode(f"{lit_key}-{run_id}", out)
+    for unit in plan_units(wf, names, defaults, fuse):
+        key = f"{unit[0]}-{run_id}" if gen == 0 else f"{unit[0]}-{run_id}-{gen}"
+        deps: list[str] = []
+        dep_pos: dict[str, int] = {}
+        calls = []
+        for i, n in enumerate(unit):
+            node = nodes[n]
+            ins = []
+            for p in node.parents:
+                if i > 0 and p == unit[i - 1]:
+                    ins.append((p, -1, i - 1))
+                    continue
+                pkey, idx = compiled.location.get(p) or external[p]
+                if pkey not in dep_pos:
+                    dep_pos[pkey] = len(deps)
+                    deps.append(pkey)
+                ins.append((p, dep_pos[pkey], idx))
+            if not node.parents and f"{n}-input" in literals:
+                pass
+            over = overrides.get(n, {})
+            task = node.task if over.get("mode") != "fallback" else node.task.fallback
+            calls.append(NodeCall(n, task, tuple(ins), node.when, node.trigger, over.get("attempt", 1),
+                                  over.get("mode", "task"), over.get("error")))
+        root_inputs = [f"{n}-input" for n in unit[:1] if f"{n}-input" in literals]
+        extra = {}
+        if root_inputs:
+            extra_key = f"{root_inputs[0]}-{run_id}"
+            dep_pos[extra_key] = len(deps)
+            deps.append(extra_key)
+            extra = {"literal_pos": dep_pos[extra_key]}
+        if extra:
+            first = calls[0]
+            calls[0] = NodeCall(first.name, first.task, first.inputs + (("**", extra["literal_pos"], -1),),
+                                first.when, first.trigger, first.attempt, first.mode, first.error)
+        func = run_unit_async if calls[0].task.is_async else run_unit
+        compiled.dsk[key] = Task(key, func, UnitCall(run_id, key, tuple(calls)), TaskRef(agent_key),
+                                 *(TaskRef(d) for d in deps))
+        compiled.units[key] = tuple(unit)
+        for i, n in enumerate(unit):
+            compiled.location[n] = (key, -1 if len(unit) == 1 else i)
+        if len(unit) == 1:
+            policy = retry_policy(nodes[unit[0]], defaults)
+            if policy.uses_dask_retries and overrides.get(unit[0], {}).get("mode", "task") == "task":
+                compiled.retries[key] = policy.retries

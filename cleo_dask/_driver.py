@@ -1,0 +1,70 @@
+"""The engine's one background thread for the client-side slow path.
+
+It runs callbacks in order (erred keys to handle, resubmissions) and timed callbacks (retries
+waiting out their backoff).  Waiting happens here, on the client, so no worker slot is held.
+The clock is passed in, so the timing logic can be tested with a fixed time.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+logger = logging.getLogger("cleo_dask")
+
+
+class Driver:
+    """A single thread running ``call_soon`` callbacks in order and ``call_later`` ones when due."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, name: str = "cleo-driver"):
+        self._clock = clock
+        self._heap: list[tuple[float, int, Callable[..., Any], tuple]] = []
+        self._seq = itertools.count()
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the driver thread as soon as possible."""
+        self.call_later(0.0, fn, *args)
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the driver thread ``delay`` seconds from now."""
+        with self._cv:
+            if self._closed:
+                return
+            heapq.heappush(self._heap, (self._clock() + max(0.0, delay), next(self._seq), fn, args))
+            self._cv.notify()
+
+    def pending(self) -> int:
+        """How many callbacks are waiting."""
+        with self._cv:
+            return len(self._heap)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread; callbacks not yet due are dropped."""
+        with self._cv:
+            self._closed = True
+            self._heap.clear()
+            self._cv.notify()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and (not self._heap or self._heap[0][0] > self._clock()):
+                    wait = None if not self._heap else max(0.0, self._heap[0][0] - self._clock())
+                    self._cv.wait(wait if wait is None else min(wait, 1.0))
+                if self._closed:
+                    return
+                _, _, fn, args = heapq.heappop(self._heap)
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - one failing callback must not stop the engine
+                logger.exception("cleo_dask driver callback %r failed", fn)

@@ -1,0 +1,224 @@
+"""The engine: a Dask client (and the cluster it started, if any) that runs workflows for agents."""
+from __future__ import annotations
+
+import html
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from distributed import Client, LocalCluster
+
+from . import _config
+from ._agent import Agent, agent_id, check_picklable
+from ._backoff import Backoff, fixed
+from ._compile import Defaults, compile_workflow
+from ._driver import Driver
+from ._errors import WorkflowError
+from ._events import event, run_topic
+from ._outcome import Status, TaskResult
+from ._run import Run
+from ._task import as_spec
+from ._workflow import Workflow
+
+logger = logging.getLogger("cleo_dask")
+
+
+class Engine:
+    """Runs workflows and tasks on a Dask cluster.
+
+    * ``Engine()``: starts a ``LocalCluster`` sized to this machine (settings under
+      ``cleo_dask.local-cluster`` in Dask's config, overridable with ``**cluster_kwargs``).
+    * ``Engine(address="tcp://host:8786")`` (or ``tls://``, with ``security=``): a running scheduler;
+      ``Engine(scheduler_file=...)`` likewise.
+    * ``Engine(client=c)``: a ``distributed.Client`` you already have.
+
+    The engine closes only what it started.  Use it as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, address: str | None = None, *, client: Client | None = None,
+                 scheduler_file: str | None = None, security: Any = None,
+                 default_retries: int | None = None, default_backoff: Backoff | float | None = None,
+                 store: str | None = None, timeout: float | None = None, **cluster_kwargs: Any):
+        retries = _config.get("default-retries", 0) if default_retries is None else default_retries
+        backoff = default_backoff if default_backoff is not None else _config.get("default-backoff", 0)
+        if not isinstance(backoff, Backoff):
+            try:
+                backoff = fixed(float(backoff))
+            except (TypeError, ValueError):
+                raise WorkflowError(f"default_backoff must be cd.fixed/cd.exponential or seconds, got {backoff!r}") from None
+        from ._retry import RetryPolicy
+        RetryPolicy(retries, backoff)  # validates both
+        self.defaults = Defaults(retries, backoff)
+        self.cluster: LocalCluster | None = None
+        self._own_client = client is None
+        if client is not None:
+            if address or scheduler_file or cluster_kwargs:
+                raise WorkflowError("give either client= or an address / scheduler_file / cluster options, not both")
+            self.client = client
+        elif address or scheduler_file:
+            connect_timeout = timeout if timeout is not None else _config.get("connect-timeout", 10)
+            self.client = Client(address, scheduler_file=scheduler_file, security=security,
+                                 timeout=connect_timeout, set_as_default=False)
+        else:
+            self.cluster = LocalCluster(**_local_cluster_options(cluster_kwargs))
+            self.client = Client(self.cluster, set_as_default=False)
+        self._driver = Driver()
+        self._runs: dict[str, Run] = {}
+        self._lock = threading.Lock()
+        self._listeners: list[Any] = []
+        self.store = store
+        self._closed = False
+
+    # -- submitting ---------------------------------------------------------------------------
+    def submit(self, target: Any, agent: Any = None, *, priority: float = 0, fail_fast: bool = False,
+               name: str | None = None, inputs: Mapping[str, Any] | None = None,
+               critical_path: bool | None = None) -> Run:
+        """Submit a workflow (or a single task, as a one-node workflow) for ``agent``; returns at once.
+
+        Validation happens first: a :class:`WorkflowError` is raised before anything is submitted.
+        ``priority``: higher runs first when workers are busy.  ``fail_fast``: at the first final
+        failure cancel what is left.  ``inputs``: keyword arguments for the root nodes.
+        ``critical_path``: order ready tasks by their longest path to the end (estimated from
+        task ``duration`` options; default: when any task declares one).
+        """
+        wf = self._as_workflow(target, inputs)
+        wf.validate()
+        if agent is None:
+            agent = Agent("default")
+        check_picklable(agent)
+        if isinstance(priority, bool) or not isinstance(priority, (int, float)):
+            raise WorkflowError(f"priority must be a number, got {priority!r}")
+        run_id = uuid.uuid4().hex[:16]
+        compiled = compile_workflow(wf, run_id, agent, defaults=self.defaults, priority=priority,
+                                    fuse=bool(_config.get("fuse-chains", True)), critical_path=critical_path,
+                                    inputs=inputs)
+        run = Run(self, wf, agent, run_id, compiled, priority=priority, fail_fast=fail_fast,
+                  defaults=self.defaults, name=name)
+        with self._lock:
+            self._runs[run_id] = run
+        self.client.subscribe_topic(run_topic(run_id), run._on_event)
+        run._log("run", agent=agent_id(agent), name=run.name, started=run.started,
+                 nodes={n: k for n, (k, _) in compiled.location.items()},
+                 edges=[[p, n] for n, node in wf.nodes.items() for p in node.parents])
+        run._submit(compiled, with_agent=True)
+        for listener in self._listeners:
+            _safe(listener, "submitted", run)
+        return run
+
+    def run(self, task: Any, agent: Any = None, *, timeout: float | None = None, **inputs: Any) -> TaskResult:
+        """Run one task now and wait for it: a :class:`TaskResult`, never an exception.
+
+        ``inputs`` are passed to the task as keyword arguments.  Invalid input, too, comes back as
+        a failed result (with a :class:`WorkflowError` as its ``error``).
+        """
+        name = getattr(getattr(task, "spec", None), "name", None) or getattr(task, "__name__", "task")
+        try:
+            run = self.submit(task, agent, inputs=inputs)
+            outcome = run.result(timeout=timeout)
+            return next(iter(outcome.values()))
+        except Exception as exc:  # noqa: BLE001 - the contract: never raises
+            return TaskResult(str(name), Status.FAILED, error=exc, traceback=None)
+
+    def _as_workflow(self, target: Any, inputs: Mapping[str, Any] | None) -> Workflow:
+        if isinstance(target, Workflow):
+            if inputs:
+                raise WorkflowError("inputs= is for a single task; a workflow's roots take no inputs")
+            return target
+        if isinstance(target, str):
+            from ._imports import resolve
+            return self._as_workflow(resolve(target), inputs)
+        spec = as_spec(target)
+        wf = Workflow(spec.name)
+        problems = spec.signature.problems(tuple(inputs or ()), f"task {spec.name!r}")
+        if problems:
+            raise WorkflowError("; ".join(problems))
+        wf._nodes[spec.name] = __import__("cleo_dask._workflow", fromlist=["Node"]).Node(spec.name, spec)
+        return wf
+
+    # -- reading ------------------------------------------------------------------------------
+    @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard's address (``None`` if the scheduler serves none)."""
+        try:
+            return self.client.dashboard_link
+        except Exception:  # noqa: BLE001
+            return None
+
+    @property
+    def runs_in_memory(self) -> dict[str, Run]:
+        """The runs submitted through this engine (by id)."""
+        with self._lock:
+            return dict(self._runs)
+
+    def get_run(self, run_id: str) -> Run:
+        """A run of this engine by id."""
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise WorkflowError(f"no run {run_id!r} in this engine") from None
+
+    def add_listener(self, fn: Any) -> None:
+        """Call ``fn(kind, run)`` on ``"submitted"`` and ``"finished"`` (journal, monitoring)."""
+        self._listeners.append(fn)
+
+    def _run_finished(self, run: Run) -> None:
+        try:
+            counts = run.counts()
+            run._log("finished", status=run.status(), counts=counts, ended=run.ended)
+            self.client.unsubscribe_topic(run_topic(run.id))
+        except Exception:  # noqa: BLE001
+            logger.debug("finishing run %s", run.id, exc_info=True)
+        for listener in self._listeners:
+            _safe(listener, "finished", run)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the driver; close the client and cluster if this engine started them."""
+        if self._closed:
+            return
+        self._closed = True
+        self._driver.close()
+        if self._own_client:
+            self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<cleo_dask.Engine scheduler={self.client.scheduler.address if self.client.scheduler else None} " \
+               f"runs={len(self._runs)}>"
+
+    def _repr_html_(self) -> str:
+        link = self.dashboard_link
+        return (f"<div><strong>cleo_dask Engine</strong><br>scheduler: <code>"
+                f"{html.escape(str(self.client.scheduler.address if self.client.scheduler else ''))}</code>"
+                f"<br>workers: {len(self.client.scheduler_info().get('workers', {}))}, runs: {len(self._runs)}"
+                + (f"<br>dashboard: <a href='{html.escape(link)}' target='_blank'>{html.escape(link)}</a>" if link else "")
+                + "</div>")
+
+
+def _local_cluster_options(overrides: dict[str, Any]) -> dict[str, Any]:
+    conf = dict(_config.get("local-cluster", {}) or {})
+    opts: dict[str, Any] = {
+        "n_workers": conf.get("n-workers") or os.cpu_count() or 1,
+        "threads_per_worker": conf.get("threads-per-worker", 1),
+        "processes": conf.get("processes", True),
+        "dashboard_address": conf.get("dashboard-address", ":0"),
+    }
+    opts.update(overrides)
+    return opts
+
+
+def _safe(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001
+        logger.exception("cleo_dask listener %r failed", fn)

@@ -1,0 +1,40 @@
+"""The exceptions cleo_dask raises, all under one base, :class:`CleoError`."""
+from __future__ import annotations
+
+
+class CleoError(Exception):
+    """Base class of every error cleo_dask raises on its own account."""
+
+
+class WorkflowError(CleoError, ValueError):
+    """A workflow, task or policy is invalid; raised before anything is submitted."""
+
+
+class ScheduleError(CleoError, ValueError):
+    """A schedule is invalid (bad cron field, unknown time zone, naive datetime, ...)."""
+
+
+class StoreError(CleoError):
+    """A journal or result store cannot be used: unknown run, wrong schema, corrupted file."""
+
+
+class TaskTimeout(CleoError, TimeoutError):
+    """An attempt ran longer than its task's ``timeout``.
+
+    Also a :class:`TimeoutError`, so ``retry_on=(TimeoutError,)`` retries it.
+    """
+
+
+class Retry(CleoError):
+    """Raised by a task body to ask for another attempt, whatever ``retry_on`` says.
+
+    ``delay`` (seconds) overrides the backoff for this one retry when given.
+    The task's ``retries`` still bounds the number of attempts.
+    """
+
+    def __init__(self, message: str = "retry requested", delay: float | None = None):
+        super().__init__(message)
+        self.delay = delay
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.delay))

@@ -1,0 +1,506 @@
+"""A run: one submission of a workflow for one agent; holds its futures and builds its outcomes.
+
+The fast path is one graph submission.  A node that fails makes its key err (Dask's own
+``retries=`` already spent); only then does the run act, on the engine's driver thread: it waits
+out the backoff *on the client* and resubmits that node and what depends on it under new keys,
+or submits the fallback, or hands a :class:`Failure` to the children (trigger rules).
+"""
+from __future__ import annotations
+
+import html
+import logging
+import threading
+import time
+import traceback as tb
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from distributed import Future
+from distributed.client import _wait
+
+from ._compile import Compiled, Defaults, compile_resubmission, retry_policy
+from ._events import event, run_topic
+from ._outcome import Attempt, NodeRecord, Status, TaskResult
+from ._worker import FAILED, NodeFailed, NodeOutput, collect_meta, failure_output
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._workflow import Workflow
+
+logger = logging.getLogger("cleo_dask")
+
+
+class Run:
+    """A running (or finished) workflow for one agent.  Returned by :meth:`Engine.submit`."""
+
+    def __init__(self, engine: Engine, workflow: Workflow, agent: Any, run_id: str, compiled: Compiled, *,
+                 priority: float = 0, fail_fast: bool = False, defaults: Defaults = Defaults(),
+                 name: str | None = None):
+        self.id = run_id
+        self.workflow = workflow
+        self.agent = agent
+        self.name = name or workflow.name
+        self.priority = priority
+        self.fail_fast = fail_fast
+        self.started = time.time()
+        self.ended: float | None = None
+        self._engine = engine
+        self._client = engine.client
+        self._defaults = defaults
+        self._agent_key = compiled.agent_key
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._location: dict[str, tuple[str, int]] = dict(compiled.location)
+        self._units: dict[str, tuple[str, ...]] = dict(compiled.units)
+        self._futures: dict[str, Future] = {}
+        self._known: dict[str, NodeOutput] = {}
+        self._records: dict[str, NodeRecord] = {}
+        self._mode: dict[str, str] = {}
+        self._handled: set[str] = set()
+        self._timers = 0
+        self._gen = 0
+        self._cancelled = False
+        self._finished_event_sent = False
+        self._metas: dict[str, Any] = {}
+        self._outputs: dict[str, Any] = {}
+        self._losses: dict[str, int] = {}
+        self._children = workflow.children()
+
+    # -- submission ---------------------------------------------------------------------------
+    def _submit(self, compiled: Compiled, with_agent: bool = False) -> None:
+        keys = compiled.keys + ([compiled.agent_key] if with_agent else [])
+        futures = self._client.get(compiled.graph(), keys, sync=False, priority=self.priority)
+        for key, fut in zip(keys, futures):
+            self._futures[key] = fut
+        self._watch_sinks(compiled.keys)
+
+    def _watch_sinks(self, keys: list[str]) -> None:
+        for key in keys:
+            last = self._units[key][-1]
+            if not self._children[last]:
+                self._futures[key].add_done_callback(self._on_sink_done)
+
+    def _on_sink_done(self, fut: Future) -> None:
+        if fut.status == "error":
+            self._engine._driver.call_soon(self._handle_erred, fut.key)
+        else:
+            self._engine._driver.call_soon(self._maybe_finished)
+
+    def _on_event(self, item: tuple[float, dict[str, Any]]) -> None:
+        """Events of this run's topic (called on the client's event loop: keep it short)."""
+        msg = item[1]
+        if isinstance(msg, dict) and msg.get("kind") == "attempt":
+            fut = self._futures.get(msg.get("key"))
+            if fut is not None:
+                fut.add_done_callback(self._on_attempt_done)
+
+    def _on_attempt_done(self, fut: Future) -> None:
+        if fut.status == "error":
+            self._engine._driver.call_soon(self._handle_erred, fut.key)
+
+    # -- the slow path ------------------------------------------------------------------------
+    def _handle_erred(self, key: str) -> bool:
+        """Act on an erred unit key if it is the root of its failure; True if it was handled."""
+        with self._lock:
+            fut = self._futures.get(key)
+            if fut is None or key in self._handled or fut.status != "error" or self._cancelled:
+                return False
+            exc = fut.exception()
+            names = self._units[key]
+            if isinstance(exc, NodeFailed):
+                if exc.key != key:
+                    return False  # an ancestor's failure, handled with that ancestor
+                node, attempt, error, text, completed = exc.node, exc.attempt, exc.error, exc.traceback, exc.completed
+            else:  # the task could not run at all: worker lost too often, unpicklable, ...
+                node = names[0]
+                text = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+                attempt = Attempt(1, None, None, None, repr(exc), type(exc).__name__, crashed=True)
+                error, completed = exc, {}
+            self._handled.add(key)
+            self._known.update(completed)
+            record = self._records.setdefault(node, NodeRecord())
+            _add_attempt(record, attempt)
+            mode = self._mode.get(node, "task")
+            policy = retry_policy(self.workflow.nodes[node], self._defaults)
+            spec = self.workflow.nodes[node].task
+            final = mode == "fallback" or policy.uses_dask_retries or attempt.crashed or error is None
+            if not final and policy.should_retry(error, attempt.number):
+                delay = policy.delay(error, attempt.number)
+                self._log("retry", node=node, attempt=attempt.number + 1, delay=delay)
+                self._timers += 1
+                self._engine._driver.call_later(delay, self._retry, node, attempt.number + 1)
+                return True
+            record.error, record.traceback = error, text
+            if spec.on_error is not None and mode != "fallback":
+                try:
+                    spec.on_error(self.agent, node, error)
+                except Exception:  # noqa: BLE001 - a broken notifier must not break the run
+                    logger.exception("on_error of task %r failed", node)
+            if self.fail_fast:
+                self._known[node] = failure_output(node, error, text)
+                self._log("outcome", node=node, status="failed", error=repr(error)[:500])
+                self._cancel_rest()
+                return True
+            if spec.fallback is not None and mode != "fallback":
+                self._mode[node] = "fallback"
+                self._resubmit([node], {node: {"mode": "fallback", "error": error}})
+                self._log("fallback", node=node, key=self._location[node][0])
+                return True
+            self._known[node] = failure_output(node, error, text)
+            self._log("outcome", node=node, status="failed", error=repr(error)[:500])
+            self._resubmit([], {}, after=[node])
+            return True
+
+    def _retry(self, node: str, attempt: int) -> None:
+        with self._lock:
+            self._timers -= 1
+            if not self._cancelled:
+                self._resubmit([node], {node: {"attempt": attempt}})
+            self._changed.notify_all()
+
+    def _resubmit(self, roots: list[str], overrides: dict[str, dict[str, Any]], after: list[str] = ()) -> None:
+        """Submit ``roots`` and every unfinished descendant of ``roots`` + ``after`` under new keys."""
+        wf = self.workflow
+        subset = set(roots) | set(wf.descendants(list(roots) + list(after)))
+        names = [n for n in wf.nodes if n in subset and (n in roots or n not in self._known)]
+        if not names:
+            self._changed.notify_all()
+            self._engine._driver.call_soon(self._maybe_finished)
+            return
+        inside = set(names)
+        external: dict[str, tuple[str, int]] = {}
+        literals: dict[str, NodeOutput] = {}
+        for n in names:
+            for p in wf.nodes[n].parents:
+                if p in inside:
+                    continue
+                if p in self._known:
+                    literals[p] = self._known[p]
+                else:
+                    external[p] = self._location[p]
+        self._gen += 1
+        compiled = compile_resubmission(wf, self.id, self._agent_key, names, self._gen, defaults=self._defaults,
+                                        external=external, literals=literals, overrides=overrides,
+                                        priority=self.priority)
+        old_keys = {self._location[n][0] for n in names}
+        self._units.update(compiled.units)
+        self._location.update(compiled.location)
+        still_used = {k for k, _ in self._location.values()}
+        for k in old_keys - still_used:
+            self._futures.pop(k, None)
+            self._units.pop(k, None)
+        self._submit(compiled)
+        self._log("keys", nodes={n: compiled.location[n][0] for n in names})
+        self._changed.notify_all()
+
+    def _cancel_rest(self) -> None:
+        self._cancelled = True
+        pending = [f for f in self._futures.values() if f.status == "pending"]
+        if pending:
+            self._client.cancel(pending)
+        self._changed.notify_all()
+        self._engine._driver.call_soon(self._maybe_finished)
+
+    def _log(self, kind: str, **fields: Any) -> None:
+        try:
+            self._client.log_event(run_topic(self.id), event(kind, self.id, **fields))
+        except Exception:  # noqa: BLE001 - monitoring must never break a run
+            logger.debug("could not log event %s", kind, exc_info=True)
+
+    # -- waiting ------------------------------------------------------------------------------
+    def _settle(self, timeout: float | None) -> bool:
+        """Wait until every node has its final state; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                futures = list(self._futures.values())
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                if any(f.status == "pending" for f in futures):
+                    return False
+            else:
+                try:
+                    self._client.sync(_wait, futures, timeout=remaining)
+                except TimeoutError:
+                    return False
+            with self._lock:
+                if self._timers:
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._changed.wait(0.05 if remaining is None else min(0.05, max(remaining, 0)))
+                    continue
+                if any(f.status == "pending" for f in self._futures.values()):
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    continue
+                handled = [k for k, f in list(self._futures.items()) if f.status == "error" and self._handle_erred(k)]
+                if handled or self._timers:
+                    continue
+                if self.ended is None:
+                    self.ended = time.time()
+                return True
+
+    def _maybe_finished(self) -> None:
+        with self._lock:
+            if self._finished_event_sent or self._timers:
+                return
+            if any(f.status == "pending" for f in self._futures.values()):
+                return
+        if self._settle(timeout=0.5):
+            with self._lock:
+                if self._finished_event_sent:
+                    return
+                self._finished_event_sent = True
+            self._engine._run_finished(self)
+
+    def done(self) -> bool:
+        """True once every node has its final state."""
+        with self._lock:
+            if self._timers or any(f.status == "pending" for f in self._futures.values()):
+                return False
+        return self._settle(timeout=0)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run is done (True) or ``timeout`` seconds pass (False)."""
+        return self._settle(timeout)
+
+    def result(self, timeout: float | None = None) -> RunOutcome:
+        """Wait for the run and return its outcome: a mapping node name -> :class:`TaskResult`.
+
+        Never raises for task failures (they are results with ``status == "failed"``); raises
+        :class:`TimeoutError` if the run is not done within ``timeout`` seconds.
+        """
+        if not self._settle(timeout):
+            raise TimeoutError(f"run {self.id} not finished within {timeout} s")
+        return RunOutcome(self)
+
+    def status(self) -> str:
+        """``"running"``, ``"succeeded"``, ``"failed"`` (some node failed) or ``"cancelled"``."""
+        if not self.done():
+            return "running"
+        with self._lock:
+            if any(o.status == FAILED for o in self._known.values()):
+                return "failed"
+            if any(f.status == "error" for f in self._futures.values()):
+                return "failed"
+            if self._cancelled or any(f.status == "cancelled" for f in self._futures.values()):
+                return "cancelled"
+        return "succeeded"
+
+    def cancel(self) -> None:
+        """Cancel every node not finished yet (they end ``cancelled``); pending retries are dropped."""
+        with self._lock:
+            self._cancel_rest()
+            self._log("finished", status="cancelled", counts={}, ended=time.time())
+
+    def progress(self) -> dict[str, int]:
+        """Counts of nodes by coarse state (``done``, ``error``, ``pending``), without fetching values."""
+        counts = {"done": 0, "error": 0, "pending": 0, "total": len(self.workflow)}
+        with self._lock:
+            for n, (key, _) in self._location.items():
+                if n in self._known:
+                    counts["done"] += 1
+                    continue
+                st = self._futures[key].status if key in self._futures else "pending"
+                counts["done" if st == "finished" else "error" if st == "error" else "pending"] += 1
+        return counts
+
+    @property
+    def futures(self) -> Mapping[str, Future]:
+        """The current Dask future of each node (nodes fused into one task share a future)."""
+        with self._lock:
+            return {n: self._futures[k] for n, (k, _) in self._location.items() if k in self._futures}
+
+    def release(self) -> None:
+        """Let the cluster forget this run's results (outcomes already fetched stay readable)."""
+        with self._lock:
+            for f in self._futures.values():
+                f.release()
+            self._futures = {}
+
+    # -- outcomes -----------------------------------------------------------------------------
+    def _fetch_metas(self) -> None:
+        with self._lock:
+            missing = [k for k, f in self._futures.items() if f.status == "finished" and k not in self._metas
+                       and k != self._agent_key]
+        if not missing:
+            return
+        try:
+            per_worker = self._client.run(collect_meta, missing)
+            for found in per_worker.values():
+                self._metas.update(found)
+            losses = self._client.run_on_scheduler(_suspicious, missing)
+            self._losses.update(losses)
+        except Exception:  # noqa: BLE001 - fall back to fetching the outputs themselves
+            logger.debug("meta collection failed", exc_info=True)
+        for k in missing:
+            if k not in self._metas:
+                out = self._output(k)
+                self._metas[k] = out.meta() if isinstance(out, NodeOutput) else tuple(o.meta() for o in out)
+
+    def _output(self, key: str) -> Any:
+        if key not in self._outputs:
+            self._outputs[key] = self._futures[key].result()
+        return self._outputs[key]
+
+    def _value_of(self, key: str, idx: int) -> Any:
+        out = self._output(key)
+        return (out if idx < 0 else out[idx]).value
+
+    def _result_of(self, node: str) -> TaskResult:
+        record = self._records.get(node, NodeRecord())
+        attempts = list(record.attempts)
+        if node in self._known:
+            out = self._known[node]
+            status = Status(out.status)
+            if status == Status.FAILED:
+                return TaskResult(node, Status.FAILED, value=None, error=record.error, traceback=record.traceback,
+                                  attempts=_numbered(attempts), start=_first(attempts), end=_last(attempts),
+                                  worker=attempts[-1].worker if attempts else None, run_id=self.id)
+            return self._from_meta(node, out.meta(), record, value=out.value)
+        key, idx = self._location[node]
+        fut = self._futures.get(key)
+        st = fut.status if fut is not None else "released"
+        if st == "finished":
+            meta = self._metas[key] if idx < 0 else self._metas[key][idx]
+            return self._from_meta(node, meta, record, fetch=lambda: self._value_of(key, idx),
+                                   losses=self._losses.get(key, 0))
+        if st == "error":
+            exc = fut.exception()
+            err = exc.error if isinstance(exc, NodeFailed) else exc
+            return TaskResult(node, Status.FAILED, error=record.error or err, traceback=record.traceback,
+                              attempts=_numbered(attempts), start=_first(attempts), end=_last(attempts), run_id=self.id)
+        return TaskResult(node, Status.CANCELLED, attempts=_numbered(attempts), run_id=self.id,
+                          reason="cancelled before it finished")
+
+    def _from_meta(self, node: str, meta: tuple, record: NodeRecord, value: Any = None, fetch: Any = None,
+                   losses: int = 0) -> TaskResult:
+        status, start, end, worker, attempt_no, reason, upstream = meta
+        attempts = list(record.attempts)
+        if status != "skipped":
+            _add_attempt(record, Attempt(attempt_no, start, end, worker))
+            attempts = list(record.attempts)
+        first = _first(attempts) or start
+        return TaskResult(node, Status(status), value=value, fetch=fetch if status != "skipped" else None,
+                          attempts=_numbered(attempts), start=first, end=end, worker=worker, reason=reason,
+                          fallback_used=status == "fell_back", upstream_fallbacks=tuple(upstream),
+                          worker_losses=losses, error=record.error if status == "fell_back" else None,
+                          traceback=record.traceback if status == "fell_back" else None, run_id=self.id)
+
+    def _collect_attempt_events(self) -> None:
+        """Failed attempts retried by Dask itself are known only from the workers' events."""
+        try:
+            events = self._client.get_events(run_topic(self.id))
+        except Exception:  # noqa: BLE001
+            return
+        for _, msg in events:
+            if isinstance(msg, dict) and msg.get("kind") == "attempt":
+                rec = self._records.setdefault(msg["node"], NodeRecord())
+                _add_attempt(rec, Attempt(msg.get("attempt", 1), msg.get("start"), msg.get("end"), msg.get("worker"),
+                                          msg.get("error"), msg.get("error_type"), bool(msg.get("timed_out"))))
+
+    def counts(self) -> dict[str, int]:
+        """Number of nodes by final status (waits for the run)."""
+        out: dict[str, int] = {}
+        for r in self.result().values():
+            out[r.status.value] = out.get(r.status.value, 0) + 1
+        return out
+
+    def __repr__(self) -> str:
+        return f"<cleo_dask.Run {self.id} {self.name!r} agent={_agent_label(self.agent)!r} " \
+               f"nodes={len(self.workflow)} status={self.status()}>"
+
+    def _repr_html_(self) -> str:
+        p = self.progress()
+        link = self._engine.dashboard_link
+        return (f"<div><strong>cleo_dask Run</strong> <code>{html.escape(self.id)}</code> "
+                f"({html.escape(self.name)}, agent <code>{html.escape(_agent_label(self.agent))}</code>)<br>"
+                f"status: <b>{self.status()}</b>; nodes: {p['total']} — done {p['done']}, "
+                f"errored {p['error']}, pending {p['pending']}"
+                + (f"<br><a href='{html.escape(link)}' target='_blank'>Dask dashboard</a>" if link else "")
+                + "</div>")
+
+
+class RunOutcome(Mapping[str, TaskResult]):
+    """The outcome of a run: node name -> :class:`TaskResult`; values are fetched when read."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        with run._lock:
+            run._collect_attempt_events()
+            run._fetch_metas()
+            self._results = {n: run._result_of(n) for n in run.workflow.nodes}
+
+    def __getitem__(self, node: str) -> TaskResult:
+        return self._results[node]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    @property
+    def ok(self) -> bool:
+        """True if every node succeeded, fell back or was skipped by its condition."""
+        return all(r.status in (Status.SUCCEEDED, Status.FELL_BACK, Status.SKIPPED) for r in self._results.values())
+
+    def counts(self) -> dict[str, int]:
+        """Number of nodes by status."""
+        out: dict[str, int] = {}
+        for r in self._results.values():
+            out[r.status.value] = out.get(r.status.value, 0) + 1
+        return out
+
+    def values_by_node(self) -> dict[str, Any]:
+        """Every node's value (fetched now)."""
+        return {n: r.value for n, r in self._results.items()}
+
+    def __repr__(self) -> str:
+        return f"<RunOutcome {self.run.id}: {self.counts()}>"
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(n)}</td><td>{r.status.value}</td><td>{len(r.attempts)}</td>"
+            f"<td>{'' if r.duration is None else f'{r.duration:.3f}'}</td>"
+            f"<td>{html.escape(repr(r.error)) if r.error is not None else html.escape(r.reason or '')}</td></tr>"
+            for n, r in list(self._results.items())[:100])
+        return ("<table><tr><th>node</th><th>status</th><th>attempts</th><th>seconds</th><th>error / reason</th></tr>"
+                f"{rows}</table>")
+
+
+def _suspicious(keys: list[str], dask_scheduler: Any = None) -> dict[str, int]:
+    out = {}
+    for k in keys:
+        ts = dask_scheduler.tasks.get(k)
+        if ts is not None and ts.suspicious:
+            out[k] = ts.suspicious
+    return out
+
+
+def _add_attempt(record: NodeRecord, attempt: Attempt) -> None:
+    for a in record.attempts:
+        if a.start is not None and a.start == attempt.start and a.error == attempt.error:
+            return
+    record.attempts.append(attempt)
+
+
+def _numbered(attempts: list[Attempt]) -> tuple[Attempt, ...]:
+    ordered = sorted(attempts, key=lambda a: (a.start is None, a.start or 0.0))
+    return tuple(Attempt(i + 1, a.start, a.end, a.worker, a.error, a.error_type, a.timed_out, a.crashed)
+                 for i, a in enumerate(ordered))
+
+
+def _first(attempts: list[Attempt]) -> float | None:
+    starts = [a.start for a in attempts if a.start is not None]
+    return min(starts) if starts else None
+
+
+def _last(attempts: list[Attempt]) -> float | None:
+    ends = [a.end for a in attempts if a.end is not None]
+    return max(ends) if ends else None
+
+
+def _agent_label(agent: Any) -> str:
+    from ._agent import agent_id
+    return agent_id(agent)
