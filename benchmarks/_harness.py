@@ -1,0 +1,287 @@
+"""The shared benchmark harness.
+
+A benchmark module builds an argument parser with :func:`parser`, starts a cluster with
+:func:`cluster`, measures several *contenders* with :func:`compare` (warm-up, then repetitions
+interleaved so that noise from the shared machine hits every contender alike) and reports with
+:func:`report` (JSON lines on stdout and/or ``--json FILE``, then a markdown table)::
+
+    args = parser(__doc__).parse_args(argv)
+    with cluster(args) as client:
+        rows = compare("chain-1000", {"raw": Contender(run_raw), "cleo": Contender(run_cleo)},
+                       args, tasks=1000, baseline="raw", client=client)
+    report(rows, args, columns=["case", "contender", "median_s", "per_task_ms", "ratio"])
+
+Peak memory: the client process (resident set size, sampled every 20 ms by a thread) and, for a
+``processes=True`` cluster, each worker process (sampled likewise through psutil by pid).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+MiB = 1024 * 1024
+
+
+# -- arguments -------------------------------------------------------------------------------
+def parser(description: str | None) -> argparse.ArgumentParser:
+    """The arguments every benchmark shares (add your own to the returned parser)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="tiny sizes, one repetition: a smoke test in seconds")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions per contender (default: 3, tiny: 1)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per contender (default 1)")
+    p.add_argument("--json", metavar="FILE", default=None, help="also append the JSON lines to FILE")
+    p.add_argument("--quiet", action="store_true", help="no JSON lines on stdout (table only)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="threads per worker (default 1)")
+    p.add_argument("--in-process", action="store_true",
+                   help="in-process cluster (processes=False); default: worker processes, like the engine")
+    p.add_argument("--address", default=None, help="use a running scheduler instead of a LocalCluster")
+    return p
+
+
+def reps(args: argparse.Namespace, default: int = 3) -> int:
+    """Timed repetitions: ``--reps``, else 1 in tiny mode, else ``default``."""
+    if args.reps is not None:
+        return max(1, args.reps)
+    return 1 if args.tiny else default
+
+
+# -- cluster -------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def cluster(args: argparse.Namespace, **cluster_kwargs: Any) -> Iterator[Any]:
+    """A ``distributed.Client`` on a fresh ``LocalCluster`` (or ``--address``), closed afterwards."""
+    from distributed import Client, LocalCluster
+
+    if args.address:
+        with Client(args.address, set_as_default=False) as client:
+            yield client
+        return
+    opts = dict(n_workers=args.workers, threads_per_worker=args.threads, processes=not args.in_process,
+                dashboard_address=":0")
+    opts.update(cluster_kwargs)
+    with LocalCluster(**opts) as lc, Client(lc, set_as_default=False) as client:
+        client.wait_for_workers(opts["n_workers"])
+        yield client
+
+
+def machine(client: Any = None) -> dict[str, Any]:
+    """Where the numbers come from: cores, memory, Python, dask, cluster shape, load."""
+    import dask
+    import distributed
+
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(), "mem_gib": round(psutil.virtual_memory().total / 1024**3, 1),
+        "python": platform.python_version(), "dask": dask.__version__, "distributed": distributed.__version__,
+        "platform": platform.platform(), "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
+    if client is not None:
+        workers = client.scheduler_info().get("workers", {})
+        info["workers"] = len(workers)
+        info["threads"] = sum(w.get("nthreads", 0) for w in workers.values())
+    return info
+
+
+# -- memory --------------------------------------------------------------------------------------
+class PeakMemory:
+    """Sample the resident memory of this process and of the worker processes while active."""
+
+    def __init__(self, client: Any = None, interval: float = 0.02):
+        self.interval = interval
+        self._me = psutil.Process()
+        self._workers: list[psutil.Process] = []
+        if client is not None:
+            try:
+                pids = client.run(os.getpid)
+                self._workers = [psutil.Process(p) for p in set(pids.values()) if p != os.getpid()]
+            except Exception:  # noqa: BLE001 - no worker processes to watch (e.g. remote)
+                self._workers = []
+        self.client_peak = 0
+        self.client_start = 0
+        self.worker_peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        try:
+            self.client_peak = max(self.client_peak, self._me.memory_info().rss)
+            if self._workers:
+                total = 0
+                for w in self._workers:
+                    try:
+                        total += w.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.worker_peak = max(self.worker_peak, total)
+        except psutil.Error:
+            pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        self.client_start = self._me.memory_info().rss
+        self._sample()
+        self._thread = threading.Thread(target=self._loop, name="peak-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+
+    def as_dict(self) -> dict[str, float | None]:
+        """Peaks in MiB (``client_delta_mib``: peak minus the resident size at the start)."""
+        return {"client_peak_mib": round(self.client_peak / MiB, 1),
+                "client_delta_mib": round((self.client_peak - self.client_start) / MiB, 1),
+                "workers_peak_mib": round(self.worker_peak / MiB, 1) if self._workers else None}
+
+
+# -- measuring -----------------------------------------------------------------------------------
+@dataclass
+class Contender:
+    """One way of doing the benchmark's work.
+
+    ``run(prepared)`` is timed; ``setup()`` (untimed, called before every run) returns what ``run``
+    takes; ``teardown(prepared)`` (untimed) cleans up after a run.
+    """
+
+    run: Callable[[Any], Any]
+    setup: Callable[[], Any] | None = None
+    teardown: Callable[[Any], Any] | None = None
+    note: str = ""
+
+
+@dataclass
+class Timing:
+    """The measurements of one contender on one case."""
+
+    times: list[float] = field(default_factory=list)
+    memory: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _once(c: Contender) -> float:
+    prepared = c.setup() if c.setup is not None else None
+    t0 = time.perf_counter()
+    c.run(prepared)
+    elapsed = time.perf_counter() - t0
+    if c.teardown is not None:
+        c.teardown(prepared)
+    return elapsed
+
+
+def measure(contenders: Mapping[str, Contender], args: argparse.Namespace, client: Any = None,
+            default_reps: int = 3) -> dict[str, Timing]:
+    """Warm up each contender, then time ``reps`` rounds, each running every contender once
+    (the order rotates between rounds).  Memory peaks are per contender over its timed runs."""
+    names = list(contenders)
+    out = {n: Timing() for n in names}
+    for n in names:
+        for _ in range(0 if args.tiny else args.warmup):
+            try:
+                _once(contenders[n])
+            except Exception as exc:  # noqa: BLE001 - a broken contender is reported, not fatal
+                out[n].error = f"{type(exc).__name__}: {exc}"
+                break
+    for r in range(reps(args, default_reps)):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            if out[n].error:
+                continue
+            with PeakMemory(client) as mem:
+                try:
+                    out[n].times.append(_once(contenders[n]))
+                except Exception as exc:  # noqa: BLE001
+                    out[n].error = f"{type(exc).__name__}: {exc}"
+            for k, v in mem.as_dict().items():
+                if v is not None:
+                    out[n].memory[k] = max(out[n].memory.get(k, v), v)
+    return out
+
+
+def compare(case: str, contenders: Mapping[str, Contender], args: argparse.Namespace, *, tasks: int,
+            baseline: str | None = None, client: Any = None, default_reps: int = 3,
+            **extra: Any) -> list[dict[str, Any]]:
+    """:func:`measure` and turn the timings into rows: median / min seconds, per-task ms, ratio
+    of medians to ``baseline``, memory peaks.  ``extra`` fields are added to every row."""
+    timings = measure(contenders, args, client, default_reps)
+    base = timings.get(baseline) if baseline else None
+    base_med = statistics.median(base.times) if base is not None and base.times else None
+    rows = []
+    for name, t in timings.items():
+        row: dict[str, Any] = {"case": case, "contender": name, "tasks": tasks, **extra}
+        if t.times:
+            med = statistics.median(t.times)
+            row.update(median_s=round(med, 4), min_s=round(min(t.times), 4), reps=len(t.times),
+                       per_task_ms=round(1000 * med / max(tasks, 1), 4),
+                       ratio=round(med / base_med, 3) if base_med else None)
+        if t.error:
+            row["error"] = t.error
+        if contenders[name].note:
+            row["note"] = contenders[name].note
+        row.update(t.memory)
+        rows.append(row)
+    return rows
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """``(seconds, result)`` of one call."""
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
+
+
+# -- reporting -----------------------------------------------------------------------------------
+def emit(row: Mapping[str, Any], args: argparse.Namespace, benchmark: str) -> None:
+    """Write one JSON line (stdout unless ``--quiet``; appended to ``--json FILE``)."""
+    line = json.dumps({"benchmark": benchmark, **row}, default=str)
+    if not args.quiet:
+        print(line, flush=True)
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(line + "\n")
+
+
+def markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A markdown table of ``rows`` (missing cells empty)."""
+    def cell(v: Any) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.0f}"
+        return str(v)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def report(rows: Sequence[Mapping[str, Any]], args: argparse.Namespace, benchmark: str,
+           columns: Sequence[str], client: Any = None, title: str | None = None) -> None:
+    """Emit every row as a JSON line, a ``machine`` line, then print the markdown table."""
+    info = machine(client)
+    emit({"case": "machine", **info}, args, benchmark)
+    for r in rows:
+        emit(r, args, benchmark)
+    print()
+    print(f"### {title or benchmark}  ({info['cpus']} cores, load {info['loadavg']}, "
+          f"dask {info['dask']}, python {info['python']})")
+    print()
+    print(markdown(rows, columns))
+    sys.stdout.flush()
