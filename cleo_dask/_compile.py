@@ -132,7 +132,7 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     """
     agent_key = f"agent-{run_id}"
     compiled = Compiled({agent_key: DataNode(agent_key, agent)}, {}, {}, agent_key=agent_key)
-    literals = {f"{n}-input": NodeOutput(v, "succeeded") for n, v in (inputs or {}).items()}
+    literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
     _add_units(compiled, wf, list(wf.nodes), run_id, agent_key, defaults, fuse, gen=0, literals=literals,
                external={}, overrides={})
     if critical_path is None:
@@ -194,22 +194,16 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
                     dep_pos[pkey] = len(deps)
                     deps.append(pkey)
                 ins.append((p, dep_pos[pkey], idx))
-            if not node.parents and f"{n}-input" in literals:
-                pass
             over = overrides.get(n, {})
             task = node.task if over.get("mode") != "fallback" else node.task.fallback
             calls.append(NodeCall(n, task, tuple(ins), node.when, node.trigger, over.get("attempt", 1),
                                   over.get("mode", "task"), over.get("error")))
-        root_inputs = [f"{n}-input" for n in unit[:1] if f"{n}-input" in literals]
-        extra = {}
-        if root_inputs:
-            extra_key = f"{root_inputs[0]}-{run_id}"
-            dep_pos[extra_key] = len(deps)
-            deps.append(extra_key)
-            extra = {"literal_pos": dep_pos[extra_key]}
-        if extra:
+        if "inputs" in literals and not nodes[unit[0]].parents:
+            # keyword inputs given to the run's roots travel as one data node, unpacked by the worker
+            dep_pos[f"inputs-{run_id}"] = len(deps)
+            deps.append(f"inputs-{run_id}")
             first = calls[0]
-            calls[0] = NodeCall(first.name, first.task, first.inputs + (("**", extra["literal_pos"], -1),),
+            calls[0] = NodeCall(first.name, first.task, first.inputs + (("**", dep_pos[f"inputs-{run_id}"], -1),),
                                 first.when, first.trigger, first.attempt, first.mode, first.error)
         func = run_unit_async if calls[0].task.is_async else run_unit
         compiled.dsk[key] = Task(key, func, UnitCall(run_id, key, tuple(calls)), TaskRef(agent_key),

@@ -85,7 +85,7 @@ class Engine:
         task ``duration`` options; default: when any task declares one).
         """
         wf = self._as_workflow(target, inputs)
-        wf.validate()
+        wf.validate(inputs or ())
         if agent is None:
             agent = Agent("default")
         check_picklable(agent)

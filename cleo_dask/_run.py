@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distributed import Future
-from distributed.client import _wait
+from distributed.client import FuturesCancelledError, _wait
 
 from ._compile import Compiled, Defaults, compile_resubmission, retry_policy
 from ._events import event, run_topic
@@ -223,6 +223,8 @@ class Run:
                     self._client.sync(_wait, futures, timeout=remaining)
                 except TimeoutError:
                     return False
+                except FuturesCancelledError:
+                    pass  # cancelled nodes are an outcome too
             with self._lock:
                 if self._timers:
                     if remaining is not None and remaining <= 0:

@@ -153,11 +153,15 @@ class Workflow:
                     stack.append(c)
         return [n for n in self._nodes if n in seen]
 
-    def validate(self) -> None:
-        """Check the whole workflow again; raise :class:`WorkflowError` listing every problem."""
+    def validate(self, inputs: Iterable[str] = ()) -> None:
+        """Check the whole workflow again; raise :class:`WorkflowError` listing every problem.
+
+        ``inputs``: names of keyword arguments given to the root nodes (``engine.run(t, a, x=1)``).
+        """
         problems: list[str] = []
+        given = tuple(inputs)
         for node in self._nodes.values():
-            problems.extend(node_problems(node))
+            problems.extend(node_problems(node, given if not node.parents else ()))
             problems.extend(f"node {node.name!r}: 'after' names unknown node {p!r}"
                             for p in node.parents if p not in self._nodes)
         if not self._nodes:
@@ -177,10 +181,10 @@ class Workflow:
                 f"<table><tr><th>node</th><th>task</th><th>after</th></tr>{rows}</table>{more}</div>")
 
 
-def node_problems(node: Node) -> list[str]:
+def node_problems(node: Node, inputs: tuple[str, ...] = ()) -> list[str]:
     """Why ``node``'s task (and its condition) cannot be called with its parents' results."""
     what = f"node {node.name!r} (task {node.task.name!r})"
-    problems = node.task.signature.problems(node.parents, what)
+    problems = node.task.signature.problems(node.parents + inputs, what)
     if node.when is not None:
         from ._task import Signature
         problems.extend(Signature.of(node.when, agent_first=False).problems(node.parents, f"condition 'when' of {what}"))
