@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import traceback as tb
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distributed import Future
@@ -340,6 +340,20 @@ class Run:
                 out = self._output(k)
                 self._metas[k] = out.meta() if isinstance(out, NodeOutput) else tuple(o.meta() for o in out)
 
+    def _prefetch(self, nodes: list[str]) -> None:
+        """Fetch the outputs of ``nodes`` not fetched yet in one ``gather`` (not one per key)."""
+        with self._lock:
+            futs = {}
+            for n in nodes:
+                if n in self._known or n not in self._location:
+                    continue
+                key = self._location[n][0]
+                fut = self._futures.get(key)
+                if fut is not None and key not in self._outputs and fut.status == "finished":
+                    futs[key] = fut
+        if futs:
+            self._outputs.update(zip(futs, self._client.gather(list(futs.values()))))
+
     def _output(self, key: str) -> Any:
         if key not in self._outputs:
             self._outputs[key] = self._futures[key].result()
@@ -454,9 +468,11 @@ class RunOutcome(Mapping[str, TaskResult]):
             out[r.status.value] = out.get(r.status.value, 0) + 1
         return out
 
-    def values_by_node(self) -> dict[str, Any]:
-        """Every node's value (fetched now)."""
-        return {n: r.value for n, r in self._results.items()}
+    def values_by_node(self, nodes: Iterable[str] | None = None) -> dict[str, Any]:
+        """The values of ``nodes`` (default: every node), fetched now in one gather."""
+        names = list(self._results) if nodes is None else list(nodes)
+        self.run._prefetch([n for n in names if n in self._results])
+        return {n: self._results[n].value for n in names}
 
     def __repr__(self) -> str:
         return f"<RunOutcome {self.run.id}: {self.counts()}>"
