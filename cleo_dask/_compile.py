@@ -4,7 +4,9 @@ tasks plus per-key annotations), without touching a cluster.
 * One Dask task per *unit*: a linear run of nodes (each the only child of the one before, each
   the only parent of the one after) is fused into one task, so a chain costs one scheduler
   round trip per run of nodes, not per node.  Every node still gets its own record.
-* The agent is one data node of the graph, shipped once per run.
+* The agent is embedded in the graph (pickled once per submission, memoised by pickle), as a
+  plain argument of each task, not a Dask key: a key every root depended on would pull all roots
+  onto the worker holding it (``decide_worker`` only considers workers holding dependencies).
 * Per-key annotations carry Dask's ``retries`` (immediate retries) and ``priority`` (the user's,
   plus critical-path bottom levels when durations are known).
 """
@@ -130,10 +132,9 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     ``inputs``: extra keyword arguments for root nodes (``engine.run(task, agent, x=1)``).
     ``critical_path``: prioritise by bottom level (default: when any task declares a ``duration``).
     """
-    agent_key = f"agent-{run_id}"
-    compiled = Compiled({agent_key: DataNode(agent_key, agent)}, {}, {}, agent_key=agent_key)
+    compiled = Compiled({}, {}, {})
     literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
-    _add_units(compiled, wf, list(wf.nodes), run_id, agent_key, defaults, fuse, gen=0, literals=literals,
+    _add_units(compiled, wf, list(wf.nodes), run_id, agent, defaults, fuse, gen=0, literals=literals,
                external={}, overrides={})
     if critical_path is None:
         critical_path = any(node.task.duration is not None for node in wf.nodes.values())
@@ -148,7 +149,7 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     return compiled
 
 
-def compile_resubmission(wf: Workflow, run_id: str, agent_key: str, names: Iterable[str], gen: int, *,
+def compile_resubmission(wf: Workflow, run_id: str, agent: Any, names: Iterable[str], gen: int, *,
                          defaults: Defaults, external: Mapping[str, tuple[str, int]],
                          literals: Mapping[str, NodeOutput], overrides: Mapping[str, dict[str, Any]],
                          priority: float = 0) -> Compiled:
@@ -158,20 +159,20 @@ def compile_resubmission(wf: Workflow, run_id: str, agent_key: str, names: Itera
     their output is known on the client, from ``literals`` (embedded as data).  ``overrides``
     sets per-node ``attempt``, ``mode`` ("fallback") and ``error``.
     """
-    compiled = Compiled({}, {}, {}, agent_key=agent_key)
+    compiled = Compiled({}, {}, {})
     lit = {}
     for name, out in literals.items():
         key = f"{name}-{run_id}-v{gen}"
         compiled.dsk[key] = DataNode(key, out)
         lit[name] = key
-    _add_units(compiled, wf, list(names), run_id, agent_key, defaults, fuse=False, gen=gen,
+    _add_units(compiled, wf, list(names), run_id, agent, defaults, fuse=False, gen=gen,
                literals={}, external={**external, **{n: (k, -1) for n, k in lit.items()}}, overrides=overrides)
     if priority:
         compiled.priority = {k: priority for k in compiled.units}
     return compiled
 
 
-def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, agent_key: str,
+def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, agent: Any,
                defaults: Defaults, fuse: bool, gen: int, literals: Mapping[str, NodeOutput],
                external: Mapping[str, tuple[str, int]], overrides: Mapping[str, dict[str, Any]]) -> None:
     nodes = wf.nodes
@@ -206,7 +207,7 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
             calls[0] = NodeCall(first.name, first.task, first.inputs + (("**", dep_pos[f"inputs-{run_id}"], -1),),
                                 first.when, first.trigger, first.attempt, first.mode, first.error)
         func = run_unit_async if calls[0].task.is_async else run_unit
-        compiled.dsk[key] = Task(key, func, UnitCall(run_id, key, tuple(calls)), TaskRef(agent_key),
+        compiled.dsk[key] = Task(key, func, UnitCall(run_id, key, tuple(calls)), agent,
                                  *(TaskRef(d) for d in deps))
         compiled.units[key] = tuple(unit)
         for i, n in enumerate(unit):

@@ -47,7 +47,6 @@ class Run:
         self._engine = engine
         self._client = engine.client
         self._defaults = defaults
-        self._agent_key = compiled.agent_key
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._location: dict[str, tuple[str, int]] = dict(compiled.location)
@@ -68,7 +67,7 @@ class Run:
 
     # -- submission ---------------------------------------------------------------------------
     def _submit(self, compiled: Compiled, with_agent: bool = False) -> None:
-        keys = compiled.keys + ([compiled.agent_key] if with_agent else [])
+        keys = compiled.keys
         futures = self._client.get(compiled.graph(), keys, sync=False, priority=self.priority)
         for key, fut in zip(keys, futures):
             self._futures[key] = fut
@@ -179,7 +178,7 @@ class Run:
                 else:
                     external[p] = self._location[p]
         self._gen += 1
-        compiled = compile_resubmission(wf, self.id, self._agent_key, names, self._gen, defaults=self._defaults,
+        compiled = compile_resubmission(wf, self.id, self.agent, names, self._gen, defaults=self._defaults,
                                         external=external, literals=literals, overrides=overrides,
                                         priority=self.priority)
         old_keys = {self._location[n][0] for n in names}
@@ -324,7 +323,7 @@ class Run:
     def _fetch_metas(self) -> None:
         with self._lock:
             missing = [k for k, f in self._futures.items() if f.status == "finished" and k not in self._metas
-                       and k != self._agent_key]
+                       ]
         if not missing:
             return
         try:

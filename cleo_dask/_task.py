@@ -120,6 +120,51 @@ class TaskSpec:
         """Call the task body directly (no Dask), as ``fn(agent, **inputs)``."""
         return self.fn(agent, **self.signature.select(inputs))
 
+    def __reduce__(self):
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        ref = _decorated_ref(self.fn)
+        if ref is not None:
+            fields["fn"] = _FunctionRef(*ref)
+        return (_rebuild_spec, (fields,))
+
+
+class _FunctionRef:
+    """Pickles a ``@cd.task``-decorated module function by reference: the module attribute of that
+    name is the :class:`Task`, so plain pickle cannot find the function and cloudpickle would copy
+    it, with its globals, by value."""
+
+    def __init__(self, module: str, qualname: str):
+        self.module, self.qualname = module, qualname
+
+    def resolve(self) -> Callable[..., Any]:
+        import importlib
+        obj: Any = importlib.import_module(self.module)
+        for part in self.qualname.split("."):
+            obj = getattr(obj, part)
+        return obj.spec.fn if isinstance(obj, Task) else obj
+
+
+def _decorated_ref(fn: Any) -> tuple[str, str] | None:
+    import sys
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or "<locals>" in qualname or module == "__main__":
+        return None
+    obj: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if isinstance(obj, Task) and obj.spec.fn is fn:
+        return module, qualname
+    return None
+
+
+def _rebuild_spec(fields: dict[str, Any]) -> TaskSpec:
+    if isinstance(fields["fn"], _FunctionRef):
+        fields["fn"] = fields["fn"].resolve()
+    spec = object.__new__(TaskSpec)
+    for name, value in fields.items():
+        object.__setattr__(spec, name, value)
+    return spec
+
 
 def check_options(spec: TaskSpec) -> None:
     """Check every policy option of ``spec``; raise :class:`WorkflowError` naming the bad one."""
