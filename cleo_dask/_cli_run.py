@@ -1,0 +1,265 @@
+"""``cleo-dask run``, ``cleo-dask validate`` and ``cleo-dask cluster``: batch use from a shell.
+
+Exit codes: 0 every node succeeded (or was skipped by its condition, or fell back), 1 some node
+failed, 2 bad input (spec, arguments, TLS files, unreachable scheduler), 130 interrupted.
+Defaults come from Dask's config, section ``cleo_dask.cli`` (``DASK_CLEO_DASK__CLI__ADDRESS=...``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from . import _config
+from ._errors import CleoError, WorkflowError
+
+BAD_INPUT = 2
+INTERRUPTED = 130
+
+
+class BadInput(CleoError):
+    """A problem with what the user gave (exit code 2)."""
+
+
+def register(sub: Any) -> None:
+    """Add ``run``, ``validate`` and ``cluster`` to the ``cleo-dask`` parser."""
+    p = sub.add_parser("run", help="run a workflow spec (YAML/JSON) or package.module:workflow",
+                       description="Run a workflow and wait for it, showing progress, then a summary table. "
+                                   "Exit 0 if every node succeeded, 1 if any failed, 2 on bad input.")
+    p.add_argument("spec", help="a spec file (.yaml/.yml/.json) or an import path package.module:name")
+    _connection_args(p)
+    p.add_argument("--agent-file", help="YAML/JSON file with the agent (id, config, max_concurrency)")
+    p.add_argument("--json", dest="json_out", metavar="FILE", help="write the results as JSON to FILE ('-': stdout)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="submit, print the run id and exit (needs a running cluster: --address/--scheduler-file)")
+    p.add_argument("--wait-workers", type=int, default=0, metavar="N",
+                   help="wait (up to --connect-timeout) until N workers are connected before submitting")
+    p.add_argument("--no-progress", action="store_true", help="do not show progress")
+    p.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check a workflow spec without running it",
+                       description="Validate a spec completely (schema, import paths, graph). Exit 0 if valid, 2 if not.")
+    v.add_argument("spec", help="a spec file (.yaml/.yml/.json) or an import path package.module:name")
+    v.add_argument("--agent-file", help="YAML/JSON file with the agent")
+    v.set_defaults(func=cmd_validate)
+
+    c = sub.add_parser("cluster", help="start a local Dask scheduler and workers until interrupted",
+                       description="Start a local Dask cluster, print its address and dashboard, run until Ctrl+C.")
+    local = _config.get("local-cluster", {}) or {}
+    c.add_argument("--workers", type=int, default=local.get("n-workers") or os.cpu_count() or 1)
+    c.add_argument("--threads-per-worker", type=int, default=local.get("threads-per-worker", 1))
+    c.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    c.add_argument("--port", type=int, default=8786, help="scheduler port (0: any free port)")
+    c.add_argument("--dashboard-address", default=":8787", help="dashboard address (':0': any free port)")
+    c.add_argument("--no-processes", action="store_true", help="run workers as threads of this process")
+    c.add_argument("--scheduler-file", help="write the scheduler's address to this JSON file")
+    _tls_args(c)
+    c.set_defaults(func=cmd_cluster)
+
+
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    cli = _config.get("cli", {}) or {}
+    p.add_argument("--address", default=cli.get("address"),
+                   help="scheduler address, tcp://host:8786 or tls://host:8786 (default: start a LocalCluster)")
+    p.add_argument("--scheduler-file", default=cli.get("scheduler-file"), help="a Dask scheduler file")
+    p.add_argument("--connect-timeout", type=float, default=float(_config.get("connect-timeout", 10)),
+                   metavar="SECONDS", help="give up reaching the scheduler after this long (exit 2)")
+    _tls_args(p)
+
+
+def _tls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", metavar="PEM", help="CA certificate (TLS)")
+    p.add_argument("--tls-cert", metavar="PEM", help="this side's certificate (TLS)")
+    p.add_argument("--tls-key", metavar="PEM", help="this side's private key (TLS)")
+
+
+def _fail(message: str) -> int:
+    print(f"cleo-dask: error: {message}", file=sys.stderr, flush=True)
+    return BAD_INPUT
+
+
+def _importable_cwd() -> None:
+    """Import paths resolve against the current directory too, as with ``python -m``."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def security_from_args(args: argparse.Namespace, role: str = "client") -> Any:
+    """A ``distributed.security.Security`` from ``--tls-ca/--tls-cert/--tls-key`` (None if none given)."""
+    files = {"--tls-ca": args.tls_ca, "--tls-cert": args.tls_cert, "--tls-key": args.tls_key}
+    given = {k: v for k, v in files.items() if v}
+    if not given:
+        return None
+    missing = [k for k in files if k not in given]
+    if missing:
+        raise BadInput(f"TLS needs all of --tls-ca, --tls-cert and --tls-key; missing {', '.join(missing)}")
+    for flag, path in given.items():
+        if not os.path.isfile(path):
+            raise BadInput(f"TLS file not found: {flag} {path}")
+    from distributed.security import Security
+    kwargs = {"tls_ca_file": args.tls_ca, "require_encryption": True}
+    roles = ("client", "scheduler", "worker") if role == "all" else (role,)
+    for r in roles:
+        kwargs[f"tls_{r}_cert"] = args.tls_cert
+        kwargs[f"tls_{r}_key"] = args.tls_key
+    return Security(**kwargs)
+
+
+# -- run ----------------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    """``cleo-dask run``."""
+    from ._spec import load_spec
+    _importable_cwd()
+    try:
+        spec = load_spec(args.spec, agent_file=args.agent_file)
+        remote = bool(args.address or args.scheduler_file)
+        if args.no_wait and not remote:
+            raise BadInput("--no-wait needs a running cluster (--address or --scheduler-file): "
+                           "a LocalCluster started for the run would stop when cleo-dask exits")
+        engine = _engine(args)
+    except (WorkflowError, BadInput) as exc:
+        return _fail(str(exc))
+    try:
+        return _run(engine, spec, args)
+    except KeyboardInterrupt:
+        print("cleo-dask: interrupted; the run was cancelled", file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        engine.close()
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    from ._engine import Engine
+    security = security_from_args(args)
+    address = args.address
+    if address and "://" not in address:
+        address = "tcp://" + address
+    if address and address.startswith("tls://") and security is None:
+        from distributed.security import Security
+        security = Security()  # distributed.comm.tls.* from Dask's config
+        if not security.tls_ca_file:
+            raise BadInput(f"{address} is a TLS address: give --tls-ca, --tls-cert and --tls-key "
+                           "(or set distributed.comm.tls in Dask's config)")
+    if address and address.split("://")[0] not in ("tcp", "tls", "inproc", "ws", "wss", "ucx"):
+        raise BadInput(f"unsupported scheduler address {address!r}: use tcp://host:port or tls://host:port")
+    if args.scheduler_file and not os.path.isfile(args.scheduler_file):
+        raise BadInput(f"scheduler file not found: {args.scheduler_file}")
+    if not (address or args.scheduler_file):
+        # task errors are in the summary table: keep the workers' own error logs out of the way
+        return Engine(silence_logs=logging.CRITICAL)
+    where = address or f"the scheduler in {args.scheduler_file}"
+    try:
+        engine = Engine(address=address, scheduler_file=args.scheduler_file, security=security,
+                        timeout=args.connect_timeout)
+    except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, SSL errors...: all "cannot connect"
+        raise BadInput(f"cannot reach {where} within {args.connect_timeout:g} s: "
+                       f"{type(exc).__name__}: {exc}") from None
+    if args.wait_workers:
+        try:
+            engine.client.wait_for_workers(args.wait_workers, timeout=args.connect_timeout)
+        except Exception as exc:  # noqa: BLE001
+            engine.close()
+            raise BadInput(f"{where}: fewer than {args.wait_workers} workers after "
+                           f"{args.connect_timeout:g} s ({type(exc).__name__})") from None
+    return engine
+
+
+def _run(engine: Any, spec: Any, args: argparse.Namespace) -> int:
+    from ._progress import failed, outcome_json, show_progress, summary_table
+    try:
+        run = engine.submit(spec.workflow, spec.agent, priority=spec.priority, fail_fast=spec.fail_fast)
+    except WorkflowError as exc:
+        return _fail(str(exc))
+    print(f"run {run.id}: workflow {run.name!r}, {len(spec.workflow)} nodes, agent {spec.agent.id!r}"
+          + (f"; dashboard {engine.dashboard_link}" if engine.dashboard_link else ""), file=sys.stderr, flush=True)
+    if args.no_wait:
+        # Published futures stay alive on the scheduler after this client leaves.  Only Dask's own
+        # retries apply then: delayed retries and fallbacks need a waiting client.
+        engine.client.publish_dataset(**{f"cleo-run-{run.id}": list(run.futures.values())})
+        print(run.id, flush=True)
+        _write_json(args.json_out, {"run_id": run.id, "name": run.name, "status": "submitted",
+                                    "dataset": f"cleo-run-{run.id}"})
+        return 0
+    try:
+        if args.no_progress:
+            run.wait()
+        else:
+            show_progress(run, file=sys.stderr, interval=float((_config.get("cli", {}) or {}).get("progress-interval", 0.25)))
+    except KeyboardInterrupt:
+        run.cancel()
+        raise
+    outcome = run.result()
+    print(summary_table(outcome), flush=True)
+    if args.json_out:
+        _write_json(args.json_out, outcome_json(run, outcome))
+    return 1 if failed(outcome) else 0
+
+
+def _write_json(path: str | None, data: dict[str, Any]) -> None:
+    if not path:
+        return
+    text = json.dumps(data, indent=2, default=repr)
+    if path == "-":
+        print(text, flush=True)
+    else:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+
+# -- validate -----------------------------------------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``cleo-dask validate``."""
+    from ._spec import load_spec
+    _importable_cwd()
+    try:
+        spec = load_spec(args.spec, agent_file=args.agent_file)
+    except WorkflowError as exc:
+        return _fail(str(exc))
+    wf = spec.workflow
+    print(f"{args.spec}: valid: workflow {wf.name!r}, {len(wf)} nodes, agent {spec.agent.id!r}")
+    for name, node in wf.nodes.items():
+        print(f"  {name}" + (f" <- {', '.join(node.parents)}" if node.parents else ""))
+    return 0
+
+
+# -- cluster ------------------------------------------------------------------------------------------
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """``cleo-dask cluster``: a LocalCluster in the foreground."""
+    from distributed import LocalCluster
+    try:
+        security = security_from_args(args, role="all")
+    except BadInput as exc:
+        return _fail(str(exc))
+    if args.workers < 1 or args.threads_per_worker < 1:
+        return _fail("--workers and --threads-per-worker must be >= 1")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    kwargs: dict[str, Any] = {}
+    if security is not None:
+        kwargs.update(security=security, protocol="tls://")
+    if args.scheduler_file:
+        kwargs["scheduler_kwargs"] = {"scheduler_file": args.scheduler_file}
+    try:
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=args.threads_per_worker,
+                               processes=not args.no_processes, host=args.host, scheduler_port=args.port,
+                               dashboard_address=args.dashboard_address, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - port in use, bad host...
+        return _fail(f"cannot start the cluster: {type(exc).__name__}: {exc}")
+    try:
+        print(f"scheduler: {cluster.scheduler_address}", flush=True)
+        print(f"dashboard: {cluster.dashboard_link}", flush=True)
+        print(f"workers: {args.workers} x {args.threads_per_worker} thread(s)", flush=True)
+        print("press Ctrl+C to stop", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        cluster.close()
+        print("cluster stopped", flush=True)
+    return 0
