@@ -177,7 +177,7 @@ def _run(engine: Any, spec: Any, args: argparse.Namespace) -> int:
     except WorkflowError as exc:
         return _fail(str(exc))
     print(f"run {run.id}: workflow {run.name!r}, {len(spec.workflow)} nodes, agent {spec.agent.id!r}"
-          + (f"; dashboard {engine.dashboard_link}" if engine.dashboard_link else ""), file=sys.stderr, flush=True)
+          + (f"; dashboard {engine.dashboard_link}" if _has_dashboard(engine) else ""), file=sys.stderr, flush=True)
     if args.no_wait:
         # Published futures stay alive on the scheduler after this client leaves.  Only Dask's own
         # retries apply then: delayed retries and fallbacks need a waiting client.
@@ -199,6 +199,13 @@ def _run(engine: Any, spec: Any, args: argparse.Namespace) -> int:
     if args.json_out:
         _write_json(args.json_out, outcome_json(run, outcome))
     return 1 if failed(outcome) else 0
+
+
+def _has_dashboard(engine: Any) -> bool:
+    try:
+        return "dashboard" in engine.client.scheduler_info().get("services", {})
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def _write_json(path: str | None, data: dict[str, Any]) -> None:
