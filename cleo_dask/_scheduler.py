@@ -1,0 +1,610 @@
+"""The scheduling loop and the :class:`Schedule` handle.
+
+A :class:`Scheduler` owns a :class:`~cleo_dask._schedule_store.ScheduleStore` and one thread.
+Each :meth:`Scheduler.tick` takes the schedules that are due at ``now`` (from an in-memory heap of
+next fire times), asks each trigger for every fire time up to ``now``, lets the pure misfire
+policy (:func:`cleo_dask._misfire.plan`) decide, commits the decisions to the store in one
+transaction (compare-and-set per schedule, lease checked) and only then hands the runs to the
+``submit`` function (a small thread pool, so a slow submission does not delay the next firing).
+The clock and the submit function are passed in, so the arithmetic is testable with a fixed time.
+
+A persistent store is shared with other processes (``cleo-dask schedule add/pause/...``): the loop
+notices their commits (SQLite's ``data_version``) and reloads.  Only the process holding the
+store's lease fires; the others stand by and retry.
+"""
+from __future__ import annotations
+
+import heapq
+import html
+import itertools
+import json
+import logging
+import pickle
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from . import _config
+from ._agent import Agent
+from ._errors import ScheduleError
+from ._misfire import FIRED, SKIPPED, plan
+from ._schedule_store import (ACTIVE, CANCELLED, FINISHED, PAUSED, Firing, ScheduleRecord, ScheduleStore,
+                              Update)
+from ._triggers import (CronTrigger, DateTrigger, IntervalTrigger, Trigger, aware, positive_seconds,
+                        trigger_from_state, zone)
+
+logger = logging.getLogger("cleo_dask")
+
+UTC = timezone.utc
+#: At most this many past fire times of one schedule are examined per tick (the rest next tick).
+MAX_CATCH_UP = 100_000
+_UNSET: Any = type("Unset", (), {"__repr__": lambda self: "<config default>"})()
+
+
+def _setting(name: str, default: Any) -> Any:
+    return _config.get(f"schedules.{name}", default)
+
+
+# -- building schedules (shared by Engine.schedule and the CLI) -----------------------------------------
+@dataclass(frozen=True)
+class Options:
+    """A schedule's policy, validated."""
+
+    misfire_grace: float | None
+    coalesce: bool
+    max_running: int | None
+
+
+def make_options(misfire_grace: Any = _UNSET, coalesce: Any = _UNSET, max_running: Any = None) -> Options:
+    """Validate the misfire / concurrency policy (``_UNSET``: the ``cleo_dask.schedules`` config)."""
+    if misfire_grace is _UNSET:
+        misfire_grace = _setting("misfire-grace", 60)
+    if misfire_grace is not None:
+        misfire_grace = positive_seconds(misfire_grace, "misfire_grace")
+    if coalesce is _UNSET:
+        coalesce = bool(_setting("coalesce", True))
+    if not isinstance(coalesce, bool):
+        raise ScheduleError(f"coalesce must be True or False, got {coalesce!r}")
+    if max_running is not None and (isinstance(max_running, bool) or not isinstance(max_running, int)
+                                    or max_running < 1):
+        raise ScheduleError(f"max_running must be an integer >= 1 or None, got {max_running!r}")
+    return Options(misfire_grace, coalesce, max_running)
+
+
+def make_trigger(now: float, *, delay: Any = None, at: Any = None, every: Any = None, cron: Any = None,
+                 timezone: Any = None, jitter: Any = 0, start: Any = None,
+                 misfire_grace: float | None = None) -> tuple[Trigger, str]:
+    """The trigger for exactly one of ``delay`` / ``at`` / ``every`` / ``cron``, and its time zone name."""
+    given = [k for k, v in (("delay", delay), ("at", at), ("every", every), ("cron", cron)) if v is not None]
+    if len(given) != 1:
+        raise ScheduleError("give exactly one of delay=, at=, every=, cron=" +
+                            (f" (got {', '.join(given)})" if given else " (got none)"))
+    tz = zone(timezone) if timezone is not None else None
+    if jitter and every is None:
+        raise ScheduleError("jitter= applies to every= schedules only")
+    if start is not None and every is None and cron is None:
+        raise ScheduleError("start= applies to every= and cron= schedules only")
+    now_dt = datetime.fromtimestamp(now, UTC)
+    if delay is not None:
+        seconds = positive_seconds(delay, "delay")
+        return DateTrigger(now_dt + timedelta(seconds=seconds)), (tz.key if tz else "UTC")
+    if at is not None:
+        when = aware(at, "at")
+        late = now - when.timestamp()
+        if late > 0 and (misfire_grace is not None and late > misfire_grace):
+            raise ScheduleError(f"at={when.isoformat()} is {late:.1f} s in the past, beyond misfire_grace="
+                                f"{misfire_grace:g} s (raise misfire_grace to run it anyway)")
+        return DateTrigger(when), (tz.key if tz else _tz_name(when))
+    begin = aware(start, "start") if start is not None else None
+    if every is not None:
+        interval = positive_seconds(every, "every", allow_zero=False)
+        first = begin or now_dt + timedelta(seconds=interval)
+        return IntervalTrigger(interval, first, jitter=positive_seconds(jitter, "jitter")), (tz.key if tz else "UTC")
+    tzname = tz.key if tz else "UTC"
+    after = (begin or now_dt) - timedelta(microseconds=1) if begin else now_dt
+    return CronTrigger(cron, tzname, after=after), tzname
+
+
+def _tz_name(dt: datetime) -> str:
+    key = getattr(dt.tzinfo, "key", None)
+    return key if key else "UTC"
+
+
+def import_path_of(target: Any) -> str | None:
+    """The ``"module:name"`` that imports back to ``target`` (``None`` if there is none)."""
+    from ._imports import resolve
+
+    if isinstance(target, str):
+        return target
+    fn = getattr(getattr(target, "spec", None), "fn", None) or target
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not module or not qualname or module == "__main__" or "<" in qualname:
+        return None
+    path = f"{module}:{qualname}"
+    try:
+        found = resolve(path, error=ScheduleError)
+    except ScheduleError:
+        return None
+    return path if found is target or getattr(found, "spec", None) is getattr(target, "spec", object()) else None
+
+
+def target_label(target: Any) -> str:
+    """A short name for a target (its import path, workflow or task name)."""
+    if isinstance(target, str):
+        return target
+    name = getattr(target, "name", None) or getattr(getattr(target, "spec", None), "name", None)
+    return str(name or getattr(target, "__name__", type(target).__name__))
+
+
+def dump_agent(agent: Any) -> tuple[bytes, str]:
+    """Serialize an agent for a persistent store: JSON for a plain :class:`Agent`, else pickle by reference."""
+    if isinstance(agent, Agent):
+        try:
+            return json.dumps({"id": agent.id, "config": agent.config,
+                               "max_concurrency": agent.max_concurrency}).encode(), "json"
+        except (TypeError, ValueError):
+            pass
+    cls = type(agent)
+    if cls.__module__ == "__main__":
+        raise ScheduleError(f"agent {getattr(agent, 'id', agent)!r} is an instance of {cls.__qualname__!r} defined in "
+                            "__main__ (a notebook or script): a persistent store can keep only agents whose class "
+                            "can be imported by another process; define it in a module or use a cd.Agent")
+    try:
+        data = pickle.dumps(agent)
+        pickle.loads(data)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure is the same user error
+        raise ScheduleError(f"agent {getattr(agent, 'id', agent)!r} cannot be kept in a persistent store: it does "
+                            f"not pickle ({exc})") from exc
+    return data, "pickle"
+
+
+def load_agent(data: bytes | None, fmt: str | None) -> Any:
+    """The agent :func:`dump_agent` stored (a default agent if none)."""
+    if data is None:
+        return Agent("default")
+    if fmt == "json":
+        d = json.loads(data)
+        return Agent(d["id"], config=d.get("config") or {}, max_concurrency=d.get("max_concurrency"))
+    return pickle.loads(data)  # noqa: S301 - written by this store's own users
+
+
+def agent_from_file(path: str) -> Agent:
+    """A :class:`Agent` from a JSON file ``{"id": ..., "config": {...}, "max_concurrency": n}``."""
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ScheduleError(f"cannot read agent file {path!r}: {exc}") from None
+    if not isinstance(d, dict) or "id" not in d:
+        raise ScheduleError(f"agent file {path!r} must hold a JSON object with an 'id' (and optional 'config')")
+    try:
+        return Agent(d["id"], config=d.get("config") or {}, max_concurrency=d.get("max_concurrency"))
+    except Exception as exc:  # noqa: BLE001
+        raise ScheduleError(f"agent file {path!r}: {exc}") from None
+
+
+def new_record(store: ScheduleStore, target: Any, agent: Any, trigger: Trigger, tzname: str, options: Options, *,
+               name: str | None, now: float) -> ScheduleRecord:
+    """Validate persistence rules and build the record of a new schedule (not yet stored)."""
+    if store.persistent:
+        path = import_path_of(target)
+        if path is None:
+            raise ScheduleError(
+                f"cannot keep {target_label(target)!r} in the persistent store {store.path}: only import paths "
+                "('package.module:name') can be stored, and this target is an object defined in a notebook, a "
+                "script (__main__) or a closure, which another process cannot import. Move it into a module and "
+                "pass its import path, or use an Engine without store= (schedules then live while the engine does)")
+        agent_data, agent_format = dump_agent(agent)
+        target_text = path
+    else:
+        agent_data, agent_format, target_text = None, None, target_label(target)
+    first = trigger.next()
+    return ScheduleRecord(
+        id=uuid.uuid4().hex[:12], name=name or target_label(target), target=target_text, trigger=trigger.state(),
+        next_fire=None if first is None else first.timestamp(), state=ACTIVE if first is not None else FINISHED,
+        misfire_grace=options.misfire_grace, coalesce=options.coalesce, max_running=options.max_running,
+        timezone=tzname, created=now, version=0, agent=agent_data, agent_format=agent_format)
+
+
+def resume_record(store: ScheduleStore, key: str, now: float) -> ScheduleRecord:
+    """Resume a paused schedule: the fire times that fell due while it was paused are skipped (one row)."""
+    rec = store.get(key)
+    if rec is None:
+        raise ScheduleError(f"no schedule {key!r}")
+    if rec.state != PAUSED:
+        if rec.state == ACTIVE:
+            return rec
+        raise ScheduleError(f"schedule {rec.id} is {rec.state}: only a paused schedule can be resumed")
+    trig = trigger_from_state(rec.trigger)
+    nxt, skipped = rec.next_fire, []
+    while nxt is not None and nxt < now and len(skipped) < MAX_CATCH_UP:
+        skipped.append(nxt)
+        t = trig.next()
+        nxt = None if t is None else t.timestamp()
+    firing = None
+    if skipped:
+        firing = Firing(rec.id, skipped[0], SKIPPED, "due while the schedule was paused", len(skipped),
+                        skipped[-1] if len(skipped) > 1 else None, decided=now)
+    return store.set_state(rec.id, ACTIVE if nxt is not None else FINISHED, trigger=trig.state(), next_fire=nxt,
+                           firing=firing)
+
+
+def cancel_record(store: ScheduleStore, key: str) -> ScheduleRecord:
+    """Cancel a schedule for good (its history stays)."""
+    rec = store.get(key)
+    if rec is None:
+        raise ScheduleError(f"no schedule {key!r}")
+    return store.set_state(rec.id, CANCELLED, trigger=rec.trigger, next_fire=None)
+
+
+def pause_record(store: ScheduleStore, key: str) -> ScheduleRecord:
+    """Pause a schedule (no firing until resumed)."""
+    rec = store.get(key)
+    if rec is None:
+        raise ScheduleError(f"no schedule {key!r}")
+    if rec.state not in (ACTIVE, PAUSED):
+        raise ScheduleError(f"schedule {rec.id} is {rec.state}: it cannot be paused")
+    return store.set_state(rec.id, PAUSED)
+
+
+# -- the loop -----------------------------------------------------------------------------------------------
+@dataclass
+class _Entry:
+    record: ScheduleRecord
+    trigger: Trigger
+    target: Any = None
+    agent: Any = None
+    runs: deque = field(default_factory=lambda: deque(maxlen=int(_setting("keep-runs", 100))))
+    inflight: int = 0
+
+
+class Scheduler:
+    """Fires the schedules of ``store`` by calling ``submit(target, agent, schedule, due) -> run`` when due.
+
+    ``clock()``: epoch seconds (``time.time``).  ``is_running(run)``: whether a run still counts
+    toward ``max_running``.  ``start=False``: no thread; call :meth:`tick` yourself (tests).
+    """
+
+    def __init__(self, store: ScheduleStore, submit: Callable[[Any, Any, Schedule, float], Any], *,
+                 clock: Callable[[], float] = time.time, is_running: Callable[[Any], bool] | None = None,
+                 start: bool = True, lease_ttl: float | None = None, submit_threads: int | None = None,
+                 require_lease: bool = False):
+        self.store = store
+        self._submit = submit
+        self._clock = clock
+        self._is_running = is_running or (lambda run: not run.done())
+        self._cv = threading.Condition(threading.RLock())
+        self._entries: dict[str, _Entry] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._handoffs: list[tuple[int, float, str | None, str | None]] = []
+        self._closed = False
+        self._lease_ttl = float(lease_ttl if lease_ttl is not None else _setting("lease-ttl", 30))
+        self._poll = float(_setting("poll-interval", 0.5))
+        self._lease_at = 0.0
+        self._changes = -1
+        self.leader = not store.persistent
+        self.lease_error: str | None = None
+        if store.persistent:
+            self._try_lease()
+            if require_lease and not self.leader:
+                raise ScheduleError(f"refusing to serve {store.path}: {self.lease_error}")
+        self._reload()
+        threads = int(submit_threads if submit_threads is not None else _setting("submit-threads", 8))
+        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="cleo-schedule-submit") if start else None
+        self._thread = None
+        if start:
+            self._thread = threading.Thread(target=self._loop, name="cleo-scheduler", daemon=True)
+            self._thread.start()
+
+    # -- the public side (used by Engine.schedule and the handle) -----------------------------------
+    def add(self, record: ScheduleRecord, target: Any = None, agent: Any = None) -> Schedule:
+        """Store a new schedule and start timing it."""
+        self.store.add(record)
+        with self._cv:
+            e = self._entries[record.id] = _Entry(record, trigger_from_state(record.trigger), target, agent)
+            self._push(e)
+            self._cv.notify_all()
+        return Schedule(self, record.id)
+
+    def schedules(self, include_ended: bool = False) -> list[Schedule]:
+        """Handles of the store's schedules (active and paused; ``include_ended`` adds the others)."""
+        return [Schedule(self, r.id) for r in self.store.all(include_ended=include_ended)]
+
+    def get(self, key: str) -> Schedule:
+        """The handle of schedule ``key`` (id or unique name)."""
+        rec = self.store.get(key)
+        if rec is None:
+            raise ScheduleError(f"no schedule {key!r}")
+        return Schedule(self, rec.id)
+
+    def _apply(self, rec: ScheduleRecord) -> None:
+        with self._cv:
+            e = self._entries.get(rec.id)
+            if e is None:
+                e = self._entries[rec.id] = _Entry(rec, trigger_from_state(rec.trigger))
+            e.record, e.trigger = rec, trigger_from_state(rec.trigger)
+            self._push(e)
+            self._cv.notify_all()
+
+    def _push(self, e: _Entry) -> None:
+        if e.record.state == ACTIVE and e.record.next_fire is not None:
+            heapq.heappush(self._heap, (e.record.next_fire, next(self._seq), e.record.id))
+
+    def _reload(self) -> None:
+        """Bring the in-memory view in line with the store (after another process changed it)."""
+        self._changes = self.store.changes()
+        records = {r.id: r for r in self.store.all(include_ended=True)}
+        with self._cv:
+            for sid in list(self._entries):
+                if sid not in records:
+                    del self._entries[sid]
+            for rec in records.values():
+                e = self._entries.get(rec.id)
+                if e is None or e.record.version != rec.version:
+                    if e is None:
+                        e = self._entries[rec.id] = _Entry(rec, trigger_from_state(rec.trigger))
+                    e.record, e.trigger = rec, trigger_from_state(rec.trigger)
+                    self._push(e)
+            self._cv.notify_all()
+
+    # -- one step -------------------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> list[Firing]:
+        """Decide every firing due at ``now``, record it, hand the runs to ``submit``; the decisions."""
+        now = self._clock() if now is None else now
+        if not self.leader:
+            return []
+        with self._cv:
+            due: list[_Entry] = []
+            seen: set[str] = set()
+            while self._heap and self._heap[0][0] <= now:
+                t, _, sid = heapq.heappop(self._heap)
+                e = self._entries.get(sid)
+                if e is None or sid in seen or e.record.state != ACTIVE or e.record.next_fire != t:
+                    continue  # stale heap entry
+                seen.add(sid)
+                due.append(e)
+            if not due:
+                return []
+            updates, firings, plans = [], [], []
+            for e in due:
+                rec = e.record
+                trig = trigger_from_state(rec.trigger)
+                times, nxt = [rec.next_fire], None
+                while True:
+                    t = trig.next()
+                    if t is None:
+                        break
+                    ts = t.timestamp()
+                    if ts > now or len(times) >= MAX_CATCH_UP:
+                        nxt = ts
+                        break
+                    times.append(ts)
+                running = e.inflight + sum(1 for r in list(e.runs) if self._is_running(r))
+                decisions = plan(times, now, grace=rec.misfire_grace, coalesce=rec.coalesce, running=running,
+                                 max_running=rec.max_running)
+                updates.append(Update(rec.id, rec.version, trig.state(), nxt, ACTIVE if nxt is not None else FINISHED))
+                for d in decisions:
+                    firings.append(Firing(rec.id, d.due, d.outcome, d.reason, d.count, d.last_due, decided=now))
+                plans.append((e, trig, nxt, decisions))
+            lost, ids = self.store.commit_tick(updates, firings, need_lease=self.store.persistent)
+            submits = []
+            for e, trig, nxt, decisions in plans:
+                if e.record.id in lost:
+                    continue
+                e.record = replace(e.record, trigger=trig.state(), next_fire=nxt,
+                                   state=ACTIVE if nxt is not None else FINISHED, version=e.record.version + 1)
+                e.trigger = trig
+                self._push(e)
+                for d in decisions:
+                    if d.fires:
+                        e.inflight += 1
+                        submits.append((e, d.due, ids.get((e.record.id, d.due))))
+        if lost:
+            self._reload()
+        for e, due_at, fid in submits:
+            if self._pool is not None:
+                self._pool.submit(self._hand_off, e, due_at, fid)
+            else:
+                self._hand_off(e, due_at, fid)
+        if self._pool is None:
+            self.flush()
+        return [f for f in firings if f.schedule_id not in lost]
+
+    def _hand_off(self, e: _Entry, due_at: float, fid: int | None) -> None:
+        run, error = None, None
+        try:
+            target, agent = self._target_and_agent(e)
+            run = self._submit(target, agent, Schedule(self, e.record.id, e), due_at)
+        except Exception as exc:  # noqa: BLE001 - recorded as a skipped firing
+            error = f"could not submit the run: {type(exc).__name__}: {exc}"
+            logger.warning("schedule %s: %s", e.record.id, error)
+        at = self._clock()
+        with self._cv:
+            e.inflight -= 1
+            if run is not None:
+                e.runs.append(run)
+            if fid is not None:
+                self._handoffs.append((fid, at, getattr(run, "id", None), error))
+
+    def flush(self) -> None:
+        """Write the pending hand-off times and run ids to the store."""
+        with self._cv:
+            pending, self._handoffs = self._handoffs, []
+        if pending:
+            self.store.record_handoffs(pending)
+
+    def _try_lease(self) -> None:
+        ok, who = self.store.acquire_lease(self._lease_ttl, now=self._clock())
+        if ok != self.leader:
+            logger.info("cleo_dask scheduler %s the lease of %s", "took" if ok else "lost", self.store.path)
+        self.leader, self.lease_error = ok, None if ok else who
+        self._lease_at = self._clock()
+
+    def _loop(self) -> None:
+        last_poll = 0.0
+        while True:
+            with self._cv:
+                if self._closed:
+                    return
+            try:
+                now = self._clock()
+                if self.store.persistent:
+                    if now - self._lease_at > self._lease_ttl / 3:
+                        self._try_lease()
+                    if now - last_poll >= self._poll:
+                        last_poll = now
+                        if self.store.changes() != self._changes:
+                            self._reload()
+                self.tick(now)
+                self.flush()
+            except Exception:  # noqa: BLE001 - the loop must survive a bad schedule or a busy store
+                logger.exception("cleo_dask scheduler tick failed")
+                time.sleep(0.1)
+            with self._cv:
+                if self._closed:
+                    return
+                now = self._clock()
+                wait = self._poll if self.store.persistent else 3600.0
+                if self._heap and self.leader:
+                    wait = min(wait, max(0.0, self._heap[0][0] - now))
+                if self._handoffs:
+                    wait = min(wait, 0.05)
+                if wait > 0:
+                    self._cv.wait(wait)
+
+    def close(self) -> None:
+        """Stop the loop, wait for submissions in progress, write their hand-offs, give the lease up."""
+        with self._cv:
+            if self._closed:
+                return
+            self._closed = True
+            self._cv.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(10)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        try:
+            self.flush()
+            if self.store.persistent and self.leader:
+                self.store.release_lease()
+        finally:
+            self.store.close()
+
+    # -- helpers for the handle -------------------------------------------------------------------
+    def _entry(self, sid: str) -> _Entry | None:
+        with self._cv:
+            return self._entries.get(sid)
+
+    def _target_and_agent(self, e: _Entry) -> tuple[Any, Any]:
+        from ._imports import resolve
+
+        if e.target is None:
+            e.target = resolve(e.record.target, error=ScheduleError)
+        if e.agent is None:
+            e.agent = load_agent(e.record.agent, e.record.agent_format)
+        return e.target, e.agent
+
+
+class Schedule:
+    """A handle on one schedule: returned by :meth:`Engine.schedule`, listed by :meth:`Engine.schedules`."""
+
+    def __init__(self, scheduler: Scheduler, schedule_id: str, entry: _Entry | None = None):
+        self._scheduler = scheduler
+        self.id = schedule_id
+        self._e = entry
+
+    @property
+    def _record(self) -> ScheduleRecord:
+        e = self._scheduler._entry(self.id)
+        if e is not None:
+            return e.record
+        rec = self._scheduler.store.get(self.id)
+        if rec is None:
+            raise ScheduleError(f"no schedule {self.id!r}")
+        return rec
+
+    @property
+    def name(self) -> str:
+        """The schedule's name (default: its target's)."""
+        return self._record.name
+
+    @property
+    def target(self) -> str:
+        """The target: its import path, or its name for an in-memory object."""
+        return self._record.target
+
+    @property
+    def trigger(self) -> str:
+        """When it fires, in words ("every 5s", "cron '0 2 * * *' UTC", "at ...")."""
+        return trigger_from_state(self._record.trigger).describe()
+
+    @property
+    def state(self) -> str:
+        """``"active"``, ``"paused"``, ``"finished"`` (no more fire times) or ``"cancelled"``."""
+        return self._record.state
+
+    @property
+    def next_fire_time(self) -> datetime | None:
+        """When it fires next (aware, in the schedule's time zone); ``None`` if paused or ended."""
+        rec = self._record
+        if rec.state != ACTIVE or rec.next_fire is None:
+            return None
+        return datetime.fromtimestamp(rec.next_fire, ZoneInfo(rec.timezone))
+
+    def pause(self) -> None:
+        """Stop firing until :meth:`resume`."""
+        self._scheduler._apply(pause_record(self._scheduler.store, self.id))
+
+    def resume(self) -> None:
+        """Fire again; the fire times that passed while paused are skipped (and recorded so)."""
+        self._scheduler._apply(resume_record(self._scheduler.store, self.id, self._scheduler._clock()))
+
+    def cancel(self) -> None:
+        """Stop for good; runs already started go on, the history stays."""
+        self._scheduler._apply(cancel_record(self._scheduler.store, self.id))
+
+    def runs(self) -> list[Any]:
+        """The :class:`Run` objects this schedule started in this process, oldest first."""
+        e = self._scheduler._entry(self.id)
+        if e is None:
+            return []
+        with self._scheduler._cv:
+            return list(e.runs)
+
+    def firings(self, limit: int | None = None) -> list[Firing]:
+        """The recorded decisions (fired / missed / skipped, with reasons and lateness), oldest first."""
+        self._scheduler.flush()
+        return self._scheduler.store.firings(self.id, limit=limit)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schedule) and other.id == self.id and other._scheduler is self._scheduler
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        rec = self._record
+        nxt = self.next_fire_time
+        return (f"<cleo_dask.Schedule {rec.id} {rec.name!r} {trigger_from_state(rec.trigger).describe()} "
+                f"state={rec.state} next={nxt.isoformat() if nxt else None}>")
+
+    def _repr_html_(self) -> str:
+        rec = self._record
+        nxt = self.next_fire_time
+        return (f"<div><strong>cleo_dask Schedule</strong> <code>{html.escape(rec.id)}</code> "
+                f"({html.escape(rec.name)})<br>{html.escape(trigger_from_state(rec.trigger).describe())}; "
+                f"state: <b>{rec.state}</b>; next: {html.escape(nxt.isoformat() if nxt else '-')}; "
+                f"runs here: {len(self.runs())}</div>")
+
+
+def due_label(due: float, tzname: str = "UTC") -> str:
+    """A due time (epoch seconds) as ISO text in ``tzname``."""
+    return datetime.fromtimestamp(due, ZoneInfo(tzname)).isoformat(timespec="milliseconds")
