@@ -8,6 +8,7 @@ from . import _config  # noqa: F401 - registers cleo_dask's defaults in dask.con
 from ._agent import Agent
 from ._backoff import Backoff, exponential, fixed
 from ._engine import Engine
+from ._logs import JsonFormatter, configure_logging
 from ._errors import CleoError, Retry, ScheduleError, StoreError, TaskTimeout, WorkflowError
 from ._outcome import Attempt, Failure, Status, TaskResult
 from ._run import Run, RunOutcome
@@ -18,7 +19,7 @@ from ._workflow import Node, Workflow
 __version__ = "0.1.0"
 
 __all__ = [
-    "Agent", "Attempt", "Backoff", "CleoError", "Engine", "Failure", "Node", "Retry", "Run", "RunOutcome",
+    "Agent", "Attempt", "Backoff", "CleoError", "Engine", "Failure", "JsonFormatter", "Node", "Retry", "Run", "RunOutcome",
     "ScheduleError", "Status", "StoreError", "Task", "TaskResult", "TaskSpec", "TaskTimeout", "Workflow",
-    "WorkflowError", "deadline", "exponential", "fixed", "task", "time_left", "__version__",
+    "WorkflowError", "configure_logging", "deadline", "exponential", "fixed", "task", "time_left", "__version__",
 ]

@@ -71,6 +71,7 @@ class Engine:
         self._listeners: list[Any] = []
         self.store = store
         self._closed = False
+        self._monitoring = self._start_monitoring()
 
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, target: Any, agent: Any = None, *, priority: float = 0, fail_fast: bool = False,
@@ -173,6 +174,25 @@ class Engine:
             logger.debug("finishing run %s", run.id, exc_info=True)
         for listener in self._listeners:
             _safe(listener, "finished", run)
+
+    # -- monitoring (issue 9: scheduler plugin, dashboard page, logs) -------------------------
+    def _start_monitoring(self) -> bool:
+        from . import _logs, _plugin
+        self.add_listener(_logs.on_run)
+        if not _config.get("monitor.enabled", True):
+            return False
+        _logs.setup_client(self.client)
+        return _plugin.register(self.client)
+
+    @property
+    def cleo_dashboard_link(self) -> str | None:
+        """The cleo page of the Dask dashboard (runs, DAGs by state, attempts per worker)."""
+        from ._dashboard import page_path
+        link = self.dashboard_link
+        if not link or not self._monitoring:
+            return None
+        base = link.rsplit("/status", 1)[0] if link.endswith("/status") else link.rstrip("/")
+        return base + page_path()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:

@@ -20,6 +20,7 @@ from distributed.client import FuturesCancelledError, _wait
 
 from ._compile import Compiled, Defaults, compile_resubmission, retry_policy
 from ._events import event, run_topic
+from . import _logs
 from ._outcome import Attempt, NodeRecord, Status, TaskResult
 from ._worker import FAILED, NodeFailed, NodeOutput, collect_meta, failure_output
 
@@ -88,6 +89,7 @@ class Run:
     def _on_event(self, item: tuple[float, dict[str, Any]]) -> None:
         """Events of this run's topic (called on the client's event loop: keep it short)."""
         msg = item[1]
+        _logs.on_event(self, msg)  # structured log record of a failed attempt (monitoring)
         if isinstance(msg, dict) and msg.get("kind") == "attempt":
             fut = self._futures.get(msg.get("key"))
             if fut is not None:
@@ -293,6 +295,17 @@ class Run:
         with self._lock:
             self._cancel_rest()
             self._log("finished", status="cancelled", counts={}, ended=time.time())
+
+    def visualize(self) -> Any:
+        """A picture of the workflow with each node coloured by its state (SVG; inline in notebooks)."""
+        from ._visualize import visualize_run
+        return visualize_run(self)
+
+    def show_progress(self, **kwargs: Any) -> bool:
+        """Show a progress bar until the run is done (True) or ``timeout=`` passes (False): an
+        updating HTML bar in a notebook, a tqdm bar on a terminal, plain lines otherwise."""
+        from ._notebook import show_progress
+        return show_progress(self, **kwargs)
 
     def progress(self) -> dict[str, int]:
         """Counts of nodes by coarse state (``done``, ``error``, ``pending``), without fetching values."""

@@ -169,6 +169,11 @@ class Workflow:
         if problems:
             raise WorkflowError("; ".join(problems))
 
+    def visualize(self) -> Any:
+        """A picture of the workflow (SVG with node names and edges; shown inline in notebooks)."""
+        from ._visualize import visualize_workflow
+        return visualize_workflow(self)
+
     def __repr__(self) -> str:
         edges = sum(len(n.parents) for n in self._nodes.values())
         return f"<cleo_dask.Workflow {self.name!r}: {len(self._nodes)} nodes, {edges} edges>"

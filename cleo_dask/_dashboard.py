@@ -1,0 +1,188 @@
+"""The cleo page of the Dask dashboard (``/cleo``), served by the scheduler's own dashboard server.
+
+Distributed builds its dashboard as Bokeh applications added to the scheduler's
+``http_application`` (a ``RoutingApplication``; see ``distributed.dashboard.scheduler.connect``).
+The monitor plugin adds one more Bokeh application the same way when it starts, so the page is
+served next to ``/status`` on any scheduler that has cleo_dask installed, local or remote.
+
+The page reads the plugin's state directly (same process, same event loop): the runs table, a run
+selector, the chosen run's DAG with nodes coloured by state, and a timeline of attempts per
+worker, refreshed by a periodic callback.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import _config
+from ._visualize import COLORS, layout
+
+if TYPE_CHECKING:
+    from ._plugin import CleoMonitor
+
+
+def page_path() -> str:
+    """The page's path under the dashboard's prefix (``cleo_dask.monitor.dashboard-path``)."""
+    return "/" + str(_config.get("monitor.dashboard-path", "cleo")).strip("/")
+
+
+def add_page(scheduler: Any, plugin: CleoMonitor) -> bool:
+    """Serve the cleo page from ``scheduler``'s dashboard server (once per scheduler)."""
+    if getattr(scheduler, "_cleo_page", None) is not None:
+        scheduler._cleo_page[0] = plugin   # a re-registered plugin takes over the page
+        return True
+    app_root = getattr(scheduler, "http_application", None)
+    http_server = getattr(scheduler, "http_server", None)
+    if app_root is None or http_server is None:
+        return False
+    import dask
+    from bokeh.application import Application
+    from bokeh.application.handlers.function import FunctionHandler
+    from bokeh.server.util import create_hosts_allowlist
+    from distributed.dashboard.core import DaskBokehTornado
+    from tornado.ioloop import IOLoop
+
+    holder = [plugin]
+    scheduler._cleo_page = holder
+    prefix = dask.config.get("distributed.scheduler.http.prefix", None) or ""
+    prefix = "/" + prefix.strip("/") + "/" if prefix else "/"
+    kwargs = dict(dask.config.get("distributed.scheduler.dashboard.bokeh-application"))
+    origins = create_hosts_allowlist(kwargs.pop("allow_websocket_origin"), http_server.port)
+    app = DaskBokehTornado({page_path(): Application(FunctionHandler(functools.partial(cleo_doc, holder, prefix)))},
+                           prefix=prefix, use_index=False, extra_websocket_origins=origins, absolute_url="",
+                           **kwargs)
+    app_root.add_application(app)
+    app.initialize(IOLoop.current())
+    app.start()
+    return True
+
+
+def _fmt_time(t: float | None) -> str:
+    return "" if not t else datetime.fromtimestamp(t).strftime("%H:%M:%S")
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def cleo_doc(holder: list, prefix: str, doc: Any) -> None:
+    """Build the page for one browser session (Bokeh calls this per connection)."""
+    from bokeh.layouts import column, row
+    from bokeh.models import (ColumnDataSource, DataTable, Div, FactorRange, HoverTool, LabelSet, Select,
+                              TableColumn)
+    from bokeh.plotting import figure
+
+    runs_src = ColumnDataSource({k: [] for k in ("id", "name", "agent", "started", "state", "counts", "duration")})
+    table = DataTable(source=runs_src, height=180, sizing_mode="stretch_width", index_position=None,
+                      columns=[TableColumn(field="id", title="run"), TableColumn(field="name", title="workflow"),
+                               TableColumn(field="agent", title="agent"), TableColumn(field="started", title="started"),
+                               TableColumn(field="state", title="state"), TableColumn(field="duration", title="seconds"),
+                               TableColumn(field="counts", title="nodes by state", width=320)])
+    select = Select(title="Run", options=[], value="", width=420)
+    status = Div(text="", name="cleo-run-status")
+    node_src = ColumnDataSource({k: [] for k in ("x", "y", "name", "label", "state", "color", "attempts", "worker",
+                                                   "error")})
+    edge_src = ColumnDataSource({"xs": [], "ys": []})
+    dag = figure(height=320, sizing_mode="stretch_width", title="Workflow (nodes coloured by state)",
+                 toolbar_location="right", tools="pan,wheel_zoom,reset,save", x_axis_location=None,
+                 y_axis_location=None, match_aspect=False)
+    dag.grid.visible = False
+    dag.y_range.flipped = True
+    dag.multi_line("xs", "ys", source=edge_src, line_color="#777", line_width=1.5)
+    rects = dag.rect("x", "y", width=0.8, height=0.6, source=node_src, fill_color="color", line_color="#333")
+    dag.add_layout(LabelSet(x="x", y="y", text="label", source=node_src, text_align="center",
+                            text_baseline="middle", text_font_size="11px"))
+    dag.add_tools(HoverTool(renderers=[rects], tooltips=[("node", "@name"), ("state", "@state"),
+                                                         ("attempts", "@attempts"), ("worker", "@worker"),
+                                                         ("error / reason", "@error")]))
+    # invisible glyphs that only make the legend: one entry per state
+    for st in ("pending", "running", "retrying", "succeeded", "fell_back", "failed", "skipped", "cancelled"):
+        dag.scatter([], [], marker="square", size=10, color=COLORS[st], legend_label=st)
+    dag.legend.orientation = "horizontal"
+    dag.legend.location = "top_left"
+    dag.legend.label_text_font_size = "10px"
+
+    bar_src = ColumnDataSource({k: [] for k in ("worker", "left", "right", "node", "status", "color", "info")})
+    timeline = figure(height=220, sizing_mode="stretch_width", title="Attempts per worker (seconds since run start)",
+                      y_range=FactorRange(factors=[]), tools="pan,wheel_zoom,reset,save", toolbar_location="right")
+    bars = timeline.hbar(y="worker", left="left", right="right", height=0.7, source=bar_src, fill_color="color",
+                         line_color="#333")
+    timeline.add_tools(HoverTool(renderers=[bars], tooltips=[("node", "@node"), ("status", "@status"),
+                                                             ("from", "@left{0.00} s"), ("to", "@right{0.00} s"),
+                                                             ("", "@info")]))
+
+    state = {"version": -1, "run": None, "pinned": False}
+
+    def on_select(attr: str, old: Any, new: Any) -> None:
+        state["pinned"] = bool(new) and new != (select.options[0] if select.options else None)
+        state["version"] = -1
+        update()
+
+    select.on_change("value", on_select)
+
+    def update() -> None:
+        plugin = holder[0]
+        if plugin.version == state["version"] and not any(r.state == "running" for r in plugin.runs.values()):
+            return
+        state["version"] = plugin.version
+        snap = plugin.snapshot()
+        runs = snap["runs"]
+        now = time.time()
+        runs_src.data = {
+            "id": [r["id"] for r in runs], "name": [r["name"] for r in runs], "agent": [r["agent"] for r in runs],
+            "started": [_fmt_time(r["started"]) for r in runs], "state": [r["state"] for r in runs],
+            "counts": [_counts_text(r["counts"]) for r in runs],
+            "duration": [f"{(r['ended'] or now) - r['started']:.1f}" for r in runs],
+        }
+        options = [r["id"] for r in runs]
+        labels = [(r["id"], f"{r['id']} — {r['name']} ({r['agent']}) {r['state']}") for r in runs]
+        if select.options != labels:
+            select.options = labels
+        chosen = select.value if (state["pinned"] and select.value in options) else (options[0] if options else "")
+        if select.value != chosen:
+            select.value = chosen
+        run = plugin.runs.get(chosen)
+        if run is None:
+            status.text = "<i>No cleo runs yet: submit one with engine.submit(...)</i>"
+            node_src.data = {k: [] for k in node_src.data}
+            edge_src.data = {"xs": [], "ys": []}
+            bar_src.data = {k: [] for k in bar_src.data}
+            return
+        counts = run.counts()
+        status.text = (f"<b>run {run.id}</b> ({run.name}, agent <code>{run.agent}</code>): "
+                       f"<span class='cleo-state'>{run.state}</span> — {_counts_text(counts)}")
+        pos = layout(list(run.nodes), run.edges)
+        names = list(run.nodes)
+        nodes = [run.nodes[n] for n in names]
+        node_src.data = {
+            "x": [pos[n][0] for n in names], "y": [pos[n][1] for n in names], "name": names,
+            "label": [n if len(n) <= 18 else n[:17] + "…" for n in names], "state": [s.state for s in nodes],
+            "color": [COLORS.get(s.state, "#fff") for s in nodes], "attempts": [s.attempts for s in nodes],
+            "worker": [s.worker or "" for s in nodes], "error": [(s.error or "")[:200] for s in nodes],
+        }
+        edge_src.data = {"xs": [[pos[p][0] + 0.4, pos[c][0] - 0.4] for p, c in run.edges if p in pos and c in pos],
+                         "ys": [[pos[p][1], pos[c][1]] for p, c in run.edges if p in pos and c in pos]}
+        bars_ = list(run.bars) + [
+            {"node": s.name, "worker": s.worker or "?", "start": s.since, "end": now, "status": "running"}
+            for s in nodes if s.state == "running" and s.since]
+        t0 = run.started
+        workers = sorted({str(b["worker"]) for b in bars_})
+        if list(timeline.y_range.factors) != workers:
+            timeline.y_range.factors = workers
+        bar_src.data = {
+            "worker": [str(b["worker"]) for b in bars_],
+            "left": [(b["start"] or t0) - t0 for b in bars_],
+            "right": [max((b["end"] or now) - t0, (b["start"] or t0) - t0 + 0.005) for b in bars_],
+            "node": [b["node"] for b in bars_], "status": [b["status"] for b in bars_],
+            "color": [COLORS.get(b["status"], "#fff") for b in bars_],
+            "info": [(b.get("error") or "")[:200] for b in bars_],
+        }
+
+    update()
+    doc.add_periodic_callback(update, int(_config.get("monitor.refresh", 500)))
+    doc.title = "Dask: cleo runs"
+    header = Div(text=f"<h2 style='margin:4px 0'>cleo runs</h2><a href='{prefix}status'>Dask status</a>",
+                 sizing_mode="stretch_width")
+    doc.add_root(column(header, table, row(select, status), dag, timeline, sizing_mode="stretch_width"))

@@ -1,0 +1,230 @@
+"""Monitoring: the scheduler-side monitor, Prometheus metrics, structured logs, pictures, progress."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+import urllib.request
+import xml.etree.ElementTree as ET
+
+import pytest
+from distributed import Client, LocalCluster
+from prometheus_client.parser import text_string_to_metric_families
+
+import cleo_dask as cd
+from cleo_dask._notebook import progress_html
+from cleo_dask._plugin import snapshot
+from cleo_dask._visualize import layout
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+# -- tasks (module level: they pickle by reference to worker processes) -------------------------
+@cd.task
+def fetch(agent):
+    return 3
+
+
+def fail_first_time(marker: str, value):
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise ConnectionError("first call fails")
+    return value
+
+
+@cd.task
+def broken(agent, fetch):
+    raise ValueError("always broken")
+
+
+@cd.task
+def after_broken(agent, broken):
+    return "never runs"
+
+
+def plan_b(agent, error, fetch):
+    return "plan b"
+
+
+@cd.task(fallback=plan_b)
+def with_fallback(agent, fetch):
+    raise RuntimeError("use the fallback")
+
+
+@cd.task
+def chatty(agent):
+    print("hello from the worker")
+    logging.getLogger("cleo_test_tasks").warning("a worker log record")
+    return 1
+
+
+def monitored_workflow(tmp_path) -> cd.Workflow:
+    marker = str(tmp_path / "flaky-marker")
+
+    def flaky(agent, fetch):
+        return fail_first_time(marker, fetch * 2)
+
+    wf = cd.Workflow("monitored")
+    wf.add(fetch)
+    wf.add(flaky, after=["fetch"], retries=1, backoff=cd.fixed(0.2))
+    wf.add(broken, after=["fetch"])
+    wf.add(after_broken, after=["broken"])
+    wf.add(with_fallback, after=["fetch"])
+    return wf
+
+
+def scrape(engine) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(engine.dashboard_link.replace("/status", "/metrics"), timeout=10).read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name.startswith("cleo_"):
+            for s in fam.samples:
+                out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+# -- pure ----------------------------------------------------------------------------------------
+def test_layout_puts_each_node_after_its_parents():
+    pos = layout(["a", "b", "c", "d"], [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")])
+    assert pos["a"][0] == 0 and pos["b"][0] == pos["c"][0] == 1 and pos["d"][0] == 2
+    assert pos["b"][1] != pos["c"][1]
+
+
+def test_workflow_visualize_is_an_svg_with_every_node_and_edge():
+    wf = cd.Workflow("pic")
+    wf.add(fetch)
+    wf.add(broken, after=["fetch"])
+    wf.add(after_broken, after=["broken"])
+    img = wf.visualize()
+    assert img._repr_svg_() == img.data and len(img.data) > 500
+    root = ET.fromstring(img.data)
+    names = [g.get("data-node") for g in root.iter(f"{SVG}g") if g.get("class") == "node"]
+    assert names == ["fetch", "broken", "after_broken"]
+    assert len([p for p in root.iter(f"{SVG}path") if p.get("class") == "edge"]) == 2
+    texts = {t.text for t in root.iter(f"{SVG}text")}
+    assert {"fetch", "broken", "after_broken"} <= texts
+
+
+def test_json_formatter_writes_one_object_per_record():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(cd.JsonFormatter())
+    log = logging.getLogger("cleo_dask.test_json")
+    log.addHandler(handler)
+    try:
+        log.warning("node %s failed", "x", extra={"cleo": {"run_id": "r1", "node": "x", "status": "failed"}})
+    finally:
+        log.removeHandler(handler)
+    rec = json.loads(stream.getvalue())
+    assert rec["message"] == "node x failed" and rec["level"] == "WARNING"
+    assert rec["run_id"] == "r1" and rec["node"] == "x" and rec["status"] == "failed"
+
+
+# -- on a cluster ----------------------------------------------------------------------------------
+def test_monitor_tracks_states_attempts_and_metrics(engine, tmp_path, caplog):
+    before = scrape(engine)
+    caplog.set_level(logging.INFO, logger="cleo_dask")
+    run = engine.submit(monitored_workflow(tmp_path), cd.Agent("watcher"))
+    outcome = run.result(timeout=60)
+    assert {n: r.status.value for n, r in outcome.items()} == {
+        "fetch": "succeeded", "flaky": "succeeded", "broken": "failed", "after_broken": "skipped",
+        "with_fallback": "fell_back"}
+
+    # the scheduler's view converges on the same states (the "finished" event is asynchronous)
+    deadline = time.time() + 10
+    while True:
+        snap = engine.client.run_on_scheduler(snapshot, run.id)
+        if snap["run"]["state"] != "running" or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    state = snap["run"]
+    assert state["state"] == "failed" and state["agent"] == "watcher" and state["name"] == "monitored"
+    assert {n: d["state"] for n, d in state["nodes"].items()} == {n: r.status.value for n, r in outcome.items()}
+    assert state["nodes"]["flaky"]["attempts"] == 2
+    assert sorted(map(tuple, state["edges"])) == sorted(
+        [("fetch", "flaky"), ("fetch", "broken"), ("broken", "after_broken"), ("fetch", "with_fallback")])
+    bars = state["bars"]
+    assert {b["status"] for b in bars} >= {"failed", "succeeded", "fell_back"}
+    assert all(b["worker"].startswith("inproc://") and b["end"] >= b["start"] for b in bars)
+    assert snap["runs"][0]["id"] == run.id and snap["runs"][0]["counts"]["succeeded"] == 2
+
+    after = scrape(engine)
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("cleo_tasks_total", status="succeeded") == 2
+    assert delta("cleo_tasks_total", status="failed") == 1
+    assert delta("cleo_tasks_total", status="skipped") == 1
+    assert delta("cleo_tasks_total", status="fell_back") == 1
+    assert delta("cleo_runs_total", status="failed") == 1
+    assert delta("cleo_retries_total") == 1
+    assert delta("cleo_fallbacks_total") == 1
+    assert delta("cleo_attempts_total", outcome="failed") == 3   # flaky once, broken, with_fallback
+    assert delta("cleo_attempt_duration_seconds_count", outcome="failed") == 3
+    assert ("cleo_schedule_lateness_seconds_count", ()) in after
+
+    # structured log records: the failed attempts (live) and one outcome per node
+    records = [r.cleo for r in caplog.records if getattr(r, "cleo", None) and r.cleo["run_id"] == run.id]
+    outcomes = {r["node"]: r for r in records if r["event"] == "outcome"}
+    assert {n: r["status"] for n, r in outcomes.items()} == {n: r.status.value for n, r in outcome.items()}
+    assert outcomes["broken"]["error"].startswith("ValueError") and outcomes["broken"]["agent"] == "watcher"
+    failed_attempts = [r for r in records if r["event"] == "attempt" and r["status"] == "failed"]
+    assert {r["node"] for r in failed_attempts} == {"flaky", "broken", "with_fallback"}
+    assert all(r["worker"] and r["duration"] is not None for r in failed_attempts)
+    ok_attempts = [r for r in records if r["event"] == "attempt" and r["status"] == "succeeded"]
+    assert {r["node"] for r in ok_attempts} == {"fetch", "flaky"}
+
+
+def test_run_visualize_colours_nodes_by_outcome(engine, tmp_path):
+    run = engine.submit(monitored_workflow(tmp_path), cd.Agent("painter"))
+    run.wait(60)
+    root = ET.fromstring(run.visualize().data)
+    states = {g.get("data-node"): g.get("data-state") for g in root.iter(f"{SVG}g") if g.get("class") == "node"}
+    assert states == {"fetch": "succeeded", "flaky": "succeeded", "broken": "failed", "after_broken": "skipped",
+                      "with_fallback": "fell_back"}
+
+
+def test_progress_html_and_terminal_progress(engine):
+    wf = cd.Workflow.chain(fetch, broken, after_broken)
+    run = engine.submit(wf)
+    out = io.StringIO()
+    assert run.show_progress(file=out, notebook=False, interval=0.05) is True
+    assert "3/3" in out.getvalue() or "done" in out.getvalue()
+    bar = progress_html(run, run.progress(), done=True)
+    assert "cleo-progress" in bar and run.id in bar and "failed" in bar
+
+
+def test_cleo_dashboard_link_serves_the_page(engine):
+    link = engine.cleo_dashboard_link
+    assert link.endswith("/cleo") and link.startswith("http")
+    page = urllib.request.urlopen(link, timeout=10).read().decode()
+    assert "Dask: cleo runs" in page and "bokeh" in page.lower()
+
+
+@pytest.fixture(scope="module")
+def process_cluster():
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
+        yield c
+
+
+def test_prints_and_logs_of_tasks_on_other_processes_reach_the_client(process_cluster, capsys, caplog):
+    import dask
+    caplog.set_level(logging.WARNING, logger="cleo_test_tasks")
+    with dask.config.set({"cleo_dask.monitor.forward-logging": "cleo_test_tasks"}), \
+            Client(process_cluster, set_as_default=False) as client, cd.Engine(client=client) as engine:
+        result = engine.run(chatty)
+        assert result.ok, result
+        deadline = time.time() + 10
+        seen = ""
+        while time.time() < deadline:
+            seen += capsys.readouterr().out
+            if "hello from the worker" in seen and any("a worker log record" in r.getMessage() for r in caplog.records):
+                break
+            time.sleep(0.05)
+    assert "hello from the worker" in seen
+    rec = next(r for r in caplog.records if r.getMessage() == "a worker log record")
+    assert rec.worker.startswith("tcp://")
