@@ -248,7 +248,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    kwargs: dict[str, Any] = {}
+    # tcp even with worker threads (LocalCluster would pick inproc://, unreachable from outside)
+    kwargs: dict[str, Any] = {"protocol": "tcp://"}
     if security is not None:
         kwargs.update(security=security, protocol="tls://")
     if args.scheduler_file:
