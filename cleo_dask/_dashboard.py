@@ -12,6 +12,7 @@ worker, refreshed by a periodic callback.
 from __future__ import annotations
 
 import functools
+import html
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -67,23 +68,33 @@ def _counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
 
 
+def _runs_table(runs: list[dict[str, Any]], now: float, limit: int = 15) -> str:
+    head = "".join(f"<th style='text-align:left;padding:2px 10px'>{h}</th>"
+                   for h in ("run", "workflow", "agent", "started", "state", "seconds", "nodes by state"))
+    rows = []
+    for r in runs[:limit]:
+        cells = (r["id"], r["name"], r["agent"], _fmt_time(r["started"]), r["state"],
+                 f"{(r['ended'] or now) - r['started']:.1f}", _counts_text(r["counts"]))
+        rows.append(f"<tr class='cleo-run' data-run='{html.escape(r['id'])}' data-state='{html.escape(r['state'])}'>"
+                    + "".join(f"<td style='padding:2px 10px'>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    more = f"<p>… {len(runs) - limit} older runs</p>" if len(runs) > limit else ""
+    return (f"<table style='border-collapse:collapse;font-size:13px'><tr style='border-bottom:1px solid #999'>{head}</tr>"
+            + "".join(rows) + "</table>" + more)
+
+
 def cleo_doc(holder: list, prefix: str, doc: Any) -> None:
     """Build the page for one browser session (Bokeh calls this per connection)."""
     from bokeh.layouts import column, row
-    from bokeh.models import (ColumnDataSource, DataTable, Div, FactorRange, HoverTool, LabelSet, Select,
-                              TableColumn)
+    from bokeh.models import ColumnDataSource, Div, FactorRange, HoverTool, LabelSet, Select
     from bokeh.plotting import figure
 
-    runs_src = ColumnDataSource({k: [] for k in ("id", "name", "agent", "started", "state", "counts", "duration")})
-    table = DataTable(source=runs_src, height=180, sizing_mode="stretch_width", index_position=None,
-                      columns=[TableColumn(field="id", title="run"), TableColumn(field="name", title="workflow"),
-                               TableColumn(field="agent", title="agent"), TableColumn(field="started", title="started"),
-                               TableColumn(field="state", title="state"), TableColumn(field="duration", title="seconds"),
-                               TableColumn(field="counts", title="nodes by state", width=320)])
+    # an HTML table in a Div (re-rendered reliably on every change, readable in the DOM)
+    runs_div = Div(text="", name="cleo-runs-table", sizing_mode="stretch_width")
     select = Select(title="Run", options=[], value="", width=420)
     status = Div(text="", name="cleo-run-status")
     node_src = ColumnDataSource({k: [] for k in ("x", "y", "name", "label", "state", "color", "attempts", "worker",
-                                                   "error")})
+                                                   "error")},
+                                name="cleo-nodes")
     edge_src = ColumnDataSource({"xs": [], "ys": []})
     dag = figure(height=320, sizing_mode="stretch_width", title="Workflow (nodes coloured by state)",
                  toolbar_location="right", tools="pan,wheel_zoom,reset,save", x_axis_location=None,
@@ -91,38 +102,49 @@ def cleo_doc(holder: list, prefix: str, doc: Any) -> None:
     dag.grid.visible = False
     dag.y_range.flipped = True
     dag.multi_line("xs", "ys", source=edge_src, line_color="#777", line_width=1.5)
-    rects = dag.rect("x", "y", width=0.8, height=0.6, source=node_src, fill_color="color", line_color="#333")
+    rects = dag.rect("x", "y", width=0.7, height=0.5, source=node_src, fill_color="color", line_color="#333")
     dag.add_layout(LabelSet(x="x", y="y", text="label", source=node_src, text_align="center",
                             text_baseline="middle", text_font_size="11px"))
     dag.add_tools(HoverTool(renderers=[rects], tooltips=[("node", "@name"), ("state", "@state"),
                                                          ("attempts", "@attempts"), ("worker", "@worker"),
                                                          ("error / reason", "@error")]))
-    # invisible glyphs that only make the legend: one entry per state
-    for st in ("pending", "running", "retrying", "succeeded", "fell_back", "failed", "skipped", "cancelled"):
-        dag.scatter([], [], marker="square", size=10, color=COLORS[st], legend_label=st)
-    dag.legend.orientation = "horizontal"
-    dag.legend.location = "top_left"
-    dag.legend.label_text_font_size = "10px"
+    legend = Div(text=" ".join(
+        f"<span style='display:inline-block;width:11px;height:11px;background:{COLORS[st]};border:1px solid #333;"
+        f"margin:0 3px 0 10px;vertical-align:middle'></span>{st}"
+        for st in ("pending", "running", "retrying", "succeeded", "fell_back", "failed", "skipped", "cancelled")),
+        styles={"font-size": "12px"})
 
-    bar_src = ColumnDataSource({k: [] for k in ("worker", "left", "right", "node", "status", "color", "info")})
+    bar_src = ColumnDataSource({k: [] for k in ("worker", "left", "right", "mid", "node", "status", "color", "info")})
     timeline = figure(height=220, sizing_mode="stretch_width", title="Attempts per worker (seconds since run start)",
                       y_range=FactorRange(factors=[]), tools="pan,wheel_zoom,reset,save", toolbar_location="right")
     bars = timeline.hbar(y="worker", left="left", right="right", height=0.7, source=bar_src, fill_color="color",
                          line_color="#333")
+    timeline.text(x="mid", y="worker", text="node", source=bar_src, text_align="center", text_baseline="middle",
+                  text_font_size="10px")
     timeline.add_tools(HoverTool(renderers=[bars], tooltips=[("node", "@node"), ("status", "@status"),
                                                              ("from", "@left{0.00} s"), ("to", "@right{0.00} s"),
                                                              ("", "@info")]))
 
-    state = {"version": -1, "run": None, "pinned": False}
+    state: dict[str, Any] = {"version": -1, "pinned": False, "updating": False}
 
     def on_select(attr: str, old: Any, new: Any) -> None:
-        state["pinned"] = bool(new) and new != (select.options[0] if select.options else None)
+        if state["updating"]:
+            return   # our own update moved the selection
+        first = select.options[0][0] if select.options else None
+        state["pinned"] = bool(new) and new != first   # the newest run is followed, others stay
         state["version"] = -1
         update()
 
     select.on_change("value", on_select)
 
     def update() -> None:
+        state["updating"] = True
+        try:
+            _update()
+        finally:
+            state["updating"] = False
+
+    def _update() -> None:
         plugin = holder[0]
         if plugin.version == state["version"] and not any(r.state == "running" for r in plugin.runs.values()):
             return
@@ -130,12 +152,7 @@ def cleo_doc(holder: list, prefix: str, doc: Any) -> None:
         snap = plugin.snapshot()
         runs = snap["runs"]
         now = time.time()
-        runs_src.data = {
-            "id": [r["id"] for r in runs], "name": [r["name"] for r in runs], "agent": [r["agent"] for r in runs],
-            "started": [_fmt_time(r["started"]) for r in runs], "state": [r["state"] for r in runs],
-            "counts": [_counts_text(r["counts"]) for r in runs],
-            "duration": [f"{(r['ended'] or now) - r['started']:.1f}" for r in runs],
-        }
+        runs_div.text = _runs_table(runs, now)
         options = [r["id"] for r in runs]
         labels = [(r["id"], f"{r['id']} — {r['name']} ({r['agent']}) {r['state']}") for r in runs]
         if select.options != labels:
@@ -162,7 +179,7 @@ def cleo_doc(holder: list, prefix: str, doc: Any) -> None:
             "color": [COLORS.get(s.state, "#fff") for s in nodes], "attempts": [s.attempts for s in nodes],
             "worker": [s.worker or "" for s in nodes], "error": [(s.error or "")[:200] for s in nodes],
         }
-        edge_src.data = {"xs": [[pos[p][0] + 0.4, pos[c][0] - 0.4] for p, c in run.edges if p in pos and c in pos],
+        edge_src.data = {"xs": [[pos[p][0] + 0.35, pos[c][0] - 0.35] for p, c in run.edges if p in pos and c in pos],
                          "ys": [[pos[p][1], pos[c][1]] for p, c in run.edges if p in pos and c in pos]}
         bars_ = list(run.bars) + [
             {"node": s.name, "worker": s.worker or "?", "start": s.since, "end": now, "status": "running"}
@@ -171,10 +188,11 @@ def cleo_doc(holder: list, prefix: str, doc: Any) -> None:
         workers = sorted({str(b["worker"]) for b in bars_})
         if list(timeline.y_range.factors) != workers:
             timeline.y_range.factors = workers
+        left = [(b["start"] or t0) - t0 for b in bars_]
+        right = [max((b["end"] or now) - t0, lo + 0.005) for b, lo in zip(bars_, left)]
         bar_src.data = {
-            "worker": [str(b["worker"]) for b in bars_],
-            "left": [(b["start"] or t0) - t0 for b in bars_],
-            "right": [max((b["end"] or now) - t0, (b["start"] or t0) - t0 + 0.005) for b in bars_],
+            "worker": [str(b["worker"]) for b in bars_], "left": left, "right": right,
+            "mid": [(lo + hi) / 2 for lo, hi in zip(left, right)],
             "node": [b["node"] for b in bars_], "status": [b["status"] for b in bars_],
             "color": [COLORS.get(b["status"], "#fff") for b in bars_],
             "info": [(b.get("error") or "")[:200] for b in bars_],
@@ -185,4 +203,4 @@ def cleo_doc(holder: list, prefix: str, doc: Any) -> None:
     doc.title = "Dask: cleo runs"
     header = Div(text=f"<h2 style='margin:4px 0'>cleo runs</h2><a href='{prefix}status'>Dask status</a>",
                  sizing_mode="stretch_width")
-    doc.add_root(column(header, table, row(select, status), dag, timeline, sizing_mode="stretch_width"))
+    doc.add_root(column(header, runs_div, row(select, status), legend, dag, timeline, sizing_mode="stretch_width"))
