@@ -47,7 +47,7 @@ def plan(due: Sequence[float], now: float, *, grace: float | None, coalesce: boo
     late = [t for t in due if grace is not None and now - t > grace]
     in_time = [t for t in due if not (grace is not None and now - t > grace)]
     if late:
-        out.append(Decision(late[0], MISSED, f"{_n(len(late))} {now - late[0]:.3f} s late, beyond "
+        out.append(Decision(late[0], MISSED, f"{_n(len(late))}{now - late[0]:.3f} s late, beyond "
                             f"misfire_grace={grace:g} s", len(late), late[-1]))
     if coalesce and len(in_time) > 1:
         first, last = in_time[0], in_time[-2]
@@ -72,7 +72,7 @@ def admit(running: int, max_running: int | None) -> str | None:
 
 
 def _n(count: int) -> str:
-    return "" if count == 1 else f"{count} firings, the first"
+    return "" if count == 1 else f"{count} firings, the first "
 
 
 def _iso(t: float) -> str:

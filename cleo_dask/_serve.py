@@ -1,0 +1,71 @@
+"""``cleo-dask serve``: a long-running process that fires the schedules kept in a store.
+
+It takes the store's lease first (refusing, exit 2, when another live process holds it), then
+connects to the cluster (``--address`` / ``--scheduler-file``, else a ``LocalCluster`` from the
+``cleo_dask.local-cluster`` config) and runs the scheduling loop until SIGTERM / SIGINT.  On start
+it reloads every schedule and applies the misfire policy to what fell due while it was down.
+Schedules added, paused or removed meanwhile with ``cleo-dask schedule ...`` are picked up
+within ``cleo_dask.schedules.poll-interval`` seconds.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+from ._errors import CleoError
+
+
+def serve(args: Any, *, stop: threading.Event | None = None) -> int:
+    """Serve the schedules of ``args.store`` until ``stop`` is set or a signal arrives; the exit code."""
+    from . import _cli_run
+    from ._schedule_store import ScheduleStore
+    from ._scheduler import Scheduler, _setting
+
+    _cli_run._importable_cwd()
+    try:
+        store = ScheduleStore(args.store)
+        ok, who = store.acquire_lease(float(_setting("lease-ttl", 30)))
+    except CleoError as exc:
+        return _fail(str(exc))
+    if not ok:
+        store.close()
+        return _fail(f"refusing to serve {args.store}: {who}. Only one serve process may fire the schedules of a "
+                     "store; stop the other one (or wait until its lease expires)")
+    try:
+        args.wait_workers = getattr(args, "wait_workers", 0)
+        engine = _cli_run._engine(args)
+    except CleoError as exc:
+        store.release_lease()
+        store.close()
+        return _fail(str(exc))
+    stop = stop or threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        engine.store = args.store
+        with engine._lock:
+            engine._scheduler = Scheduler(store, engine._submit_scheduled, require_lease=True)
+        scheduler = engine._scheduler
+        active = scheduler.schedules()
+        address = engine.client.scheduler.address if engine.client.scheduler else "?"
+        print(f"cleo-dask serve: {len(active)} schedule(s) from {args.store}; scheduler {address}"
+              + (f"; dashboard {engine.dashboard_link}" if engine.dashboard_link else ""), flush=True)
+        while not stop.wait(0.5):
+            pass
+        print("cleo-dask serve: stopping", flush=True)
+        return 0
+    except CleoError as exc:
+        return _fail(str(exc))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        engine.close()
+
+
+def _fail(message: str) -> int:
+    print(f"cleo-dask: error: {message}", file=sys.stderr, flush=True)
+    return 2
