@@ -12,6 +12,8 @@ from ._logs import JsonFormatter, configure_logging
 from ._errors import CleoError, Retry, ScheduleError, StoreError, TaskTimeout, WorkflowError
 from ._outcome import Attempt, Failure, Status, TaskResult
 from ._run import Run, RunOutcome
+from ._schedule_store import Firing
+from ._scheduler import Schedule
 from ._task import Task, TaskSpec, task
 from ._timeout import deadline, time_left
 from ._workflow import Node, Workflow
@@ -20,6 +22,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent", "Attempt", "Backoff", "CleoError", "Engine", "Failure", "JsonFormatter", "Node", "Retry", "Run", "RunOutcome",
-    "ScheduleError", "Status", "StoreError", "Task", "TaskResult", "TaskSpec", "TaskTimeout", "Workflow",
+    "Firing", "Schedule", "ScheduleError", "Status", "StoreError", "Task", "TaskResult", "TaskSpec", "TaskTimeout", "Workflow",
     "WorkflowError", "configure_logging", "deadline", "exponential", "fixed", "task", "time_left", "__version__",
 ]

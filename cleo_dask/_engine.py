@@ -194,12 +194,93 @@ class Engine:
         base = link.rsplit("/status", 1)[0] if link.endswith("/status") else link.rstrip("/")
         return base + page_path()
 
+    # -- schedules (issue 7: delay / at / every / cron, misfire policy, persistent store) ------
+    def schedule(self, target: Any, agent: Any = None, *, delay: Any = None, at: Any = None, every: Any = None,
+                 cron: str | None = None, timezone: Any = None, jitter: Any = 0, misfire_grace: Any = ...,
+                 coalesce: Any = ..., max_running: int | None = None, name: str | None = None,
+                 start: Any = None) -> Any:
+        """Run ``target`` (a task, a workflow or ``"package.module:name"``) for ``agent`` on a schedule.
+
+        Exactly one of ``delay`` (seconds or timedelta), ``at`` (aware datetime), ``every``
+        (seconds or timedelta, optional ``jitter`` and ``start``) or ``cron`` (in ``timezone``).
+        ``misfire_grace`` (default: config ``cleo_dask.schedules.misfire-grace``), ``coalesce``
+        and ``max_running`` set the misfire policy.  Returns a :class:`cleo_dask.Schedule`; its
+        runs are ordinary :meth:`submit` runs.  In-memory unless the engine has ``store=``.
+        """
+        from ._scheduler import _UNSET, make_options, make_trigger, new_record
+        scheduler = self._get_scheduler()
+        options = make_options(_UNSET if misfire_grace is ... else misfire_grace,
+                               _UNSET if coalesce is ... else coalesce, max_running)
+        now = scheduler._clock()
+        trigger, tzname = make_trigger(now, delay=delay, at=at, every=every, cron=cron, timezone=timezone,
+                                       jitter=jitter, start=start, misfire_grace=options.misfire_grace)
+        if isinstance(target, str):
+            from ._errors import ScheduleError
+            from ._imports import resolve
+            resolved = resolve(target, error=ScheduleError)
+        else:
+            resolved = target
+        self._as_workflow(resolved, None).validate()
+        if agent is None:
+            agent = Agent("default")
+        check_picklable(agent)
+        record = new_record(scheduler.store, target, agent, trigger, tzname, options, name=name, now=now)
+        return scheduler.add(record, resolved, agent)
+
+    def schedules(self) -> list[Any]:
+        """The engine's active and paused schedules (those of its store, if it has one)."""
+        return self._get_scheduler().schedules()
+
+    def _get_scheduler(self) -> Any:
+        with self._lock:
+            if getattr(self, "_scheduler", None) is None:
+                from ._schedule_store import ScheduleStore
+                from ._scheduler import Scheduler
+                self._scheduler = Scheduler(ScheduleStore(self.store), self._submit_scheduled)
+            return self._scheduler
+
+    def _submit_scheduled(self, target: Any, agent: Any, schedule: Any, due: float) -> Run:
+        from datetime import datetime, timezone
+        when = datetime.fromtimestamp(due, timezone.utc).isoformat(timespec="seconds")
+        return self.submit(target, agent, name=f"{schedule.name} @ {when}")
+
+    # -- durable runs (issue 10: journal, result store, resume, history) ---------------------
+    def _start_durable(self, store: Any) -> Any:
+        if store is None:
+            return None
+        from ._durable import Durability
+        try:
+            return Durability(self, store)
+        except BaseException:
+            self.close()  # a bad store: do not leave the cluster we started behind
+            raise
+
+    def _durability(self) -> Any:
+        if self.durable is None:
+            from ._errors import StoreError
+            raise StoreError("this engine keeps no journal: create it with Engine(store='runs.db')")
+        return self.durable
+
+    def resume(self, run_id: str) -> Run:
+        """Resume a journaled run (e.g. after the client crashed): nodes that finished keep their
+        stored results, only the others run.  :class:`StoreError` for an unknown run id or a
+        damaged journal or result file (naming it)."""
+        return self._durability().resume(run_id)
+
+    def runs(self, *, agent: str | None = None, status: str | None = None, workflow: str | None = None,
+             limit: int | None = None) -> list[Any]:
+        """Run history from the journal, newest first: :class:`RunRecord` s, optionally only of one
+        ``agent`` id, ``status`` (running, succeeded, failed, cancelled) or ``workflow`` name."""
+        return self._durability().runs(agent=agent, status=status, workflow=workflow, limit=limit)
+
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the driver; close the client and cluster if this engine started them."""
         if self._closed:
             return
         self._closed = True
+        if getattr(self, "_scheduler", None) is not None:
+            self._scheduler.close()  # schedules (issue 7): stop firing before the client goes
         self._driver.close()
         if self._own_client:
             self.client.close()
