@@ -7,7 +7,9 @@ nothing waiting holds a worker.
 from . import _config  # noqa: F401 - registers cleo_dask's defaults in dask.config
 from ._agent import Agent
 from ._backoff import Backoff, exponential, fixed
+from ._durable import RunStore
 from ._engine import Engine
+from ._journal import RunRecord
 from ._logs import JsonFormatter, configure_logging
 from ._errors import CleoError, Retry, ScheduleError, StoreError, TaskTimeout, WorkflowError
 from ._outcome import Attempt, Failure, Status, TaskResult
@@ -22,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent", "Attempt", "Backoff", "CleoError", "Engine", "Failure", "JsonFormatter", "Node", "Retry", "Run", "RunOutcome",
+    "RunRecord", "RunStore",
     "Firing", "Schedule", "ScheduleError", "Status", "StoreError", "Task", "TaskResult", "TaskSpec", "TaskTimeout", "Workflow",
     "WorkflowError", "configure_logging", "deadline", "exponential", "fixed", "task", "time_left", "__version__",
 ]

@@ -31,6 +31,7 @@ class Defaults:
 
     retries: int = 0
     backoff: Backoff = NO_BACKOFF
+    store: Any = None  # durable runs: the ResultStore workers write outputs to
 
 
 def retry_policy(node: Node, defaults: Defaults) -> RetryPolicy:
@@ -152,12 +153,13 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
 def compile_resubmission(wf: Workflow, run_id: str, agent: Any, names: Iterable[str], gen: int, *,
                          defaults: Defaults, external: Mapping[str, tuple[str, int]],
                          literals: Mapping[str, NodeOutput], overrides: Mapping[str, dict[str, Any]],
-                         priority: float = 0) -> Compiled:
+                         priority: float = 0, inputs: Mapping[str, Any] | None = None) -> Compiled:
     """Compile a subset of nodes again under new keys (generation ``gen``), for the slow path.
 
     Parents outside the subset come from ``external`` (their current key and index) or, when
     their output is known on the client, from ``literals`` (embedded as data).  ``overrides``
-    sets per-node ``attempt``, ``mode`` ("fallback") and ``error``.
+    sets per-node ``attempt``, ``mode`` ("fallback") and ``error``.  ``inputs``: the run's root
+    keyword inputs (resuming a run of one task with inputs).
     """
     compiled = Compiled({}, {}, {})
     lit = {}
@@ -166,7 +168,8 @@ def compile_resubmission(wf: Workflow, run_id: str, agent: Any, names: Iterable[
         compiled.dsk[key] = DataNode(key, out)
         lit[name] = key
     _add_units(compiled, wf, list(names), run_id, agent, defaults, fuse=False, gen=gen,
-               literals={}, external={**external, **{n: (k, -1) for n, k in lit.items()}}, overrides=overrides)
+               literals={"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {},
+               external={**external, **{n: (k, -1) for n, k in lit.items()}}, overrides=overrides)
     if priority:
         compiled.priority = {k: priority for k in compiled.units}
     return compiled
@@ -207,7 +210,7 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
             calls[0] = NodeCall(first.name, first.task, first.inputs + (("**", dep_pos[f"inputs-{run_id}"], -1),),
                                 first.when, first.trigger, first.attempt, first.mode, first.error)
         func = run_unit_async if calls[0].task.is_async else run_unit
-        compiled.dsk[key] = Task(key, func, UnitCall(run_id, key, tuple(calls)), agent,
+        compiled.dsk[key] = Task(key, func, UnitCall(run_id, key, tuple(calls), defaults.store), agent,
                                  *(TaskRef(d) for d in deps))
         compiled.units[key] = tuple(unit)
         for i, n in enumerate(unit):

@@ -71,6 +71,7 @@ class Engine:
         self._listeners: list[Any] = []
         self.store = store
         self._closed = False
+        self.durable = self._start_durable(store)
         self._monitoring = self._start_monitoring()
 
     # -- submitting ---------------------------------------------------------------------------
@@ -98,6 +99,7 @@ class Engine:
                                     inputs=inputs)
         run = Run(self, wf, agent, run_id, compiled, priority=priority, fail_fast=fail_fast,
                   defaults=self.defaults, name=name)
+        run.inputs = dict(inputs) if inputs else {}  # kept by the journal to resume the run
         with self._lock:
             self._runs[run_id] = run
         self.client.subscribe_topic(run_topic(run_id), run._on_event)
@@ -273,12 +275,43 @@ class Engine:
         ``agent`` id, ``status`` (running, succeeded, failed, cancelled) or ``workflow`` name."""
         return self._durability().runs(agent=agent, status=status, workflow=workflow, limit=limit)
 
+    # -- durable runs (issue 10: journal, result store, resume, history) ---------------------
+    def _start_durable(self, store: Any) -> Any:
+        if store is None:
+            return None
+        from ._durable import Durability
+        try:
+            return Durability(self, store)
+        except BaseException:
+            self.close()  # a bad store: do not leave the cluster we started behind
+            raise
+
+    def _durability(self) -> Any:
+        if self.durable is None:
+            from ._errors import StoreError
+            raise StoreError("this engine keeps no journal: create it with Engine(store='runs.db')")
+        return self.durable
+
+    def resume(self, run_id: str) -> Run:
+        """Resume a journaled run (e.g. after the client crashed): nodes that finished keep their
+        stored results, only the others run.  :class:`StoreError` for an unknown run id or a
+        damaged journal or result file (naming it)."""
+        return self._durability().resume(run_id)
+
+    def runs(self, *, agent: str | None = None, status: str | None = None, workflow: str | None = None,
+             limit: int | None = None) -> list[Any]:
+        """Run history from the journal, newest first: :class:`RunRecord` s, optionally only of one
+        ``agent`` id, ``status`` (running, succeeded, failed, cancelled) or ``workflow`` name."""
+        return self._durability().runs(agent=agent, status=status, workflow=workflow, limit=limit)
+
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the driver; close the client and cluster if this engine started them."""
         if self._closed:
             return
         self._closed = True
+        if getattr(self, "durable", None) is not None:
+            self.durable.close()
         if getattr(self, "_scheduler", None) is not None:
             self._scheduler.close()  # schedules (issue 7): stop firing before the client goes
         self._driver.close()

@@ -15,6 +15,7 @@ from typing import Any
 
 import cloudpickle
 
+from . import _resultstore as _durable
 from ._events import event, run_topic
 from ._outcome import Attempt, Failure
 from ._task import TaskSpec
@@ -95,6 +96,7 @@ class UnitCall:
     run_id: str
     key: str
     nodes: tuple[NodeCall, ...]
+    store: Any = None  # a ResultStore for durable runs (outputs written there, cache=)
 
 
 def _worker_address() -> str | None:
@@ -186,6 +188,21 @@ def _args(call: NodeCall, agent: Any, kwargs: dict[str, Any]) -> tuple[tuple, di
     return (agent,), kw
 
 
+def _cache_lookup(unit: UnitCall, call: NodeCall, args: tuple, kw: dict[str, Any]):
+    """Durable runs only: the cache key of a ``cache=`` task's call and ``(value,)`` on a hit."""
+    if unit.store is None or not call.task.cache:
+        return None, None
+    key = _durable.cache_key(call, args, kw, unit.run_id)
+    return key, (_durable.cache_get(unit.store, key, call.name, unit.run_id) if key else None)
+
+
+def _cache_store(unit: UnitCall, call: NodeCall, key: str | None, hit: Any, value: Any, out: NodeOutput) -> None:
+    if hit is not None:
+        out.reason = "cache hit"
+    elif key is not None:
+        _durable.cache_put(unit.store, key, value, call.name, unit.run_id)
+
+
 def run_unit(unit: UnitCall, agent: Any, *deps: Any) -> Any:
     """Run a unit of synchronous nodes; the Dask task function of every sync unit."""
     worker = _worker_address()
@@ -201,11 +218,17 @@ def run_unit(unit: UnitCall, agent: Any, *deps: Any) -> Any:
                 out = _skip(call, unit.key, reason, worker, upstream, unit.run_id)
             else:
                 args, kw = _args(call, agent, kwargs)
-                if call.task.is_async:
+                ckey, hit = _cache_lookup(unit, call, args, kw)
+                if hit is not None:
+                    value = hit[0]
+                elif call.task.is_async:
                     value = asyncio.run(await_with_timeout(call.task.fn(*args, **kw), call.task.timeout))
                 else:
                     value = call_with_timeout(call.task.fn, args, kw, call.task.timeout)
                 out = _finish(call, value, start, worker, upstream)
+                _cache_store(unit, call, ckey, hit, value, out)
+            if unit.store is not None:
+                _durable.save_output(unit.store, unit.run_id, unit.key, call.name, out)
         except Exception as exc:  # noqa: BLE001 - every task error becomes a NodeFailed
             raise _failed(call, unit.key, start, worker, exc, completed, unit.run_id) from None
         outputs.append(out)
@@ -228,8 +251,15 @@ async def run_unit_async(unit: UnitCall, agent: Any, *deps: Any) -> Any:
                 out = _skip(call, unit.key, reason, worker, upstream, unit.run_id)
             else:
                 args, kw = _args(call, agent, kwargs)
-                value = await await_with_timeout(call.task.fn(*args, **kw), call.task.timeout)
+                ckey, hit = _cache_lookup(unit, call, args, kw)
+                if hit is not None:
+                    value = hit[0]
+                else:
+                    value = await await_with_timeout(call.task.fn(*args, **kw), call.task.timeout)
                 out = _finish(call, value, start, worker, upstream)
+                _cache_store(unit, call, ckey, hit, value, out)
+            if unit.store is not None:  # file I/O off the worker's event loop
+                await asyncio.to_thread(_durable.save_output, unit.store, unit.run_id, unit.key, call.name, out)
         except Exception as exc:  # noqa: BLE001
             raise _failed(call, unit.key, start, worker, exc, completed, unit.run_id) from None
         outputs.append(out)

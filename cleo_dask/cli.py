@@ -13,7 +13,7 @@ import sys
 from . import __version__
 
 #: Modules that add subcommands (each has ``register(subparsers)``).
-COMMAND_MODULES: list[str] = ["cleo_dask._cli_run", "cleo_dask._cli_schedule"]
+COMMAND_MODULES: list[str] = ["cleo_dask._cli_run", "cleo_dask._cli_runs", "cleo_dask._cli_schedule"]
 
 
 def build_parser() -> argparse.ArgumentParser:

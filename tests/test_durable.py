@@ -1,0 +1,239 @@
+"""Durable runs: the journal, the result store, resuming after a crash, the cache, the CLI."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import durable_tasks as dt
+import pytest
+
+import cleo_dask as cd
+from cleo_dask._journal import Journal
+from cleo_dask._resultstore import ResultStore
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def env_for_subprocess() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT), env.get("PYTHONPATH", "")])
+    env["DASK_CLEO_DASK__LOCAL_CLUSTER__PROCESSES"] = "False"  # resume's own cluster: in-process
+    env["DASK_CLEO_DASK__LOCAL_CLUSTER__N_WORKERS"] = "2"
+    return env
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cleo_dask.cli", *args], capture_output=True, text=True,
+                          env=env_for_subprocess(), timeout=timeout, cwd=str(ROOT))
+
+
+def log_lines(path: Path) -> Counter:
+    return Counter(path.read_text().split()) if path.exists() else Counter()
+
+
+@pytest.fixture
+def durable(client, tmp_path):
+    """An engine journaling into tmp_path/runs.db (results in tmp_path/runs.db.results)."""
+    with cd.Engine(client=client, store=tmp_path / "runs.db") as e:
+        yield e
+
+
+def agent_logging_to(tmp_path: Path, **config) -> cd.Agent:
+    return cd.Agent("researcher-1", config={"log": str(tmp_path / "exec.log"), **config})
+
+
+# -- the result store and the journal, without a cluster -----------------------------------------
+def test_result_files_are_atomic_and_checked(tmp_path):
+    store = ResultStore(str(tmp_path / "results"))
+    path = store.node_path("run1", "a node/with odd:name")
+    store.write(path, b"x" * 1000)
+    assert store.read(path) == b"x" * 1000
+    assert [p.name for p in Path(path).parent.iterdir()] == [Path(path).name]  # no temporary left
+
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size - 10)
+    with pytest.raises(cd.StoreError, match="truncated") as err:
+        store.read(path)
+    assert path in str(err.value)
+
+    store.write(path, b"x" * 1000)
+    with open(path, "r+b") as f:
+        f.seek(size - 5)
+        f.write(b"y")
+    with pytest.raises(cd.StoreError, match="corrupted") as err:
+        store.read(path)
+    assert path in str(err.value)
+
+
+def test_journal_schema_version_unknown_run_and_corruption(tmp_path):
+    path = tmp_path / "runs.db"
+    journal = Journal(path)
+    spec = b"S" * 64 + os.urandom(64)
+    journal.add_run("r1", agent="a", workflow="wf", name="wf", started=time.time(), nodes=["x"],
+                    results="res", spec=spec)
+    with pytest.raises(cd.StoreError, match="no run 'nope'"):
+        journal.run("nope")
+    journal.close()
+
+    # a spec whose bytes changed on disk is detected by its checksum
+    data = bytearray(path.read_bytes())
+    at = data.find(spec[64:96])
+    data[at + 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(cd.StoreError, match="corrupted") as err:
+        Journal(path).spec("r1")
+    assert str(path) in str(err.value)
+
+    # another schema version
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE journal_meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(cd.StoreError, match="schema version 99") as err:
+        Journal(path)
+    assert str(path) in str(err.value)
+
+    # bytes flipped in the file header: not a database any more
+    data = bytearray(path.read_bytes())
+    for i in range(0, 16):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with pytest.raises(cd.StoreError) as err:
+        Journal(path)
+    assert str(path) in str(err.value)
+    assert cli("runs", "list", "--store", str(path)).returncode == 2
+
+
+# -- on a cluster ----------------------------------------------------------------------------------
+def test_failed_run_is_journaled_and_resumed(durable, tmp_path):
+    agent = agent_logging_to(tmp_path, flag=str(tmp_path / "flag"))
+    wf = cd.Workflow("flaky")
+    wf.add(dt.root)
+    wf.add(dt.flaky_once)
+    wf.add(dt.child, after=["root", "flaky_once"])
+    run = durable.submit(wf, agent)
+    assert run.result(timeout=60)["flaky_once"].status == cd.Status.FAILED
+    assert durable.durable.wait_journaled(run.id)
+    [record] = durable.runs(agent="researcher-1", status="failed")
+    assert record.id == run.id and record.workflow == "flaky" and record.counts["failed"] == 1
+    assert durable.durable.journal.nodes(run.id)["root"].status == "succeeded"
+
+    resumed = durable.resume(run.id)
+    outcome = resumed.result(timeout=60)
+    assert outcome.ok and outcome["child"].value == "1-ok"
+    assert log_lines(tmp_path / "exec.log") == {"root": 1, "flaky": 2, "child": 1}
+    assert durable.durable.wait_journaled(run.id)
+    [record] = durable.runs(status="succeeded")
+    assert record.id == run.id and record.resumes == 1
+    assert durable.runs(status="failed") == []
+
+    with pytest.raises(cd.StoreError, match="no run 'unknown'"):
+        durable.resume("unknown")
+
+
+def test_unpicklable_result_runs_but_is_not_resumable(durable, tmp_path):
+    agent = agent_logging_to(tmp_path)
+    wf = cd.Workflow.chain(dt.unpicklable, dt.uses_it)
+    run = durable.submit(wf, agent)
+    assert run.result(timeout=60)["uses_it"].value == "lock"
+    assert durable.durable.wait_journaled(run.id)
+    node = durable.durable.journal.nodes(run.id)["unpicklable"]
+    assert not node.resumable and "cannot be pickled" in node.note
+
+    assert durable.resume(run.id).result(timeout=60)["uses_it"].value == "lock"
+    assert log_lines(tmp_path / "exec.log") == {"unpicklable": 2, "uses_it": 2}  # both ran again
+
+
+def test_damaged_result_file_stops_resume(durable, tmp_path):
+    agent = agent_logging_to(tmp_path)
+    run = durable.submit(dt.root, agent)
+    assert run.result(timeout=60).ok
+    path = durable.durable.results.node_path(run.id, "root")
+    with open(path, "r+b") as f:
+        f.truncate(20)
+    with pytest.raises(cd.StoreError, match="truncated") as err:
+        durable.resume(run.id)
+    assert path in str(err.value)
+
+
+def test_cached_tasks_run_once_across_runs_and_engines(client, durable, tmp_path):
+    agent = agent_logging_to(tmp_path)
+    wf = cd.Workflow.chain(dt.expensive, dt.after_expensive)
+    first = durable.submit(wf, agent).result(timeout=60)
+    second = durable.submit(wf, agent).result(timeout=60)
+    assert first.values_by_node() == second.values_by_node() == {"expensive": 0, "after_expensive": 1}
+    assert second["expensive"].reason == "cache hit"
+    assert durable.run(dt.expensive, agent, x=21).value == 42
+    with cd.Engine(client=client, store=tmp_path / "runs.db") as again:  # a new engine, same store
+        assert again.run(dt.expensive, agent, x=21).value == 42
+        assert again.run(dt.expensive, agent, x=22).value == 44
+    assert log_lines(tmp_path / "exec.log") == {"expensive-0": 1, "after_expensive": 1, "expensive-21": 1,
+                                               "expensive-22": 1}
+
+
+def test_killed_client_resumes_without_rerunning_finished_nodes(engine, tmp_path):
+    store, log = tmp_path / "runs.db", tmp_path / "exec.log"
+    proc = subprocess.Popen([sys.executable, str(HERE / "durable_tasks.py"), "crash", str(store), str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env_for_subprocess())
+    try:
+        run_id = proc.stdout.readline().strip()
+        deadline = time.time() + 120
+        while sum(log_lines(log).values()) < 100 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    ran_before = log_lines(log)
+    total = len(dt.layered())
+    assert 0 < len(ran_before) < total, "the kill came too late (or too early) to test anything"
+    succeeded_before = {n for n, row in Journal(store).nodes(run_id).items() if row.status == "succeeded"}
+    assert succeeded_before, "the journal recorded no finished node before the kill"
+
+    done = cli("resume", run_id, "--store", str(store))
+    assert done.returncode == 0, done.stderr
+    ran = log_lines(log)
+    assert set(ran) == set(dt.layered().nodes)                                # every node ran
+    assert all(ran[n] == 1 for n in succeeded_before)                        # none of those again
+    assert sum(ran.values()) - total <= 2 * 2                                # at most the in-flight ones
+
+    # results equal an uninterrupted (not durable) run of the same workflow
+    expected = engine.submit(dt.layered(), cd.Agent("x", config={"log": str(tmp_path / "other.log")}))
+    with cd.Engine(client=engine.client, store=store) as again:
+        resumed = again.resume(run_id).result(timeout=60)  # everything is kept now: nothing runs
+        assert resumed.values_by_node() == expected.result(timeout=120).values_by_node()
+    assert log_lines(log) == ran
+    shown = cli("runs", "show", run_id, "--store", str(store))
+    assert shown.returncode == 0 and "succeeded" in shown.stdout
+
+
+def test_several_processes_share_one_journal(tmp_path):
+    store, log = tmp_path / "runs.db", tmp_path / "exec.log"
+    procs = [subprocess.Popen([sys.executable, str(HERE / "durable_tasks.py"), "many", str(store), str(log), "4",
+                               str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env_for_subprocess()) for i in range(3)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert out.split()[-1] == "4"
+        assert "locked" not in err
+    records = Journal(store).runs()
+    assert len(records) == 12 and {r.status for r in records} == {"succeeded"}
+    assert {r.agent for r in records} == {"agent-0", "agent-1", "agent-2"}
+    listed = cli("runs", "list", "--store", str(store), "--agent", "agent-1")
+    assert listed.returncode == 0 and listed.stdout.count("agent-1") == 4
+
+
+def test_cli_bad_input(tmp_path):
+    store = tmp_path / "runs.db"
+    Journal(store).close()
+    res = cli("resume", "no-such-run", "--store", str(store))
+    assert res.returncode == 2 and "no run 'no-such-run'" in res.stderr
+    res = cli("runs", "show", "x", "--store", str(tmp_path / "missing.db"))
+    assert res.returncode == 2 and "missing.db" in res.stderr
