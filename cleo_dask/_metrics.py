@@ -74,3 +74,12 @@ def observe_retry() -> None:
 def observe_fallback() -> None:
     """Record a fallback submitted by the client."""
     metrics()["fallbacks"].inc()
+
+
+def report_schedule_lateness(client: Any, seconds: float) -> None:
+    """From a client process: send the lateness of a scheduled run to the scheduler's metrics
+    (an event ``{"kind": "lateness"}`` the monitor plugin observes)."""
+    try:
+        client.log_event("cleo-schedules", {"kind": "lateness", "run": None, "seconds": float(seconds)})
+    except Exception:  # noqa: BLE001 - metrics must never break scheduling
+        pass
