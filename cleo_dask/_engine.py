@@ -275,35 +275,6 @@ class Engine:
         ``agent`` id, ``status`` (running, succeeded, failed, cancelled) or ``workflow`` name."""
         return self._durability().runs(agent=agent, status=status, workflow=workflow, limit=limit)
 
-    # -- durable runs (issue 10: journal, result store, resume, history) ---------------------
-    def _start_durable(self, store: Any) -> Any:
-        if store is None:
-            return None
-        from ._durable import Durability
-        try:
-            return Durability(self, store)
-        except BaseException:
-            self.close()  # a bad store: do not leave the cluster we started behind
-            raise
-
-    def _durability(self) -> Any:
-        if self.durable is None:
-            from ._errors import StoreError
-            raise StoreError("this engine keeps no journal: create it with Engine(store='runs.db')")
-        return self.durable
-
-    def resume(self, run_id: str) -> Run:
-        """Resume a journaled run (e.g. after the client crashed): nodes that finished keep their
-        stored results, only the others run.  :class:`StoreError` for an unknown run id or a
-        damaged journal or result file (naming it)."""
-        return self._durability().resume(run_id)
-
-    def runs(self, *, agent: str | None = None, status: str | None = None, workflow: str | None = None,
-             limit: int | None = None) -> list[Any]:
-        """Run history from the journal, newest first: :class:`RunRecord` s, optionally only of one
-        ``agent`` id, ``status`` (running, succeeded, failed, cancelled) or ``workflow`` name."""
-        return self._durability().runs(agent=agent, status=status, workflow=workflow, limit=limit)
-
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
         """Stop the driver; close the client and cluster if this engine started them."""
