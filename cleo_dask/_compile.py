@@ -19,7 +19,9 @@ from typing import Any
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import DataNode, Task, TaskRef
 
+from ._admission import ANNOTATION as ADMISSION, unit_admission
 from ._backoff import NO_BACKOFF, Backoff
+from ._fair import fair_share
 from ._retry import RetryPolicy
 from ._worker import NodeCall, NodeOutput, UnitCall, run_unit, run_unit_async
 from ._workflow import Node, Workflow
@@ -51,6 +53,7 @@ class Compiled:
     retries: dict[str, int] = field(default_factory=dict)
     priority: dict[str, float] = field(default_factory=dict)
     agent_key: str | None = None
+    admission: dict[str, Any] = field(default_factory=dict)  # unit key -> limits (see _admission)
 
     @property
     def keys(self) -> list[str]:
@@ -64,6 +67,8 @@ class Compiled:
             annotations["retries"] = _Lookup(self.retries, 0)
         if self.priority:
             annotations["priority"] = _Lookup(self.priority, 0)
+        if self.admission:
+            annotations[ADMISSION] = _Lookup(self.admission, None)
         layer = MaterializedLayer(self.dsk, annotations=annotations or None)
         return HighLevelGraph({"cleo": layer}, {"cleo": set()})
 
@@ -86,8 +91,9 @@ def fusable(parent: Node, child: Node, children: Mapping[str, list[str]], defaul
     a, b = parent.task, child.task
     if a.is_async != b.is_async or a.io_bound != b.io_bound or a.rate_limit or b.rate_limit:
         return False
-    # a Dask-level retry reruns the whole task: only fuse nodes that never take that path
-    return not (retry_policy(parent, defaults).uses_dask_retries or retry_policy(child, defaults).uses_dask_retries)
+    # any retry (Dask's own, or the engine's ``Client.retry`` after a backoff) reruns the whole
+    # Dask task, so only nodes without retries are fused
+    return retry_policy(parent, defaults).retries == 0 and retry_policy(child, defaults).retries == 0
 
 
 def plan_units(wf: Workflow, names: Iterable[str], defaults: Defaults, fuse: bool = True) -> list[list[str]]:
@@ -147,6 +153,8 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     elif priority:
         for key in compiled.units:
             compiled.priority[key] = priority
+    if not critical_path:
+        fair_share(compiled, priority)
     return compiled
 
 
@@ -209,10 +217,13 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
             first = calls[0]
             calls[0] = NodeCall(first.name, first.task, first.inputs + (("**", dep_pos[f"inputs-{run_id}"], -1),),
                                 first.when, first.trigger, first.attempt, first.mode, first.error)
-        func = run_unit_async if calls[0].task.is_async else run_unit
+        # I/O units (async, or io_bound) run on the worker's event loop and free their slot
+        func = run_unit_async if calls[0].task.is_async or calls[0].task.io_bound else run_unit
         compiled.dsk[key] = Task(key, func, UnitCall(run_id, key, tuple(calls), defaults.store), agent,
                                  *(TaskRef(d) for d in deps))
         compiled.units[key] = tuple(unit)
+        if (limits := unit_admission([c.task for c in calls], agent)) is not None:
+            compiled.admission[key] = limits
         for i, n in enumerate(unit):
             compiled.location[n] = (key, -1 if len(unit) == 1 else i)
         if len(unit) == 1:

@@ -7,6 +7,7 @@ or submits the fallback, or hands a :class:`Failure` to the children (trigger ru
 """
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import threading
@@ -21,8 +22,10 @@ from distributed.client import FuturesCancelledError, _wait
 from ._compile import Compiled, Defaults, compile_resubmission, retry_policy
 from ._events import event, run_topic
 from . import _logs
+from . import _admission
 from ._outcome import Attempt, NodeRecord, Status, TaskResult
-from ._worker import FAILED, NodeFailed, NodeOutput, collect_meta, failure_output
+from ._trigger import ALL_SUCCESS, skip_reason
+from ._worker import FAILED, NodeFailed, NodeOutput, collect_meta, failure_output, skipped_output
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -65,10 +68,13 @@ class Run:
         self._outputs: dict[str, Any] = {}
         self._losses: dict[str, int] = {}
         self._children = workflow.children()
+        self._interrupts: set[asyncio.Event] = set()
 
     # -- submission ---------------------------------------------------------------------------
     def _submit(self, compiled: Compiled, with_agent: bool = False) -> None:
         keys = compiled.keys
+        if compiled.admission:  # max_concurrency / rate_limit: enforced by a scheduler plugin
+            _admission.ensure_installed(self._client)
         futures = self._client.get(compiled.graph(), keys, sync=False, priority=self.priority)
         for key, fut in zip(keys, futures):
             self._futures[key] = fut
@@ -125,11 +131,12 @@ class Run:
             policy = retry_policy(self.workflow.nodes[node], self._defaults)
             spec = self.workflow.nodes[node].task
             final = mode == "fallback" or policy.uses_dask_retries or attempt.crashed or error is None
-            if not final and policy.should_retry(error, attempt.number):
-                delay = policy.delay(error, attempt.number)
-                self._log("retry", node=node, attempt=attempt.number + 1, delay=delay)
+            failed_attempts = sum(1 for a in record.attempts if a.error is not None)
+            if not final and policy.should_retry(error, failed_attempts):
+                delay = policy.delay(error, failed_attempts)
+                self._log("retry", node=node, attempt=failed_attempts + 1, delay=delay)
                 self._timers += 1
-                self._engine._driver.call_later(delay, self._retry, node, attempt.number + 1)
+                self._engine._driver.call_later(delay, self._retry, key)
                 return True
             record.error, record.traceback = error, text
             if spec.on_error is not None and mode != "fallback":
@@ -149,21 +156,67 @@ class Run:
                 return True
             self._known[node] = failure_output(node, error, text)
             self._log("outcome", node=node, status="failed", error=repr(error)[:500])
-            self._resubmit([], {}, after=[node])
+            self._propagate_failure(node)
             return True
 
-    def _retry(self, node: str, attempt: int) -> None:
+    def _retry(self, key: str) -> None:
+        """The backoff is over: Dask recomputes the erred key and, with it, its erred dependents."""
         with self._lock:
             self._timers -= 1
-            if not self._cancelled:
-                self._resubmit([node], {node: {"attempt": attempt}})
+            fut = self._futures.get(key)
+            if not self._cancelled and fut is not None:
+                self._handled.discard(key)
+                self._client.retry([fut])
+                names = self._units[key]
+                downstream = set(names) | set(self.workflow.descendants(names))
+                self._watch_sinks(sorted({self._location[n][0] for n in downstream
+                                          if not self._children[n] and n not in self._known}))
             self._changed.notify_all()
+
+    def _propagate_failure(self, failed: str) -> None:
+        """Apply the trigger rules below a finally failed node on the client: ``all_success``
+        descendants are skipped without running; ``all_done`` / ``one_failed`` ones (and what
+        depends on them) are submitted again with a :class:`Failure` standing in for the parent."""
+        wf = self.workflow
+        to_run: list[str] = []
+        pending: set[str] = set()
+        for n in wf.descendants([failed]):
+            node = wf.nodes[n]
+            if n in self._known:
+                continue
+            if node.trigger == ALL_SUCCESS:
+                known = [(p, self._known[p].status) for p in node.parents if p in self._known]
+                reason = skip_reason(ALL_SUCCESS, known)
+                if reason is not None:
+                    self._known[n] = skipped_output(reason)
+                    self._log("skipped", node=n, key=self._location[n][0], reason=reason)
+                    continue
+            to_run.append(n)
+            pending.add(n)
+        self._forget_known_units()
+        self._resubmit(to_run, {}) if to_run else self._changed.notify_all()
+        self._engine._driver.call_soon(self._maybe_finished)
+
+    def _forget_known_units(self) -> None:
+        """Drop the futures of units whose every node's outcome is now known here (a stale
+        generation may still wait on an erred ancestor: cancel it rather than wait for it)."""
+        stale = []
+        for key, names in list(self._units.items()):
+            if key in self._futures and all(n in self._known for n in names):
+                fut = self._futures.pop(key)
+                if fut.status == "pending":
+                    stale.append(fut)
+        if stale:
+            self._client.cancel(stale)
+        self._interrupt_waiters()
 
     def _resubmit(self, roots: list[str], overrides: dict[str, dict[str, Any]], after: list[str] = ()) -> None:
         """Submit ``roots`` and every unfinished descendant of ``roots`` + ``after`` under new keys."""
         wf = self.workflow
         subset = set(roots) | set(wf.descendants(list(roots) + list(after)))
         names = [n for n in wf.nodes if n in subset and (n in roots or n not in self._known)]
+        for n in roots:
+            self._known.pop(n, None)
         if not names:
             self._changed.notify_all()
             self._engine._driver.call_soon(self._maybe_finished)
@@ -191,6 +244,7 @@ class Run:
             self._futures.pop(k, None)
             self._units.pop(k, None)
         self._submit(compiled)
+        self._interrupt_waiters()
         self._log("keys", nodes={n: compiled.location[n][0] for n in names})
         self._changed.notify_all()
 
@@ -221,11 +275,9 @@ class Run:
                     return False
             else:
                 try:
-                    self._client.sync(_wait, futures, timeout=remaining)
+                    self._client.sync(self._wait_current, futures, remaining)
                 except TimeoutError:
                     return False
-                except FuturesCancelledError:
-                    pass  # cancelled nodes are an outcome too
             with self._lock:
                 if self._timers:
                     if remaining is not None and remaining <= 0:
@@ -242,6 +294,29 @@ class Run:
                 if self.ended is None:
                     self.ended = time.time()
                 return True
+
+    async def _wait_current(self, futures: list[Future], timeout: float | None) -> None:
+        """Wait for ``futures`` on the client's loop, or until the run replaces some of them."""
+        interrupt = asyncio.Event()
+        self._interrupts.add(interrupt)
+        waiter = asyncio.ensure_future(_wait(futures))
+        stopper = asyncio.ensure_future(interrupt.wait())
+        try:
+            done, _ = await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                raise TimeoutError
+            if waiter in done and isinstance(waiter.exception(), Exception) \
+                    and not isinstance(waiter.exception(), FuturesCancelledError):
+                raise waiter.exception()
+        finally:
+            self._interrupts.discard(interrupt)
+            for f in (waiter, stopper):
+                if not f.done():
+                    f.cancel()
+
+    def _interrupt_waiters(self) -> None:
+        for interrupt in list(self._interrupts):
+            self._client.loop.add_callback(interrupt.set)
 
     def _maybe_finished(self) -> None:
         with self._lock:

@@ -17,6 +17,7 @@ import cloudpickle
 
 from . import _resultstore as _durable
 from ._events import event, run_topic
+from ._io import release_slot, run_blocking
 from ._outcome import Attempt, Failure
 from ._task import TaskSpec
 from ._timeout import await_with_timeout, call_with_timeout
@@ -237,8 +238,13 @@ def run_unit(unit: UnitCall, agent: Any, *deps: Any) -> Any:
 
 
 async def run_unit_async(unit: UnitCall, agent: Any, *deps: Any) -> Any:
-    """Run a unit of ``async`` nodes on the worker's event loop (Dask awaits coroutine tasks)."""
+    """Run a unit of ``async`` nodes on the worker's event loop (Dask awaits coroutine tasks).
+
+    Also the Dask task of ``io_bound`` sync units (their bodies run in cleo's I/O thread pool).
+    Either way the unit first frees its worker slot (:func:`cleo_dask._io.release_slot`).
+    """
     worker = _worker_address()
+    release_slot(unit.key)
     outputs: list[NodeOutput] = []
     completed: dict[str, NodeOutput] = {}
     for call in unit.nodes:
@@ -254,8 +260,10 @@ async def run_unit_async(unit: UnitCall, agent: Any, *deps: Any) -> Any:
                 ckey, hit = _cache_lookup(unit, call, args, kw)
                 if hit is not None:
                     value = hit[0]
-                else:
+                elif call.task.is_async:
                     value = await await_with_timeout(call.task.fn(*args, **kw), call.task.timeout)
+                else:  # a blocking io_bound body
+                    value = await run_blocking(call.task.fn, args, kw, call.task.timeout)
                 out = _finish(call, value, start, worker, upstream)
                 _cache_store(unit, call, ckey, hit, value, out)
             if unit.store is not None:  # file I/O off the worker's event loop
@@ -271,6 +279,12 @@ def failure_output(node: str, error: BaseException | None, traceback: str | None
     """The stand-in output of a finally failed node (no fallback): children see a :class:`Failure`."""
     now = time.time()
     return NodeOutput(Failure(node, error, traceback), FAILED, now, now, None, 0, "failed")
+
+
+def skipped_output(reason: str) -> NodeOutput:
+    """The output of a node the client decided not to run (its trigger rule said no)."""
+    now = time.time()
+    return NodeOutput(None, SKIPPED, now, now, None, 0, reason)
 
 
 def collect_meta(keys: list[str], dask_worker: Any = None) -> dict[str, Any]:

@@ -210,14 +210,29 @@ def test_engine_defaults_apply_to_tasks_that_set_none(client, agent):
         cd.Engine(client=client, default_retries=-1)
 
 
-def test_retries_and_fallbacks_inside_a_fused_chain(engine, agent):
+def test_a_fallback_inside_a_fused_chain_keeps_what_already_ran(engine, agent):
+    first = Flaky(0, name="first")
+    wf = cd.Workflow()
+    wf.add(first)
+    wf.add(lambda agent, first: 1 / 0, name="middle", after=["first"],
+           fallback=lambda agent, error, first: f"fallback after {first}")
+    wf.add(lambda agent, middle: middle + "!", name="last", after=["middle"])
+    run = engine.submit(wf, agent)
+    assert len(run._units) == 1   # the three nodes (none retries) run as one Dask task
+    out = run.result(timeout=30)
+    assert out["middle"].status == "fell_back"
+    assert out["last"].value == "fallback after ok after 1!"
+    assert first.calls == 1       # the node before the failure did not run again
+
+
+def test_retried_nodes_are_not_fused_and_their_children_wait(engine, agent):
     flaky = Flaky(1, name="middle")
     wf = cd.Workflow()
     wf.add(lambda agent: 1, name="first")
     wf.add(flaky, after=["first"], retries=1, backoff=cd.fixed(0.05), retry_on=ConnectionError)
     wf.add(lambda agent, middle: middle + "!", name="last", after=["middle"])
     run = engine.submit(wf, agent)
-    assert len(run._units) == 1   # the three nodes run as one Dask task
+    assert len(run._units) == 3
     out = run.result(timeout=30)
     assert out["first"].value == 1 and out["last"].value == "ok after 2!"
     assert len(out["middle"].attempts) == 2 and len(out["first"].attempts) == 1
