@@ -228,3 +228,34 @@ def test_prints_and_logs_of_tasks_on_other_processes_reach_the_client(process_cl
     assert "hello from the worker" in seen
     rec = next(r for r in caplog.records if r.getMessage() == "a worker log record")
     assert rec.worker.startswith("tcp://")
+
+
+def test_monitor_and_page_live_on_a_separate_scheduler_process(tmp_path):
+    """A real ``dask scheduler`` + ``dask worker``: the plugin, its state and the page are remote."""
+    from _dask_procs import Processes, dask_command, env_with_tasks, wait_for_file
+
+    procs = Processes(tmp_path)
+    sched_file = tmp_path / "scheduler.json"
+    env = env_with_tasks()
+    env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(__file__), env["PYTHONPATH"]])  # this module's tasks
+    try:
+        procs.start("scheduler", dask_command() + ["scheduler", "--scheduler-file", str(sched_file), "--port", "0",
+                                                   "--dashboard-address", ":0"], env=env)
+        wait_for_file(sched_file, procs)
+        procs.start("worker", dask_command() + ["worker", "--scheduler-file", str(sched_file), "--nthreads", "1",
+                                                "--no-nanny"], env=env)
+        with cd.Engine(scheduler_file=str(sched_file)) as engine:
+            engine.client.wait_for_workers(1, timeout=30)
+            run = engine.submit(cd.Workflow.chain(fetch, broken, after_broken), cd.Agent("remote"))
+            assert run.result(timeout=30).counts() == {"succeeded": 1, "failed": 1, "skipped": 1}
+            pid = engine.client.run_on_scheduler(os.getpid)
+            assert pid != os.getpid()
+            deadline = time.time() + 10
+            while engine.client.run_on_scheduler(snapshot)["runs"][0]["state"] == "running" and time.time() < deadline:
+                time.sleep(0.05)
+            runs = engine.client.run_on_scheduler(snapshot)["runs"]
+            assert runs[0]["id"] == run.id and runs[0]["state"] == "failed" and runs[0]["agent"] == "remote"
+            page = urllib.request.urlopen(engine.cleo_dashboard_link, timeout=10).read().decode()
+            assert "Dask: cleo runs" in page
+    finally:
+        procs.stop()
