@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from typing import Any, TextIO
@@ -31,7 +32,7 @@ def show_progress(run: Any, *, file: TextIO | None = None, interval: float = 0.2
         if tqdm_class is None:
             from tqdm import tqdm as tqdm_class
         bar = tqdm_class(total=total, desc=f"{run.name} {run.id[:8]}", unit="node", file=file, leave=True,
-                         dynamic_ncols=True)
+                         **_width(file))
 
         def show(counts: dict[str, int], final: bool = False) -> None:
             finished = counts["done"] + counts["error"]
@@ -65,6 +66,15 @@ def show_progress(run: Any, *, file: TextIO | None = None, interval: float = 0.2
         if deadline is not None and time.monotonic() >= deadline:
             show(counts, final=True)
             return False
+
+
+def _width(file: Any) -> dict[str, Any]:
+    """Follow the terminal's width; 80x24 when it reports no size (a fresh pseudo-terminal)."""
+    try:
+        cols = os.get_terminal_size(file.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        cols = 0
+    return {"dynamic_ncols": True} if cols else {"ncols": 80, "nrows": 24}  # tqdm draws nothing with 0 rows
 
 
 def _duration(seconds: float | None) -> str:
