@@ -181,6 +181,9 @@ def check_options(spec: TaskSpec) -> None:
         raise WorkflowError(f"{what}: {exc}") from None
     if spec.fallback is not None and not isinstance(spec.fallback, TaskSpec):
         raise WorkflowError(f"{what}: fallback must be a task, got {spec.fallback!r}")
+    if not isinstance(spec.cache, bool) and not callable(spec.cache):
+        raise WorkflowError(f"{what}: cache must be True, False or a key function (agent, **inputs) -> key, "
+                            f"got {spec.cache!r}")
     if spec.on_error is not None and not callable(spec.on_error):
         raise WorkflowError(f"{what}: on_error must be callable (agent, task name, error), got {spec.on_error!r}")
     if spec.duration is not None and (isinstance(spec.duration, bool) or not isinstance(spec.duration, (int, float))

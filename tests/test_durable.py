@@ -177,6 +177,25 @@ def test_cached_tasks_run_once_across_runs_and_engines(client, durable, tmp_path
                                                "expensive-22": 1}
 
 
+def test_cache_key_function_and_fsspec_result_store(client, tmp_path):
+    store = cd.RunStore(str(tmp_path / "runs.db"), results=f"memory://cleo-{tmp_path.name}")
+    calls = tmp_path / "exec.log"
+
+    @cd.task(cache=lambda agent, x: x % 10)  # the key function decides what counts as "the same call"
+    def last_digit(agent, x):
+        dt._log(agent, f"last_digit-{x}")
+        return x % 10
+
+    agent = agent_logging_to(tmp_path)
+    with cd.Engine(client=client, store=store) as e:
+        assert [e.run(last_digit, agent, x=x).value for x in (3, 13, 4)] == [3, 3, 4]
+        run = e.submit(dt.layered(2, 2), agent)
+        values = run.result(timeout=60).values_by_node()
+        assert e.durable.results.exists(e.durable.results.node_path(run.id, "n1_1"))
+        assert e.resume(run.id).result(timeout=60).values_by_node() == values
+    assert log_lines(calls) == {"last_digit-3": 1, "last_digit-4": 1, "n0_0": 1, "n0_1": 1, "n1_0": 1, "n1_1": 1}
+
+
 def test_killed_client_resumes_without_rerunning_finished_nodes(engine, tmp_path):
     store, log = tmp_path / "runs.db", tmp_path / "exec.log"
     proc = subprocess.Popen([sys.executable, str(HERE / "durable_tasks.py"), "crash", str(store), str(log)],
