@@ -69,6 +69,7 @@ class Run:
         self._losses: dict[str, int] = {}
         self._children = workflow.children()
         self._interrupts: set[asyncio.Event] = set()
+        self._attempts_seen: dict[str, int] = {}
 
     # -- submission ---------------------------------------------------------------------------
     def _submit(self, compiled: Compiled, with_agent: bool = False) -> None:
@@ -95,6 +96,12 @@ class Run:
     def _on_event(self, item: tuple[float, dict[str, Any]]) -> None:
         """Events of this run's topic (called on the client's event loop: keep it short)."""
         msg = item[1]
+        if isinstance(msg, dict) and msg.get("kind") == "attempt" and msg.get("mode", "task") == "task":
+            # a worker cannot tell which attempt it runs (Dask's and Client.retry rerun the same
+            # task): the client counts them
+            n = self._attempts_seen.get(msg.get("node"), 0) + 1
+            self._attempts_seen[msg.get("node")] = n
+            msg = {**msg, "attempt": n}
         _logs.on_event(self, msg)  # structured log record of a failed attempt (monitoring)
         if isinstance(msg, dict) and msg.get("kind") == "attempt":
             fut = self._futures.get(msg.get("key"))
