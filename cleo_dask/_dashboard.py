@@ -170,7 +170,9 @@ def cleo_doc(holder: list, prefix: str, doc: Any) -> None:
         counts = run.counts()
         status.text = (f"<b>run {run.id}</b> ({run.name}, agent <code>{run.agent}</code>): "
                        f"<span class='cleo-state'>{run.state}</span> — {_counts_text(counts)}")
-        pos = layout(list(run.nodes), run.edges)
+        if state.get("layout_of") != run.id:   # the DAG of a run does not change: lay it out once
+            state["layout_of"], state["pos"] = run.id, layout(list(run.nodes), run.edges)
+        pos = state["pos"]
         names = list(run.nodes)
         nodes = [run.nodes[n] for n in names]
         node_src.data = {

@@ -58,6 +58,7 @@ class RunState:
         self.ended: float | None = None
         self.state = "running"
         self.nodes: dict[str, NodeState] = {n: NodeState(n, k) for n, k in (msg.get("nodes") or {}).items()}
+        self.order = {n: i for i, n in enumerate(self.nodes)}   # workflow order (units run in it)
         self.edges: list[tuple[str, str]] = [(str(p), str(c)) for p, c in (msg.get("edges") or [])]
         # bars of the timeline: dicts with node, worker, start, end, status
         self.bars: list[dict[str, Any]] = []
@@ -149,11 +150,12 @@ class CleoMonitor(SchedulerPlugin):
 
     def _map_keys(self, run: RunState, nodes: dict[str, str]) -> None:
         by_key: dict[str, list[str]] = {}
-        order = list(run.nodes)
         for n, k in nodes.items():
             by_key.setdefault(k, []).append(n)
         for k, names in by_key.items():
-            self.keys[k] = (run.id, tuple(sorted(names, key=order.index)))
+            if len(names) > 1:
+                names.sort(key=run.order.__getitem__)
+            self.keys[k] = (run.id, tuple(names))
 
     def _on_keys(self, run: RunState, msg: dict[str, Any]) -> None:
         nodes = {n: k for n, k in (msg.get("nodes") or {}).items() if n in run.nodes}

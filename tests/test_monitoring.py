@@ -122,6 +122,50 @@ def test_json_formatter_writes_one_object_per_record():
     assert rec["run_id"] == "r1" and rec["node"] == "x" and rec["status"] == "failed"
 
 
+def test_monitor_state_machine_from_events_and_transitions():
+    """The plugin alone, fed what a scheduler would hand it (no cluster): a fused unit a>b, a
+    retried node, and the oldest finished run dropped past max_runs."""
+    from cleo_dask._events import event, run_topic
+    from cleo_dask._plugin import CleoMonitor
+
+    mon = CleoMonitor(max_runs=2, dashboard=False)
+
+    def send(run_id, kind, **fields):
+        mon.log_event(run_topic(run_id), event(kind, run_id, **fields))
+
+    send("r1", "run", agent="a", name="wf", started=1.0, nodes={"a": "ab-r1", "b": "ab-r1", "c": "c-r1"},
+         edges=[["a", "b"], ["b", "c"]])
+    states = lambda rid: {n: s.state for n, s in mon.runs[rid].nodes.items()}  # noqa: E731
+    mon.transition("ab-r1", "waiting", "processing", stimulus_id="x")
+    assert states("r1") == {"a": "running", "b": "pending", "c": "pending"}
+    mon.transition("ab-r1", "processing", "memory", stimulus_id="x",
+                   startstops=[{"action": "compute", "start": 2.0, "stop": 3.0}], worker="tcp://w1")
+    assert states("r1") == {"a": "succeeded", "b": "succeeded", "c": "pending"}
+    mon.transition("c-r1", "waiting", "processing", stimulus_id="x")
+    send("r1", "attempt", node="c", key="c-r1", attempt=1, worker="tcp://w2", start=3.0, end=3.5,
+         error="ConnectionError()", error_type="ConnectionError", timed_out=False)
+    mon.transition("c-r1", "processing", "erred", stimulus_id="x")
+    assert states("r1")["c"] == "failed"
+    send("r1", "retry", node="c", attempt=2, delay=1.0)
+    assert states("r1")["c"] == "retrying"
+    mon.transition("c-r1", "erred", "released", stimulus_id="x")
+    mon.transition("c-r1", "waiting", "processing", stimulus_id="x")
+    assert states("r1")["c"] == "running"
+    mon.transition("c-r1", "processing", "memory", stimulus_id="x")
+    send("r1", "finished", status="succeeded", counts={}, ended=5.0)
+    run = mon.runs["r1"]
+    assert states("r1") == {"a": "succeeded", "b": "succeeded", "c": "succeeded"} and run.state == "succeeded"
+    assert run.nodes["c"].attempts == 2 and [b["status"] for b in run.bars] == ["succeeded", "failed", "succeeded"]
+    assert run.bars[0]["node"] == "a > b" and run.bars[0]["worker"] == "tcp://w1"
+
+    send("r2", "run", agent="a", name="wf", started=6.0, nodes={"x": "x-r2"}, edges=[])
+    send("r3", "run", agent="a", name="wf", started=7.0, nodes={"y": "y-r3"}, edges=[])
+    assert list(mon.runs) == ["r2", "r3"] and "ab-r1" not in mon.keys   # r1 (finished) dropped
+    send("r3", "finished", status="cancelled", counts={}, ended=8.0)
+    assert states("r3") == {"y": "cancelled"}
+    assert [r["id"] for r in mon.snapshot()["runs"]] == ["r3", "r2"]
+
+
 # -- on a cluster ----------------------------------------------------------------------------------
 def test_monitor_tracks_states_attempts_and_metrics(engine, tmp_path, caplog):
     before = scrape(engine)
@@ -177,6 +221,35 @@ def test_monitor_tracks_states_attempts_and_metrics(engine, tmp_path, caplog):
     assert all(r["worker"] and r["duration"] is not None for r in failed_attempts)
     ok_attempts = [r for r in records if r["event"] == "attempt" and r["status"] == "succeeded"]
     assert {r["node"] for r in ok_attempts} == {"fetch", "flaky"}
+
+
+def test_monitor_sees_dask_retries_and_cancellation(engine, tmp_path):
+    marker = str(tmp_path / "dask-retry")
+
+    def once_broken(agent):
+        return fail_first_time(marker, "ok")
+
+    def slow(agent):
+        time.sleep(1.5)
+
+    wf = cd.Workflow("dask-retries")
+    wf.add(once_broken, retries=1)    # no backoff: Dask's own retries= annotation
+    run = engine.submit(wf)
+    assert run.result(timeout=30)["once_broken"].ok
+    wf2 = cd.Workflow("to-cancel")
+    wf2.add(slow)
+    run2 = engine.submit(wf2)
+    time.sleep(0.3)
+    run2.cancel()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        snap = {r["id"]: r for r in engine.client.run_on_scheduler(snapshot)["runs"]}
+        if snap[run.id]["state"] != "running" and snap[run2.id]["state"] != "running":
+            break
+        time.sleep(0.05)
+    one = engine.client.run_on_scheduler(snapshot, run.id)["run"]
+    assert one["nodes"]["once_broken"]["state"] == "succeeded" and one["nodes"]["once_broken"]["attempts"] == 2
+    assert snap[run2.id]["state"] == "cancelled" and snap[run2.id]["counts"] == {"cancelled": 1}
 
 
 def test_run_visualize_colours_nodes_by_outcome(engine, tmp_path):
