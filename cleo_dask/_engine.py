@@ -9,11 +9,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import dask
 from distributed import Client, LocalCluster
 
 from . import _config
 from ._agent import Agent, agent_id, check_picklable
 from ._backoff import Backoff, fixed
+from ._cluster_needs import check_cluster, scheduler_settings
 from ._compile import Defaults, compile_workflow
 from ._driver import Driver
 from ._errors import WorkflowError
@@ -63,8 +65,11 @@ class Engine:
             self.client = Client(address, scheduler_file=scheduler_file, security=security,
                                  timeout=connect_timeout, set_as_default=False)
         else:
-            self.cluster = LocalCluster(**_local_cluster_options(cluster_kwargs))
+            with dask.config.set(scheduler_settings()):  # see _cluster_needs: no root-task queuing
+                self.cluster = LocalCluster(**_local_cluster_options(cluster_kwargs))
             self.client = Client(self.cluster, set_as_default=False)
+        if self.cluster is None:
+            check_cluster(self.client)  # I/O-bound agents: warn about what the cluster lacks
         self._driver = Driver()
         self._runs: dict[str, Run] = {}
         self._lock = threading.Lock()

@@ -16,6 +16,7 @@ from typing import Any
 from ._backoff import Backoff
 from ._errors import WorkflowError
 from ._retry import check_retry_on
+from ._ratelimit import parse_rate
 from ._timeout import check_timeout
 
 
@@ -177,10 +178,14 @@ def check_options(spec: TaskSpec) -> None:
     try:
         check_retry_on(spec.retry_on)
         check_timeout(spec.timeout)
+        if spec.rate_limit is not None:
+            parse_rate(spec.rate_limit)
     except WorkflowError as exc:
         raise WorkflowError(f"{what}: {exc}") from None
     if spec.fallback is not None and not isinstance(spec.fallback, TaskSpec):
         raise WorkflowError(f"{what}: fallback must be a task, got {spec.fallback!r}")
+    if not isinstance(spec.io_bound, bool):
+        raise WorkflowError(f"{what}: io_bound must be True or False, got {spec.io_bound!r}")
     if not isinstance(spec.cache, bool) and not callable(spec.cache):
         raise WorkflowError(f"{what}: cache must be True, False or a key function (agent, **inputs) -> key, "
                             f"got {spec.cache!r}")
