@@ -230,8 +230,23 @@ class Durability:
                                       note="cache hit" if msg.get("hit") else None)
 
     def close(self) -> None:
-        """Stop the poller and close the journal."""
+        """Stop the poller; journal the end of runs that are done (the engine is closing)."""
         self._stop.set()
+        with self._lock:
+            active = list(self._active.values())
+        for tracked in active:
+            try:
+                if not tracked.run.done():
+                    continue
+                with self._lock:
+                    if self._active.pop(tracked.run.id, None) is None:
+                        continue
+                self._journal_finished(tracked)
+            except Exception:  # noqa: BLE001 - closing must not fail
+                logger.debug("journaling run %s at close failed", tracked.run.id, exc_info=True)
+        deadline = time.monotonic() + 5
+        while self._finishing and time.monotonic() < deadline:  # "finished" handlers in flight
+            time.sleep(0.02)
 
     # -- reading ------------------------------------------------------------------------------
     def runs(self, *, agent: str | None = None, status: str | None = None, workflow: str | None = None,

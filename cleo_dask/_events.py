@@ -22,6 +22,9 @@ Kinds (fields beyond ``kind`` and ``run``):
 ``outcome``        client, a node's final outcome known on the client's slow path (failed,
                    fell_back, cancelled): ``node``, ``status``, ``error``.
 ``finished``       client, the run ended: ``status``, ``counts`` ({status: n}), ``ended``.
+``cache``          worker, durable runs only, a ``cache=`` task: ``node``, ``hit`` (bool), ``cache_key``.
+``unstorable``     worker, durable runs only, a node's output could not be stored (not resumable):
+                   ``node``, ``key``, ``error``.
 
 Successful nodes send nothing: their success is the scheduler's ``memory`` transition of their key,
 which keeps the fast path free of extra messages.

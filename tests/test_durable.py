@@ -173,6 +173,7 @@ def test_cached_tasks_run_once_across_runs_and_engines(client, durable, tmp_path
     with cd.Engine(client=client, store=tmp_path / "runs.db") as again:  # a new engine, same store
         assert again.run(dt.expensive, agent, x=21).value == 42
         assert again.run(dt.expensive, agent, x=22).value == 44
+    assert [r.status for r in Journal(tmp_path / "runs.db").runs(limit=2)] == ["succeeded"] * 2  # journaled by close()
     assert log_lines(tmp_path / "exec.log") == {"expensive-0": 1, "after_expensive": 1, "expensive-21": 1,
                                                "expensive-22": 1}
 
@@ -256,3 +257,10 @@ def test_cli_bad_input(tmp_path):
     assert res.returncode == 2 and "no run 'no-such-run'" in res.stderr
     res = cli("runs", "show", "x", "--store", str(tmp_path / "missing.db"))
     assert res.returncode == 2 and "missing.db" in res.stderr
+
+
+def test_durable_benchmark_smoke(capsys):
+    from benchmarks import durable
+    assert durable.main(["--tiny", "--in-process", "--quiet", "--workers", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "| layered-100 | durable |" in table and "| layered-100 | resume |" in table
