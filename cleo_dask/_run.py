@@ -70,6 +70,7 @@ class Run:
         self._children = workflow.children()
         self._interrupts: set[asyncio.Event] = set()
         self._attempts_seen: dict[str, int] = {}
+        self._outcome: tuple[tuple, RunOutcome] | None = None   # cached while nothing changes
 
     # -- submission ---------------------------------------------------------------------------
     def _submit(self, compiled: Compiled, with_agent: bool = False) -> None:
@@ -357,7 +358,11 @@ class Run:
         """
         if not self._settle(timeout):
             raise TimeoutError(f"run {self.id} not finished within {timeout} s")
-        return RunOutcome(self)
+        with self._lock:
+            state = (self._gen, len(self._known), len(self._handled), self._cancelled, self._timers)
+            if self._outcome is None or self._outcome[0] != state:
+                self._outcome = (state, RunOutcome(self))
+            return self._outcome[1]
 
     def status(self) -> str:
         """``"running"``, ``"succeeded"``, ``"failed"`` (some node failed) or ``"cancelled"``."""
