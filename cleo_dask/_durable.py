@@ -92,7 +92,7 @@ class Durability:
         self._lock = threading.Lock()
         self._active: dict[str, _Tracked] = {}
         self._resuming: dict[str, set[str]] = {}
-        self._finished_early: set[str] = set()
+        self._finished_early: dict[str, Run] = {}
         self._finishing: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -107,8 +107,7 @@ class Durability:
                 self._journal_new(run)
             tracked = _Tracked(run, stored or set())
             with self._lock:
-                early = run.id in self._finished_early
-                self._finished_early.discard(run.id)
+                early = self._finished_early.pop(run.id, None) is run
                 if not early:
                     self._active[run.id] = tracked
                 if self._thread is None:
@@ -118,10 +117,12 @@ class Durability:
                 self._journal_finished(tracked)
         elif kind == "finished":
             with self._lock:
-                tracked = self._active.pop(run.id, None)
-                if tracked is None:
-                    self._finished_early.add(run.id)
+                tracked = self._active.get(run.id)
+                if tracked is None or tracked.run is not run:
+                    tracked = None
+                    self._finished_early[run.id] = run
                 else:
+                    del self._active[run.id]
                     self._finishing.add(run.id)
             if tracked is not None:
                 try:
@@ -281,8 +282,10 @@ class Durability:
         engine = self.engine
         record = self.journal.run(run_id)
         existing = engine._runs.get(run_id)
-        if existing is not None and not existing.done():
-            raise StoreError(f"run {run_id!r} is still running in this engine")
+        if existing is not None:
+            if not existing.done():
+                raise StoreError(f"run {run_id!r} is still running in this engine")
+            self.wait_journaled(run_id)  # its end is in the journal before it starts again
         try:
             spec = cloudpickle.loads(self.journal.spec(run_id))
             wf, agent = spec["workflow"], spec["agent"]

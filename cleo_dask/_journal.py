@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -26,12 +27,13 @@ from ._errors import StoreError
 from ._sqlite import connect
 
 SCHEMA_VERSION = 1
+_HOST = socket.gethostname()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal_runs (
     id TEXT PRIMARY KEY, agent TEXT, workflow TEXT, name TEXT, status TEXT NOT NULL,
     started REAL, ended REAL, resumes INTEGER NOT NULL DEFAULT 0, results TEXT,
-    nodes INTEGER, counts TEXT, spec BLOB, spec_sha256 TEXT, note TEXT);
+    nodes INTEGER, counts TEXT, spec BLOB, spec_sha256 TEXT, note TEXT, host TEXT, pid INTEGER);
 CREATE INDEX IF NOT EXISTS journal_runs_by_agent ON journal_runs(agent, status, started);
 CREATE INDEX IF NOT EXISTS journal_runs_by_started ON journal_runs(started);
 CREATE TABLE IF NOT EXISTS journal_nodes (
@@ -51,7 +53,11 @@ FINISHED = ("succeeded", "fell_back", "skipped")
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One run as the journal knows it (``engine.runs()``, ``cleo-dask runs list``)."""
+    """One run as the journal knows it (``engine.runs()``, ``cleo-dask runs list``).
+
+    ``status``: ``running``, ``succeeded``, ``failed``, ``cancelled``, or ``interrupted`` (the
+    journal says running but the process that ran it, on this host, is gone: resume it).
+    """
 
     id: str
     agent: str
@@ -65,6 +71,8 @@ class RunRecord:
     counts: dict[str, int] = field(default_factory=dict)
     results: str | None = None
     note: str | None = None
+    host: str | None = None
+    pid: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict."""
@@ -163,8 +171,9 @@ class Journal:
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT INTO journal_runs (id, agent, workflow, name, status, started, results, nodes, "
-                         "spec, spec_sha256, note) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
-                         (run_id, agent, workflow, name, started, results, len(nodes), spec, digest, note))
+                         "spec, spec_sha256, note, host, pid) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (run_id, agent, workflow, name, started, results, len(nodes), spec, digest, note,
+                          _HOST, os.getpid()))
             conn.executemany("INSERT INTO journal_nodes (run_id, node, status) VALUES (?, ?, 'pending')",
                              [(run_id, n) for n in nodes])
         self._write(tx)
@@ -205,20 +214,23 @@ class Journal:
     def start_resume(self, run_id: str) -> int:
         """Mark a run running again; returns its resume count (1 for the first resume)."""
         def tx(conn: sqlite3.Connection) -> int:
-            conn.execute("UPDATE journal_runs SET status = 'running', ended = NULL, resumes = resumes + 1 "
-                         "WHERE id = ?", (run_id,))
+            conn.execute("UPDATE journal_runs SET status = 'running', ended = NULL, resumes = resumes + 1, "
+                         "host = ?, pid = ? WHERE id = ?", (_HOST, os.getpid(), run_id))
             conn.execute("UPDATE journal_nodes SET status = 'pending' WHERE run_id = ? AND status NOT IN "
                          f"({', '.join('?' * len(FINISHED))})", (run_id, *FINISHED))
             return conn.execute("SELECT resumes FROM journal_runs WHERE id = ?", (run_id,)).fetchone()[0]
         return self._write(tx)
 
     # -- reading ------------------------------------------------------------------------------
-    _RUN_COLS = "id, agent, workflow, name, status, started, ended, resumes, nodes, counts, results, note"
+    _RUN_COLS = "id, agent, workflow, name, status, started, ended, resumes, nodes, counts, results, note, host, pid"
 
     def _record(self, row: tuple) -> RunRecord:
         counts = json.loads(row[9]) if row[9] else {}
-        return RunRecord(row[0], row[1] or "", row[2] or "", row[3] or "", row[4], row[5], row[6], row[7] or 0,
-                         row[8] or 0, counts, row[10], row[11])
+        status = row[4]
+        if status == "running" and row[12] == _HOST and row[13] is not None and not _alive(row[13]):
+            status = "interrupted"  # its process is gone: resume it
+        return RunRecord(row[0], row[1] or "", row[2] or "", row[3] or "", status, row[5], row[6], row[7] or 0,
+                         row[8] or 0, counts, row[10], row[11], row[12], row[13])
 
     def run(self, run_id: str) -> RunRecord:
         """The record of run ``run_id``; :class:`StoreError` if the journal has no such run."""
@@ -231,6 +243,9 @@ class Journal:
              limit: int | None = None) -> list[RunRecord]:
         """Runs, newest first, optionally only of one agent / status / workflow."""
         where, params = [], []
+        wanted = status
+        if status == "interrupted":  # running as far as the journal knows, but its process is gone
+            status = "running"
         for col, val in (("agent", agent), ("status", status), ("workflow", workflow)):
             if val is not None:
                 where.append(f"{col} = ?")
@@ -241,7 +256,8 @@ class Journal:
         sql += " ORDER BY started DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [self._record(r) for r in self._read(sql, params)]
+        records = [self._record(r) for r in self._read(sql, params)]
+        return [r for r in records if wanted is None or r.status == wanted]
 
     def nodes(self, run_id: str) -> dict[str, NodeRow]:
         """The nodes of a run, by name."""
@@ -265,3 +281,14 @@ class Journal:
         if hashlib.sha256(spec).hexdigest() != digest:
             raise StoreError(f"journal {self.path}: the stored spec of run {run_id!r} is corrupted (checksum mismatch)")
         return bytes(spec)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -213,6 +213,7 @@ def test_killed_client_resumes_without_rerunning_finished_nodes(engine, tmp_path
     ran_before = log_lines(log)
     total = len(dt.layered())
     assert 0 < len(ran_before) < total, "the kill came too late (or too early) to test anything"
+    assert [r.id for r in Journal(store).runs(status="interrupted")] == [run_id]  # its process is gone
     succeeded_before = {n for n, row in Journal(store).nodes(run_id).items() if row.status == "succeeded"}
     assert succeeded_before, "the journal recorded no finished node before the kill"
 
