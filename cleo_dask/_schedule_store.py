@@ -235,18 +235,19 @@ class ScheduleStore:
         return _record(row)
 
     # -- firing --------------------------------------------------------------------------------
-    def commit_tick(self, updates: Sequence[Update], firings: Sequence[Firing], *, need_lease: bool) -> tuple[set[str], dict[tuple[str, float], int]]:
+    def commit_tick(self, updates: Sequence[Update], firings: Sequence[Firing], *,
+                    need_lease: bool) -> tuple[set[str], dict[tuple[str, float], int], bool]:
         """Apply ``updates`` (compare-and-set) and record ``firings`` of the updated schedules, atomically.
 
-        Returns the ids whose update lost the race (changed meanwhile: their firings are dropped)
-        and the new firing row ids by ``(schedule_id, due)``.  With ``need_lease``, nothing is
-        written unless this store's owner holds the lease.
+        Returns the ids whose update lost the race (changed meanwhile: their firings are dropped),
+        the new firing row ids by ``(schedule_id, due)`` and whether the lease was held.  With
+        ``need_lease``, nothing is written unless this store's owner holds the lease.
         """
         lost: set[str] = set()
         ids: dict[tuple[str, float], int] = {}
         with self._tx() as db:
             if need_lease and not self._holds_lease(db):
-                return {u.id for u in updates}, ids
+                return {u.id for u in updates}, ids, False
             for u in updates:
                 cur = db.execute("UPDATE schedule_schedules SET trigger=?, next_fire=?, state=?, version=version+1 "
                                  "WHERE id=? AND version=?", (json.dumps(u.trigger), u.next_fire, u.state, u.id,
@@ -260,7 +261,7 @@ class ScheduleStore:
                                  (f.schedule_id, f.due, f.outcome, f.reason, f.count, f.last_due, f.decided,
                                   f.handoff, f.run_id, self.owner))
                 ids[(f.schedule_id, f.due)] = cur.lastrowid
-        return lost, ids
+        return lost, ids, True
 
     def _insert_firings(self, db: sqlite3.Connection, firings: Iterable[Firing]) -> None:
         for f in firings:
@@ -269,17 +270,18 @@ class ScheduleStore:
                        (f.schedule_id, f.due, f.outcome, f.reason, f.count, f.last_due, f.decided, f.handoff,
                         f.run_id, self.owner))
 
-    def record_handoffs(self, handoffs: Sequence[tuple[int, float, str | None, str | None]]) -> None:
-        """``(firing id, hand-off time, run id, error)``: the run was submitted (or could not be)."""
+    def record_handoffs(self, handoffs: Sequence[tuple[int, float, str | None, str | None, str | None]]) -> None:
+        """``(firing id, time, run id, outcome, reason)``: the run was submitted (``outcome`` None),
+        or the firing became ``"missed"`` / ``"skipped"`` after all (not handed off in time, submit failed)."""
         if not handoffs:
             return
         with self._tx() as db:
-            for fid, at, run_id, error in handoffs:
-                if error is None:
+            for fid, at, run_id, outcome, reason in handoffs:
+                if outcome is None:
                     db.execute("UPDATE schedule_firings SET handoff=?, run_id=? WHERE id=?", (at, run_id, fid))
                 else:
-                    db.execute("UPDATE schedule_firings SET handoff=?, outcome='skipped', reason=? WHERE id=?",
-                               (at, error, fid))
+                    db.execute("UPDATE schedule_firings SET decided=?, outcome=?, reason=? WHERE id=?",
+                               (at, outcome, reason, fid))
 
     def firings(self, schedule_id: str | None = None, *, limit: int | None = None) -> list[Firing]:
         """Recorded firings, oldest first (the last ``limit`` ones if given)."""

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 from . import _config
 from ._agent import Agent
 from ._errors import ScheduleError
-from ._misfire import FIRED, SKIPPED, plan
+from ._misfire import MISSED, SKIPPED, plan
 from ._schedule_store import (ACTIVE, CANCELLED, FINISHED, PAUSED, Firing, ScheduleRecord, ScheduleStore,
                               Update)
 from ._triggers import (CronTrigger, DateTrigger, IntervalTrigger, Trigger, aware, positive_seconds,
@@ -284,7 +284,7 @@ class Scheduler:
         self._entries: dict[str, _Entry] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
-        self._handoffs: list[tuple[int, float, str | None, str | None]] = []
+        self._handoffs: list[tuple[int, float, str | None, str | None, str | None]] = []
         self._closed = False
         self._lease_ttl = float(lease_ttl if lease_ttl is not None else _setting("lease-ttl", 30))
         self._poll = float(_setting("poll-interval", 0.5))
@@ -394,7 +394,12 @@ class Scheduler:
                 for d in decisions:
                     firings.append(Firing(rec.id, d.due, d.outcome, d.reason, d.count, d.last_due, decided=now))
                 plans.append((e, trig, nxt, decisions))
-            lost, ids = self.store.commit_tick(updates, firings, need_lease=self.store.persistent)
+            lost, ids, leased = self.store.commit_tick(updates, firings, need_lease=self.store.persistent)
+            if not leased:  # another process took the lease (we stalled past its ttl): stand by
+                self.leader, self.lease_error = False, "the lease was taken by another process"
+                for e in due:
+                    self._push(e)
+                return []
             submits = []
             for e, trig, nxt, decisions in plans:
                 if e.record.id in lost:
@@ -409,6 +414,10 @@ class Scheduler:
                         submits.append((e, d.due, ids.get((e.record.id, d.due))))
         if lost:
             self._reload()
+            with self._cv:
+                for sid in lost:
+                    if sid in self._entries:
+                        self._push(self._entries[sid])
         for e, due_at, fid in submits:
             if self._pool is not None:
                 self._pool.submit(self._hand_off, e, due_at, fid)
@@ -419,20 +428,27 @@ class Scheduler:
         return [f for f in firings if f.schedule_id not in lost]
 
     def _hand_off(self, e: _Entry, due_at: float, fid: int | None) -> None:
-        run, error = None, None
-        try:
-            target, agent = self._target_and_agent(e)
-            run = self._submit(target, agent, Schedule(self, e.record.id, e), due_at)
-        except Exception as exc:  # noqa: BLE001 - recorded as a skipped firing
-            error = f"could not submit the run: {type(exc).__name__}: {exc}"
-            logger.warning("schedule %s: %s", e.record.id, error)
+        run, outcome, reason = None, None, None
+        grace = e.record.misfire_grace
+        late = self._clock() - due_at
+        if grace is not None and late > grace:
+            # the submit threads fell behind (an overloaded client): a recorded miss, not an ever-growing delay
+            outcome, reason = MISSED, (f"{late:.3f} s late when its turn to be submitted came, beyond "
+                                       f"misfire_grace={grace:g} s (submissions fell behind)")
+        else:
+            try:
+                target, agent = self._target_and_agent(e)
+                run = self._submit(target, agent, Schedule(self, e.record.id, e), due_at)
+            except Exception as exc:  # noqa: BLE001 - recorded as a skipped firing
+                outcome, reason = SKIPPED, f"could not submit the run: {type(exc).__name__}: {exc}"
+                logger.warning("schedule %s: %s", e.record.id, reason)
         at = self._clock()
         with self._cv:
             e.inflight -= 1
             if run is not None:
                 e.runs.append(run)
             if fid is not None:
-                self._handoffs.append((fid, at, getattr(run, "id", None), error))
+                self._handoffs.append((fid, at, getattr(run, "id", None), outcome, reason))
 
     def flush(self) -> None:
         """Write the pending hand-off times and run ids to the store."""

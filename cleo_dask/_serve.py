@@ -46,7 +46,9 @@ def serve(args: Any, *, stop: threading.Event | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
-        engine.store = args.store
+        if getattr(engine, "durable", None) is None and hasattr(engine, "_start_durable"):
+            engine.store = args.store  # the run journal (issue 10) shares the file: scheduled runs are journaled
+            engine.durable = engine._start_durable(args.store)
         with engine._lock:
             engine._scheduler = Scheduler(store, engine._submit_scheduled, require_lease=True)
         scheduler = engine._scheduler

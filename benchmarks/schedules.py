@@ -1,0 +1,169 @@
+"""Schedules: how late do 1,000 interval schedules (each every 1 s, for 60 s) fire no-op tasks?
+
+Two layouts: ``spread`` (schedule i first due at i ms past the second) and ``aligned`` (all due at
+the same instants).  Contenders, on one cluster, in one run:
+
+* ``cleo``: ``engine.schedule(noop, agent, every=1, start=...)`` x N, in-memory store; each firing
+  is an ordinary ``engine.submit`` run.
+* ``raw``: the baseline: one thread sleeping until each due time and calling ``client.submit``
+  (no store, no misfire policy, no run objects).
+
+Reported per layout and contender: p50 / p99 / max lateness of the **hand-off** (the run submitted
+vs its due time) and of the **start** (the task starting on a worker vs its due time), fired /
+expected, missed, duplicates, skipped; ``ratio``: cleo's hand-off p99 over raw's.
+
+    python -m benchmarks.schedules [--tiny] [--schedules 1000] [--seconds 60] [--json FILE]
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import statistics
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any
+
+from . import _harness as h
+
+
+def noop(agent: Any) -> float:
+    """The scheduled task: does nothing, returns when it started."""
+    return time.time()
+
+
+def raw_noop(_: int) -> float:
+    """The raw Dask task: likewise."""
+    return time.time()
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _stats(prefix: str, seconds: list[float]) -> dict[str, Any]:
+    ms = [1000 * s for s in seconds]
+    return {f"{prefix}_p50_ms": _round(_pct(ms, 0.50)), f"{prefix}_p99_ms": _round(_pct(ms, 0.99)),
+            f"{prefix}_max_ms": _round(max(ms) if ms else None)}
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+def _starts(n: int, layout: str, base: float) -> list[float]:
+    return [base + (i / 1000.0 if layout == "spread" else 0.0) for i in range(n)]
+
+
+def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
+    """N schedules through ``engine.schedule``; the measurements."""
+    import cleo_dask as cd
+
+    task = cd.task(noop)
+    agent = cd.Agent("bench")
+    base = math.ceil(time.time() + 1.0 + 0.005 * n)  # creating the schedules takes a moment
+    schedules = [engine.schedule(task, agent, every=1.0, start=datetime.fromtimestamp(t, timezone.utc))
+                 for t in _starts(n, layout, base)]
+    end = base + seconds
+    time.sleep(max(0.0, end - time.time()))
+    for s in schedules:
+        s.cancel()
+    deadline = time.time() + 120  # let the submissions still queued finish (or turn into recorded misses)
+    while True:
+        firings = [f for s in schedules for f in s.firings()]
+        if time.time() > deadline or all(f.handoff is not None for f in firings if f.outcome == "fired"):
+            break
+        time.sleep(0.5)
+    due_of = {f.run_id: f.due for f in firings if f.outcome == "fired" and f.run_id}
+    expected = sum(sum(1 for k in range(seconds) if t + k < end) for t in _starts(n, layout, base))
+    in_window = [f for f in firings if f.due < end]
+    fired = [f for f in in_window if f.outcome == "fired"]
+    runs = [r for s in schedules for r in s.runs() if r.id in due_of]
+    futures = [r.futures.get("noop") for r in runs]
+    outputs = client.gather([f for f in futures if f is not None], errors="skip")
+    starts = [(getattr(o, "start", None) or o.value) - due_of[r.id] for r, o in zip(runs, outputs)]
+    per_due = Counter((f.schedule_id, f.due) for f in fired)
+    row = {"fired": len(fired), "expected": expected,
+           "missed": sum(f.count for f in in_window if f.outcome == "missed"),
+           "skipped": sum(f.count for f in in_window if f.outcome == "skipped"),
+           "skip_reasons": sorted({f.reason for f in in_window if f.outcome == "skipped"}) or None,
+           "duplicates": sum(c - 1 for c in per_due.values() if c > 1),
+           **_stats("handoff", [f.lateness for f in fired if f.lateness is not None]), **_stats("start", starts)}
+    for r in runs:
+        r.release()
+    return row
+
+
+def run_raw(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
+    """The same firings from a bare timer thread calling ``client.submit``."""
+    base = math.ceil(time.time()) + 2.0
+    end = base + seconds
+    heap = [(t, i) for i, t in enumerate(_starts(n, layout, base))]
+    heapq.heapify(heap)
+    handed: list[tuple[float, float, Any]] = []
+    cv = threading.Condition()
+    while heap:
+        due, i = heap[0]
+        if due >= end:
+            break
+        wait = due - time.time()
+        if wait > 0:
+            with cv:
+                cv.wait(wait)
+            continue
+        heapq.heappop(heap)
+        fut = client.submit(raw_noop, i, pure=False)
+        handed.append((due, time.time(), fut))
+        heapq.heappush(heap, (due + 1.0, i))
+    values = client.gather([f for _, _, f in handed])
+    return {"fired": len(handed), "expected": len(handed) + 0, "missed": 0, "skipped": 0, "duplicates": 0,
+            **_stats("handoff", [at - due for due, at, _ in handed]),
+            **_stats("start", [v - due for (due, _, _), v in zip(handed, values)])}
+
+
+def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark; the rows."""
+    import cleo_dask as cd
+
+    p = h.parser(__doc__)
+    p.add_argument("--schedules", type=int, default=None, help="number of schedules (default 1000, tiny 50)")
+    p.add_argument("--seconds", type=int, default=None, help="how long each layout runs (default 60, tiny 3)")
+    p.add_argument("--layout", action="append", choices=["spread", "aligned"], default=None)
+    p.add_argument("--no-raw", action="store_true", help="leave out the raw Dask baseline")
+    args = p.parse_args(argv)
+    n = args.schedules or (50 if args.tiny else 1000)
+    seconds = args.seconds or (3 if args.tiny else 60)
+    rows: list[dict[str, Any]] = []
+    with h.cluster(args) as client, cd.Engine(client=client) as engine:
+        for layout in args.layout or ["spread", "aligned"]:
+            results = {"cleo": run_cleo(engine, client, n, seconds, layout)}
+            if not args.no_raw:
+                results["raw"] = run_raw(client, n, seconds, layout)
+            for name, r in results.items():
+                row = {"case": f"{layout}-{n}x{seconds}s", "layout": layout, "contender": name, "schedules": n,
+                       "seconds": seconds, **r}
+                raw = results.get("raw", {}).get("handoff_p99_ms")
+                row["ratio"] = round(r["handoff_p99_ms"] / raw, 2) if raw and r.get("handoff_p99_ms") else None
+                rows.append(row)
+                if not args.quiet:
+                    print(f"# {row['case']} {name}: fired {row['fired']}/{row['expected']}, missed {row['missed']}, "
+                          f"hand-off p99 {row['handoff_p99_ms']} ms, start p99 {row['start_p99_ms']} ms", flush=True)
+        h.report(rows, args, "schedules",
+                 ["case", "contender", "fired", "expected", "missed", "duplicates", "skipped", "handoff_p50_ms",
+                  "handoff_p99_ms", "handoff_max_ms", "start_p50_ms", "start_p99_ms", "start_max_ms", "ratio"],
+                 client=client, title="schedules: lateness of interval firings (ratio = hand-off p99 / raw's)")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns 0."""
+    run(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
