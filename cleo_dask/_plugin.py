@@ -2,7 +2,8 @@
 
 It reads two streams the scheduler already has: cleo's events (:mod:`cleo_dask._events`, every
 topic starting with ``"cleo"``) and the task transitions of the keys a ``run`` / ``keys`` event
-announced.  From them it keeps, for the last N runs (``cleo_dask.monitor.max-runs``), each
+announced.  From them it keeps, for the last N runs (``cleo_dask.monitor.max-runs``, and
+at most ``max-nodes`` nodes in all), each
 run's agent, start, state and counts, and each node's state (pending, running, retrying,
 succeeded, fell_back, failed, skipped, cancelled) with its attempts per worker.  The dashboard
 page and the Prometheus metrics read it; clients read a copy with :func:`snapshot`.
@@ -95,6 +96,8 @@ class CleoMonitor(SchedulerPlugin):
     def __init__(self, max_runs: int | None = None, max_bars: int | None = None, dashboard: bool | None = None):
         self.max_runs = int(max_runs if max_runs is not None else _config.get("monitor.max-runs", 100))
         self.max_bars = int(max_bars if max_bars is not None else _config.get("monitor.max-bars", 2000))
+        self.max_nodes = int(_config.get("monitor.max-nodes", 200_000))
+        self.nodes_kept = 0
         self.dashboard = bool(_config.get("monitor.dashboard", True) if dashboard is None else dashboard)
         self.runs: OrderedDict[str, RunState] = OrderedDict()
         self.keys: dict[str, tuple[str, tuple[str, ...]]] = {}   # dask key -> (run id, nodes of the unit)
@@ -136,7 +139,8 @@ class CleoMonitor(SchedulerPlugin):
         run = RunState(run_id, msg, self.max_bars)
         self.runs[run_id] = run
         self._map_keys(run, {n: s.key for n, s in run.nodes.items()})
-        while len(self.runs) > self.max_runs:
+        self.nodes_kept += len(run.nodes)
+        while len(self.runs) > 1 and (len(self.runs) > self.max_runs or self.nodes_kept > self.max_nodes):
             self._evict()
         self.version += 1
 
@@ -145,6 +149,7 @@ class CleoMonitor(SchedulerPlugin):
         if victim is None:
             victim = next(iter(self.runs.values()))
         del self.runs[victim.id]
+        self.nodes_kept -= len(victim.nodes)
         for k in [k for k, (rid, _) in self.keys.items() if rid == victim.id]:
             del self.keys[k]
 

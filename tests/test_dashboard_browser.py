@@ -140,8 +140,12 @@ def test_cleo_page_in_headless_chromium(engine, tmp_path):
 
     browser = Browser()
     try:
-        run = engine.submit(wf, cd.Agent("browser-agent"))
         browser.call("Page.navigate", url=engine.cleo_dashboard_link)
+        deadline = time.time() + 60
+        while browser.js(READ_PAGE) is None:   # the page is up (its Bokeh document synced)
+            assert time.time() < deadline, "the cleo page did not load"
+            time.sleep(0.1)
+        run = engine.submit(wf, cd.Agent("browser-agent"))
         seen: list[dict] = []
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -155,13 +159,14 @@ def test_cleo_page_in_headless_chromium(engine, tmp_path):
             time.sleep(0.1)
         assert seen, "the page never showed the run"
         final = seen[-1]
-        assert final == {"fetch": "succeeded", "retried": "succeeded", "summarize": "succeeded", "broken": "failed"}
+        assert final == {"fetch": "succeeded", "retried": "succeeded", "summarize": "succeeded",
+                         "broken": "failed"}, seen
         assert len(seen) >= 3, seen   # states changed live while the run went on
-        assert any(s.get("fetch") in ("pending", "running") for s in seen[:-1])
+        assert any(s.get("fetch") in ("pending", "running") for s in seen[:-1]), seen
         assert any(s.get("retried") in ("running", "retrying") for s in seen), seen
         page = browser.js(READ_PAGE)
-        assert "browser-agent" in page["status"]
-        assert f"data-run='{run.id}' data-state='failed'" in page["runs"]
+        assert "browser-agent" in page["status"], page
+        assert f"data-run='{run.id}' data-state='failed'" in page["runs"], page
         time.sleep(0.6)   # one more refresh, then the picture
         ARTIFACTS.mkdir(exist_ok=True)
         shot = browser.call("Page.captureScreenshot", format="png")
