@@ -54,6 +54,11 @@ def with_fallback(agent, fetch):
 
 
 @cd.task
+def too_slow(agent):
+    time.sleep(0.4)
+
+
+@cd.task
 def chatty(agent):
     print("hello from the worker")
     logging.getLogger("cleo_test_tasks").warning("a worker log record")
@@ -72,6 +77,7 @@ def monitored_workflow(tmp_path) -> cd.Workflow:
     wf.add(broken, after=["fetch"])
     wf.add(after_broken, after=["broken"])
     wf.add(with_fallback, after=["fetch"])
+    wf.add(too_slow, timeout=0.1)
     return wf
 
 
@@ -174,7 +180,7 @@ def test_monitor_tracks_states_attempts_and_metrics(engine, tmp_path, caplog):
     outcome = run.result(timeout=60)
     assert {n: r.status.value for n, r in outcome.items()} == {
         "fetch": "succeeded", "flaky": "succeeded", "broken": "failed", "after_broken": "skipped",
-        "with_fallback": "fell_back"}
+        "with_fallback": "fell_back", "too_slow": "failed"}
 
     # the scheduler's view converges on the same states (the "finished" event is asynchronous)
     deadline = time.time() + 10
@@ -201,14 +207,15 @@ def test_monitor_tracks_states_attempts_and_metrics(engine, tmp_path, caplog):
         return after.get(key, 0) - before.get(key, 0)
 
     assert delta("cleo_tasks_total", status="succeeded") == 2
-    assert delta("cleo_tasks_total", status="failed") == 1
+    assert delta("cleo_tasks_total", status="failed") == 2
     assert delta("cleo_tasks_total", status="skipped") == 1
     assert delta("cleo_tasks_total", status="fell_back") == 1
     assert delta("cleo_runs_total", status="failed") == 1
     assert delta("cleo_retries_total") == 1
     assert delta("cleo_fallbacks_total") == 1
-    assert delta("cleo_attempts_total", outcome="failed") == 3   # flaky once, broken, with_fallback
-    assert delta("cleo_attempt_duration_seconds_count", outcome="failed") == 3
+    assert delta("cleo_attempts_total", outcome="failed") == 4   # flaky once, broken, with_fallback, too_slow
+    assert delta("cleo_attempt_duration_seconds_count", outcome="failed") == 4
+    assert delta("cleo_timeouts_total") == 1
     assert ("cleo_schedule_lateness_seconds_count", ()) in after
 
     # structured log records: the failed attempts (live) and one outcome per node
@@ -218,6 +225,7 @@ def test_monitor_tracks_states_attempts_and_metrics(engine, tmp_path, caplog):
     assert outcomes["broken"]["error"].startswith("ValueError") and outcomes["broken"]["agent"] == "watcher"
     failed_attempts = [r for r in records if r["event"] == "attempt" and r["status"] == "failed"]
     assert {r["node"] for r in failed_attempts} == {"flaky", "broken", "with_fallback"}
+    assert [r["node"] for r in records if r["event"] == "attempt" and r["status"] == "timed_out"] == ["too_slow"]
     assert all(r["worker"] and r["duration"] is not None for r in failed_attempts)
     ok_attempts = [r for r in records if r["event"] == "attempt" and r["status"] == "succeeded"]
     assert {r["node"] for r in ok_attempts} == {"fetch", "flaky"}
@@ -258,7 +266,7 @@ def test_run_visualize_colours_nodes_by_outcome(engine, tmp_path):
     root = ET.fromstring(run.visualize().data)
     states = {g.get("data-node"): g.get("data-state") for g in root.iter(f"{SVG}g") if g.get("class") == "node"}
     assert states == {"fetch": "succeeded", "flaky": "succeeded", "broken": "failed", "after_broken": "skipped",
-                      "with_fallback": "fell_back"}
+                      "with_fallback": "fell_back", "too_slow": "failed"}
 
 
 def test_progress_html_and_terminal_progress(engine):
