@@ -135,39 +135,80 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _engine(args: argparse.Namespace) -> Any:
+    """The engine for ``--address`` / ``--scheduler-file`` / TLS flags (a LocalCluster without them).
+
+    The scheduler is probed first (one connection and handshake, within ``--connect-timeout``):
+    an unreachable one, or a TLS one without certificates, is :class:`BadInput`, not a hang.
+    """
     from ._engine import Engine
     security = security_from_args(args)
     address = args.address
+    if args.scheduler_file and not address:
+        address = _address_in(args.scheduler_file)
     if address and "://" not in address:
         address = "tcp://" + address
+    if address and address.split("://")[0] not in ("tcp", "tls", "ws", "wss", "ucx"):
+        raise BadInput(f"unsupported scheduler address {address!r}: use tcp://host:port or tls://host:port")
     if address and address.startswith("tls://") and security is None:
         from distributed.security import Security
         security = Security()  # distributed.comm.tls.* from Dask's config
         if not security.tls_ca_file:
             raise BadInput(f"{address} is a TLS address: give --tls-ca, --tls-cert and --tls-key "
                            "(or set distributed.comm.tls in Dask's config)")
-    if address and address.split("://")[0] not in ("tcp", "tls", "inproc", "ws", "wss", "ucx"):
-        raise BadInput(f"unsupported scheduler address {address!r}: use tcp://host:port or tls://host:port")
-    if args.scheduler_file and not os.path.isfile(args.scheduler_file):
-        raise BadInput(f"scheduler file not found: {args.scheduler_file}")
-    if not (address or args.scheduler_file):
+    if not address:
         # task errors are in the summary table: keep the workers' own error logs out of the way
         return Engine(silence_logs=logging.CRITICAL)
-    where = address or f"the scheduler in {args.scheduler_file}"
+    where = address + (f" (from {args.scheduler_file})" if args.scheduler_file and not args.address else "")
+    _probe(address, security, args.connect_timeout, where)
     try:
-        engine = Engine(address=address, scheduler_file=args.scheduler_file, security=security,
-                        timeout=args.connect_timeout)
+        engine = Engine(address=address, security=security, timeout=args.connect_timeout)
     except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, SSL errors...: all "cannot connect"
         raise BadInput(f"cannot reach {where} within {args.connect_timeout:g} s: "
                        f"{type(exc).__name__}: {exc}") from None
-    if args.wait_workers:
+    wait_workers = getattr(args, "wait_workers", 0)
+    if wait_workers:
         try:
-            engine.client.wait_for_workers(args.wait_workers, timeout=args.connect_timeout)
+            engine.client.wait_for_workers(wait_workers, timeout=args.connect_timeout)
         except Exception as exc:  # noqa: BLE001
             engine.close()
-            raise BadInput(f"{where}: fewer than {args.wait_workers} workers after "
+            raise BadInput(f"{where}: fewer than {wait_workers} workers after "
                            f"{args.connect_timeout:g} s ({type(exc).__name__})") from None
     return engine
+
+
+def _address_in(scheduler_file: str) -> str:
+    try:
+        with open(scheduler_file, encoding="utf-8") as f:
+            address = json.load(f)["address"]
+    except FileNotFoundError:
+        raise BadInput(f"scheduler file not found: {scheduler_file}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BadInput(f"scheduler file {scheduler_file} has no scheduler address: {exc}") from None
+    if not isinstance(address, str) or not address:
+        raise BadInput(f"scheduler file {scheduler_file} has no scheduler address")
+    return address
+
+
+def _probe(address: str, security: Any, timeout: float, where: str) -> None:
+    """Connect once (with the TLS handshake) and hang up: BadInput naming the problem if it fails.
+
+    Done before creating a ``Client``, which would retry until its timeout and then complain
+    again when garbage-collected.
+    """
+    import asyncio
+
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    async def attempt() -> None:
+        kwargs = (security or Security()).get_connection_args("client")
+        comm = await connect(address, timeout=timeout, **kwargs)
+        await comm.close()
+
+    try:
+        asyncio.run(attempt())
+    except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, ssl.SSLError, ...
+        raise BadInput(f"cannot reach {where} within {timeout:g} s: {type(exc).__name__}: {exc}") from None
 
 
 def _run(engine: Any, spec: Any, args: argparse.Namespace) -> int:
@@ -246,8 +287,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.threads_per_worker < 1:
         return _fail("--workers and --threads-per-worker must be >= 1")
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    # worker processes start with Ctrl+C ignored (they inherit SIG_IGN): the terminal sends SIGINT
+    # to the whole process group, and this process stops them in order instead
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # tcp even with worker threads (LocalCluster would pick inproc://, unreachable from outside)
     kwargs: dict[str, Any] = {"protocol": "tcp://"}
     if security is not None:
@@ -260,6 +302,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                                dashboard_address=args.dashboard_address, **kwargs)
     except Exception as exc:  # noqa: BLE001 - port in use, bad host...
         return _fail(f"cannot start the cluster: {type(exc).__name__}: {exc}")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         print(f"scheduler: {cluster.scheduler_address}", flush=True)
         print(f"dashboard: {cluster.dashboard_link}", flush=True)
@@ -271,3 +315,4 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         cluster.close()
         print("cluster stopped", flush=True)
     return 0
+

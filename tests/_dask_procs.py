@@ -88,7 +88,7 @@ class Processes:
                 p.wait(5)
 
 
-def wait_for_file(path: Path, procs: Processes, timeout: float = 30) -> dict:
+def wait_for_file(path: Path, procs: Processes, timeout: float = 90) -> dict:
     """The JSON in ``path`` once a process has written it (fails early if a process died)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

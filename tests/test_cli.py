@@ -13,7 +13,7 @@ import time
 import pytest
 from distributed import Client
 
-from _dask_procs import SPECS, cleo_dask_command, env_with_tasks
+from _dask_procs import SPECS, cleo_dask_command, env_with_tasks, make_certs, tls_flags
 
 ENV = env_with_tasks()
 
@@ -206,3 +206,26 @@ def test_progress_bar_on_a_terminal(cluster_address):
     assert "\r" in text and "8/8" in text and "node" in text
     assert "progress: " not in text  # no plain lines on a terminal
     assert "combine" in text and "8 succeeded" in text
+
+
+def test_cluster_over_tls_with_a_scheduler_file(tmp_path):
+    """``cleo-dask cluster --tls-*`` then ``cleo-dask run --scheduler-file`` with a client certificate."""
+    certs = make_certs(tmp_path / "certs")
+    sched_file = tmp_path / "scheduler.json"
+    proc = subprocess.Popen(cleo_dask_command() + [
+        "cluster", "--workers", "1", "--no-processes", "--port", "0", "--dashboard-address", ":0",
+        "--scheduler-file", sched_file] + tls_flags(certs, "scheduler", dask_style=False),
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout.readline().startswith("scheduler: tls://127.0.0.1:")
+        assert json.loads(sched_file.read_text())["address"].startswith("tls://")
+        done = cleo("run", "pipeline.yaml", "--scheduler-file", sched_file, "--no-progress",
+                    *tls_flags(certs, "client", dask_style=False))
+        assert done.returncode == 0, done.stderr
+        # without a certificate the TLS scheduler is not reachable
+        done = cleo("run", "pipeline.yaml", "--scheduler-file", sched_file, "--connect-timeout", "2")
+        assert done.returncode == 2 and "is a TLS address" in done.stderr
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "cluster stopped" in out

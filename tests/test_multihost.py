@@ -52,8 +52,8 @@ def _run_on_cluster(tmp: Path, certs: Path, *, scheduler_host: str, worker_hosts
         out = tmp / "results.json"
         done = subprocess.run(wrap("client", cleo_dask_command() + [
             "run", str(SPECS / "fanout.yaml"), "--scheduler-file", str(sched_file), "--wait-workers", "2",
-            "--connect-timeout", "60", "--json", str(out)] + tls_flags(certs, "client", dask_style=False)),
-            env=env, capture_output=True, text=True, timeout=120)
+            "--connect-timeout", "90", "--json", str(out)] + tls_flags(certs, "client", dask_style=False)),
+            env=env, capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{procs.logs()}"
         assert "combine" in done.stdout and "8 succeeded" in done.stdout
         return json.loads(out.read_text())
@@ -144,7 +144,7 @@ def test_multihost_cluster_over_tls_in_network_namespaces(tmp_path, certs):
         ns = {"scheduler": names[0], "worker-0": names[1], "worker-1": names[2], "client": names[3]}
         # the hosts see each other, and only over the bridge
         if have("ping"):
-            ping = subprocess.run(["ip", "netns", "exec", names[3], "ping", "-c", "1", "-W", "2", addrs[1]],
+            ping = subprocess.run(["ip", "netns", "exec", names[3], "ping", "-c", "1", "-W", "10", addrs[1]],
                                   capture_output=True, text=True)
             assert ping.returncode == 0, f"namespace {names[3]} cannot reach {addrs[1]}: {ping.stdout}{ping.stderr}"
         results = _run_on_cluster(
