@@ -125,6 +125,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         engine = _engine(args)
     except (WorkflowError, BadInput) as exc:
         return _fail(str(exc))
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # `kubectl delete job`, `docker stop`: cancel as on Ctrl+C
     try:
         return _run(engine, spec, args)
     except KeyboardInterrupt:
@@ -132,6 +134,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return INTERRUPTED
     finally:
         engine.close()
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _engine(args: argparse.Namespace) -> Any:

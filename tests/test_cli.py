@@ -229,3 +229,15 @@ def test_cluster_over_tls_with_a_scheduler_file(tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "cluster stopped" in out
+
+
+def test_sigterm_cancels_the_run_and_exits_130(cluster_address, tmp_path):
+    """``docker stop`` / ``kubectl delete job`` send SIGTERM: the run is cancelled, exit 130."""
+    spec = tmp_path / "slow.yaml"
+    spec.write_text("agent: {id: a, config: {slow: 3}}\nnodes:\n  - {name: s, task: 'pipeline_tasks:slow'}\n")
+    proc = subprocess.Popen(cleo_dask_command() + ["run", str(spec), "--address", cluster_address],
+                            cwd=SPECS, env=ENV, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stderr.readline().startswith("run ")  # submitted
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted; the run was cancelled" in err
