@@ -5,6 +5,8 @@ the same instants).  Contenders, on one cluster, in one run:
 
 * ``cleo``: ``engine.schedule(noop, agent, every=1, start=...)`` x N, in-memory store; each firing
   is an ordinary ``engine.submit`` run.
+* ``cleo-loop``: the same scheduling loop and store, each firing handed to a bare
+  ``client.submit`` instead of ``engine.submit`` (the loop's own cost);
 * ``raw``: the baseline: one thread sleeping until each due time and calling ``client.submit``
   (no store, no misfire policy, no run objects).
 
@@ -98,6 +100,48 @@ def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dic
     return row
 
 
+def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
+    """cleo_dask's scheduling loop and store, handing each firing to a bare ``client.submit``
+    (no Run): what the loop itself costs, apart from ``engine.submit``."""
+    import cleo_dask as cd
+    from cleo_dask._schedule_store import ScheduleStore
+    from cleo_dask._scheduler import Scheduler, make_options, make_trigger, new_record
+
+    submitted: dict[int, tuple[float, Any]] = {}
+
+    def submit(target: Any, agent: Any, schedule: Any, due: float) -> Any:
+        fut = client.submit(raw_noop, 0, pure=False)
+        submitted[id(fut)] = (due, fut)
+        return fut
+
+    loop = Scheduler(ScheduleStore(), submit, is_running=lambda f: not f.done())
+    base = math.ceil(time.time() + 1.0 + 0.002 * n)
+    ids = []
+    for t in _starts(n, layout, base):
+        trig, tz = make_trigger(time.time(), every=1.0, start=datetime.fromtimestamp(t, timezone.utc))
+        rec = new_record(loop.store, "noop", None, trig, tz, make_options(), name="noop", now=time.time())
+        ids.append(loop.add(rec, target=raw_noop, agent=cd.Agent("bench")).id)
+    end = base + seconds
+    time.sleep(max(0.0, end - time.time()))
+    handles = [loop.get(i) for i in ids]
+    for sch in handles:
+        sch.cancel()
+    time.sleep(1.0)
+    firings = [f for sch in handles for f in sch.firings()]
+    loop.close()
+    in_window = [f for f in firings if f.due < end]
+    fired = [f for f in in_window if f.outcome == "fired"]
+    pairs = list(submitted.values())
+    values = client.gather([f for _, f in pairs])
+    expected = sum(sum(1 for k in range(seconds) if t + k < end) for t in _starts(n, layout, base))
+    return {"fired": len(fired), "expected": expected,
+            "missed": sum(f.count for f in in_window if f.outcome == "missed"),
+            "skipped": sum(f.count for f in in_window if f.outcome == "skipped"),
+            "duplicates": len(fired) - len({(f.schedule_id, f.due) for f in fired}),
+            **_stats("handoff", [f.lateness for f in fired if f.lateness is not None]),
+            **_stats("start", [v - due for (due, _), v in zip(pairs, values)])}
+
+
 def run_raw(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
     """The same firings from a bare timer thread calling ``client.submit``."""
     base = math.ceil(time.time()) + 2.0
@@ -140,7 +184,8 @@ def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with h.cluster(args) as client, cd.Engine(client=client) as engine:
         for layout in args.layout or ["spread", "aligned"]:
-            results = {"cleo": run_cleo(engine, client, n, seconds, layout)}
+            results = {"cleo": run_cleo(engine, client, n, seconds, layout),
+                       "cleo-loop": run_loop(client, n, seconds, layout)}
             if not args.no_raw:
                 results["raw"] = run_raw(client, n, seconds, layout)
             for name, r in results.items():

@@ -372,7 +372,8 @@ def test_schedule_cli_add_list_pause_resume_remove(tmp_path, capsys, monkeypatch
 def test_benchmark_smoke():
     from benchmarks import schedules
 
-    rows = schedules.run(["--tiny", "--in-process", "--quiet"])
+    rows = schedules.run(["--tiny", "--in-process", "--quiet", "--schedules", "20", "--seconds", "2"])
     assert {r["layout"] for r in rows} == {"spread", "aligned"}
+    assert {r["contender"] for r in rows} == {"cleo", "cleo-loop", "raw"}
     for r in rows:
         assert r["duplicates"] == 0 and r["fired"] + r["missed"] + r["skipped"] >= r["expected"] * 0.8
