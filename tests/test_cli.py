@@ -237,7 +237,8 @@ def test_sigterm_cancels_the_run_and_exits_130(cluster_address, tmp_path):
     spec.write_text("agent: {id: a, config: {slow: 3}}\nnodes:\n  - {name: s, task: 'pipeline_tasks:slow'}\n")
     proc = subprocess.Popen(cleo_dask_command() + ["run", str(spec), "--address", cluster_address],
                             cwd=SPECS, env=ENV, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stderr.readline().startswith("run ")  # submitted
+    while not proc.stderr.readline().startswith("run "):  # submitted (other lines: warnings)
+        assert proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted; the run was cancelled" in err
