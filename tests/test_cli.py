@@ -152,16 +152,17 @@ def test_run_starts_a_local_cluster_configured_through_dask_config(tmp_path):
     assert "3 nodes" in done.stderr and "2 succeeded" in done.stdout
 
 
-def test_unreachable_scheduler_exits_2_within_the_timeout():
+def test_unreachable_scheduler_exits_2_within_the_timeout(tmp_path):
     start = time.monotonic()
     done = cleo("run", "pipeline.yaml", "--address", f"tcp://127.0.0.1:{free_port()}", "--connect-timeout", "1")
     assert done.returncode == 2 and "cannot reach tcp://127.0.0.1:" in done.stderr and "within 1 s" in done.stderr
     assert time.monotonic() - start < 30
-    # the address and the timeout may come from Dask's config instead
-    env = env_with_tasks(DASK_CLEO_DASK__CLI__ADDRESS=f"tcp://127.0.0.1:{free_port()}",
-                         DASK_CLEO_DASK__CONNECT_TIMEOUT="1")
+    # the address may come from Dask's YAML config, the timeout from an environment variable
+    port = free_port()
+    (tmp_path / "cleo.yaml").write_text(f"cleo_dask:\n  cli:\n    address: tcp://127.0.0.1:{port}\n")
+    env = env_with_tasks(DASK_CONFIG=str(tmp_path), DASK_CLEO_DASK__CONNECT_TIMEOUT="1")
     done = cleo("run", "pipeline.yaml", env=env)
-    assert done.returncode == 2 and "cannot reach tcp://127.0.0.1:" in done.stderr and "within 1 s" in done.stderr
+    assert done.returncode == 2 and f"cannot reach tcp://127.0.0.1:{port} within 1 s" in done.stderr
 
 
 def test_tls_problems_exit_2(tmp_path):
