@@ -15,6 +15,7 @@ from ._errors import CleoError, Retry, ScheduleError, StoreError, TaskTimeout, W
 from ._outcome import Attempt, Failure, Status, TaskResult
 from ._run import Run, RunOutcome
 from ._schedule_store import Firing
+from ._spec import Spec, load_spec
 from ._scheduler import Schedule
 from ._task import Task, TaskSpec, task
 from ._timeout import deadline, time_left
@@ -25,6 +26,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Agent", "Attempt", "Backoff", "CleoError", "Engine", "Failure", "JsonFormatter", "Node", "Retry", "Run", "RunOutcome",
     "RunRecord", "RunStore",
-    "Firing", "Schedule", "ScheduleError", "Status", "StoreError", "Task", "TaskResult", "TaskSpec", "TaskTimeout", "Workflow",
+    "Firing", "Schedule", "ScheduleError", "Spec", "load_spec", "Status", "StoreError", "Task", "TaskResult", "TaskSpec", "TaskTimeout", "Workflow",
     "WorkflowError", "configure_logging", "deadline", "exponential", "fixed", "task", "time_left", "__version__",
 ]

@@ -30,7 +30,7 @@ def problems_of(target, **kwargs):
 
 
 def test_a_yaml_spec_becomes_a_workflow_and_an_agent():
-    spec = load_spec(SPECS / "pipeline.yaml")
+    spec = cd.load_spec(SPECS / "pipeline.yaml")  # also cleo_dask._spec.load_spec
     wf = spec.workflow
     assert isinstance(wf, cd.Workflow) and wf.name == "research"
     assert spec.agent == cd.Agent("researcher-1", config={"n": 4})
