@@ -9,7 +9,8 @@ Layered shapes (1,000 and 5,000 nodes); contenders on one cluster, repetitions i
 * ``resume``: ``engine.resume(run_id)`` of a finished durable run: every node is kept, read back
   from its result file on a worker, nothing runs.
 
-    python -m benchmarks.durable [--tiny] [--json FILE] [--reps N] [--in-process] [--store-dir DIR]
+    python -m benchmarks.durable [--tiny] [--case layered-1000] [--json FILE] [--reps N] [--in-process]
+                                 [--store-dir DIR]
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = h.parser(__doc__)
     p.add_argument("--store-dir", default=None, help="where the journal and results go (default: a temp dir)")
+    p.add_argument("--case", action="append", default=None, help="run only this case (repeatable)")
     args = p.parse_args(argv)
     where = args.store_dir or tempfile.mkdtemp(prefix="cleo-durable-bench-")
     rows: list[dict[str, Any]] = []
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                 cd.Engine(client=client, store=f"{where}/runs.db") as durable:
             agent = cd.Agent("bench")
             for case, shape in shapes(args.tiny).items():
+                if args.case and case not in args.case:
+                    continue
                 rows += h.compare(case, contenders(shape, client, plain, durable, agent), args, tasks=len(shape),
                                   baseline="raw", client=client)
             h.report(rows, args, "durable",

@@ -45,6 +45,8 @@ def register(sub: Any) -> None:
     from ._cli_run import _connection_args
     _connection_args(res)
     res.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting after this long")
+    res.add_argument("--force", action="store_true",
+                     help="resume even if the journal says another live process of this host runs it")
     res.set_defaults(func=cmd_resume, wait_workers=0)
 
 
@@ -133,7 +135,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         store = RunStore(args.store, args.results)
         engine.store = store
         engine.durable = engine._start_durable(store)
-        run = engine.resume(args.run_id)
+        run = engine.resume(args.run_id, force=args.force)
         kept = getattr(run, "resumed_from", {})
         print(f"run {run.id} resumed: {kept.get('kept', 0)} node(s) kept, {kept.get('again', 0)} to run",
               file=sys.stderr, flush=True)

@@ -25,6 +25,7 @@ from ._agent import agent_id
 from ._compile import compile_resubmission
 from ._errors import StoreError
 from ._events import run_topic
+from ._journal import _HOST as HOST
 from ._journal import FINISHED, Journal, RunRecord
 from ._resultstore import ResultStore, load_output
 from ._worker import collect_meta
@@ -276,11 +277,17 @@ class Durability:
             again.append(name)
         return kept, again
 
-    def resume(self, run_id: str) -> Run:
-        """Resubmit run ``run_id`` from the journal: finished nodes keep their stored results."""
+    def resume(self, run_id: str, *, force: bool = False) -> Run:
+        """Resubmit run ``run_id`` from the journal: finished nodes keep their stored results.
+
+        A run still running in another live process of this host is refused unless ``force``.
+        """
         from ._run import Run
         engine = self.engine
         record = self.journal.run(run_id)
+        if record.status == "running" and record.host == HOST and record.pid not in (None, os.getpid()) and not force:
+            raise StoreError(f"run {run_id!r} is still running in process {record.pid} on this host; "
+                             "resume it when that process is gone (or pass force=True)")
         existing = engine._runs.get(run_id)
         if existing is not None:
             if not existing.done():

@@ -268,11 +268,12 @@ class Engine:
             raise StoreError("this engine keeps no journal: create it with Engine(store='runs.db')")
         return self.durable
 
-    def resume(self, run_id: str) -> Run:
+    def resume(self, run_id: str, *, force: bool = False) -> Run:
         """Resume a journaled run (e.g. after the client crashed): nodes that finished keep their
-        stored results, only the others run.  :class:`StoreError` for an unknown run id or a
-        damaged journal or result file (naming it)."""
-        return self._durability().resume(run_id)
+        stored results, only the others run.  :class:`StoreError` for an unknown run id, a run
+        still running in another live process of this host (unless ``force``), or a damaged
+        journal or result file (naming it)."""
+        return self._durability().resume(run_id, force=force)
 
     def runs(self, *, agent: str | None = None, status: str | None = None, workflow: str | None = None,
              limit: int | None = None) -> list[Any]:

@@ -124,7 +124,12 @@ def test_failed_run_is_journaled_and_resumed(durable, tmp_path):
     assert record.id == run.id and record.workflow == "flaky" and record.counts["failed"] == 1
     assert durable.durable.journal.nodes(run.id)["root"].status == "succeeded"
 
-    resumed = durable.resume(run.id)
+    with sqlite3.connect(tmp_path / "runs.db") as conn:  # as if a live process (our parent) ran it
+        conn.execute("UPDATE journal_runs SET status = 'running', pid = ? WHERE id = ?", (os.getppid(), run.id))
+    with pytest.raises(cd.StoreError, match=f"still running in process {os.getppid()}"):
+        durable.resume(run.id)
+
+    resumed = durable.resume(run.id, force=True)
     outcome = resumed.result(timeout=60)
     assert outcome.ok and outcome["child"].value == "1-ok"
     assert log_lines(tmp_path / "exec.log") == {"root": 1, "flaky": 2, "child": 1}
