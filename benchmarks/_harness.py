@@ -111,6 +111,8 @@ class PeakMemory:
         self.client_peak = 0
         self.client_start = 0
         self.worker_peak = 0
+        self.client_cpu = 0.0
+        self.workers_cpu = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -132,9 +134,21 @@ class PeakMemory:
         while not self._stop.wait(self.interval):
             self._sample()
 
+    def _cpu(self) -> tuple[float, float]:
+        mine = self._me.cpu_times()
+        theirs = 0.0
+        for w in self._workers:
+            try:
+                t = w.cpu_times()
+                theirs += t.user + t.system
+            except psutil.Error:
+                pass
+        return mine.user + mine.system, theirs
+
     def __enter__(self) -> PeakMemory:
         gc.collect()
         self.client_start = self._me.memory_info().rss
+        self._cpu0 = self._cpu()
         self._sample()
         self._thread = threading.Thread(target=self._loop, name="peak-memory", daemon=True)
         self._thread.start()
@@ -145,12 +159,19 @@ class PeakMemory:
         if self._thread is not None:
             self._thread.join()
         self._sample()
+        cpu = self._cpu()
+        self.client_cpu = cpu[0] - self._cpu0[0]
+        self.workers_cpu = cpu[1] - self._cpu0[1]
 
     def as_dict(self) -> dict[str, float | None]:
-        """Peaks in MiB (``client_delta_mib``: peak minus the resident size at the start)."""
+        """Peaks in MiB (``client_delta_mib``: peak minus the resident size at the start) and CPU
+        seconds used meanwhile by this process (client, and the scheduler of a LocalCluster) and
+        by the worker processes: less sensitive to a busy machine than wall time."""
         return {"client_peak_mib": round(self.client_peak / MiB, 1),
                 "client_delta_mib": round((self.client_peak - self.client_start) / MiB, 1),
-                "workers_peak_mib": round(self.worker_peak / MiB, 1) if self._workers else None}
+                "workers_peak_mib": round(self.worker_peak / MiB, 1) if self._workers else None,
+                "client_cpu_s": round(self.client_cpu, 3),
+                "workers_cpu_s": round(self.workers_cpu, 3) if self._workers else None}
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -174,6 +195,7 @@ class Timing:
 
     times: list[float] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
     error: str | None = None
 
 
@@ -211,7 +233,11 @@ def measure(contenders: Mapping[str, Contender], args: argparse.Namespace, clien
                 except Exception as exc:  # noqa: BLE001
                     out[n].error = f"{type(exc).__name__}: {exc}"
             for k, v in mem.as_dict().items():
-                if v is not None:
+                if v is None:
+                    continue
+                if k.endswith("_cpu_s"):
+                    out[n].cpu.setdefault(k, []).append(v)
+                else:
                     out[n].memory[k] = max(out[n].memory.get(k, v), v)
     return out
 
@@ -237,6 +263,12 @@ def compare(case: str, contenders: Mapping[str, Contender], args: argparse.Names
         if contenders[name].note:
             row["note"] = contenders[name].note
         row.update(t.memory)
+        for k, v in t.cpu.items():
+            row[k] = round(statistics.median(v), 3)
+        if base is not None and base.cpu and t.cpu:
+            mine = sum(statistics.median(v) for v in t.cpu.values())
+            theirs = sum(statistics.median(v) for v in base.cpu.values())
+            row["cpu_ratio"] = round(mine / theirs, 3) if theirs else None
         rows.append(row)
     return rows
 

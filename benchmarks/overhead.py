@@ -111,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0."""
     import cleo_dask as cd
 
-    args = h.parser(__doc__).parse_args(argv)
+    p = h.parser(__doc__)
+    p.add_argument("--case", action="append", default=None,
+                   help="run only this case (repeatable; e.g. layered-10000, compile)")
+    p.add_argument("--no-delayed", action="store_true", help="leave out the dask.delayed contender")
+    args = p.parse_args(argv)
     try:
         import ray  # type: ignore[import-not-found]
     except ImportError:
@@ -122,16 +126,22 @@ def main(argv: list[str] | None = None) -> int:
         if ray is not None:
             ray.init(num_cpus=args.workers * args.threads, include_dashboard=False, log_to_driver=False)
         for case, shape in shapes(args.tiny).items():
+            if args.case and case not in args.case:
+                continue
             t0 = time.perf_counter()
-            rows += h.compare(case, contenders(shape, client, engine, agent, ray), args, tasks=len(shape),
+            found = contenders(shape, client, engine, agent, ray)
+            if args.no_delayed:
+                found.pop("delayed", None)
+            rows += h.compare(case, found, args, tasks=len(shape),
                               baseline="raw", client=client)
             if not args.quiet:
                 print(f"# {case}: {time.perf_counter() - t0:.1f} s", flush=True)
         if ray is not None:
             ray.shutdown()
-        rows += compile_rows([100, 1000] if args.tiny else [10_000, 100_000])
+        if not args.case or "compile" in args.case:
+            rows += compile_rows([100, 1000] if args.tiny else [10_000, 100_000])
         h.report(rows, args, "overhead",
-                 ["case", "contender", "tasks", "median_s", "per_task_ms", "ratio", "client_delta_mib",
+                 ["case", "contender", "tasks", "median_s", "per_task_ms", "ratio", "cpu_ratio", "client_delta_mib",
                   "workers_peak_mib", "build_s", "compile_s", "note"], client=client,
                  title="overhead: cleo_dask vs raw Dask (ratio = median / raw median)")
     return 0

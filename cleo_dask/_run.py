@@ -71,6 +71,8 @@ class Run:
         self._interrupts: set[asyncio.Event] = set()
         self._attempts_seen: dict[str, int] = {}
         self._outcome: tuple[tuple, RunOutcome] | None = None   # cached while nothing changes
+        self._scan: list[Future] | None = None   # _any_pending's snapshot and cursor
+        self._scan_pos = 0
 
     # -- submission ---------------------------------------------------------------------------
     def _submit(self, compiled: Compiled, with_agent: bool = False) -> None:
@@ -80,6 +82,7 @@ class Run:
         futures = self._client.get(compiled.graph(), keys, sync=False, priority=self.priority)
         for key, fut in zip(keys, futures):
             self._futures[key] = fut
+        self._scan, self._scan_pos = None, 0
         self._watch_sinks(compiled.keys)
 
     def _watch_sinks(self, keys: list[str]) -> None:
@@ -326,11 +329,26 @@ class Run:
         for interrupt in list(self._interrupts):
             self._client.loop.add_callback(interrupt.set)
 
+    def _any_pending(self) -> bool:
+        """Whether some current future is pending.  Called once per finished sink, so it must not
+        scan every future each time: a cursor skips the ones already seen done, and only a
+        "nothing pending" answer is confirmed by a full scan (a retried future turns pending again)."""
+        futs = list(self._futures.values()) if self._scan is None else self._scan
+        self._scan = futs
+        i = self._scan_pos
+        while i < len(futs) and futs[i].status != "pending":
+            i += 1
+        self._scan_pos = i
+        if i < len(futs):
+            return True
+        self._scan, self._scan_pos = None, 0
+        return any(f.status == "pending" for f in self._futures.values())
+
     def _maybe_finished(self) -> None:
         with self._lock:
             if self._finished_event_sent or self._timers:
                 return
-            if any(f.status == "pending" for f in self._futures.values()):
+            if self._any_pending():
                 return
         if self._settle(timeout=0.5):
             with self._lock:
@@ -491,6 +509,10 @@ class Run:
     def _from_meta(self, node: str, meta: tuple, record: NodeRecord, value: Any = None, fetch: Any = None,
                    losses: int = 0) -> TaskResult:
         status, start, end, worker, attempt_no, reason, upstream = meta
+        if not record.attempts and status == "succeeded" and not losses:  # the common case, kept cheap
+            return TaskResult(node, Status.SUCCEEDED, value=value, fetch=fetch,
+                              attempts=(Attempt(1, start, end, worker),), start=start, end=end, worker=worker,
+                              reason=reason, upstream_fallbacks=tuple(upstream), run_id=self.id)
         attempts = list(record.attempts)
         if status != "skipped":
             _add_attempt(record, Attempt(attempt_no, start, end, worker))

@@ -1,0 +1,165 @@
+"""Makespan on real workflow traces (WfInstances), against the ideal and a reference scheduler.
+
+The eight traces in ``../shared/bench/workloads/wfinstances/`` (read from there, never copied) run
+on the cluster's P worker slots; every task sleeps ``runtime_s * k``, with ``k`` chosen per
+workflow so that the ideal makespan ``max(critical path, total work / P)`` is 20 s (tiny: 1 s).
+Reported per workflow: makespan / ideal for
+
+* ``cleo-cp``: cleo_dask with critical-path priorities (each task declares ``duration=``, so the
+  engine prioritises by bottom level: the longest remaining path to the end);
+* ``cleo``: cleo_dask without durations (Dask's own ordering);
+* ``raw`` (with ``--raw``): a raw Dask dict graph of the same sleeps;
+
+beside the reference of ``../shared/bench/wfsim.py``: a greedy critical-path list schedule with
+1 ms per-task overhead (``ref_ratio``).  ``makespan_s`` is wall time from submission to the
+outcome; ``vs_ref`` = makespan / the reference's makespan (target <= 1.05).
+
+    python -m benchmarks.makespan [--tiny] [--target 20] [--workflow NAME ...] [--raw] [--json FILE]
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from . import _harness as h
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "bench"
+TRACES = SHARED / "workloads" / "wfinstances"
+OVERHEAD_S = 0.001
+
+
+def wfsim() -> Any:
+    """The shared reference simulator (``../shared/bench/wfsim.py``), imported from its path."""
+    spec = importlib.util.spec_from_file_location("wfsim", SHARED / "wfsim.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def traces(names: list[str] | None = None) -> list[Path]:
+    """The trace files (all, or those whose file name contains one of ``names``)."""
+    if not TRACES.is_dir():
+        raise SystemExit(f"no traces at {TRACES} (expected ../shared/bench next to the repository)")
+    files = sorted(p for p in TRACES.glob("*.json") if not p.name.startswith("index"))
+    if names:
+        files = [p for p in files if any(n in p.name for n in names)]
+    return files
+
+
+class Sleep:
+    """A task that sleeps a fixed number of seconds (``run(agent, **inputs)``: a Cleo-style task)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def run(self, agent: Any, **inputs: Any) -> None:
+        time.sleep(self.seconds)
+
+
+def sleep_raw(seconds: float, *deps: Any) -> None:
+    """The raw Dask task body."""
+    time.sleep(seconds)
+
+
+def workflow(inst: dict, k: float, durations: bool) -> Any:
+    """The trace as a cleo_dask Workflow (``durations``: each task declares ``duration=``)."""
+    import cleo_dask as cd
+
+    wf = cd.Workflow(inst.get("name", "trace"))
+    for t in inst["tasks"]:
+        seconds = max(0.0, float(t.get("runtime_s") or 0.0)) * k
+        opts = {"duration": seconds} if durations else {}
+        wf.add(Sleep(seconds), name=t["id"], after=t.get("parents", ()), **opts)
+    return wf
+
+
+def raw_graph(inst: dict, k: float, suffix: str) -> tuple[dict, list[str]]:
+    """The trace as a raw Dask dict graph and its sink keys."""
+    dsk = {t["id"] + suffix: (sleep_raw, max(0.0, float(t.get("runtime_s") or 0.0)) * k,
+                              *(p + suffix for p in t.get("parents", ()))) for t in inst["tasks"]}
+    has_child = {p for t in inst["tasks"] for p in t.get("parents", ())}
+    return dsk, [t["id"] + suffix for t in inst["tasks"] if t["id"] not in has_child]
+
+
+def run_one(inst: dict, k: float, contender: str, client: Any, engine: Any, agent: Any) -> dict[str, Any]:
+    """Run one workflow once with one contender: makespan (wall) and the tasks' own span."""
+    if contender == "raw":
+        dsk, keys = raw_graph(inst, k, f"-{uuid.uuid4().hex[:8]}")
+        t0 = time.perf_counter()
+        client.get(dsk, keys)
+        return {"makespan_s": time.perf_counter() - t0}
+    wf = workflow(inst, k, durations=contender == "cleo-cp")
+    t0 = time.perf_counter()
+    run = engine.submit(wf, agent, critical_path=contender == "cleo-cp")
+    outcome = run.result()
+    wall = time.perf_counter() - t0
+    starts = [r.start for r in outcome.values() if r.start is not None]
+    ends = [r.end for r in outcome.values() if r.end is not None]
+    ok = outcome.ok
+    run.release()
+    return {"makespan_s": wall, "span_s": (max(ends) - min(starts)) if starts else None, "ok": ok}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns 0."""
+    import cleo_dask as cd
+
+    p = h.parser(__doc__)
+    p.add_argument("--target", type=float, default=None, help="ideal makespan in seconds (default 20, tiny 1)")
+    p.add_argument("--workflow", action="append", default=None, help="only traces whose name contains this")
+    p.add_argument("--raw", action="store_true", help="also run a raw Dask dict graph of the same sleeps")
+    p.add_argument("--no-baseline", action="store_true", help="only cleo-cp (skip cleo without durations)")
+    args = p.parse_args(argv)
+    target = args.target or (1.0 if args.tiny else 20.0)
+    sim = wfsim()
+    contenders = ["cleo-cp"] + ([] if args.no_baseline else ["cleo"]) + (["raw"] if args.raw else [])
+    rows: list[dict[str, Any]] = []
+    with h.cluster(args) as client, cd.Engine(client=client) as engine:
+        agent = cd.Agent("bench")
+        P = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+        engine.run(lambda agent: None, agent)  # warm-up: imports, connections
+        for path in traces(args.workflow):
+            inst = json.loads(path.read_text())
+            k = sim.scale_for(inst, P, target_lb=target)
+            ref = sim.analyse(inst, P=P, o=OVERHEAD_S, scale=k, policy="cp")
+            fifo = sim.analyse(inst, P=P, o=OVERHEAD_S, scale=k, policy="fifo")
+            ideal = ref["lb"]
+            for r in range(h.reps(args, 1)):
+                order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
+                for c in order:
+                    with h.PeakMemory(client) as mem:
+                        res = run_one(inst, k, c, client, engine, agent)
+                    row = {"case": inst.get("name", path.stem), "contender": c, "tasks": ref["tasks"], "P": P,
+                           "k": round(k, 6), "ideal_s": round(ideal, 3), "cp_s": round(ref["cp"], 3),
+                           "makespan_s": round(res["makespan_s"], 3),
+                           "span_s": round(res["span_s"], 3) if res.get("span_s") else None,
+                           "ratio": round(res["makespan_s"] / ideal, 4),
+                           "ref_makespan_s": round(ref["makespan"], 3), "ref_ratio": round(ref["ratio"], 4),
+                           "fifo_ratio": round(fifo["ratio"], 4),
+                           "vs_ref": round(res["makespan_s"] / ref["makespan"], 4), "rep": r, **mem.as_dict()}
+                    if "ok" in res:
+                        row["ok"] = res["ok"]
+                    rows.append(row)
+                    if not args.quiet:
+                        print(f"# {row['case']} {c}: {row['makespan_s']} s, ratio {row['ratio']}", flush=True)
+        for c in contenders:
+            ratios = [r["ratio"] for r in rows if r["contender"] == c]
+            vs = [r["vs_ref"] for r in rows if r["contender"] == c]
+            rows.append({"case": "median", "contender": c, "ratio": round(statistics.median(ratios), 4),
+                         "vs_ref": round(statistics.median(vs), 4), "worst_vs_ref": round(max(vs), 4),
+                         "ref_ratio": round(statistics.median(r["ref_ratio"] for r in rows
+                                                              if r.get("contender") == c and "tasks" in r), 4)})
+        h.report(rows, args, "makespan",
+                 ["case", "contender", "tasks", "ideal_s", "cp_s", "makespan_s", "ratio", "ref_ratio", "fifo_ratio",
+                  "vs_ref"], client=client,
+                 title=f"makespan / ideal on {P} slots (ideal {target:g} s; ref = wfsim cp list schedule, 1 ms/task)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
