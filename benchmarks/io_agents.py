@@ -88,7 +88,7 @@ def _workflow(task: Any, n: int, seconds: float) -> Any:
     import cleo_dask as cd
     wf = cd.Workflow()
     for i in range(n):
-        wf.add(task, name=f"call{i}")
+        wf.add(task, name=f"call-{i}")  # one Dask task prefix ("call") for all: see README
     return wf
 
 

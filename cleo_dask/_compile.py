@@ -154,7 +154,7 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
         for key in compiled.units:
             compiled.priority[key] = priority
     if not critical_path:
-        fair_share(compiled, priority)
+        fair_share(compiled, wf, priority)
     return compiled
 
 

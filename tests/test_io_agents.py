@@ -111,10 +111,13 @@ def test_bad_limits_are_workflow_errors():
         cd.task(fallback=async_fallback)(block_a_bit)
 
 
-def test_fair_share_ranks_stay_below_user_priorities(engine, agent):
+def test_fair_share_ranks_roots_below_user_priorities(agent):
     from cleo_dask._compile import compile_workflow
-    compiled = compile_workflow(many(block_a_bit, 3), "r1", agent, priority=5)
-    assert sorted(compiled.priority.values(), reverse=True) == [5, 5 - STEP, 5 - 2 * STEP]
+    wf = many(block_a_bit, 3)
+    wf.add(block_a_bit, name="after", after=["t0", "t1"])
+    compiled = compile_workflow(wf, "r1", agent, priority=5)
+    assert [compiled.priority[f"t{i}-r1"] for i in range(3)] == [5, 5 - STEP, 5 - 2 * STEP]
+    assert compiled.priority.get("after-r1", 5) == 5  # only roots are ranked
     assert 1_000_000 * STEP <= 1e-3
 
 
