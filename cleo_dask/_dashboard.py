@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from ._plugin import CleoMonitor
 
 
+MAX_DRAWN = 1000      # nodes drawn in the DAG view (the first, in workflow order)
+MAX_LABELLED = 150    # above this many nodes the boxes carry no text (hover shows it)
+
+
 def page_path() -> str:
     """The page's path under the dashboard's prefix (``cleo_dask.monitor.dashboard-path``)."""
     return "/" + str(_config.get("monitor.dashboard-path", "cleo")).strip("/")
@@ -82,6 +86,15 @@ def _runs_table(runs: list[dict[str, Any]], now: float, limit: int = 15) -> str:
             + "".join(rows) + "</table>" + more)
 
 
+def _bar_columns(bars: list[dict[str, Any]], t0: float, now: float) -> dict[str, list]:
+    left = [(b["start"] or t0) - t0 for b in bars]
+    right = [max((b["end"] or now) - t0, lo + 0.005) for b, lo in zip(bars, left)]
+    return {"worker": [str(b["worker"]) for b in bars], "left": left, "right": right,
+            "mid": [(lo + hi) / 2 for lo, hi in zip(left, right)], "node": [b["node"] for b in bars],
+            "status": [b["status"] for b in bars], "color": [COLORS.get(b["status"], "#fff") for b in bars],
+            "info": [(b.get("error") or "")[:200] for b in bars]}
+
+
 def cleo_doc(holder: list, prefix: str, doc: Any) -> None:
     """Build the page for one browser session (Bokeh calls this per connection)."""
     from bokeh.layouts import column, row
@@ -117,15 +130,18 @@ def cleo_doc(holder: list, prefix: str, doc: Any) -> None:
     bar_src = ColumnDataSource({k: [] for k in ("worker", "left", "right", "mid", "node", "status", "color", "info")})
     timeline = figure(height=220, sizing_mode="stretch_width", title="Attempts per worker (seconds since run start)",
                       y_range=FactorRange(factors=[]), tools="pan,wheel_zoom,reset,save", toolbar_location="right")
-    bars = timeline.hbar(y="worker", left="left", right="right", height=0.7, source=bar_src, fill_color="color",
-                         line_color="#333")
-    timeline.text(x="mid", y="worker", text="node", source=bar_src, text_align="center", text_baseline="middle",
-                  text_font_size="10px")
-    timeline.add_tools(HoverTool(renderers=[bars], tooltips=[("node", "@node"), ("status", "@status"),
+    live_src = ColumnDataSource({k: [] for k in bar_src.data})
+    renderers = []
+    for src in (bar_src, live_src):
+        renderers.append(timeline.hbar(y="worker", left="left", right="right", height=0.7, source=src,
+                                       fill_color="color", line_color="#333"))
+        timeline.text(x="mid", y="worker", text="node", source=src, text_align="center", text_baseline="middle",
+                      text_font_size="10px")
+    timeline.add_tools(HoverTool(renderers=renderers, tooltips=[("node", "@node"), ("status", "@status"),
                                                              ("from", "@left{0.00} s"), ("to", "@right{0.00} s"),
                                                              ("", "@info")]))
 
-    state: dict[str, Any] = {"version": -1, "pinned": False, "updating": False}
+    state: dict[str, Any] = {"version": -1, "pinned": False, "updating": False, "shown": None}
 
     def on_select(attr: str, old: Any, new: Any) -> None:
         if state["updating"]:
@@ -146,13 +162,17 @@ def cleo_doc(holder: list, prefix: str, doc: Any) -> None:
 
     def _update() -> None:
         plugin = holder[0]
-        if plugin.version == state["version"] and not any(r.state == "running" for r in plugin.runs.values()):
+        now = time.time()
+        chosen_run = plugin.runs.get(select.value)
+        if plugin.version == state["version"]:
+            if chosen_run is not None and chosen_run.state == "running":
+                _live_bars(chosen_run, now)
             return
         state["version"] = plugin.version
-        snap = plugin.snapshot()
-        runs = snap["runs"]
-        now = time.time()
-        runs_div.text = _runs_table(runs, now)
+        runs = plugin.snapshot()["runs"]
+        text = _runs_table(runs, now)
+        if runs_div.text != text:
+            runs_div.text = text
         options = [r["id"] for r in runs]
         labels = [(r["id"], f"{r['id']} — {r['name']} ({r['agent']}) {r['state']}") for r in runs]
         if select.options != labels:
@@ -163,42 +183,63 @@ def cleo_doc(holder: list, prefix: str, doc: Any) -> None:
         run = plugin.runs.get(chosen)
         if run is None:
             status.text = "<i>No cleo runs yet: submit one with engine.submit(...)</i>"
-            node_src.data = {k: [] for k in node_src.data}
-            edge_src.data = {"xs": [], "ys": []}
-            bar_src.data = {k: [] for k in bar_src.data}
+            state["shown"] = None
+            for src in (node_src, edge_src, bar_src, live_src):
+                src.data = {k: [] for k in src.data}
             return
-        counts = run.counts()
-        status.text = (f"<b>run {run.id}</b> ({run.name}, agent <code>{run.agent}</code>): "
-                       f"<span class='cleo-state'>{run.state}</span> — {_counts_text(counts)}")
-        if state.get("layout_of") != run.id:   # the DAG of a run does not change: lay it out once
-            state["layout_of"], state["pos"] = run.id, layout(list(run.nodes), run.edges)
-        pos = state["pos"]
+        e = html.escape
         names = list(run.nodes)
-        nodes = [run.nodes[n] for n in names]
-        node_src.data = {
-            "x": [pos[n][0] for n in names], "y": [pos[n][1] for n in names], "name": names,
-            "label": [n if len(n) <= 18 else n[:17] + "…" for n in names], "state": [s.state for s in nodes],
-            "color": [COLORS.get(s.state, "#fff") for s in nodes], "attempts": [s.attempts for s in nodes],
-            "worker": [s.worker or "" for s in nodes], "error": [(s.error or "")[:200] for s in nodes],
-        }
-        edge_src.data = {"xs": [[pos[p][0] + 0.35, pos[c][0] - 0.35] for p, c in run.edges if p in pos and c in pos],
-                         "ys": [[pos[p][1], pos[c][1]] for p, c in run.edges if p in pos and c in pos]}
-        bars_ = list(run.bars) + [
-            {"node": s.name, "worker": s.worker or "?", "start": s.since, "end": now, "status": "running"}
-            for s in nodes if s.state == "running" and s.since]
-        t0 = run.started
-        workers = sorted({str(b["worker"]) for b in bars_})
-        if list(timeline.y_range.factors) != workers:
+        text = (f"<b>run {e(run.id)}</b> ({e(run.name)}, agent <code>{e(run.agent)}</code>): "
+                f"<span class='cleo-state'>{e(run.state)}</span> — {e(_counts_text(run.counts()))}"
+                + (f" <i>(drawing the first {MAX_DRAWN} of {len(names)} nodes)</i>" if len(names) > MAX_DRAWN else ""))
+        if status.text != text:
+            status.text = text
+        drawn = names[:MAX_DRAWN]
+        nodes = [run.nodes[n] for n in drawn]
+        columns = {"state": [s.state for s in nodes], "color": [COLORS.get(s.state, "#fff") for s in nodes],
+                   "attempts": [s.attempts for s in nodes], "worker": [s.worker or "" for s in nodes],
+                   "error": [(s.error or "")[:200] for s in nodes]}
+        if state.get("shown") != run.id:
+            # another run: lay its DAG out once (it does not change), send everything
+            state["shown"] = run.id
+            keep = set(drawn)
+            edges = [ed for ed in run.edges if keep.issuperset(ed)]
+            pos = layout(drawn, edges)
+            node_src.data = {"x": [pos[n][0] for n in drawn], "y": [pos[n][1] for n in drawn], "name": drawn,
+                             "label": [("" if len(drawn) > MAX_LABELLED else n if len(n) <= 18 else n[:17] + "…")
+                                       for n in drawn], **columns}
+            edge_src.data = {"xs": [[pos[p][0] + 0.35, pos[c][0] - 0.35] for p, c in edges],
+                             "ys": [[pos[p][1], pos[c][1]] for p, c in edges]}
+            state["columns"] = columns
+            state["bars_seen"] = 0
+            state["workers"] = []
+            bar_src.data = {k: [] for k in bar_src.data}
+        else:
+            # the same run: patch only the nodes that changed
+            old = state["columns"]
+            changed = [i for i in range(len(nodes)) if any(old[k][i] != columns[k][i] for k in columns)]
+            if changed:
+                node_src.patch({k: [(i, columns[k][i]) for i in changed] for k in columns})
+                state["columns"] = columns
+        # bars are only ever appended (the oldest dropped past max-bars): stream the new ones
+        new = run.bars_total - state["bars_seen"]
+        if new > 0:
+            fresh = run.bars[-new:] if new <= len(run.bars) else list(run.bars)
+            if new > len(run.bars):
+                bar_src.data = {k: [] for k in bar_src.data}
+            bar_src.stream(_bar_columns(fresh, run.started, now), rollover=plugin.max_bars)
+            state["bars_seen"] = run.bars_total
+        _live_bars(run, now)
+
+    def _live_bars(run: Any, now: float) -> None:
+        live = [{"node": s.name, "worker": s.worker or "?", "start": s.since, "end": now, "status": "running"}
+                for s in run.nodes.values() if s.state == "running" and s.since]
+        if live or live_src.data["worker"]:
+            live_src.data = _bar_columns(live, run.started, now)
+        workers = sorted(set(state.get("workers", [])) | set(bar_src.data["worker"]) | set(live_src.data["worker"]))
+        if workers != state.get("workers"):
+            state["workers"] = workers
             timeline.y_range.factors = workers
-        left = [(b["start"] or t0) - t0 for b in bars_]
-        right = [max((b["end"] or now) - t0, lo + 0.005) for b, lo in zip(bars_, left)]
-        bar_src.data = {
-            "worker": [str(b["worker"]) for b in bars_], "left": left, "right": right,
-            "mid": [(lo + hi) / 2 for lo, hi in zip(left, right)],
-            "node": [b["node"] for b in bars_], "status": [b["status"] for b in bars_],
-            "color": [COLORS.get(b["status"], "#fff") for b in bars_],
-            "info": [(b.get("error") or "")[:200] for b in bars_],
-        }
 
     update()
     doc.add_periodic_callback(update, int(_config.get("monitor.refresh", 500)))

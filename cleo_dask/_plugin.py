@@ -63,6 +63,7 @@ class RunState:
         self.edges: list[tuple[str, str]] = [(str(p), str(c)) for p, c in (msg.get("edges") or [])]
         # bars of the timeline: dicts with node, worker, start, end, status
         self.bars: list[dict[str, Any]] = []
+        self.bars_total = 0   # bars ever added (the page streams only the new ones)
         self.max_bars = max_bars
         self.failed_in: dict[str, str] = {}   # key -> node whose attempt failed in it last
 
@@ -76,6 +77,7 @@ class RunState:
     def bar(self, **fields: Any) -> None:
         """Add an attempt to the timeline (the oldest are dropped past ``max_bars``)."""
         self.bars.append(fields)
+        self.bars_total += 1
         if len(self.bars) > self.max_bars:
             del self.bars[: len(self.bars) - self.max_bars]
 
