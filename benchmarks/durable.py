@@ -6,6 +6,7 @@ Layered shapes (1,000 and 5,000 nodes); contenders on one cluster, repetitions i
 * ``cleo``: ``engine.submit(wf, agent).result()`` + the sinks' values, no store;
 * ``durable``: the same with ``Engine(store=...)``: every node's output written atomically
   (fsync) by the workers, the run journaled in SQLite (until the journal has the run's end);
+* ``durable-nofsync``: the same with ``cleo_dask.durable.fsync: false``;
 * ``resume``: ``engine.resume(run_id)`` of a finished durable run: every node is kept, read back
   from its result file on a worker, nothing runs.
 
@@ -32,8 +33,9 @@ def shapes(tiny: bool) -> dict[str, s.Shape]:
     return {"layered-1000": s.layered(1000, layers=20), "layered-5000": s.layered(5000, layers=50)}
 
 
-def contenders(shape: s.Shape, client: Any, plain: Any, durable: Any, agent: Any) -> dict[str, h.Contender]:
-    """raw / cleo / durable / resume for one shape."""
+def contenders(shape: s.Shape, client: Any, plain: Any, durable: Any, nofsync: Any,
+               agent: Any) -> dict[str, h.Contender]:
+    """raw / cleo / durable / durable-nofsync / resume for one shape."""
     out_sinks = s.sinks(shape)
     wf = s.workflow(shape)
 
@@ -51,9 +53,9 @@ def contenders(shape: s.Shape, client: Any, plain: Any, durable: Any, agent: Any
         run.release()
         return run
 
-    def durable_run(_: Any) -> None:
-        run = cleo_run(durable)
-        durable.durable.wait_journaled(run.id)
+    def durable_run(engine: Any) -> None:
+        run = cleo_run(engine)
+        engine.durable.wait_journaled(run.id)
 
     finished = cleo_run(durable)
     durable.durable.wait_journaled(finished.id)
@@ -65,11 +67,14 @@ def contenders(shape: s.Shape, client: Any, plain: Any, durable: Any, agent: Any
         durable.durable.wait_journaled(run.id)
 
     return {"raw": h.Contender(raw_run, setup=raw_setup), "cleo": h.Contender(lambda _: cleo_run(plain)),
-            "durable": h.Contender(durable_run), "resume": h.Contender(resume_run, note="all nodes kept")}
+            "durable": h.Contender(lambda _: durable_run(durable)),
+            "durable-nofsync": h.Contender(lambda _: durable_run(nofsync)), "resume": h.Contender(resume_run, note="all nodes kept")}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0."""
+    import dask.config
+
     import cleo_dask as cd
 
     p = h.parser(__doc__)
@@ -81,12 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with h.cluster(args) as client, cd.Engine(client=client) as plain, \
                 cd.Engine(client=client, store=f"{where}/runs.db") as durable:
+            with dask.config.set({"cleo_dask.durable.fsync": False}):
+                nofsync = cd.Engine(client=client, store=f"{where}/nofsync.db")
             agent = cd.Agent("bench")
             for case, shape in shapes(args.tiny).items():
                 if args.case and case not in args.case:
                     continue
-                rows += h.compare(case, contenders(shape, client, plain, durable, agent), args, tasks=len(shape),
-                                  baseline="raw", client=client)
+                rows += h.compare(case, contenders(shape, client, plain, durable, nofsync, agent), args,
+                                  tasks=len(shape), baseline="raw", client=client)
+            nofsync.close()
             h.report(rows, args, "durable",
                      ["case", "contender", "tasks", "median_s", "per_task_ms", "ratio", "client_delta_mib",
                       "workers_peak_mib", "note"], client=client,

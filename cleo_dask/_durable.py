@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import cloudpickle
 from dask.task_spec import Task
 
+from . import _config
 from ._agent import agent_id
 from ._compile import compile_resubmission
 from ._errors import StoreError
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("cleo_dask")
 
-POLL_INTERVAL = 0.25  # seconds between journal updates of running nodes
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,8 @@ class Durability:
         self.engine = engine
         self.store = as_run_store(store)
         self.journal = Journal(self.store.journal)
-        self.results = ResultStore(self.store.results_url)
+        self.results = ResultStore(self.store.results_url, fsync=bool(_config.get("durable.fsync", True)))
+        self.poll_interval = float(_config.get("durable.poll-interval", 0.25))
         engine.defaults = dataclasses.replace(engine.defaults, store=self.results)
         self._lock = threading.Lock()
         self._active: dict[str, _Tracked] = {}
@@ -157,7 +158,7 @@ class Durability:
                              spec=spec, note=note)
 
     def _poll_loop(self) -> None:
-        while not self._stop.wait(POLL_INTERVAL):
+        while not self._stop.wait(self.poll_interval):
             if self.engine._closed:
                 return
             with self._lock:

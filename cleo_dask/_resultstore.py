@@ -66,6 +66,7 @@ class ResultStore:
 
     url: str
     storage_options: tuple[tuple[str, Any], ...] = ()
+    fsync: bool = True
 
     @property
     def local(self) -> bool:
@@ -107,7 +108,8 @@ class ResultStore:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
-                os.fsync(f.fileno())
+                if self.fsync:
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         else:
             fs = self._fs()
