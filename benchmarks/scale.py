@@ -1,0 +1,127 @@
+"""Scale: compile and submit 100,000 nodes; compile 1,000,000 nodes.  Seconds and client memory.
+
+For each size (layered DAG of no-ops, 100 layers, 1-3 parents each from the previous layer):
+
+* ``build_s``: building the :class:`~cleo_dask.Workflow` (``wf.add`` per node, validated);
+* ``compile_s``: compiling it into one Dask graph (plus ``graph_s``: the annotated layer);
+* ``workflow_b_per_node``, ``compiled_b_per_node``: resident memory the workflow and the compiled
+  graph add, per node; ``rawgraph_b_per_node``: the same graph as Dask ``Task`` objects built
+  directly (what Dask itself holds), so ``extra_b_per_node`` is cleo's own cost beyond it;
+* with ``--submit`` sizes (default 100,000): ``submit_s`` (``engine.submit`` returns),
+  ``first_result_s`` (the scheduler has taken the graph and a first task is done), and
+  ``run_b_per_node``: client memory held by the submitted :class:`~cleo_dask.Run` per node.
+  The run is then cancelled (``--complete``: run it to the end and report ``complete_s``).
+
+Memory is the process's resident set size (``gc.collect()`` first), so figures are approximate.
+
+    python -m benchmarks.scale [--tiny] [--json FILE] [--complete]
+"""
+from __future__ import annotations
+
+import gc
+import time
+import uuid
+from typing import Any
+
+import psutil
+
+from . import _harness as h
+from . import _shapes as s
+
+
+def _rss() -> int:
+    gc.collect()
+    return psutil.Process().memory_info().rss
+
+
+def raw_task_graph(shape: s.Shape) -> dict[str, Any]:
+    """The same DAG as Dask ``Task`` objects, built directly (what Dask itself would hold)."""
+    from dask.task_spec import Task, TaskRef
+    return {n: Task(n, s.noop, *(TaskRef(p) for p in ps)) for n, ps in shape.items()}
+
+
+def compile_row(n: int) -> tuple[dict[str, Any], Any, Any]:
+    """Build and compile an ``n``-node layered workflow; returns (row, workflow, shape)."""
+    import cleo_dask as cd
+    from cleo_dask._compile import compile_workflow
+
+    shape = s.layered(n)
+    with h.PeakMemory() as mem:
+        r0 = _rss()
+        t_build, wf = h.timed(lambda: s.workflow(shape))
+        r1 = _rss()
+        t_compile, compiled = h.timed(lambda: compile_workflow(wf, uuid.uuid4().hex[:16], cd.Agent("bench")))
+        t_graph, _ = h.timed(compiled.graph)
+        r2 = _rss()
+        raw = raw_task_graph(shape)
+        r3 = _rss()
+    row = {"case": f"compile-{n}", "contender": "cleo", "tasks": n, "build_s": round(t_build, 3),
+           "compile_s": round(t_compile, 3), "graph_s": round(t_graph, 3),
+           "workflow_b_per_node": round((r1 - r0) / n), "compiled_b_per_node": round((r2 - r1) / n),
+           "rawgraph_b_per_node": round((r3 - r2) / n), "extra_b_per_node": round((r2 - r1 - (r3 - r2)) / n),
+           **mem.as_dict()}
+    del compiled, raw
+    return row, wf, shape
+
+
+def submit_row(n: int, wf: Any, engine: Any, client: Any, complete: bool) -> dict[str, Any]:
+    """Submit ``wf``; time to return, to the first finished task; memory held by the run."""
+    from distributed.client import FIRST_COMPLETED, _wait
+
+    import cleo_dask as cd
+    r0 = _rss()
+    with h.PeakMemory(client) as mem:
+        t0 = time.perf_counter()
+        run = engine.submit(wf, cd.Agent("bench"))
+        submit_s = time.perf_counter() - t0
+        client.sync(_wait, list(set(run.futures.values())), return_when=FIRST_COMPLETED)
+        first_s = time.perf_counter() - t0
+        r1 = _rss()
+        row: dict[str, Any] = {"case": f"submit-{n}", "contender": "cleo", "tasks": n, "submit_s": round(submit_s, 3),
+                               "first_result_s": round(first_s, 3), "run_b_per_node": round((r1 - r0) / n)}
+        if complete:
+            outcome = run.result()
+            row["complete_s"] = round(time.perf_counter() - t0, 3)
+            row["per_task_ms"] = round(1000 * row["complete_s"] / n, 4)
+            row["ok"] = outcome.ok
+        else:
+            run.cancel()
+            run.wait(timeout=120)
+        run.release()
+    row.update(mem.as_dict())
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns 0."""
+    import cleo_dask as cd
+
+    p = h.parser(__doc__)
+    p.add_argument("--sizes", type=int, nargs="*", default=None, help="compile sizes (default 100000 1000000)")
+    p.add_argument("--submit", type=int, nargs="*", default=None, help="sizes also submitted (default 100000)")
+    p.add_argument("--complete", action="store_true", help="run submitted workflows to the end")
+    args = p.parse_args(argv)
+    sizes = args.sizes or ([1000, 10_000] if args.tiny else [100_000, 1_000_000])
+    submit = set(args.submit if args.submit is not None else ([1000] if args.tiny else [100_000]))
+    rows: list[dict[str, Any]] = []
+    client = None
+    with h.cluster(args) as client, cd.Engine(client=client) as engine:
+        engine.run(s.agent_noop, cd.Agent("bench"))  # warm-up
+        for n in sizes:
+            row, wf, _ = compile_row(n)
+            rows.append(row)
+            if not args.quiet:
+                print(f"# compile {n}: {row['compile_s']} s", flush=True)
+            if n in submit:
+                rows.append(submit_row(n, wf, engine, client, args.complete))
+            del wf
+        h.report(rows, args, "scale",
+                 ["case", "tasks", "build_s", "compile_s", "graph_s", "workflow_b_per_node", "compiled_b_per_node",
+                  "rawgraph_b_per_node", "extra_b_per_node", "submit_s", "first_result_s", "run_b_per_node",
+                  "complete_s", "client_peak_mib"], client=client,
+                 title="scale: build / compile / submit (layered DAG, 100 layers)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
