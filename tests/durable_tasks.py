@@ -82,6 +82,12 @@ def child(agent, root: int, flaky_once: str) -> str:
     return f"{root}-{flaky_once}"
 
 
+def always_fails(agent, **inputs):
+    """Fails every time."""
+    _log(agent, "always_fails")
+    raise ValueError("the service is down")
+
+
 def unpicklable(agent):
     """A result that cannot be pickled."""
     _log(agent, "unpicklable")

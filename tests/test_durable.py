@@ -256,6 +256,18 @@ def test_several_processes_share_one_journal(tmp_path):
     assert listed.returncode == 0 and listed.stdout.count("agent-1") == 4
 
 
+def test_cli_resume_exits_1_when_a_node_fails_again(durable, tmp_path):
+    run = durable.submit(cd.Workflow.chain(dt.root, dt.always_fails), agent_logging_to(tmp_path))
+    assert run.result(timeout=60)["always_fails"].status == cd.Status.FAILED
+    assert durable.durable.wait_journaled(run.id)
+    res = cli("resume", run.id, "--store", str(tmp_path / "runs.db"))
+    assert res.returncode == 1, res.stderr
+    assert "1 node(s) kept, 1 to run" in res.stderr
+    assert log_lines(tmp_path / "exec.log") == {"root": 1, "always_fails": 2}
+    shown = cli("runs", "show", run.id, "--store", str(tmp_path / "runs.db"))
+    assert "the service is down" in shown.stdout and "resumes 1" in shown.stdout
+
+
 def test_cli_bad_input(tmp_path):
     store = tmp_path / "runs.db"
     Journal(store).close()
