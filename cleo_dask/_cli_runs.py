@@ -12,6 +12,7 @@ import json
 import sys
 from typing import Any
 
+from ._durable import RunStore
 from ._errors import CleoError, StoreError, WorkflowError
 
 BAD_INPUT = 2
@@ -35,6 +36,13 @@ def register(sub: Any) -> None:
     _store_arg(show)
     show.add_argument("--json", action="store_true", help="one JSON object")
     show.set_defaults(func=cmd_show)
+    forget = rsub.add_parser("forget", help="delete runs from the journal and their stored results",
+                             description="Delete runs (given by id, or every finished run older than "
+                                         "--older-than days) and their result files; cache entries stay.")
+    forget.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    _store_arg(forget)
+    forget.add_argument("--older-than", type=float, metavar="DAYS", help="every finished run started before")
+    forget.set_defaults(func=cmd_forget)
     runs.set_defaults(func=lambda args: (runs.print_help(), 0)[1])
 
     res = sub.add_parser("resume", help="resume a journaled run: only unfinished nodes run again",
@@ -117,10 +125,35 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    """``cleo-dask runs forget``."""
+    import time
+
+    from ._journal import Journal
+    from ._resultstore import ResultStore
+    if not args.run_ids and args.older_than is None:
+        return _fail("give run ids or --older-than DAYS")
+    try:
+        journal = Journal(args.store, create=False)
+        records = [journal.run(r) for r in args.run_ids]
+        if args.older_than is not None:
+            cutoff = time.time() - args.older_than * 86400
+            records += [r for r in journal.runs() if r.started is not None and r.started < cutoff
+                        and r.status not in ("running", "interrupted")]
+        for r in {r.id: r for r in records}.values():
+            if r.status == "running":
+                return _fail(f"run {r.id} is running; it cannot be forgotten")
+            ResultStore(r.results or RunStore(args.store, args.results).results_url).remove_run(r.id)
+            journal.forget(r.id)
+            print(f"forgot run {r.id}")
+    except StoreError as exc:
+        return _fail(str(exc))
+    return 0
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     """``cleo-dask resume RUN_ID``."""
     from ._cli_run import BadInput, _engine, _importable_cwd
-    from ._durable import RunStore
     from ._journal import Journal
     from ._progress import failed, summary_table
     _importable_cwd()

@@ -221,6 +221,14 @@ class Journal:
             return conn.execute("SELECT resumes FROM journal_runs WHERE id = ?", (run_id,)).fetchone()[0]
         return self._write(tx)
 
+    def forget(self, run_id: str) -> None:
+        """Delete a run, its nodes and attempts from the journal."""
+        def tx(conn: sqlite3.Connection) -> None:
+            for table in ("journal_attempts", "journal_nodes"):
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM journal_runs WHERE id = ?", (run_id,))
+        self._write(tx)
+
     # -- reading ------------------------------------------------------------------------------
     _RUN_COLS = "id, agent, workflow, name, status, started, ended, resumes, nodes, counts, results, note, host, pid"
 

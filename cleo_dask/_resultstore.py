@@ -136,6 +136,15 @@ class ResultStore:
         """Whether a (complete or not) file exists at ``path``."""
         return os.path.exists(path) if self.local else bool(self._fs().exists(path))
 
+    def remove_run(self, run_id: str) -> None:
+        """Delete every stored output of run ``run_id`` (cache entries stay)."""
+        path = self._join("runs", run_id)
+        if self.local:
+            import shutil
+            shutil.rmtree(path, ignore_errors=True)
+        elif self._fs().exists(path):
+            self._fs().rm(path, recursive=True)
+
     def load(self, path: str) -> Any:
         """The object stored at ``path`` (checked, then unpickled)."""
         payload = self.read(path)

@@ -267,6 +267,11 @@ def test_cli_resume_exits_1_when_a_node_fails_again(durable, tmp_path):
     shown = cli("runs", "show", run.id, "--store", str(tmp_path / "runs.db"))
     assert "the service is down" in shown.stdout and "resumes 1" in shown.stdout
 
+    gone = cli("runs", "forget", run.id, "--store", str(tmp_path / "runs.db"))
+    assert gone.returncode == 0, gone.stderr
+    assert not Path(durable.durable.results.node_path(run.id, "root")).parent.exists()
+    assert durable.runs() == []
+
 
 def test_cli_bad_input(tmp_path):
     store = tmp_path / "runs.db"
