@@ -26,6 +26,7 @@ import statistics
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,8 @@ def cluster(args: argparse.Namespace, **cluster_kwargs: Any) -> Iterator[Any]:
         with Client(args.address, set_as_default=False) as client:
             yield client
         return
+    # the engine's advice about I/O-bound agents (worker-saturation) is noise here
+    warnings.filterwarnings("ignore", message="cleo_dask: this cluster is not set up")
     opts = dict(n_workers=args.workers, threads_per_worker=args.threads, processes=not args.in_process,
                 dashboard_address=":0")
     opts.update(cluster_kwargs)

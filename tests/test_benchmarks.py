@@ -1,0 +1,84 @@
+"""Each benchmark of issue 5 (and issue 4's failures benchmark) at a tiny size, so they keep
+working.  Speed is not asserted here (that is what the benchmarks are for), only that every
+contender ran and reported what the README's tables show."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import _harness, _shapes, failures, makespan, overhead, scale
+
+
+def _rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def common(cluster, tmp_path):
+    """Arguments every benchmark run takes: the session's cluster, JSON lines to a file."""
+    out = tmp_path / "bench.jsonl"
+    return out, ["--tiny", "--quiet", "--address", cluster.scheduler_address, "--json", str(out)]
+
+
+def test_shapes_are_the_documented_dags():
+    layered = _shapes.layered(1000, layers=100, seed=0)
+    assert len(layered) == 1000 and layered == _shapes.layered(1000, layers=100, seed=0)
+    assert all(1 <= len(ps) <= 3 for n, ps in layered.items() if not n.startswith("l0-"))
+    assert all(p.startswith("l3-") for p in layered["l4-0"])
+    assert _shapes.sinks(_shapes.chain(5)) == ["t4"]
+    assert len(_shapes.sinks(_shapes.fan_out(10))) == 10
+
+
+def test_harness_interleaves_and_reports_ratios(capsys):
+    calls = []
+    args = _harness.parser("t").parse_args(["--reps", "2", "--warmup", "0"])
+    rows = _harness.compare("case", {"a": _harness.Contender(lambda _: calls.append("a")),
+                                     "b": _harness.Contender(lambda _: calls.append("b"))},
+                            args, tasks=10, baseline="a")
+    assert calls == ["a", "b", "b", "a"]
+    assert [r["contender"] for r in rows] == ["a", "b"] and rows[0]["ratio"] == 1.0
+    _harness.report(rows, args, "t", ["case", "contender", "ratio"])
+    out = capsys.readouterr().out
+    assert '"benchmark": "t"' in out and "| case | contender | ratio |" in out
+
+
+def test_overhead_tiny(common):
+    out, argv = common
+    assert overhead.main(argv) == 0
+    rows = _rows(out)
+    cases = {(r["case"], r.get("contender")) for r in rows}
+    for case in ("chain-20", "fanout-50", "layered-200"):
+        for who in ("raw", "cleo", "delayed"):
+            assert (case, who) in cases
+    assert all("error" not in r for r in rows)
+    assert all(r["ratio"] > 0 for r in rows if r.get("contender") == "cleo" and "ratio" in r)
+    assert any(r["case"] == "compile-1000" and r["compile_s"] >= 0 for r in rows)
+
+
+def test_scale_tiny(common):
+    out, argv = common
+    assert scale.main(argv) == 0
+    rows = {r["case"]: r for r in _rows(out)}
+    assert rows["compile-10000"]["compile_s"] > 0 and "extra_b_per_node" in rows["compile-10000"]
+    assert rows["submit-1000"]["first_result_s"] >= rows["submit-1000"]["submit_s"]
+
+
+def test_makespan_tiny_on_two_traces(common):
+    out, argv = common
+    assert makespan.main(argv + ["--workflow", "nfcore", "--workflow", "soykb"]) == 0
+    rows = [r for r in _rows(out) if r.get("contender") in ("cleo-cp", "cleo")]
+    per_trace = [r for r in rows if r["case"] != "median"]
+    assert {r["case"] for r in per_trace} == {"wfi-nfcore-rnaseq", "wfi-soykb-10fastq-20ch"}
+    assert all(r["ok"] and r["ideal_s"] == pytest.approx(1.0) and r["ratio"] >= 0.95 for r in per_trace)
+    assert all(r["ref_ratio"] >= 1.0 for r in per_trace)
+
+
+def test_failures_tiny(common):
+    out, argv = common
+    assert failures.main(argv) == 0
+    rows = {(r["case"], r.get("contender")): r for r in _rows(out)}
+    backoff = rows[("backoff-8x0.1s", "cleo")]
+    assert "error" not in backoff and backoff["ratio"] > 0
+    for who in ("no-failures", "1%-dask-retry", "1%-backoff-0.1s"):
+        assert "error" not in rows[("layered-300", who)]
