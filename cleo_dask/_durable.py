@@ -286,6 +286,7 @@ class Durability:
         from ._run import Run
         engine = self.engine
         record = self.journal.run(run_id)
+        self.journal.check()  # a damaged journal is an error, not a guess
         if record.status == "running" and record.host == HOST and record.pid not in (None, os.getpid()) and not force:
             raise StoreError(f"run {run_id!r} is still running in process {record.pid} on this host; "
                              "resume it when that process is gone (or pass force=True)")

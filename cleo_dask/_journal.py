@@ -158,6 +158,12 @@ class Journal:
             raise StoreError(f"journal {self.path} has schema version {row[0]}; this cleo_dask reads "
                              f"version {SCHEMA_VERSION} (use a new file or a matching cleo_dask)")
 
+    def check(self) -> None:
+        """SQLite's ``quick_check`` of the whole file; :class:`StoreError` naming it if damaged."""
+        problems = [r[0] for r in self._read("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise StoreError(f"journal {self.path} is damaged: {'; '.join(problems[:3])}")
+
     def close(self) -> None:
         """Close the connection."""
         with self._lock:

@@ -92,6 +92,20 @@ def test_journal_schema_version_unknown_run_and_corruption(tmp_path):
         Journal(path).spec("r1")
     assert str(path) in str(err.value)
 
+    # a b-tree page damaged: caught by the check a resume makes first
+    other = tmp_path / "other.db"
+    j = Journal(other)
+    for i in range(100):
+        j.add_run(f"r{i}", agent="a", workflow="wf", name="wf", started=i, nodes=[f"n{k}" for k in range(10)],
+                  results="res", spec=b"x")
+    j.close()
+    data = bytearray(other.read_bytes())
+    data[3 * 4096] ^= 0xFF  # the page-type byte of page 4
+    other.write_bytes(bytes(data))
+    with pytest.raises(cd.StoreError) as err:
+        Journal(other).check()
+    assert str(other) in str(err.value)
+
     # another schema version
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE journal_meta SET value = '99' WHERE key = 'schema_version'")
