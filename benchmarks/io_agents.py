@@ -1,6 +1,7 @@
 """I/O-bound agents: calls in flight, per-agent concurrency and rate limits, beside raw Dask.
 
-On ``LocalCluster(n_workers=2, threads_per_worker=1)`` (worker processes, as the engine starts it):
+On ``LocalCluster(n_workers=2, threads_per_worker=1)`` with worker processes and the scheduler settings
+``Engine()`` gives the clusters it starts (no root-task queuing, see ``cleo_dask._cluster_needs``):
 
 1. ``async``: one agent, 2,000 async tasks each awaiting ``asyncio.sleep(0.5)`` (an LLM call).
    Makespan; ideal 0.5 s, target <= 2 s.
@@ -21,10 +22,15 @@ limits (its rows show what runs without them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 import uuid
 from typing import Any
+
+import dask
+
+from cleo_dask._cluster_needs import scheduler_settings
 
 from . import _harness as h
 
@@ -201,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     p = h.parser(__doc__)
     p.add_argument("--raw-tasks", type=int, default=40, help="tasks raw Dask runs per scenario (extrapolated)")
     args = p.parse_args(argv)
-    with h.cluster(args) as client:
+    with contextlib.ExitStack() as stack:
+        with dask.config.set(scheduler_settings()):  # the scheduler settings Engine() gives its own clusters
+            client = stack.enter_context(h.cluster(args))
         rows = run(client, tiny=args.tiny, reps=h.reps(args, 1), raw_tasks=args.raw_tasks)
         h.report(rows, args, "io_agents", COLUMNS, client=client,
                  title="I/O-bound agents: cleo_dask vs raw Dask (default settings)")

@@ -7,6 +7,7 @@ nothing waiting holds a worker.
 from . import _config  # noqa: F401 - registers cleo_dask's defaults in dask.config
 from ._agent import Agent
 from ._backoff import Backoff, exponential, fixed
+from ._cluster_needs import ClusterWarning
 from ._durable import RunStore
 from ._engine import Engine
 from ._journal import RunRecord
@@ -25,7 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent", "Attempt", "Backoff", "CleoError", "Engine", "Failure", "JsonFormatter", "Node", "Retry", "Run", "RunOutcome",
-    "RunRecord", "RunStore",
+    "RunRecord", "RunStore", "ClusterWarning",
     "Firing", "Schedule", "ScheduleError", "Spec", "load_spec", "Status", "StoreError", "Task", "TaskResult", "TaskSpec", "TaskTimeout", "Workflow",
     "WorkflowError", "configure_logging", "deadline", "exponential", "fixed", "task", "time_left", "__version__",
 ]

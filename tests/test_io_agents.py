@@ -235,13 +235,30 @@ def test_rate_limit_holds_within_ten_percent(engine, agent):
     assert 18 <= 1 / slope <= 22
 
 
-def test_retried_task_takes_a_new_lease(engine):
-    agent = cd.Agent("retrying", max_concurrency=1)
-    flaky = cd.task(Flaky("flaky", 1), name="flaky", retries=2, backoff=cd.fixed(0.05))
+@pytest.mark.parametrize("backoff", [cd.fixed(0.05), None], ids=["engine-retry", "dask-retries"])
+def test_retried_task_takes_a_new_lease(engine, backoff):
+    agent = cd.Agent(f"retrying-{backoff is None}", max_concurrency=1)
+    name = f"flaky-{backoff is None}"
+    flaky = cd.task(Flaky(name, 1), name=name, retries=2, backoff=backoff)
     outcome = engine.submit(flaky, agent).result(timeout=30)
-    assert outcome["flaky"].status == "succeeded" and len(outcome["flaky"].attempts) == 2
+    assert outcome[name].status == "succeeded"
     outcome = engine.submit(many(cd.task(wait_a_bit), 3), agent).result(timeout=30)  # the lease came back
     assert in_flight(intervals(outcome)) == 1
+
+
+def test_cancelling_waiting_tasks_returns_nothing_borrowed(engine, client):
+    from cleo_dask._admission import snapshot
+    agent = cd.Agent("cancelled", max_concurrency=1)
+    run = engine.submit(many(cd.task(wait_a_bit), 5), agent)
+    time.sleep(0.05)
+    run.cancel()
+    run.wait(timeout=30)
+    outcome = engine.submit(many(cd.task(wait_a_bit), 2), agent).result(timeout=30)
+    assert {r.status for r in outcome.values()} == {"succeeded"}
+    deadline = time.time() + 5
+    while snapshot(client)["running"].get("agent:cancelled") and time.time() < deadline:
+        time.sleep(0.05)
+    assert snapshot(client)["running"]["agent:cancelled"] == 0
 
 
 # -- fairness -----------------------------------------------------------------------------------
