@@ -53,6 +53,17 @@ def _stats(prefix: str, seconds: list[float]) -> dict[str, Any]:
             f"{prefix}_max_ms": _round(max(ms) if ms else None)}
 
 
+def _gather(client: Any, futures: list[Any], chunk: int = 2000) -> list[Any]:
+    """Results of many small futures, a chunk at a time (one huge gather can time a busy client out)."""
+    out: list[Any] = []
+    for i in range(0, len(futures), chunk):
+        part = futures[i:i + chunk]
+        out += client.gather(part, errors="skip")
+        for f in part:
+            f.release()
+    return out
+
+
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
@@ -86,7 +97,8 @@ def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dic
     fired = [f for f in in_window if f.outcome == "fired"]
     runs = [r for s in schedules for r in s.runs() if r.id in due_of]
     futures = [r.futures.get("noop") for r in runs]
-    outputs = client.gather([f for f in futures if f is not None], errors="skip")
+    runs = [r for r, f in zip(runs, futures) if f is not None]
+    outputs = _gather(client, [f for f in futures if f is not None])
     starts = [(getattr(o, "start", None) or o.value) - due_of[r.id] for r, o in zip(runs, outputs)]
     per_due = Counter((f.schedule_id, f.due) for f in fired)
     row = {"fired": len(fired), "expected": expected,
@@ -132,7 +144,7 @@ def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
     in_window = [f for f in firings if f.due < end]
     fired = [f for f in in_window if f.outcome == "fired"]
     pairs = list(submitted.values())
-    values = client.gather([f for _, f in pairs])
+    values = _gather(client, [f for _, f in pairs])
     expected = sum(sum(1 for k in range(seconds) if t + k < end) for t in _starts(n, layout, base))
     return {"fired": len(fired), "expected": expected,
             "missed": sum(f.count for f in in_window if f.outcome == "missed"),
@@ -163,7 +175,7 @@ def run_raw(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
         fut = client.submit(raw_noop, i, pure=False)
         handed.append((due, time.time(), fut))
         heapq.heappush(heap, (due + 1.0, i))
-    values = client.gather([f for _, _, f in handed])
+    values = _gather(client, [f for _, _, f in handed])
     return {"fired": len(handed), "expected": len(handed) + 0, "missed": 0, "skipped": 0, "duplicates": 0,
             **_stats("handoff", [at - due for due, at, _ in handed]),
             **_stats("start", [v - due for (due, _, _), v in zip(handed, values)])}
@@ -178,15 +190,21 @@ def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--seconds", type=int, default=None, help="how long each layout runs (default 60, tiny 3)")
     p.add_argument("--layout", action="append", choices=["spread", "aligned"], default=None)
     p.add_argument("--no-raw", action="store_true", help="leave out the raw Dask baseline")
+    p.add_argument("--contender", action="append", choices=["cleo", "cleo-loop", "raw"], default=None,
+                   help="run only this contender (repeatable)")
     args = p.parse_args(argv)
     n = args.schedules or (50 if args.tiny else 1000)
     seconds = args.seconds or (3 if args.tiny else 60)
     rows: list[dict[str, Any]] = []
     with h.cluster(args) as client, cd.Engine(client=client) as engine:
         for layout in args.layout or ["spread", "aligned"]:
-            results = {"cleo": run_cleo(engine, client, n, seconds, layout),
-                       "cleo-loop": run_loop(client, n, seconds, layout)}
-            if not args.no_raw:
+            chosen = args.contender or ["cleo", "cleo-loop"] + ([] if args.no_raw else ["raw"])
+            results = {}
+            if "cleo" in chosen:
+                results["cleo"] = run_cleo(engine, client, n, seconds, layout)
+            if "cleo-loop" in chosen:
+                results["cleo-loop"] = run_loop(client, n, seconds, layout)
+            if "raw" in chosen:
                 results["raw"] = run_raw(client, n, seconds, layout)
             for name, r in results.items():
                 row = {"case": f"{layout}-{n}x{seconds}s", "layout": layout, "contender": name, "schedules": n,

@@ -431,7 +431,9 @@ class Scheduler:
         run, outcome, reason = None, None, None
         grace = e.record.misfire_grace
         late = self._clock() - due_at
-        if grace is not None and late > grace:
+        if self._closed:
+            outcome, reason = SKIPPED, "the scheduler was closed before the run could be submitted"
+        elif grace is not None and late > grace:
             # the submit threads fell behind (an overloaded client): a recorded miss, not an ever-growing delay
             outcome, reason = MISSED, (f"{late:.3f} s late when its turn to be submitted came, beyond "
                                        f"misfire_grace={grace:g} s (submissions fell behind)")
@@ -512,7 +514,8 @@ class Scheduler:
             if self.store.persistent and self.leader:
                 self.store.release_lease()
         finally:
-            self.store.close()
+            if self.store.persistent:  # an in-memory store stays readable (Schedule.firings()) after close
+                self.store.close()
 
     # -- helpers for the handle -------------------------------------------------------------------
     def _entry(self, sid: str) -> _Entry | None:
