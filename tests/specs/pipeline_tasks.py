@@ -15,15 +15,16 @@ def has_items(fetch):
     return bool(fetch)
 
 
-def where_am_i(agent, fetch):
+def where_am_i(agent):
     """Work a little, then say which worker did it (its address) and a value."""
     time.sleep(agent.config.get("work", 0.2))
     from distributed import get_worker
-    return {"worker": get_worker().address, "sum": sum(fetch)}
+    return {"worker": get_worker().address, "sum": sum(range(agent.config.get("n", 3)))}
 
 
 def combine(agent, **parts):
-    """Gather the parts: total and the set of workers that ran them."""
+    """Gather the parts (and ignore ``fetch``): total and the set of workers that ran them."""
+    parts.pop("fetch", None)
     return {"total": sum(p["sum"] for p in parts.values() if isinstance(p, dict)),
             "workers": sorted({p["worker"] for p in parts.values() if isinstance(p, dict)}),
             "parts": len(parts)}
