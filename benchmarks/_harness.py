@@ -41,7 +41,7 @@ def parser(description: str | None) -> argparse.ArgumentParser:
     """The arguments every benchmark shares (add your own to the returned parser)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="tiny sizes, one repetition: a smoke test in seconds")
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions per contender (default: 3, tiny: 1)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions per contender (default: per benchmark, tiny: 1)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs per contender (default 1)")
     p.add_argument("--json", metavar="FILE", default=None, help="also append the JSON lines to FILE")
     p.add_argument("--quiet", action="store_true", help="no JSON lines on stdout (table only)")
@@ -190,6 +190,7 @@ class Contender:
     setup: Callable[[], Any] | None = None
     teardown: Callable[[Any], Any] | None = None
     note: str = ""
+    max_reps: int | None = None   # at most this many timed runs, and no warm-up (slow contenders)
 
 
 @dataclass
@@ -213,13 +214,15 @@ def _once(c: Contender) -> float:
 
 
 def measure(contenders: Mapping[str, Contender], args: argparse.Namespace, client: Any = None,
-            default_reps: int = 3) -> dict[str, Timing]:
+            default_reps: int = 3, warmup: int | None = None) -> dict[str, Timing]:
     """Warm up each contender, then time ``reps`` rounds, each running every contender once
-    (the order rotates between rounds).  Memory peaks are per contender over its timed runs."""
+    (the order rotates between rounds).  Memory peaks are per contender over its timed runs.
+    ``warmup`` overrides ``--warmup`` (e.g. 0 for big cases after a warmed-up small one)."""
     names = list(contenders)
     out = {n: Timing() for n in names}
+    warm = args.warmup if warmup is None else warmup
     for n in names:
-        for _ in range(0 if args.tiny else args.warmup):
+        for _ in range(0 if args.tiny or contenders[n].max_reps else warm):
             try:
                 _once(contenders[n])
             except Exception as exc:  # noqa: BLE001 - a broken contender is reported, not fatal
@@ -228,7 +231,7 @@ def measure(contenders: Mapping[str, Contender], args: argparse.Namespace, clien
     for r in range(reps(args, default_reps)):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
-            if out[n].error:
+            if out[n].error or (contenders[n].max_reps and len(out[n].times) >= contenders[n].max_reps):
                 continue
             with PeakMemory(client) as mem:
                 try:
@@ -246,11 +249,11 @@ def measure(contenders: Mapping[str, Contender], args: argparse.Namespace, clien
 
 
 def compare(case: str, contenders: Mapping[str, Contender], args: argparse.Namespace, *, tasks: int,
-            baseline: str | None = None, client: Any = None, default_reps: int = 3,
+            baseline: str | None = None, client: Any = None, default_reps: int = 3, warmup: int | None = None,
             **extra: Any) -> list[dict[str, Any]]:
     """:func:`measure` and turn the timings into rows: median / min seconds, per-task ms, ratio
     of medians to ``baseline``, memory peaks.  ``extra`` fields are added to every row."""
-    timings = measure(contenders, args, client, default_reps)
+    timings = measure(contenders, args, client, default_reps, warmup)
     base = timings.get(baseline) if baseline else None
     base_med = statistics.median(base.times) if base is not None and base.times else None
     rows = []

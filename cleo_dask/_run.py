@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from distributed import Future
 from distributed.client import FuturesCancelledError, _wait
 
-from ._compile import Compiled, Defaults, compile_resubmission, retry_policy
+from ._compile import Compiled, Defaults, _gc_paused, compile_resubmission, retry_policy
 from ._events import event, run_topic
 from . import _logs
 from . import _admission
@@ -566,7 +566,8 @@ class RunOutcome(Mapping[str, TaskResult]):
         with run._lock:
             run._collect_attempt_events()
             run._fetch_metas()
-            self._results = {n: run._result_of(n) for n in run.workflow.nodes}
+            with _gc_paused():  # one result per node, none of them garbage: skip full collections
+                self._results = {n: run._result_of(n) for n in run.workflow.nodes}
 
     def __getitem__(self, node: str) -> TaskResult:
         return self._results[node]
