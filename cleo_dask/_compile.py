@@ -145,25 +145,36 @@ def plan_units(wf: Workflow, names: Iterable[str], defaults: Defaults, fuse: boo
     return units
 
 
-def bottom_levels(wf: Workflow, default_duration: float = 1.0) -> dict[str, float]:
-    """Each node's bottom level: the longest path (by estimated duration) from it to a sink."""
+def bottom_levels(wf: Workflow, default_duration: float | None = None,
+                  durations: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Each node's bottom level: the longest path (by estimated duration) from it to a sink.
+
+    A node's duration is ``durations[node]`` (estimates, e.g. from an earlier run), else its
+    task's ``duration=``, else ``default_duration`` (default: the mean of the known ones, or 1).
+    """
     children = wf.children()
+    given = durations or {}
+    own = {n: given.get(n, node.task.duration) for n, node in wf.nodes.items()}
+    if default_duration is None:
+        known = [d for d in own.values() if d is not None]
+        default_duration = sum(known) / len(known) if known else 1.0
     level: dict[str, float] = {}
     for n in reversed(list(wf.nodes)):
-        d = wf.nodes[n].task.duration
-        own = default_duration if d is None else d
-        level[n] = own + max((level[c] for c in children[n]), default=0.0)
+        d = own[n]
+        level[n] = (default_duration if d is None else d) + max((level[c] for c in children[n]), default=0.0)
     return level
 
 
 @_gc_paused()
 def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Defaults = Defaults(),
-                     priority: float = 0, fuse: bool = True, critical_path: bool | None = None,
+                     priority: float = 0, fuse: bool = True,
+                     critical_path: bool | Mapping[str, float] | None = None,
                      inputs: Mapping[str, Any] | None = None) -> Compiled:
     """Compile every node of ``wf`` for run ``run_id``; ``agent`` is embedded once.
 
     ``inputs``: extra keyword arguments for root nodes (``engine.run(task, agent, x=1)``).
-    ``critical_path``: prioritise by bottom level (default: when any task declares a ``duration``).
+    ``critical_path``: prioritise by bottom level (default: when any task declares a ``duration``);
+    a mapping ``node -> seconds`` does so with those estimated durations (e.g. an earlier run's).
     """
     compiled = Compiled({}, {}, {})
     literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
@@ -171,8 +182,10 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
                external={}, overrides={})
     if critical_path is None:
         critical_path = any(node.task.duration is not None for node in wf.nodes.values())
+    if isinstance(critical_path, Mapping):
+        _check_durations(wf, critical_path)
     if critical_path:
-        levels = bottom_levels(wf)
+        levels = bottom_levels(wf, durations=critical_path if isinstance(critical_path, Mapping) else None)
         top = max(levels.values(), default=0.0) or 1.0
         for key, names in compiled.units.items():
             compiled.priority[key] = priority + levels[names[0]] / (top * 1.001)
@@ -182,6 +195,17 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     if not critical_path:
         fair_share(compiled, wf, priority)
     return compiled
+
+
+def _check_durations(wf: Workflow, durations: Mapping[str, float]) -> None:
+    from ._errors import WorkflowError
+    unknown = sorted(set(durations) - set(wf.nodes))
+    if unknown:
+        raise WorkflowError(f"critical_path durations name unknown nodes: {unknown[:5]}")
+    bad = {n: d for n, d in durations.items()
+           if isinstance(d, bool) or not isinstance(d, (int, float)) or not d >= 0}
+    if bad:
+        raise WorkflowError(f"critical_path durations must be seconds >= 0, got {dict(list(bad.items())[:5])}")
 
 
 def compile_resubmission(wf: Workflow, run_id: str, agent: Any, names: Iterable[str], gen: int, *,

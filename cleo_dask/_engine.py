@@ -82,14 +82,15 @@ class Engine:
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, target: Any, agent: Any = None, *, priority: float = 0, fail_fast: bool = False,
                name: str | None = None, inputs: Mapping[str, Any] | None = None,
-               critical_path: bool | None = None) -> Run:
+               critical_path: bool | Mapping[str, float] | None = None) -> Run:
         """Submit a workflow (or a single task, as a one-node workflow) for ``agent``; returns at once.
 
         Validation happens first: a :class:`WorkflowError` is raised before anything is submitted.
         ``priority``: higher runs first when workers are busy.  ``fail_fast``: at the first final
         failure cancel what is left.  ``inputs``: keyword arguments for the root nodes.
         ``critical_path``: order ready tasks by their longest path to the end (estimated from
-        task ``duration`` options; default: when any task declares one).
+        task ``duration`` options; default: when any task declares one); or a mapping
+        ``node -> estimated seconds``, e.g. ``{n: r.duration for n, r in earlier.items()}``.
         """
         wf = self._as_workflow(target, inputs)
         wf.validate(inputs or ())
