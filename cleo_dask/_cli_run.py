@@ -40,6 +40,8 @@ def register(sub: Any) -> None:
     p.add_argument("--wait-workers", type=int, default=0, metavar="N",
                    help="wait (up to --connect-timeout) until N workers are connected before submitting")
     p.add_argument("--no-progress", action="store_true", help="do not show progress")
+    p.add_argument("--store", metavar="JOURNAL", help="journal the run in JOURNAL (e.g. runs.db): durable, "
+                   "resumable with `cleo-dask resume` (issue 10)")
     p.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="check a workflow spec without running it",
@@ -123,6 +125,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise BadInput("--no-wait needs a running cluster (--address or --scheduler-file): "
                            "a LocalCluster started for the run would stop when cleo-dask exits")
         engine = _engine(args)
+        if args.store:
+            from ._cli_runs import make_durable
+            make_durable(engine, args.store)
     except (WorkflowError, BadInput) as exc:
         return _fail(str(exc))
     if threading.current_thread() is threading.main_thread():

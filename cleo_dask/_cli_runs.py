@@ -151,6 +151,17 @@ def cmd_forget(args: argparse.Namespace) -> int:
     return 0
 
 
+def make_durable(engine: Any, store: Any) -> None:
+    """Give an engine made by the CLI a journal (as ``Engine(store=...)`` does); a bad store
+    closes the engine and is bad input (exit 2)."""
+    from ._cli_run import BadInput
+    try:
+        engine.store = store
+        engine.durable = engine._start_durable(store)
+    except StoreError as exc:
+        raise BadInput(str(exc)) from None
+
+
 def cmd_resume(args: argparse.Namespace) -> int:
     """``cleo-dask resume RUN_ID``."""
     from ._cli_run import BadInput, _engine, _importable_cwd
@@ -165,9 +176,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     except (CleoError, BadInput) as exc:
         return _fail(str(exc))
     try:
-        store = RunStore(args.store, args.results)
-        engine.store = store
-        engine.durable = engine._start_durable(store)
+        make_durable(engine, RunStore(args.store, args.results))
         run = engine.resume(args.run_id, force=args.force)
         kept = getattr(run, "resumed_from", {})
         print(f"run {run.id} resumed: {kept.get('kept', 0)} node(s) kept, {kept.get('again', 0)} to run",
@@ -176,7 +185,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(summary_table(outcome), flush=True)
         engine.durable.wait_journaled(run.id)  # the journal has the end before this process exits
         return 1 if failed(outcome) else 0
-    except (StoreError, WorkflowError) as exc:
+    except (StoreError, WorkflowError, BadInput) as exc:
         return _fail(str(exc))
     except TimeoutError as exc:
         return _fail(str(exc))

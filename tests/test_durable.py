@@ -287,6 +287,17 @@ def test_cli_resume_exits_1_when_a_node_fails_again(durable, tmp_path):
     assert durable.runs() == []
 
 
+def test_cli_run_with_a_store_is_journaled(tmp_path):
+    store = tmp_path / "runs.db"
+    res = subprocess.run([sys.executable, "-m", "cleo_dask.cli", "run", "failing.json", "--store", str(store),
+                          "--no-progress"], capture_output=True, text=True, env=env_for_subprocess(),
+                         cwd=str(HERE / "specs"), timeout=120)
+    assert res.returncode == 1, res.stderr
+    [record] = Journal(store).runs(agent="unlucky")
+    assert record.status == "failed" and record.workflow == "failing"
+    assert Journal(store).nodes(record.id)["fetch"].status == "succeeded"
+
+
 def test_cli_bad_input(tmp_path):
     store = tmp_path / "runs.db"
     Journal(store).close()
