@@ -8,13 +8,15 @@ Reported per workflow: makespan / ideal for
 * ``cleo-cp``: cleo_dask with critical-path priorities (each task declares ``duration=``, so the
   engine prioritises by bottom level: the longest remaining path to the end);
 * ``cleo``: cleo_dask without durations (Dask's own ordering);
+* ``cleo-est`` (with ``--estimated``): no declared durations; priorities from the durations the
+  ``cleo`` run just measured (``critical_path={node: seconds}``: estimates from history);
 * ``raw`` (with ``--raw``): a raw Dask dict graph of the same sleeps;
 
 beside the reference of ``../shared/bench/wfsim.py``: a greedy critical-path list schedule with
 1 ms per-task overhead (``ref_ratio``).  ``makespan_s`` is wall time from submission to the
 outcome; ``vs_ref`` = makespan / the reference's makespan (target <= 1.05).
 
-    python -m benchmarks.makespan [--tiny] [--target 20] [--workflow NAME ...] [--raw] [--json FILE]
+    python -m benchmarks.makespan [--tiny] [--target 20] [--workflow NAME ...] [--estimated] [--raw] [--json FILE]
 """
 from __future__ import annotations
 
@@ -86,8 +88,10 @@ def raw_graph(inst: dict, k: float, suffix: str) -> tuple[dict, list[str]]:
     return dsk, [t["id"] + suffix for t in inst["tasks"] if t["id"] not in has_child]
 
 
-def run_one(inst: dict, k: float, contender: str, client: Any, engine: Any, agent: Any) -> dict[str, Any]:
-    """Run one workflow once with one contender: makespan (wall) and the tasks' own span."""
+def run_one(inst: dict, k: float, contender: str, client: Any, engine: Any, agent: Any,
+            estimates: dict[str, float] | None = None) -> dict[str, Any]:
+    """Run one workflow once with one contender: makespan (wall) and the tasks' own span
+    (``cleo-est``: priorities from ``estimates``, the durations measured in an earlier run)."""
     if contender == "raw":
         dsk, keys = raw_graph(inst, k, f"-{uuid.uuid4().hex[:8]}")
         t0 = time.perf_counter()
@@ -95,14 +99,16 @@ def run_one(inst: dict, k: float, contender: str, client: Any, engine: Any, agen
         return {"makespan_s": time.perf_counter() - t0}
     wf = workflow(inst, k, durations=contender == "cleo-cp")
     t0 = time.perf_counter()
-    run = engine.submit(wf, agent, critical_path=contender == "cleo-cp")
+    run = engine.submit(wf, agent, critical_path=estimates if contender == "cleo-est" else contender == "cleo-cp")
     outcome = run.result()
     wall = time.perf_counter() - t0
     starts = [r.start for r in outcome.values() if r.start is not None]
     ends = [r.end for r in outcome.values() if r.end is not None]
     ok = outcome.ok
+    measured = {n: r.duration for n, r in outcome.items() if r.duration is not None}
     run.release()
-    return {"makespan_s": wall, "span_s": (max(ends) - min(starts)) if starts else None, "ok": ok}
+    return {"makespan_s": wall, "span_s": (max(ends) - min(starts)) if starts else None, "ok": ok,
+            "measured": measured}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,10 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workflow", action="append", default=None, help="only traces whose name contains this")
     p.add_argument("--raw", action="store_true", help="also run a raw Dask dict graph of the same sleeps")
     p.add_argument("--no-baseline", action="store_true", help="only cleo-cp (skip cleo without durations)")
+    p.add_argument("--estimated", action="store_true",
+                   help="also cleo-est: no declared durations, priorities from the durations the cleo run measured")
     args = p.parse_args(argv)
     target = args.target or (1.0 if args.tiny else 20.0)
     sim = wfsim()
     contenders = ["cleo-cp"] + ([] if args.no_baseline else ["cleo"]) + (["raw"] if args.raw else [])
+    estimated = args.estimated and not args.no_baseline
     rows: list[dict[str, Any]] = []
     with h.cluster(args) as client, cd.Engine(client=client) as engine:
         agent = cd.Agent("bench")
@@ -131,9 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             ideal = ref["lb"]
             for r in range(h.reps(args, 1)):
                 order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
+                if estimated:
+                    order.insert(order.index("cleo") + 1, "cleo-est")
+                measured: dict[str, float] = {}
                 for c in order:
                     with h.PeakMemory(client) as mem:
-                        res = run_one(inst, k, c, client, engine, agent)
+                        res = run_one(inst, k, c, client, engine, agent, estimates=measured)
+                    if c == "cleo":
+                        measured = res["measured"]
                     row = {"case": inst.get("name", path.stem), "contender": c, "tasks": ref["tasks"], "P": P,
                            "k": round(k, 6), "ideal_s": round(ideal, 3), "cp_s": round(ref["cp"], 3),
                            "makespan_s": round(res["makespan_s"], 3),
@@ -147,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
                     if not args.quiet:
                         print(f"# {row['case']} {c}: {row['makespan_s']} s, ratio {row['ratio']}", flush=True)
-        for c in contenders:
+        for c in contenders + (["cleo-est"] if estimated else []):
             ratios = [r["ratio"] for r in rows if r["contender"] == c]
             vs = [r["vs_ref"] for r in rows if r["contender"] == c]
             rows.append({"case": "median", "contender": c, "ratio": round(statistics.median(ratios), 4),
