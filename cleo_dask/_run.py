@@ -71,6 +71,7 @@ class Run:
         self._interrupts: set[asyncio.Event] = set()
         self._attempts_seen: dict[str, int] = {}
         self._outcome: tuple[tuple, RunOutcome] | None = None   # cached while nothing changes
+        self.inputs: dict[str, Any] = {}   # keyword inputs of the root nodes (set by the engine)
         self._scan: list[Future] | None = None   # _any_pending's snapshot and cursor
         self._scan_pos = 0
 
@@ -246,7 +247,7 @@ class Run:
         self._gen += 1
         compiled = compile_resubmission(wf, self.id, self.agent, names, self._gen, defaults=self._defaults,
                                         external=external, literals=literals, overrides=overrides,
-                                        priority=self.priority)
+                                        priority=self.priority, inputs=getattr(self, "inputs", None))
         old_keys = {self._location[n][0] for n in names}
         self._units.update(compiled.units)
         self._location.update(compiled.location)

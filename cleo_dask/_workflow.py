@@ -194,7 +194,7 @@ def node_problems(node: Node, inputs: tuple[str, ...] = ()) -> list[str]:
         from ._task import Signature
         problems.extend(Signature.of(node.when, agent_first=False).problems(node.parents, f"condition 'when' of {what}"))
     if node.task.fallback is not None:
-        problems.extend(node.task.fallback.signature.problems(node.parents, f"fallback of {what}"))
+        problems.extend(node.task.fallback.signature.problems(node.parents + inputs, f"fallback of {what}"))
     return problems
 
 

@@ -112,6 +112,18 @@ def test_the_fallback_stands_in_and_its_value_flows_downstream(engine, agent):
     assert [(a, n, type(e).__name__) for a, n, e in calls] == [("researcher-1", "call_api", "ConnectionError")]
 
 
+def test_a_fallback_receives_the_runs_inputs_too(engine, agent):
+    def cached(agent, error, city):
+        return f"cached weather for {city}"
+
+    @cd.task(fallback=cached)
+    def weather(agent, city):
+        raise ConnectionError("api down")
+
+    r = engine.run(weather, agent, city="Paris")
+    assert r.status == "fell_back" and r.value == "cached weather for Paris"
+
+
 def test_a_failing_fallback_is_a_final_failure(engine, agent):
     def broken_fallback(agent, error):
         raise RuntimeError("fallback broke too")
