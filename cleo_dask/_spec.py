@@ -24,6 +24,7 @@ in one :class:`WorkflowError` whose ``problems`` attribute lists them::
 """
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import os
@@ -38,7 +39,7 @@ from ._agent import Agent
 from ._backoff import Backoff, exponential, fixed
 from ._errors import WorkflowError
 from ._imports import resolve
-from ._task import as_spec
+from ._task import TaskSpec, as_spec
 from ._trigger import TRIGGER_RULES
 from ._workflow import Workflow
 
@@ -70,15 +71,21 @@ def load_spec(target: str | os.PathLike[str], *, agent_file: str | os.PathLike[s
     target = os.fspath(target)
     problems = _Problems(target)
     agent = None
-    if agent_file is not None:
-        agent = load_agent(agent_file, problems=problems)
-    if os.path.isfile(target):
-        spec = _load_file(target, agent, problems)
-    elif target.endswith(SPEC_SUFFIXES) or os.sep in target or ":" not in target:
-        problems.add(None, f"no such spec file: {target}")
-        spec = None
-    else:
-        spec = _load_target(target, agent, problems)
+    paused = gc.isenabled()
+    gc.disable()  # many small objects and no cycles: the cyclic GC would only slow big specs down
+    try:
+        if agent_file is not None:
+            agent = load_agent(agent_file, problems=problems)
+        if os.path.isfile(target):
+            spec = _load_file(target, agent, problems)
+        elif target.endswith(SPEC_SUFFIXES) or os.sep in target or ":" not in target:
+            problems.add(None, f"no such spec file: {target}")
+            spec = None
+        else:
+            spec = _load_target(target, agent, problems)
+    finally:
+        if paused:
+            gc.enable()
     problems.raise_if_any()
     assert spec is not None
     return spec
@@ -109,7 +116,7 @@ class _Map(dict):
     lines: dict[Any, int]
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when there: 10x faster
     """Safe YAML (no Python objects) that records lines and rejects duplicate keys."""
 
 
@@ -185,6 +192,7 @@ class _Problems:
     def __init__(self, source: str):
         self.source = source
         self.items: list[str] = []
+        self.specs: dict[int, tuple[Any, TaskSpec]] = {}  # one TaskSpec per task object, for big specs
 
     def add(self, where: _Where | None, message: str, *, file: str | None = None, line: int | None = None) -> None:
         if where is not None:
@@ -324,7 +332,7 @@ def _node_fields(data: dict[str, Any], where: _Where, problems: _Problems) -> tu
     if "task" not in data:
         problems.add(where, "missing required field 'task' (an import path 'package.module:function')")
     else:
-        out["task"] = _import(data["task"], at("task"), problems, _task_check)
+        out["task"] = _task_spec(data["task"], at("task"), problems)
     after = data.get("after", [])
     if isinstance(after, str):
         after = [after]
@@ -378,12 +386,17 @@ def _node_fields(data: dict[str, Any], where: _Where, problems: _Problems) -> tu
     return out, len(problems.items) == before
 
 
-def _task_check(obj: Any) -> str | None:
-    try:
-        as_spec(obj)
-    except WorkflowError as exc:
-        return f"is not a task: {exc}"
-    return None
+def _task_spec(path: Any, where: _Where, problems: _Problems) -> TaskSpec | None:
+    obj = _import(path, where, problems)
+    if obj is None:
+        return None
+    if id(obj) not in problems.specs:
+        try:
+            problems.specs[id(obj)] = (obj, as_spec(obj))
+        except WorkflowError as exc:
+            problems.add(where, f"import path {path!r} is not a task: {exc}")
+            return None
+    return problems.specs[id(obj)][1]
 
 
 def _nodes(data: Any, where: _Where, problems: _Problems) -> list[tuple[str, _Where, dict[str, Any]]]:
