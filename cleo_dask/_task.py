@@ -122,11 +122,16 @@ class TaskSpec:
         return self.fn(agent, **self.signature.select(inputs))
 
     def __reduce__(self):
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        ref = _decorated_ref(self.fn)
-        if ref is not None:
-            fields["fn"] = _FunctionRef(*ref)
-        return (_rebuild_spec, (fields,))
+        # cached: a spec is frozen, and every Dask task of its nodes pickles it again
+        reduced = self.__dict__.get("_reduced")
+        if reduced is None:
+            fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+            ref = _decorated_ref(self.fn)
+            if ref is not None:
+                fields = (_FunctionRef(*ref),) + fields[1:]
+            reduced = (_rebuild_spec, fields)
+            object.__setattr__(self, "_reduced", reduced)
+        return reduced
 
 
 class _FunctionRef:
@@ -158,13 +163,19 @@ def _decorated_ref(fn: Any) -> tuple[str, str] | None:
     return None
 
 
-def _rebuild_spec(fields: dict[str, Any]) -> TaskSpec:
-    if isinstance(fields["fn"], _FunctionRef):
-        fields["fn"] = fields["fn"].resolve()
+def _rebuild_spec(*fields: Any) -> TaskSpec:
     spec = object.__new__(TaskSpec)
-    for name, value in fields.items():
-        object.__setattr__(spec, name, value)
+    pairs = fields[0].items() if len(fields) == 1 and isinstance(fields[0], dict) else zip(_SPEC_FIELDS(), fields)
+    for f, value in pairs:  # (a dict of fields: pickled by an earlier version)
+        if f == "fn" and isinstance(value, _FunctionRef):
+            value = value.resolve()
+        object.__setattr__(spec, f, value)
     return spec
+
+
+@functools.lru_cache(maxsize=1)
+def _SPEC_FIELDS() -> tuple[str, ...]:  # noqa: N802 - a constant, computed once
+    return tuple(f.name for f in dataclasses.fields(TaskSpec))
 
 
 def check_options(spec: TaskSpec) -> None:

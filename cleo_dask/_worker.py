@@ -89,6 +89,12 @@ class NodeCall:
     mode: str = "task"
     error: BaseException | None = None
 
+    def __reduce__(self):
+        # a positional tuple: every Dask task carries one per node, pickled by the scheduler
+        # for each worker; the default (class + field-name dict) is larger and slower
+        return (NodeCall, (self.name, self.task, self.inputs, self.when, self.trigger, self.attempt, self.mode,
+                           self.error))
+
 
 @dataclass(frozen=True)
 class UnitCall:
@@ -98,6 +104,9 @@ class UnitCall:
     key: str
     nodes: tuple[NodeCall, ...]
     store: Any = None  # a ResultStore for durable runs (outputs written there, cache=)
+
+    def __reduce__(self):
+        return (UnitCall, (self.run_id, self.key, self.nodes, self.store))
 
 
 def _worker_address() -> str | None:
