@@ -226,6 +226,11 @@ def test_cluster_over_tls_with_a_scheduler_file(tmp_path):
         # without a certificate the TLS scheduler is not reachable
         done = cleo("run", "pipeline.yaml", "--scheduler-file", sched_file, "--connect-timeout", "2")
         assert done.returncode == 2 and "is a TLS address" in done.stderr
+        # nor with certificates of another CA: the handshake fails, a clear message, no hang
+        other = make_certs(tmp_path / "other-ca")
+        done = cleo("run", "pipeline.yaml", "--scheduler-file", sched_file, "--connect-timeout", "2",
+                    *tls_flags(other, "client", dask_style=False))
+        assert done.returncode == 2 and "cannot reach tls://127.0.0.1:" in done.stderr
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
