@@ -78,7 +78,11 @@ def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dic
 
     task = cd.task(noop)
     agent = cd.Agent("bench")
-    base = math.ceil(time.time() + 1.0 + 0.005 * n)  # creating the schedules takes a moment
+    t0, far = time.time(), datetime.fromtimestamp(time.time() + 3600, timezone.utc)
+    for s in [engine.schedule(task, agent, every=1.0, start=far) for _ in range(20)]:
+        s.cancel()
+    per = (time.time() - t0) / 20  # creating the schedules takes a while on a busy machine: start after that
+    base = math.ceil(time.time() + 1.0 + 2.0 * per * n)
     schedules = [engine.schedule(task, agent, every=1.0, start=datetime.fromtimestamp(t, timezone.utc))
                  for t in _starts(n, layout, base)]
     end = base + seconds
@@ -105,6 +109,7 @@ def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dic
            "missed": sum(f.count for f in in_window if f.outcome == "missed"),
            "skipped": sum(f.count for f in in_window if f.outcome == "skipped"),
            "skip_reasons": sorted({f.reason for f in in_window if f.outcome == "skipped"}) or None,
+           "miss_reasons": sorted({(f.reason or "")[:80] for f in in_window if f.outcome == "missed"})[:3] or None,
            "duplicates": sum(c - 1 for c in per_due.values() if c > 1),
            **_stats("handoff", [f.lateness for f in fired if f.lateness is not None]), **_stats("start", starts)}
     for r in runs:
