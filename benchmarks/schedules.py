@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import statistics
 import threading
 import time
 from collections import Counter
