@@ -248,6 +248,17 @@ def test_engine_schedules_runs_on_the_cluster(engine, agent, tmp_path):
     assert "cleo_dask Schedule" in every._repr_html_() and "every 0.3s" in repr(every)
 
 
+def test_a_cron_schedule_with_seconds_fires_on_the_cluster(engine, tmp_path):
+    s = engine.schedule("schedule_jobs:append_line", cd.Agent("cron", config={"path": str(tmp_path / "c.txt")}),
+                        cron="* * * * * *", timezone="Europe/Paris")  # 6th field: every second
+    assert s.next_fire_time.tzinfo.key == "Europe/Paris" and s.next_fire_time.microsecond == 0
+    assert wait_until(lambda: len(s.runs()) >= 2, timeout=15)
+    s.cancel()
+    assert all(r.result(timeout=30).ok for r in s.runs())
+    fired = [f for f in s.firings() if f.outcome == "fired"]
+    assert all(f.due == int(f.due) for f in fired)  # on the second
+
+
 def test_max_running_skips_and_records_why(engine):
     from schedule_jobs import nap
 
