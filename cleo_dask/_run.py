@@ -251,13 +251,15 @@ class Run:
         old_keys = {self._location[n][0] for n in names}
         self._units.update(compiled.units)
         self._location.update(compiled.location)
+        # announce the new keys before the old ones are released, so monitors never take the
+        # release of a replaced key for the node's end
+        self._log("keys", nodes={n: compiled.location[n][0] for n in names})
+        self._submit(compiled)
         still_used = {k for k, _ in self._location.values()}
         for k in old_keys - still_used:
             self._futures.pop(k, None)
             self._units.pop(k, None)
-        self._submit(compiled)
         self._interrupt_waiters()
-        self._log("keys", nodes={n: compiled.location[n][0] for n in names})
         self._changed.notify_all()
 
     def _cancel_rest(self) -> None:
