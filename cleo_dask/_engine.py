@@ -6,7 +6,8 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Mapping
+import weakref
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import dask
@@ -18,6 +19,7 @@ from ._backoff import Backoff, fixed
 from ._cluster_needs import check_cluster, scheduler_settings
 from ._compile import Defaults, compile_workflow
 from ._driver import Driver
+from ._eventsend import EventSender
 from ._errors import WorkflowError
 from ._events import event, run_topic
 from ._outcome import Status, TaskResult
@@ -71,7 +73,8 @@ class Engine:
         if self.cluster is None:
             check_cluster(self.client)  # I/O-bound agents: warn about what the cluster lacks
         self._driver = Driver()
-        self._runs: dict[str, Run] = {}
+        self._runs = RunRegistry()
+        self._events = EventSender(self.client)
         self._lock = threading.Lock()
         self._listeners: list[Any] = []
         self.store = store
@@ -182,6 +185,7 @@ class Engine:
             logger.debug("finishing run %s", run.id, exc_info=True)
         for listener in self._listeners:
             _safe(listener, "finished", run)
+        self._runs.finished(run.id)
 
     # -- monitoring (issue 9: scheduler plugin, dashboard page, logs) -------------------------
     def _start_monitoring(self) -> bool:
@@ -315,6 +319,44 @@ class Engine:
                 f"<br>workers: {len(self.client.scheduler_info().get('workers', {}))}, runs: {len(self._runs)}"
                 + (f"<br>dashboard: <a href='{html.escape(link)}' target='_blank'>{html.escape(link)}</a>" if link else "")
                 + "</div>")
+
+
+class RunRegistry(MutableMapping):
+    """The engine's runs by id: held strongly while they run, weakly once finished.
+
+    A running run must stay referenced (dropping its futures would cancel its tasks, and
+    ``engine.submit(...)`` without keeping the result is a normal way to fire and forget); a
+    finished one is kept only as long as the user holds it, so a long-lived engine (a
+    ``cleo-dask serve``) does not pin every result it ever produced in the cluster's memory.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[str, Run] = {}
+        self._done: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
+
+    def finished(self, run_id: str) -> None:
+        """Keep ``run_id`` only weakly from now on."""
+        run = self._running.pop(run_id, None)
+        if run is not None:
+            self._done[run_id] = run
+
+    def __getitem__(self, run_id: str) -> Run:
+        run = self._running.get(run_id)
+        return run if run is not None else self._done[run_id]
+
+    def __setitem__(self, run_id: str, run: Run) -> None:
+        self._done.pop(run_id, None)
+        self._running[run_id] = run
+
+    def __delitem__(self, run_id: str) -> None:
+        if self._running.pop(run_id, None) is None:
+            del self._done[run_id]
+
+    def __iter__(self):
+        return iter(list(self._running) + [k for k in list(self._done) if k not in self._running])
+
+    def __len__(self) -> int:
+        return len(self._running) + len(self._done)
 
 
 def _local_cluster_options(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -271,8 +271,11 @@ class Run:
         self._engine._driver.call_soon(self._maybe_finished)
 
     def _log(self, kind: str, **fields: Any) -> None:
+        """Publish an event of this run (in order; only ``run`` and ``keys``, which must be on
+        the scheduler before the graph they announce, make the caller wait)."""
         try:
-            self._client.log_event(run_topic(self.id), event(kind, self.id, **fields))
+            self._engine._events.send(run_topic(self.id), event(kind, self.id, **fields),
+                                      wait=kind in ("run", "keys"))
         except Exception:  # noqa: BLE001 - monitoring must never break a run
             logger.debug("could not log event %s", kind, exc_info=True)
 

@@ -1,0 +1,47 @@
+"""Sending events to the scheduler's event log without making the caller wait.
+
+``Client.log_event`` is a round trip.  :class:`EventSender` queues events on the client's event
+loop and sends them one after the other, so they arrive in the order they were sent; a caller
+that needs an event to be on the scheduler before what it does next (a run's announcement before
+its graph) passes ``wait=True``.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from typing import Any
+
+logger = logging.getLogger("cleo_dask")
+
+
+class EventSender:
+    """An ordered, fire-and-forget channel of events from one client to its scheduler."""
+
+    def __init__(self, client: Any):
+        self._client = client
+        self._queue: asyncio.Queue | None = None
+
+    def send(self, topic: str, msg: dict[str, Any], wait: bool = False, timeout: float = 30.0) -> None:
+        """Queue ``msg`` under ``topic``; with ``wait``, return once the scheduler has it."""
+        done: concurrent.futures.Future | None = concurrent.futures.Future() if wait else None
+        self._client.loop.add_callback(self._put, topic, msg, done)
+        if done is not None:
+            done.result(timeout=timeout)
+
+    async def _put(self, topic: str, msg: dict[str, Any], done: concurrent.futures.Future | None) -> None:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            asyncio.ensure_future(self._pump(self._queue))
+        await self._queue.put((topic, msg, done))
+
+    async def _pump(self, queue: asyncio.Queue) -> None:
+        while True:
+            topic, msg, done = await queue.get()
+            try:
+                await self._client.scheduler.log_event(topic=topic, msg=msg)
+            except Exception:  # noqa: BLE001 - monitoring must never break a run
+                logger.debug("could not send event %s", msg.get("kind"), exc_info=True)
+            finally:
+                if done is not None and not done.done():
+                    done.set_result(None)
