@@ -30,13 +30,14 @@ import heapq
 import itertools
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from ._agent import agent_id
 from ._errors import CleoError
-from ._ratelimit import next_start, parse_rate
+from ._ratelimit import Rate, next_start, parse_rate, window_allows
 
 logger = logging.getLogger("cleo_dask")
 
@@ -135,6 +136,8 @@ class AdmissionPlugin(SchedulerPlugin):
         self.interval: dict[str, float] = {}
         self.due: dict[str, float | None] = {}
         self.waiting: dict[str, int] = {}          # rate name -> tasks queued under it
+        self.rate: dict[str, Rate] = {}
+        self.recent: dict[str, deque] = {}         # rate name -> start times in the last period
         self.held: set[str] = set()                # keys admitted and not yet out of processing
         self.queued: set[str] = set()
         self._dirty: set[tuple] = set()
@@ -183,6 +186,8 @@ class AdmissionPlugin(SchedulerPlugin):
             self.running.setdefault(name, 0)
         for name, count, per in rates:
             self.interval[name] = per / count
+            self.rate[name] = Rate(count, per)
+            self.recent.setdefault(name, deque())
             self.due.setdefault(name, None)
             self.waiting.setdefault(name, 0)
         lane_id = (tuple(n for n, _ in limits), tuple(n for n, _, _ in rates))
@@ -258,6 +263,8 @@ class AdmissionPlugin(SchedulerPlugin):
             blocked = False
             for name in lane.rates:
                 ok, due = next_start(self.due[name], now, self.interval[name])
+                if ok:
+                    ok, due = window_allows(self.recent[name], now, self.rate[name])
                 if not ok:
                     blocked = True
                     if name not in self._timers:
@@ -267,6 +274,7 @@ class AdmissionPlugin(SchedulerPlugin):
                 continue
             for name in lane.rates:
                 self.due[name] = next_start(self.due[name], now, self.interval[name])[1]
+                self.recent[name].append(now)
             for name in lane.limits:
                 self.running[name] += 1
             heapq.heappop(lane.heap)

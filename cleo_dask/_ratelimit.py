@@ -1,7 +1,8 @@
 """Rate limits such as ``"60/m"``: parsing, and the pure arithmetic of spacing starts.
 
 A limit of ``n`` per period lets one start through every ``period / n`` seconds, evenly spaced
-(like Celery's ``rate_limit``; no burst), cluster-wide: the admission plugin on the scheduler
+(like Celery's ``rate_limit``; no burst), and never more than ``n`` in any window of one period
+(:func:`window_allows`), cluster-wide: the admission plugin on the scheduler
 (:mod:`cleo_dask._admission`) keeps one schedule per rate-limited task and calls
 :func:`next_start` with its own clock.  Starts released late by the event loop do not slow the
 schedule down: the next start is due one interval after the *planned* one, so the average rate
@@ -10,6 +11,7 @@ stays exact (see :func:`catch_up`); after an idle spell the schedule restarts fr
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass
 
 from ._errors import WorkflowError
@@ -57,13 +59,26 @@ def parse_rate(text: object) -> Rate:
     return Rate(count, per)
 
 
+def window_allows(recent: deque[float], now: float, rate: Rate) -> tuple[bool, float]:
+    """The hard cap: at most ``rate.count`` starts in any window of ``rate.per`` seconds.
+
+    ``recent`` holds the times of the latest starts (oldest first; pruned here).  Returns
+    ``(True, now)`` if one more start fits, else ``(False, when the oldest leaves the window)``.
+    """
+    while recent and recent[0] <= now - rate.per:
+        recent.popleft()
+    if len(recent) < rate.count:
+        return True, now
+    return False, recent[0] + rate.per
+
+
 def catch_up(interval: float) -> float:
     """How late (seconds) a start may be and still keep the schedule (beyond: restart from now).
 
     One second, or one interval if longer.  A scheduler whose process was descheduled for a
     moment on a busy machine (hundreds of milliseconds are common on a loaded box) then admits
-    the starts it missed at once, so the average rate stays exact; the price is that a window
-    of one period may see up to ``1 s / interval`` extra starts after such a stall.  Only tasks
+    the starts it missed at once, so the average rate stays exact, as far as the hard cap of
+    :func:`window_allows` (``count`` starts in any window of one period) lets it.  Only tasks
     that were already waiting catch up: the admission plugin restarts the schedule when a task
     arrives for a rate that had nobody waiting, so an idle spell never turns into a burst.
     """

@@ -96,6 +96,24 @@ def test_spacing_keeps_the_average_rate_when_starts_come_late():
     assert next_start(5.0, 100.0, 0.1) == (True, 100.1)  # idle: restart from now, no burst
 
 
+def test_never_more_than_count_in_a_window_even_when_catching_up():
+    from collections import deque
+    from cleo_dask._ratelimit import window_allows
+    rate, recent, due, starts = Rate(10, 1.0), deque(), None, []
+    now = 0.0
+    while len(starts) < 40:
+        ok, due2 = next_start(due, now, rate.interval)
+        if ok:
+            ok, _ = window_allows(recent, now, rate)
+        if ok:
+            starts.append(now)
+            recent.append(now)
+            due = due2
+        now += 0.7 if len(starts) == 5 and now < 1 else 0.01  # one long stall, then a busy loop
+    assert max(sum(a <= s < a + 1.0 for s in starts) for a in starts) <= 10
+    assert (len(starts) - 1) / (starts[-1] - starts[0]) == pytest.approx(10, rel=0.1)
+
+
 def test_bad_limits_are_workflow_errors():
     with pytest.raises(cd.WorkflowError, match="rate_limit"):
         cd.task(rate_limit="abc")(block_a_bit)
