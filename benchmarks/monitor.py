@@ -6,7 +6,7 @@ monitor registered, as an Engine does by default).  ``monitor_ratio`` = cleo-on 
 A last case keeps the /cleo page open in a Bokeh session (its periodic update runs on the
 scheduler's event loop) while cleo-on runs.
 
-    python -m benchmarks.monitor [--tiny] [--json FILE] [--reps N] [--in-process]
+    python -m benchmarks.monitor [--tiny] [--nodes N] [--json FILE] [--reps N] [--in-process]
 """
 from __future__ import annotations
 
@@ -57,9 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0."""
     import cleo_dask as cd
 
-    args = h.parser(__doc__).parse_args(argv)
+    p = h.parser(__doc__)
+    p.add_argument("--nodes", type=int, default=10_000, help="nodes per workflow (default 10000)")
+    args = p.parse_args(argv)
+    n = args.nodes
     cases = {"fanout-50": s.fan_out(50)} if args.tiny else \
-        {"fanout-10000": s.fan_out(10_000), "layered-10000": s.layered(10_000)}
+        {f"fanout-{n}": s.fan_out(n), f"layered-{n}": s.layered(n, layers=min(100, max(2, n // 20)))}
     rows: list[dict[str, Any]] = []
     with h.cluster(args) as client, cd.Engine(client=client) as engine:
         agent = cd.Agent("bench")
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                 if r["contender"] == "cleo-on" and times.get("cleo-off"):
                     r["monitor_ratio"] = round(times["cleo-on"] / times["cleo-off"], 3)
             rows += case_rows
+            if not args.quiet:
+                print(f"# {case}: {times}", flush=True)
         _set_monitor(client, True)
         rows += _with_page_open(client, engine, agent, cases, args)
         h.report(rows, args, "monitor", ["case", "contender", "tasks", "median_s", "per_task_ms", "ratio",
