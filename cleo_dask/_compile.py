@@ -240,7 +240,10 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
     for lit_key, out in literals.items():
         compiled.dsk[f"{lit_key}-{run_id}"] = DataNode(f"{lit_key}-{run_id}", out)
     for unit in plan_units(wf, names, defaults, fuse):
-        key = f"{unit[0]}-{run_id}" if gen == 0 else f"{unit[0]}-{run_id}-{gen}"
+        # Dask groups tasks by the key's prefix (``key_split``: the words before the run id), so
+        # the prefix is the *task's* name: one group per function, as the dashboard shows them,
+        # rather than one per node (10,000 prefixes slow the scheduler's duration estimates).
+        key = f"{nodes[unit[0]].task.name}-{run_id}-{unit[0]}" + (f"-{gen}" if gen else "")
         deps: list[str] = []
         dep_pos: dict[str, int] = {}
         calls = []

@@ -133,7 +133,7 @@ def _secs(d: float | None) -> str:
 
 
 # -- print() on workers ------------------------------------------------------------------------
-_CLEO_KEY = re.compile(r"-[0-9a-f]{16}(-\d+)?$")
+_CLEO_KEY = re.compile(r"-[0-9a-f]{16}(-|$)")   # <task>-<run id>-<node>[-<generation>]
 
 
 class _TaskStdout:

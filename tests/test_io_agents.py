@@ -134,8 +134,9 @@ def test_fair_share_ranks_roots_below_user_priorities(agent):
     wf = many(block_a_bit, 3)
     wf.add(block_a_bit, name="after", after=["t0", "t1"])
     compiled = compile_workflow(wf, "r1", agent, priority=5)
-    assert [compiled.priority[f"t{i}-r1"] for i in range(3)] == [5, 5 - STEP, 5 - 2 * STEP]
-    assert compiled.priority.get("after-r1", 5) == 5  # only roots are ranked
+    key = {n: k for n, (k, _) in compiled.location.items()}
+    assert [compiled.priority[key[f"t{i}"]] for i in range(3)] == [5, 5 - STEP, 5 - 2 * STEP]
+    assert compiled.priority.get(key["after"], 5) == 5  # only roots are ranked
     assert 1_000_000 * STEP <= 1e-3
 
 
