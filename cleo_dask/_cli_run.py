@@ -308,9 +308,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if args.scheduler_file:
         kwargs["scheduler_kwargs"] = {"scheduler_file": args.scheduler_file}
     try:
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=args.threads_per_worker,
-                               processes=not args.no_processes, host=args.host, scheduler_port=args.port,
-                               dashboard_address=args.dashboard_address, **kwargs)
+        import dask
+
+        from ._cluster_needs import scheduler_settings
+        with dask.config.set(scheduler_settings()):   # the settings agents need (no root-task queuing)
+            cluster = LocalCluster(n_workers=args.workers, threads_per_worker=args.threads_per_worker,
+                                   processes=not args.no_processes, host=args.host, scheduler_port=args.port,
+                                   dashboard_address=args.dashboard_address, **kwargs)
     except Exception as exc:  # noqa: BLE001 - port in use, bad host...
         return _fail(f"cannot start the cluster: {type(exc).__name__}: {exc}")
     for sig in (signal.SIGINT, signal.SIGTERM):

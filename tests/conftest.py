@@ -1,16 +1,20 @@
 """Shared fixtures: real Dask clusters (in-process for speed unless a test needs processes)."""
 from __future__ import annotations
 
+import dask
 import pytest
 from distributed import Client, LocalCluster
 
 import cleo_dask as cd
+from cleo_dask._cluster_needs import scheduler_settings
 
 
 @pytest.fixture(scope="session")
 def cluster():
     """One in-process LocalCluster (2 workers x 1 thread) for the session."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as c:
+    with dask.config.set(scheduler_settings()):   # read once, when the scheduler starts
+        c = LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0")
+    with c:
         yield c
 
 
