@@ -5,6 +5,7 @@ import html
 import logging
 import os
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Mapping, MutableMapping
@@ -254,7 +255,10 @@ class Engine:
     def _submit_scheduled(self, target: Any, agent: Any, schedule: Any, due: float) -> Run:
         from datetime import datetime, timezone
         when = datetime.fromtimestamp(due, timezone.utc).isoformat(timespec="seconds")
-        return self.submit(target, agent, name=f"{schedule.name} @ {when}")
+        run = self.submit(target, agent, name=f"{schedule.name} @ {when}")
+        # the monitor plugin turns this event into the cleo_schedule_lateness_seconds histogram
+        self._events.send("cleo-schedules", {"kind": "lateness", "run": run.id, "seconds": max(0.0, time.time() - due)})
+        return run
 
     # -- durable runs (issue 10: journal, result store, resume, history) ---------------------
     def _start_durable(self, store: Any) -> Any:

@@ -340,3 +340,15 @@ def test_monitor_and_page_live_on_a_separate_scheduler_process(tmp_path):
             assert "Dask: cleo runs" in page
     finally:
         procs.stop()
+
+
+def test_scheduled_runs_report_their_lateness_to_metrics(engine, agent):
+    def count():
+        return scrape(engine).get(("cleo_schedule_lateness_seconds_count", ()), 0)
+
+    before = count()
+    schedule = engine.schedule(fetch, agent, delay=0.2)
+    deadline = time.time() + 30
+    while time.time() < deadline and not (schedule.runs() and count() > before):
+        time.sleep(0.1)
+    assert schedule.runs() and count() == before + 1
