@@ -13,6 +13,7 @@ that are not cleo's.
 """
 from __future__ import annotations
 
+import re
 import time
 from collections import OrderedDict
 from typing import Any
@@ -21,6 +22,9 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 
 from . import _config, _metrics
 from ._events import TOPIC
+
+_CLEO_KEY = re.compile(r"-[0-9a-f]{16}(-|$)")   # <task>-<run id>-<node>[-<generation>]
+MAX_EARLY_KEYS = 100_000
 
 PLUGIN_NAME = "cleo-monitor"
 STATES = ("pending", "running", "retrying", "succeeded", "fell_back", "failed", "skipped", "cancelled")
@@ -103,6 +107,9 @@ class CleoMonitor(SchedulerPlugin):
         self.dashboard = bool(_config.get("monitor.dashboard", True) if dashboard is None else dashboard)
         self.runs: OrderedDict[str, RunState] = OrderedDict()
         self.keys: dict[str, tuple[str, tuple[str, ...]]] = {}   # dask key -> (run id, nodes of the unit)
+        # transitions of cleo keys not announced yet: the engine sends its "run" / "keys" events
+        # without waiting, so they may arrive after the graph; replayed when the keys are mapped
+        self.early: OrderedDict[str, list[tuple[str, str, dict[str, Any]]]] = OrderedDict()
         self.scheduler: Any = None
         self.version = 0   # bumped at every change (the dashboard redraws only when it moved)
 
@@ -163,6 +170,8 @@ class CleoMonitor(SchedulerPlugin):
             if len(names) > 1:
                 names.sort(key=run.order.__getitem__)
             self.keys[k] = (run.id, tuple(names))
+            for start, finish, kwargs in self.early.pop(k, ()):
+                self.transition(k, start, finish, **kwargs)
 
     def _on_keys(self, run: RunState, msg: dict[str, Any]) -> None:
         nodes = {n: k for n, k in (msg.get("nodes") or {}).items() if n in run.nodes}
@@ -229,6 +238,10 @@ class CleoMonitor(SchedulerPlugin):
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         entry = self.keys.get(key)
         if entry is None:
+            if isinstance(key, str) and _CLEO_KEY.search(key):
+                self.early.setdefault(key, []).append((start, finish, kwargs))
+                if len(self.early) > MAX_EARLY_KEYS:
+                    self.early.popitem(last=False)
             return
         run = self.runs.get(entry[0])
         if run is None:

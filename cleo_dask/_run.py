@@ -271,11 +271,10 @@ class Run:
         self._engine._driver.call_soon(self._maybe_finished)
 
     def _log(self, kind: str, **fields: Any) -> None:
-        """Publish an event of this run (in order; only ``run`` and ``keys``, which must be on
-        the scheduler before the graph they announce, make the caller wait)."""
+        """Publish an event of this run, in order, without waiting (the monitor plugin replays
+        transitions of keys that arrive before the events announcing them)."""
         try:
-            self._engine._events.send(run_topic(self.id), event(kind, self.id, **fields),
-                                      wait=kind in ("run", "keys"))
+            self._engine._events.send(run_topic(self.id), event(kind, self.id, **fields))
         except Exception:  # noqa: BLE001 - monitoring must never break a run
             logger.debug("could not log event %s", kind, exc_info=True)
 

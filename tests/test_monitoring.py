@@ -172,6 +172,24 @@ def test_monitor_state_machine_from_events_and_transitions():
     assert [r["id"] for r in mon.snapshot()["runs"]] == ["r3", "r2"]
 
 
+def test_monitor_replays_transitions_that_arrive_before_the_run_event():
+    """The engine does not wait for its events: a fast task can finish before its run is announced."""
+    from cleo_dask._events import event, run_topic
+    from cleo_dask._plugin import CleoMonitor
+
+    mon = CleoMonitor(dashboard=False)
+    rid = "0123456789abcdef"
+    key = f"fetch-{rid}-fetch"
+    mon.transition(key, "waiting", "processing", stimulus_id="x")
+    mon.transition(key, "processing", "memory", stimulus_id="x", worker="tcp://w1",
+                   startstops=[{"action": "compute", "start": 2.0, "stop": 3.0}])
+    mon.transition("some-other-dask-key", "waiting", "processing", stimulus_id="x")
+    assert list(mon.early) == [key]
+    mon.log_event(run_topic(rid), event("run", rid, agent="a", name="wf", started=1.0, nodes={"fetch": key},
+                                        edges=[]))
+    assert mon.runs[rid].nodes["fetch"].state == "succeeded" and not mon.early
+
+
 # -- on a cluster ----------------------------------------------------------------------------------
 def test_monitor_tracks_states_attempts_and_metrics(engine, tmp_path, caplog):
     before = scrape(engine)
