@@ -11,6 +11,7 @@ import asyncio
 import time
 import traceback as tb
 from dataclasses import dataclass
+from collections.abc import Generator
 from typing import Any
 
 import cloudpickle
@@ -213,9 +214,14 @@ def _cache_store(unit: UnitCall, call: NodeCall, key: str | None, hit: Any, valu
         _durable.cache_put(unit.store, key, value, call.name, unit.run_id)
 
 
-def run_unit(unit: UnitCall, agent: Any, *deps: Any) -> Any:
-    """Run a unit of synchronous nodes; the Dask task function of every sync unit."""
-    worker = _worker_address()
+def _unit_steps(unit: UnitCall, agent: Any, deps: tuple, worker: str | None) -> Generator[tuple, Any, Any]:
+    """The loop over a unit's nodes, shared by the sync and the async Dask task.
+
+    It yields what its driver must run — ``("body", call, args, kwargs)`` for a task body,
+    ``("io", fn, args)`` for blocking I/O — and is sent the result or thrown the exception; it
+    returns the unit's output.  Each driver only decides *how* to run those (in this thread, or
+    awaited on the worker's event loop).
+    """
     outputs: list[NodeOutput] = []
     completed: dict[str, NodeOutput] = {}
     for call in unit.nodes:
@@ -229,21 +235,40 @@ def run_unit(unit: UnitCall, agent: Any, *deps: Any) -> Any:
             else:
                 args, kw = _args(call, agent, kwargs)
                 ckey, hit = _cache_lookup(unit, call, args, kw)
-                if hit is not None:
-                    value = hit[0]
-                elif call.task.is_async:
-                    value = asyncio.run(await_with_timeout(call.task.fn(*args, **kw), call.task.timeout))
-                else:
-                    value = call_with_timeout(call.task.fn, args, kw, call.task.timeout)
+                value = hit[0] if hit is not None else (yield ("body", call, args, kw))
                 out = _finish(call, value, start, worker, upstream)
                 _cache_store(unit, call, ckey, hit, value, out)
             if unit.store is not None:
-                _durable.save_output(unit.store, unit.run_id, unit.key, call.name, out)
+                yield ("io", _durable.save_output, (unit.store, unit.run_id, unit.key, call.name, out))
         except Exception as exc:  # noqa: BLE001 - every task error becomes a NodeFailed
             raise _failed(call, unit.key, start, worker, exc, completed, unit.run_id) from None
         outputs.append(out)
         completed[call.name] = out
     return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+def run_unit(unit: UnitCall, agent: Any, *deps: Any) -> Any:
+    """Run a unit of synchronous nodes; the Dask task function of every sync unit."""
+    steps = _unit_steps(unit, agent, deps, _worker_address())
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            request = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as done:
+            return done.value
+        reply, error = None, None
+        try:
+            if request[0] == "io":
+                reply = request[1](*request[2])
+                continue
+            _, call, args, kw = request
+            if call.task.is_async:
+                reply = asyncio.run(await_with_timeout(call.task.fn(*args, **kw), call.task.timeout))
+            else:
+                reply = call_with_timeout(call.task.fn, args, kw, call.task.timeout)
+        except Exception as exc:  # noqa: BLE001 - handed back to the loop, which records it
+            error = exc
 
 
 async def run_unit_async(unit: UnitCall, agent: Any, *deps: Any) -> Any:
@@ -254,34 +279,26 @@ async def run_unit_async(unit: UnitCall, agent: Any, *deps: Any) -> Any:
     """
     worker = _worker_address()
     release_slot(unit.key)
-    outputs: list[NodeOutput] = []
-    completed: dict[str, NodeOutput] = {}
-    for call in unit.nodes:
-        start = time.time()
+    steps = _unit_steps(unit, agent, deps, worker)
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
         try:
-            reason, kwargs, upstream = _prepare(call, _gather_inputs(call, deps, outputs))
-            if reason is None and not _when_holds(call, kwargs):
-                reason = "condition 'when' is false"
-            if reason is not None:
-                out = _skip(call, unit.key, reason, worker, upstream, unit.run_id)
-            else:
-                args, kw = _args(call, agent, kwargs)
-                ckey, hit = _cache_lookup(unit, call, args, kw)
-                if hit is not None:
-                    value = hit[0]
-                elif call.task.is_async:
-                    value = await await_with_timeout(call.task.fn(*args, **kw), call.task.timeout)
-                else:  # a blocking io_bound body
-                    value = await run_blocking(call.task.fn, args, kw, call.task.timeout)
-                out = _finish(call, value, start, worker, upstream)
-                _cache_store(unit, call, ckey, hit, value, out)
-            if unit.store is not None:  # file I/O off the worker's event loop
-                await asyncio.to_thread(_durable.save_output, unit.store, unit.run_id, unit.key, call.name, out)
+            request = steps.throw(error) if error is not None else steps.send(reply)
+        except StopIteration as done:
+            return done.value
+        reply, error = None, None
+        try:
+            if request[0] == "io":   # file I/O off the worker's event loop
+                reply = await asyncio.to_thread(request[1], *request[2])
+                continue
+            _, call, args, kw = request
+            if call.task.is_async:
+                reply = await await_with_timeout(call.task.fn(*args, **kw), call.task.timeout)
+            else:  # a blocking io_bound body
+                reply = await run_blocking(call.task.fn, args, kw, call.task.timeout)
         except Exception as exc:  # noqa: BLE001
-            raise _failed(call, unit.key, start, worker, exc, completed, unit.run_id) from None
-        outputs.append(out)
-        completed[call.name] = out
-    return outputs[0] if len(outputs) == 1 else tuple(outputs)
+            error = exc
 
 
 def failure_output(node: str, error: BaseException | None, traceback: str | None) -> NodeOutput:
