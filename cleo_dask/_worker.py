@@ -247,16 +247,23 @@ def _unit_steps(unit: UnitCall, agent: Any, deps: tuple, worker: str | None) -> 
     return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
+def _next_step(steps: Generator[tuple, Any, Any], reply: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Send ``reply`` (or throw ``error``) into the steps: ``(False, request)``, or ``(True, output)``."""
+    try:
+        return False, (steps.throw(error) if error is not None else steps.send(reply))
+    except StopIteration as done:
+        return True, done.value
+
+
 def run_unit(unit: UnitCall, agent: Any, *deps: Any) -> Any:
     """Run a unit of synchronous nodes; the Dask task function of every sync unit."""
     steps = _unit_steps(unit, agent, deps, _worker_address())
     reply: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            request = steps.throw(error) if error is not None else steps.send(reply)
-        except StopIteration as done:
-            return done.value
+        finished, request = _next_step(steps, reply, error)
+        if finished:
+            return request
         reply, error = None, None
         try:
             if request[0] == "io":
@@ -283,10 +290,9 @@ async def run_unit_async(unit: UnitCall, agent: Any, *deps: Any) -> Any:
     reply: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            request = steps.throw(error) if error is not None else steps.send(reply)
-        except StopIteration as done:
-            return done.value
+        finished, request = _next_step(steps, reply, error)
+        if finished:
+            return request
         reply, error = None, None
         try:
             if request[0] == "io":   # file I/O off the worker's event loop
