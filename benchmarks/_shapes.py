@@ -3,7 +3,9 @@ and the ways to run them: a cleo_dask :class:`~cleo_dask.Workflow`, a raw Dask d
 one ``dask.delayed`` per node."""
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Callable
 from typing import Any
 
 Shape = dict[str, tuple[str, ...]]
@@ -80,3 +82,35 @@ def delayed_sinks(shape: Shape, fn: Any = noop, suffix: str = "") -> list[Any]:
     for n, ps in shape.items():
         made[n] = delayed(fn, pure=False)(*(made[p] for p in ps), dask_key_name=n + suffix)
     return [made[s] for s in sinks(shape)]
+
+
+# -- the contenders every overhead-style benchmark compares ---------------------------------------
+_runs = itertools.count()
+
+
+def raw_contender(shape: Shape, client: Any, before: Callable[[], Any] | None = None) -> Any:
+    """The baseline of every ratio: ``shape`` as a raw Dask dict graph, ``client.get(dsk, sinks)``
+    (fresh keys each run; ``before()`` runs untimed first)."""
+    from . import _harness as h
+
+    out_sinks = sinks(shape)
+
+    def setup() -> tuple[dict, list[str]]:
+        if before is not None:
+            before()
+        sfx = f"-raw{next(_runs)}"
+        return raw_graph(shape, suffix=sfx), [k + sfx for k in out_sinks]
+
+    def run(prepared: tuple[dict, list[str]]) -> None:
+        dsk, keys = prepared
+        assert len(client.get(dsk, keys)) == len(keys)
+
+    return h.Contender(run, setup=setup)
+
+
+def run_cleo(engine: Any, wf: Any, agent: Any, out_sinks: list[str]) -> Any:
+    """One cleo_dask run of ``wf`` with the sinks' values fetched (as the raw baseline does)."""
+    run = engine.submit(wf, agent)
+    assert len(run.result().values_by_node(out_sinks)) == len(out_sinks)
+    run.release()
+    return run

@@ -15,7 +15,6 @@ Layered shapes (1,000 and 5,000 nodes); contenders on one cluster, repetitions i
 """
 from __future__ import annotations
 
-import itertools
 import shutil
 import tempfile
 from typing import Any
@@ -23,7 +22,6 @@ from typing import Any
 from . import _harness as h
 from . import _shapes as s
 
-_counter = itertools.count()
 
 
 def shapes(tiny: bool) -> dict[str, s.Shape]:
@@ -39,19 +37,8 @@ def contenders(shape: s.Shape, client: Any, plain: Any, durable: Any, nofsync: A
     out_sinks = s.sinks(shape)
     wf = s.workflow(shape)
 
-    def raw_setup() -> tuple[dict, list[str]]:
-        sfx = f"-raw{next(_counter)}"
-        return s.raw_graph(shape, suffix=sfx), [k + sfx for k in out_sinks]
-
-    def raw_run(prepared: tuple[dict, list[str]]) -> None:
-        dsk, keys = prepared
-        assert len(client.get(dsk, keys)) == len(keys)
-
     def cleo_run(engine: Any) -> Any:
-        run = engine.submit(wf, agent)
-        assert len(run.result().values_by_node(out_sinks)) == len(out_sinks)
-        run.release()
-        return run
+        return s.run_cleo(engine, wf, agent, out_sinks)
 
     def durable_run(engine: Any) -> None:
         run = cleo_run(engine)
@@ -66,7 +53,7 @@ def contenders(shape: s.Shape, client: Any, plain: Any, durable: Any, nofsync: A
         run.release()
         durable.durable.wait_journaled(run.id)
 
-    return {"raw": h.Contender(raw_run, setup=raw_setup), "cleo": h.Contender(lambda _: cleo_run(plain)),
+    return {"raw": s.raw_contender(shape, client), "cleo": h.Contender(lambda _: cleo_run(plain)),
             "durable": h.Contender(lambda _: durable_run(durable)),
             "durable-nofsync": h.Contender(lambda _: durable_run(nofsync)), "resume": h.Contender(resume_run, note="all nodes kept")}
 

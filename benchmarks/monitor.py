@@ -10,14 +10,12 @@ scheduler's event loop) while cleo-on runs.
 """
 from __future__ import annotations
 
-import itertools
 import statistics
 from typing import Any
 
 from . import _harness as h
 from . import _shapes as s
 
-_counter = itertools.count()
 
 
 def _set_monitor(client: Any, on: bool) -> None:
@@ -34,21 +32,10 @@ def contenders(shape: s.Shape, client: Any, engine: Any, agent: Any) -> dict[str
     out_sinks = s.sinks(shape)
     wf = s.workflow(shape)
 
-    def raw_setup() -> tuple[dict, list[str]]:
-        _set_monitor(client, False)
-        sfx = f"-raw{next(_counter)}"
-        return s.raw_graph(shape, suffix=sfx), [k + sfx for k in out_sinks]
-
-    def raw_run(prepared: tuple[dict, list[str]]) -> None:
-        dsk, keys = prepared
-        assert len(client.get(dsk, keys)) == len(keys)
-
     def cleo_run(_: Any) -> None:
-        run = engine.submit(wf, agent)
-        assert len(run.result().values_by_node(out_sinks)) == len(out_sinks)
-        run.release()
+        s.run_cleo(engine, wf, agent, out_sinks)
 
-    return {"raw": h.Contender(raw_run, setup=raw_setup),
+    return {"raw": s.raw_contender(shape, client, before=lambda: _set_monitor(client, False)),
             "cleo-off": h.Contender(cleo_run, setup=lambda: _set_monitor(client, False)),
             "cleo-on": h.Contender(cleo_run, setup=lambda: _set_monitor(client, True))}
 

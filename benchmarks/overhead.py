@@ -40,28 +40,15 @@ def contenders(shape: s.Shape, client: Any, engine: Any, agent: Any, ray: Any = 
     out_sinks = s.sinks(shape)
     wf = s.workflow(shape)
 
-    def raw_setup() -> tuple[dict, list[str]]:
-        sfx = f"-raw{next(_counter)}"
-        return s.raw_graph(shape, suffix=sfx), [k + sfx for k in out_sinks]
-
-    def raw_run(prepared: tuple[dict, list[str]]) -> None:
-        dsk, keys = prepared
-        values = client.get(dsk, keys)
-        assert len(values) == len(keys)
-
     def cleo_run(_: Any) -> None:
-        run = engine.submit(wf, agent)
-        outcome = run.result()
-        values = outcome.values_by_node(out_sinks)
-        assert len(values) == len(out_sinks)
-        run.release()
+        s.run_cleo(engine, wf, agent, out_sinks)
 
     def delayed_run(_: Any) -> None:
         import dask
         ds = s.delayed_sinks(shape, suffix=f"-d{next(_counter)}")
         dask.compute(*ds, scheduler=client)
 
-    found = {"raw": h.Contender(raw_run, setup=raw_setup), "cleo": h.Contender(cleo_run)}
+    found = {"raw": s.raw_contender(shape, client), "cleo": h.Contender(cleo_run)}
     if len(shape) <= DELAYED_MAX:
         slow = len(shape) >= 5000  # building 10,000 delayed objects alone takes tens of seconds
         found["delayed"] = h.Contender(delayed_run, max_reps=1 if slow else None,
