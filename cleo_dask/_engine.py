@@ -22,7 +22,7 @@ from ._compile import Defaults, compile_workflow
 from ._driver import Driver
 from ._eventsend import EventSender
 from ._errors import WorkflowError
-from ._events import event, run_topic
+from ._events import run_topic
 from ._outcome import Status, TaskResult
 from ._run import Run
 from ._task import as_spec

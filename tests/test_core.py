@@ -5,7 +5,6 @@ import threading
 
 import networkx as nx
 import pytest
-from distributed import LocalCluster
 
 import cleo_dask as cd
 

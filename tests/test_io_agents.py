@@ -4,7 +4,6 @@ from those, so the checks hold however the work was spread over the workers."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import dask
