@@ -331,8 +331,7 @@ class Durability:
                  nodes={n: k for n, (k, _) in compiled.location.items()},
                  edges=[[p, n] for n, node in wf.nodes.items() for p in node.parents], resumed=True)
         run._submit(compiled)
-        for key in loaders.values():  # loaders finish in any order: each may be the last one
-            run._futures[key].add_done_callback(run._on_sink_done)
+        run._watch([run._futures[key] for key in loaders.values()])  # the run may end with its loaders
         for listener in engine._listeners:
             try:
                 listener("submitted", run)

@@ -87,16 +87,22 @@ class Run:
         self._watch_sinks(compiled.keys)
 
     def _watch_sinks(self, keys: list[str]) -> None:
-        for key in keys:
-            last = self._units[key][-1]
-            if not self._children[last]:
-                self._futures[key].add_done_callback(self._on_sink_done)
+        """Have the driver look at the run once every sink given is done: one waiter on the
+        client's loop per batch of sinks, not a callback (and a thread hop) per sink.  Failures
+        are acted on earlier, from the workers' ``attempt`` events."""
+        self._watch([self._futures[k] for k in keys if not self._children[self._units[k][-1]]])
 
-    def _on_sink_done(self, fut: Future) -> None:
-        if fut.status == "error":
-            self._engine._driver.call_soon(self._handle_erred, fut.key)
-        else:
-            self._engine._driver.call_soon(self._maybe_finished)
+    def _watch(self, futures: list[Future]) -> None:
+        """Look at the run on the driver once all ``futures`` are done (erred ones are handled)."""
+        if futures:
+            self._client.loop.add_callback(self._await_done, futures)
+
+    async def _await_done(self, futures: list[Future]) -> None:
+        await asyncio.gather(*(f._state.wait() for f in futures))
+        for f in futures:
+            if f.status == "error":
+                self._engine._driver.call_soon(self._handle_erred, f.key)
+        self._engine._driver.call_soon(self._maybe_finished)
 
     def _on_event(self, item: tuple[float, dict[str, Any]]) -> None:
         """Events of this run's topic (called on the client's event loop: keep it short)."""
