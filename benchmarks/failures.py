@@ -76,6 +76,20 @@ def layered_workflow(shape: s.Shape, fraction: float, backoff: float | None, mar
     return wf
 
 
+def _runner(engine: Any, agent: Any, shape: s.Shape) -> Any:
+    """A contender's timed step: run a workflow of ``shape``, check every node ended well, fetch the sinks."""
+    out_sinks = s.sinks(shape)
+
+    def run(wf: Any) -> None:
+        done = engine.submit(wf, agent)
+        outcome = done.result()
+        assert outcome.ok, outcome.counts()
+        outcome.values_by_node(out_sinks)
+        done.release()
+
+    return run
+
+
 def _marker_dir() -> str:
     return tempfile.mkdtemp(prefix="cleo-bench-fail-")
 
@@ -125,14 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             if "layered" in parts:
                 size = 300 if args.tiny else 10_000
                 shape = s.layered(size, layers=10 if args.tiny else 100)
-                out_sinks = s.sinks(shape)
-
-                def run_layered(wf: Any) -> None:
-                    run = engine.submit(wf, agent)
-                    outcome = run.result()
-                    assert outcome.ok, outcome.counts()
-                    outcome.values_by_node(out_sinks)
-                    run.release()
+                run_layered = _runner(engine, agent, shape)
 
                 found = {
                     "no-failures": h.Contender(run_layered, setup=lambda: layered_workflow(shape, 0.01, None, None)),
@@ -145,14 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 # grows with failures x descendants (see the README's Performance section)
                 small = 300 if args.tiny else args.backoff_size
                 sshape = s.layered(small, layers=10 if args.tiny else 100)
-                ssinks = s.sinks(sshape)
-
-                def run_small(wf: Any) -> None:
-                    run = engine.submit(wf, agent)
-                    outcome = run.result()
-                    assert outcome.ok, outcome.counts()
-                    outcome.values_by_node(ssinks)
-                    run.release()
+                run_small = _runner(engine, agent, sshape)
 
                 found = {
                     "no-failures": h.Contender(run_small, setup=lambda: layered_workflow(sshape, 0.01, None, None)),

@@ -6,39 +6,19 @@ from __future__ import annotations
 import asyncio
 import time
 
-import dask
 import pytest
 from distributed import Client, LocalCluster
 
 import cleo_dask as cd
-from cleo_dask._cluster_needs import ClusterWarning, problems, scheduler_settings
+from benchmarks.io_agents import max_in_flight as in_flight   # the benchmark's own measure
+from cleo_dask._cluster_needs import ClusterWarning, problems
 from cleo_dask._fair import STEP
 from cleo_dask._ratelimit import Rate, next_start, parse_rate
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """2 workers x 1 thread, in-process, with the scheduler settings the engine gives its own clusters."""
-    with dask.config.set(scheduler_settings()):
-        c = LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0")
-    with c:
-        yield c
+# the session's `cluster` / `client` fixtures (conftest.py): 2 in-process workers x 1 thread, with
+# the scheduler settings the engine gives its own clusters
 
-
-@pytest.fixture(scope="module")
-def client(cluster):
-    with Client(cluster, set_as_default=False) as c:
-        yield c
-
-
-def in_flight(intervals) -> int:
-    """The largest number of (start, end) intervals overlapping at one moment."""
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
-    now = most = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
 
 
 async def wait_a_bit(agent, **inputs):
