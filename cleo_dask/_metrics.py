@@ -48,17 +48,28 @@ def observe_schedule_lateness(seconds: float) -> None:
 
 def observe_attempt(outcome: str, duration: float | None, timed_out: bool = False) -> None:
     """Record one ended attempt (``outcome``: ``"succeeded"`` or ``"failed"``)."""
-    m = metrics()
-    m["attempts"].labels(outcome=outcome).inc()
+    count, hist = _attempt_children.get(outcome) or _attempt_metrics(outcome)
+    count.inc()
     if duration is not None and duration >= 0:
-        m["attempt_duration"].labels(outcome=outcome).observe(duration)
+        hist.observe(duration)
     if timed_out:
-        m["timeouts"].inc()
+        metrics()["timeouts"].inc()
 
 
-def observe_node(status: str) -> None:
-    """Record a node's final status."""
-    metrics()["tasks"].labels(status=status).inc()
+# the labelled children, looked up once: the monitor records an attempt per finished task
+_attempt_children: dict[str, tuple[Any, Any]] = {}
+
+
+def _attempt_metrics(outcome: str) -> tuple[Any, Any]:
+    m = metrics()
+    pair = (m["attempts"].labels(outcome=outcome), m["attempt_duration"].labels(outcome=outcome))
+    _attempt_children[outcome] = pair
+    return pair
+
+
+def observe_node(status: str, count: int = 1) -> None:
+    """Record ``count`` nodes' final status."""
+    metrics()["tasks"].labels(status=status).inc(count)
 
 
 def observe_run(status: str) -> None:

@@ -64,7 +64,7 @@ class RunState:
         self.state = "running"
         self.nodes: dict[str, NodeState] = {n: NodeState(n, k) for n, k in (msg.get("nodes") or {}).items()}
         self.order = {n: i for i, n in enumerate(self.nodes)}   # workflow order (units run in it)
-        self.edges: list[tuple[str, str]] = [(str(p), str(c)) for p, c in (msg.get("edges") or [])]
+        self.edges: list[list[str]] = msg.get("edges") or []   # [[parent, child], ...] as sent
         # bars of the timeline: dicts with node, worker, start, end, status
         self.bars: list[dict[str, Any]] = []
         self.bars_total = 0   # bars ever added (the page streams only the new ones)
@@ -159,8 +159,10 @@ class CleoMonitor(SchedulerPlugin):
             victim = next(iter(self.runs.values()))
         del self.runs[victim.id]
         self.nodes_kept -= len(victim.nodes)
-        for k in [k for k, (rid, _) in self.keys.items() if rid == victim.id]:
-            del self.keys[k]
+        for s in victim.nodes.values():   # its current keys (older ones were dropped when replaced)
+            entry = self.keys.get(s.key)
+            if entry is not None and entry[0] == victim.id:
+                del self.keys[s.key]
 
     def _map_keys(self, run: RunState, nodes: dict[str, str]) -> None:
         by_key: dict[str, list[str]] = {}
@@ -231,7 +233,8 @@ class CleoMonitor(SchedulerPlugin):
         for s in run.nodes.values():
             if s.state not in FINAL:
                 s.state = "cancelled"
-            _metrics.observe_node(s.state)
+        for state, count in run.counts().items():
+            _metrics.observe_node(state, count)
         _metrics.observe_run(run.state)
 
     # -- transitions -----------------------------------------------------------------------

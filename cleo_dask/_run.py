@@ -17,10 +17,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distributed import Future
-from distributed.client import FuturesCancelledError, _wait
 
 from ._compile import Compiled, Defaults, _gc_paused, compile_resubmission, retry_policy
 from ._events import event, run_topic
+from ._futures import all_done as _all_done, release_futures
 from . import _logs
 from . import _admission
 from ._outcome import Attempt, NodeRecord, Status, TaskResult
@@ -98,7 +98,7 @@ class Run:
             self._client.loop.add_callback(self._await_done, futures)
 
     async def _await_done(self, futures: list[Future]) -> None:
-        await asyncio.gather(*(f._state.wait() for f in futures))
+        await _all_done(futures)
         for f in futures:
             if f.status == "error":
                 self._engine._driver.call_soon(self._handle_erred, f.key)
@@ -321,14 +321,13 @@ class Run:
         """Wait for ``futures`` on the client's loop, or until the run replaces some of them."""
         interrupt = asyncio.Event()
         self._interrupts.add(interrupt)
-        waiter = asyncio.ensure_future(_wait(futures))
+        waiter = asyncio.ensure_future(_all_done(futures))
         stopper = asyncio.ensure_future(interrupt.wait())
         try:
             done, _ = await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 raise TimeoutError
-            if waiter in done and isinstance(waiter.exception(), Exception) \
-                    and not isinstance(waiter.exception(), FuturesCancelledError):
+            if waiter in done and waiter.exception() is not None:
                 raise waiter.exception()
         finally:
             self._interrupts.discard(interrupt)
@@ -444,8 +443,7 @@ class Run:
     def release(self) -> None:
         """Let the cluster forget this run's results (outcomes already fetched stay readable)."""
         with self._lock:
-            for f in self._futures.values():
-                f.release()
+            release_futures(self._client, list(self._futures.values()))
             self._futures = {}
 
     # -- outcomes -----------------------------------------------------------------------------
