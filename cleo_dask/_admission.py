@@ -18,6 +18,13 @@ would sit on a slot while it waits):
   ``Client.retry``, worker loss) is gated again.
 * Among waiting tasks the best Dask priority goes first (user priority, then cleo's fair share
   rank, then submission order), so priorities still win and agents interleave.
+* ``"not_before": t`` (epoch seconds; scheduled runs pre-staged ahead of their due time): the
+  task is gated like the others but joins its lane's queue only once ``t`` has come (a task
+  without limits is then admitted at once), so until then it holds no slot and no lease.  The
+  plugin sleeps on one timer for the earliest such time.  Once released, a task that runs again
+  (retries, lost worker) is not held again.  The lateness of each release (release time minus
+  ``t``) is kept (:func:`release_lateness`) and observed by the ``cleo_schedule_lateness_seconds``
+  metric.
 
 The plugin lives on the scheduler, so cleo_dask must be importable there (it already is
 wherever cleo's per-key annotations are used); :func:`ensure_installed` installs it once per
@@ -41,6 +48,11 @@ from ._ratelimit import Rate, next_start, parse_rate, window_allows
 
 logger = logging.getLogger("cleo_dask")
 
+try:  # the scheduled runs' lateness metric (prometheus_client is a dependency, but stay usable without)
+    from ._metrics import observe_schedule_lateness as _observe
+except ImportError:  # pragma: no cover
+    _observe = None
+
 PLUGIN_NAME = "cleo-admission"
 ANNOTATION = "cleo_admission"
 GATE = "cleo-admission-gate"  # a resource no worker has: a gated task waits in 'no-worker'
@@ -53,6 +65,13 @@ def task_ident(spec: Any) -> str:
     module = getattr(fn, "__module__", None) or "?"
     qual = getattr(fn, "__qualname__", None) or spec.name
     return f"{module}.{qual}"
+
+
+def with_not_before(adm: dict[str, Any] | None, not_before: float | None) -> dict[str, Any] | None:
+    """``adm`` (a unit's annotation or ``None``) with a not-before time (epoch seconds) added."""
+    if not_before is None:
+        return adm
+    return {**(adm or {"limits": {}, "rates": {}}), "not_before": float(not_before)}
 
 
 def unit_admission(specs: list[Any], agent: Any) -> dict[str, Any] | None:
@@ -105,7 +124,40 @@ def _snapshot(dask_scheduler: Any = None) -> dict[str, Any]:
     if plugin is None:
         return {}
     return {"running": dict(plugin.running), "limits": dict(plugin.limit),
-            "queued": sum(1 for k in plugin.queued), "held": len(plugin.held)}
+            "queued": sum(1 for k in plugin.queued), "held": len(plugin.held), "sleeping": len(plugin.not_before)}
+
+
+def release_lateness(client: Any, clear: bool = False) -> list[float]:
+    """Seconds between each recent not-before time and the task's release (the last 200,000)."""
+    return client.run_on_scheduler(_release_lateness, clear)
+
+
+def _release_lateness(clear: bool = False, dask_scheduler: Any = None) -> list[float]:
+    plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
+    if plugin is None:
+        return []
+    out = list(plugin.released)
+    if clear:
+        plugin.released.clear()
+    return out
+
+
+def withdraw(client: Any, keys: list[Any]) -> list[Any]:
+    """Of ``keys`` (tasks with a not-before time), those still held: they will never be released
+    (the caller cancels them).  Atomic on the scheduler, so a key is either withdrawn or released."""
+    return client.run_on_scheduler(_withdraw, list(keys))
+
+
+def _withdraw(keys: list[Any], dask_scheduler: Any = None) -> list[Any]:
+    plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
+    if plugin is None:
+        return []
+    out = []
+    for key in keys:
+        if plugin.not_before.pop(key, None) is not None:
+            plugin.withdrawn.add(key)
+            out.append(key)
+    return out
 
 
 # -- scheduler side ---------------------------------------------------------------------------------
@@ -144,6 +196,12 @@ class AdmissionPlugin(SchedulerPlugin):
         self._pump_pending = False
         self._timers: dict[str, Any] = {}
         self._seq = itertools.count()
+        self.not_before: dict[Any, float] = {}     # key -> epoch s, until released (or withdrawn)
+        self.sleepers: list[tuple[float, int, Any]] = []  # (not_before, seq, key) of keys in no-worker
+        self.withdrawn: set[Any] = set()           # never to be released (cancelled by their client)
+        self.released: deque = deque(maxlen=200_000)  # release lateness, seconds
+        self._alarm: Any = None
+        self._alarm_at = float("inf")
 
     # hooks ---------------------------------------------------------------------------------
     def update_graph(self, scheduler: Any, *, annotations: dict[str, dict[Any, Any]] | None = None,
@@ -154,6 +212,9 @@ class AdmissionPlugin(SchedulerPlugin):
                 continue
             self.lane_of[key] = self._lane(adm)
             ts.resource_restrictions = {GATE: 1}
+            nb = adm.get("not_before")
+            if nb is not None:
+                self.not_before[key] = nb
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         lane = self.lane_of.get(key)
@@ -165,17 +226,66 @@ class AdmissionPlugin(SchedulerPlugin):
             ts = self.scheduler.tasks.get(key)
             if ts is not None and key not in self.queued:
                 ts.resource_restrictions = {GATE: 1}
-                self._enqueued(key, lane)
-                heapq.heappush(self.lanes[lane].heap, (ts.priority, next(self._seq), key))
-                self._mark(lane)
+                if key in self.withdrawn:
+                    return
+                nb = self.not_before.get(key)
+                if nb is not None and nb > time.time():
+                    self._sleep(key, nb)
+                    return
+                self._enqueue(key, lane, ts)
         else:
             self._dequeued(key, lane)
             if finish == "forgotten":
                 del self.lane_of[key]
+                self.not_before.pop(key, None)
+                self.withdrawn.discard(key)
             elif finish in ("released", "waiting"):  # will run again: gate it again
                 ts = self.scheduler.tasks.get(key)
                 if ts is not None:
                     ts.resource_restrictions = {GATE: 1}
+
+    # not-before times ----------------------------------------------------------------------
+    def _enqueue(self, key: Any, lane: tuple, ts: Any) -> None:
+        self._enqueued(key, lane)
+        heapq.heappush(self.lanes[lane].heap, (ts.priority, next(self._seq), key))
+        self._mark(lane)
+
+    def _sleep(self, key: Any, nb: float) -> None:
+        heapq.heappush(self.sleepers, (nb, next(self._seq), key))
+        if nb < self._alarm_at:
+            if self._alarm is not None:
+                self._alarm.cancel()
+            self._alarm_at = nb
+            self._alarm = asyncio.get_running_loop().call_later(max(0.0, nb - time.time()), self._wake_sleepers)
+
+    def _wake_sleepers(self) -> None:
+        """The earliest not-before time has come: enqueue every task whose time has come."""
+        self._alarm, self._alarm_at = None, float("inf")
+        now = time.time()
+        tasks = self.scheduler.tasks
+        while self.sleepers and self.sleepers[0][0] <= now + 0.0005:
+            _, _, key = heapq.heappop(self.sleepers)
+            ts = tasks.get(key)
+            lane = self.lane_of.get(key)
+            if ts is None or lane is None or key in self.withdrawn or ts.state != "no-worker" or key in self.queued:
+                continue
+            self._enqueue(key, lane, ts)
+        if self.sleepers:
+            nb = self.sleepers[0][0]
+            self._alarm_at = nb
+            self._alarm = asyncio.get_running_loop().call_later(max(0.0, nb - now), self._wake_sleepers)
+
+    def _record_release(self, key: Any) -> None:
+        nb = self.not_before.pop(key, None)
+        if nb is None:
+            return
+        late = time.time() - nb
+        self.released.append(late)
+        if _observe is not None:
+            try:
+                _observe(late)
+            except Exception:  # noqa: BLE001 - metrics must never hold a task back
+                pass
 
     # bookkeeping ---------------------------------------------------------------------------
     def _lane(self, adm: dict[str, Any]) -> tuple:
@@ -236,7 +346,7 @@ class AdmissionPlugin(SchedulerPlugin):
         while lane.heap:
             item = lane.heap[0]
             ts = tasks.get(item[2])
-            if item[2] in self.queued and ts is not None and ts.state == "no-worker":
+            if item[2] in self.queued and ts is not None and ts.state == "no-worker" and item[2] not in self.withdrawn:
                 return item
             heapq.heappop(lane.heap)
         return None
@@ -281,6 +391,8 @@ class AdmissionPlugin(SchedulerPlugin):
             key = head[2]
             self._dequeued(key, lane_id)
             self.held.add(key)
+            if self.not_before:
+                self._record_release(key)
             self.scheduler.tasks[key].resource_restrictions = None
             recs[key] = "processing"
             nxt = self._head(lane)

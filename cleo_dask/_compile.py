@@ -22,7 +22,7 @@ from typing import Any
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.task_spec import DataNode, Task, TaskRef
 
-from ._admission import ANNOTATION as ADMISSION, unit_admission
+from ._admission import ANNOTATION as ADMISSION, unit_admission, with_not_before
 from ._backoff import NO_BACKOFF, Backoff
 from ._fair import fair_share
 from ._retry import RetryPolicy
@@ -169,8 +169,11 @@ def bottom_levels(wf: Workflow, default_duration: float | None = None,
 def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Defaults = Defaults(),
                      priority: float = 0, fuse: bool = True,
                      critical_path: bool | Mapping[str, float] | None = None,
-                     inputs: Mapping[str, Any] | None = None) -> Compiled:
+                     inputs: Mapping[str, Any] | None = None, not_before: float | None = None) -> Compiled:
     """Compile every node of ``wf`` for run ``run_id``; ``agent`` is embedded once.
+
+    ``not_before``: epoch seconds before which the run's root units are held on the scheduler
+    (holding no slot; see :mod:`cleo_dask._admission`): scheduled runs handed over ahead of time.
 
     ``inputs``: extra keyword arguments for root nodes (``engine.run(task, agent, x=1)``).
     ``critical_path``: prioritise by bottom level (default: when any task declares a ``duration``);
@@ -180,6 +183,10 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
     _add_units(compiled, wf, list(wf.nodes), run_id, agent, defaults, fuse, gen=0, literals=literals,
                external={}, overrides={})
+    if not_before is not None:
+        for key, names in compiled.units.items():
+            if not wf.nodes[names[0]].parents:
+                compiled.admission[key] = with_not_before(compiled.admission.get(key), not_before)
     if critical_path is None:
         critical_path = any(node.task.duration is not None for node in wf.nodes.values())
     if isinstance(critical_path, Mapping):

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 import dask
@@ -86,7 +86,7 @@ class Engine:
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, target: Any, agent: Any = None, *, priority: float = 0, fail_fast: bool = False,
                name: str | None = None, inputs: Mapping[str, Any] | None = None,
-               critical_path: bool | Mapping[str, float] | None = None) -> Run:
+               critical_path: bool | Mapping[str, float] | None = None, not_before: float | None = None) -> Run:
         """Submit a workflow (or a single task, as a one-node workflow) for ``agent``; returns at once.
 
         Validation happens first: a :class:`WorkflowError` is raised before anything is submitted.
@@ -95,7 +95,41 @@ class Engine:
         ``critical_path``: order ready tasks by their longest path to the end (estimated from
         task ``duration`` options; default: when any task declares one); or a mapping
         ``node -> estimated seconds``, e.g. ``{n: r.duration for n, r in earlier.items()}``.
+        ``not_before``: epoch seconds; the Dask scheduler holds the run's root tasks (on no
+        worker, holding no slot) until then (cleo_dask must be importable on the scheduler).
         """
+        run, compiled = self._prepare(target, agent, priority=priority, fail_fast=fail_fast, name=name,
+                                      inputs=inputs, critical_path=critical_path, not_before=not_before)
+        self._announce(run, compiled)
+        run._submit(compiled, with_agent=True)
+        for listener in self._listeners:
+            _safe(listener, "submitted", run)
+        return run
+
+    def submit_many(self, items: Iterable[Mapping[str, Any]]) -> list[Run]:
+        """Submit many runs at once: one graph submission to the cluster for all of them.
+
+        Each item is a mapping of :meth:`submit`'s arguments (``target``, optional ``agent``,
+        ``priority``, ``name``, ``inputs``, ``not_before``, ...).  Every item is validated first
+        (a :class:`WorkflowError` names the first bad one; nothing is submitted); each returned
+        :class:`Run` is an ordinary run (results, retries, fallbacks, monitoring).
+        """
+        prepared = []
+        for i, item in enumerate(items):
+            kwargs = dict(item)
+            try:
+                prepared.append(self._prepare(kwargs.pop("target"), kwargs.pop("agent", None), **kwargs))
+            except KeyError:
+                raise WorkflowError(f"submit_many: item {i} has no 'target'") from None
+            except WorkflowError as exc:
+                raise WorkflowError(f"submit_many: item {i}: {exc}") from exc
+        return self._launch(prepared)
+
+    def _prepare(self, target: Any, agent: Any = None, *, priority: float = 0, fail_fast: bool = False,
+                 name: str | None = None, inputs: Mapping[str, Any] | None = None,
+                 critical_path: bool | Mapping[str, float] | None = None,
+                 not_before: float | None = None) -> tuple[Run, Any]:
+        """Validate and compile one run (nothing is sent to the cluster yet)."""
         wf = self._as_workflow(target, inputs)
         wf.validate(inputs or ())
         if agent is None:
@@ -103,23 +137,55 @@ class Engine:
         check_picklable(agent)
         if isinstance(priority, bool) or not isinstance(priority, (int, float)):
             raise WorkflowError(f"priority must be a number, got {priority!r}")
+        if not_before is not None and (isinstance(not_before, bool) or not isinstance(not_before, (int, float))):
+            raise WorkflowError(f"not_before must be epoch seconds, got {not_before!r}")
         run_id = uuid.uuid4().hex[:16]
         compiled = compile_workflow(wf, run_id, agent, defaults=self.defaults, priority=priority,
                                     fuse=bool(_config.get("fuse-chains", True)), critical_path=critical_path,
-                                    inputs=inputs)
+                                    inputs=inputs, not_before=not_before)
         run = Run(self, wf, agent, run_id, compiled, priority=priority, fail_fast=fail_fast,
                   defaults=self.defaults, name=name)
         run.inputs = dict(inputs) if inputs else {}  # kept by the journal to resume the run
+        return run, compiled
+
+    def _announce(self, run: Run, compiled: Any) -> None:
+        """Register a run, follow its events and announce it (before its graph is sent)."""
         with self._lock:
-            self._runs[run_id] = run
-        self.client.subscribe_topic(run_topic(run_id), run._on_event)
-        run._log("run", agent=agent_id(agent), name=run.name, started=run.started,
+            self._runs[run.id] = run
+        self.client.subscribe_topic(run_topic(run.id), run._on_event)
+        wf = run.workflow
+        run._log("run", agent=agent_id(run.agent), name=run.name, started=run.started,
                  nodes={n: k for n, (k, _) in compiled.location.items()},
                  edges=[[p, n] for n, node in wf.nodes.items() for p in node.parents])
-        run._submit(compiled, with_agent=True)
-        for listener in self._listeners:
-            _safe(listener, "submitted", run)
-        return run
+
+    def _launch(self, prepared: list[tuple[Run, Any]]) -> list[Run]:
+        """Announce prepared runs and send their graphs in one ``client.get`` per priority."""
+        from ._admission import ensure_installed
+        from ._compile import Compiled
+        for run, compiled in prepared:
+            self._announce(run, compiled)
+        by_priority: dict[float, list[tuple[Run, Any]]] = {}
+        for run, compiled in prepared:
+            by_priority.setdefault(run.priority, []).append((run, compiled))
+        for priority, group in by_priority.items():
+            merged = Compiled({}, {}, {})
+            for _, c in group:
+                merged.dsk.update(c.dsk)
+                merged.units.update(c.units)
+                merged.retries.update(c.retries)
+                merged.priority.update(c.priority)
+                merged.admission.update(c.admission)
+            if merged.admission:
+                ensure_installed(self.client)
+            keys = merged.keys
+            futures = dict(zip(keys, self.client.get(merged.graph(), keys, sync=False, priority=priority)))
+            for run, c in group:
+                _adopt(run, c.keys, futures)
+        runs = [run for run, _ in prepared]
+        for run in runs:
+            for listener in self._listeners:
+                _safe(listener, "submitted", run)
+        return runs
 
     def run(self, task: Any, agent: Any = None, *, timeout: float | None = None, **inputs: Any) -> TaskResult:
         """Run one task now and wait for it: a :class:`TaskResult`, never an exception.
@@ -248,17 +314,71 @@ class Engine:
         with self._lock:
             if getattr(self, "_scheduler", None) is None:
                 from ._schedule_store import ScheduleStore
-                from ._scheduler import Scheduler
-                self._scheduler = Scheduler(ScheduleStore(self.store), self._submit_scheduled)
+                self._scheduler = self._new_scheduler(ScheduleStore(self.store))
             return self._scheduler
 
+    def _new_scheduler(self, store: Any, **kwargs: Any) -> Any:
+        """The scheduling loop of ``store`` firing this engine's runs (pre-staged when the cluster can hold them)."""
+        from ._scheduler import Scheduler
+        self._prestage = self._can_hold_runs()
+        lookahead = float(_config.get("schedules.lookahead", 1.0) or 0.0) if self._prestage else 0.0
+        return Scheduler(store, self._submit_scheduled, submit_many=self._submit_scheduled_many,
+                         withdraw=self._withdraw_scheduled, lookahead=lookahead, **kwargs)
+
+    def _can_hold_runs(self) -> bool:
+        """Whether the cluster's scheduler can hold runs until a not-before time (the admission plugin)."""
+        from ._admission import ensure_installed
+        from ._errors import CleoError
+        try:
+            ensure_installed(self.client)
+            return True
+        except CleoError as exc:
+            logger.warning("schedules: runs are submitted at their due time, not ahead of it: %s", exc)
+            return False
+
     def _submit_scheduled(self, target: Any, agent: Any, schedule: Any, due: float) -> Run:
+        return self._submit_scheduled_many([(target, agent, schedule, due)])[0]
+
+    def _submit_scheduled_many(self, items: list[tuple[Any, Any, Any, float]]) -> list[Any]:
+        """Submit the runs of a tick's firings in one go: a run, or the exception that stopped it, each.
+
+        With the admission plugin, each run is held until its due time (``not_before``) and the
+        plugin reports the lateness of its release to the ``cleo_schedule_lateness_seconds``
+        metric; without it the lateness of the hand-off is sent instead."""
         from datetime import datetime, timezone
-        when = datetime.fromtimestamp(due, timezone.utc).isoformat(timespec="seconds")
-        run = self.submit(target, agent, name=f"{schedule.name} @ {when}")
-        # the monitor plugin turns this event into the cleo_schedule_lateness_seconds histogram
-        self._events.send("cleo-schedules", {"kind": "lateness", "run": run.id, "seconds": max(0.0, time.time() - due)})
-        return run
+        out: list[Any] = []
+        prepared = []
+        for target, agent, schedule, due in items:
+            when = datetime.fromtimestamp(due, timezone.utc).isoformat(timespec="seconds")
+            try:
+                prepared.append(self._prepare(target, agent, name=f"{schedule.name} @ {when}",
+                                              not_before=due if self._prestage else None))
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - this firing is recorded as skipped, the others go on
+                out.append(exc)
+        runs = iter(self._launch(prepared))
+        out = [next(runs) if o is None else o for o in out]
+        if not self._prestage:
+            now = time.time()
+            for (_, _, _, due), run in zip(items, out):
+                if isinstance(run, Run):
+                    # the monitor plugin turns this event into the cleo_schedule_lateness_seconds histogram
+                    self._events.send("cleo-schedules", {"kind": "lateness", "run": run.id, "seconds": max(0.0, now - due)})
+        return out
+
+    def _withdraw_scheduled(self, runs: list[Run]) -> list[bool]:
+        """Cancel the pre-staged ``runs`` the cluster has not released yet; True for each one cancelled."""
+        from ._admission import withdraw
+        roots = {run.id: [k for k, names in run._units.items() if not run.workflow.nodes[names[0]].parents]
+                 for run in runs}
+        gone = set(withdraw(self.client, [k for keys in roots.values() for k in keys]))
+        out = []
+        for run in runs:
+            withdrawn = any(k in gone for k in roots[run.id])
+            if withdrawn:
+                run.cancel()
+            out.append(withdrawn)
+        return out
 
     # -- durable runs (issue 10: journal, result store, resume, history) ---------------------
     def _start_durable(self, store: Any) -> Any:
@@ -373,6 +493,16 @@ def _local_cluster_options(overrides: dict[str, Any]) -> dict[str, Any]:
     }
     opts.update(overrides)
     return opts
+
+
+def _adopt(run: Run, keys: list[str], futures: Mapping[str, Any]) -> None:
+    """Give ``run`` the futures of its keys from a batch submission (what ``Run._submit`` does
+    after its own ``client.get``) and have the driver watch its sinks."""
+    with run._lock:
+        for key in keys:
+            run._futures[key] = futures[key]
+        run._scan, run._scan_pos = None, 0
+        run._watch_sinks(keys)
 
 
 def _safe(fn: Any, *args: Any) -> None:

@@ -8,6 +8,10 @@ transaction (compare-and-set per schedule, lease checked) and only then hands th
 ``submit`` function (a small thread pool, so a slow submission does not delay the next firing).
 The clock and the submit function are passed in, so the arithmetic is testable with a fixed time.
 
+With ``lookahead > 0`` firings are *pre-staged* (:mod:`cleo_dask._prestage`): decided up to
+``lookahead`` seconds before they are due and handed over in one batch per tick
+(``submit_many``), the submit function making the cluster hold each run until its due time.
+
 A persistent store is shared with other processes (``cleo-dask schedule add/pause/...``): the loop
 notices their commits (SQLite's ``data_version``) and reloads.  Only the process holding the
 store's lease fires; the others stand by and retry.
@@ -34,7 +38,8 @@ from zoneinfo import ZoneInfo
 from . import _config
 from ._agent import Agent
 from ._errors import ScheduleError
-from ._misfire import MISSED, SKIPPED, plan
+from ._misfire import FIRED, MISSED, SKIPPED, Decision, plan
+from ._prestage import Prestaged, decide_at
 from ._schedule_store import (ACTIVE, CANCELLED, FINISHED, PAUSED, Firing, ScheduleRecord, ScheduleStore,
                               Update)
 from ._triggers import (CronTrigger, DateTrigger, IntervalTrigger, Trigger, aware, positive_seconds,
@@ -45,6 +50,7 @@ logger = logging.getLogger("cleo_dask")
 UTC = timezone.utc
 #: At most this many past fire times of one schedule are examined per tick (the rest next tick).
 MAX_CATCH_UP = 100_000
+_STOPPED = (PAUSED, CANCELLED)  # a schedule in these states has its pre-staged runs withdrawn
 _UNSET: Any = type("Unset", (), {"__repr__": lambda self: "<config default>"})()
 
 
@@ -270,14 +276,26 @@ class Scheduler:
 
     ``clock()``: epoch seconds (``time.time``).  ``is_running(run)``: whether a run still counts
     toward ``max_running``.  ``start=False``: no thread; call :meth:`tick` yourself (tests).
+
+    ``lookahead`` (seconds, default 0: decide at the due time): pre-stage firings that far ahead;
+    ``submit`` must then make the run wait for ``due`` itself (a not-before time).
+    ``submit_many(items) -> [run or exception]``: hands a tick's ``(target, agent, schedule, due)``
+    items over in one go.  ``withdraw(runs) -> [bool]``: cancels pre-staged runs that were not
+    released yet (True for those), when their schedule is paused or cancelled or the loop closes.
     """
 
     def __init__(self, store: ScheduleStore, submit: Callable[[Any, Any, Schedule, float], Any], *,
                  clock: Callable[[], float] = time.time, is_running: Callable[[Any], bool] | None = None,
                  start: bool = True, lease_ttl: float | None = None, submit_threads: int | None = None,
-                 require_lease: bool = False):
+                 require_lease: bool = False, lookahead: float = 0.0,
+                 submit_many: Callable[[list[tuple[Any, Any, Schedule, float]]], list[Any]] | None = None,
+                 withdraw: Callable[[list[Any]], list[bool]] | None = None):
         self.store = store
         self._submit = submit
+        self._submit_many = submit_many
+        self._withdraw = withdraw
+        self.lookahead = max(0.0, float(lookahead or 0.0))
+        self._prestaged = Prestaged()
         self._clock = clock
         self._is_running = is_running or (lambda run: not run.done())
         self._cv = threading.Condition(threading.RLock())
@@ -333,27 +351,45 @@ class Scheduler:
             e.record, e.trigger = rec, trigger_from_state(rec.trigger)
             self._push(e)
             self._cv.notify_all()
+        if rec.state in _STOPPED:
+            self._withdraw_prestaged(rec.id, f"the schedule was {rec.state} before its due time: the run "
+                                             "handed over ahead of time was cancelled")
+
+    def _prestages(self, rec: ScheduleRecord) -> bool:
+        """Whether firings of ``rec`` are decided ahead of time (not with ``max_running``)."""
+        return self.lookahead > 0 and rec.max_running is None
+
+    def _decide_at(self, rec: ScheduleRecord, due: float) -> float:
+        return decide_at(due, self.lookahead) if self._prestages(rec) else due
 
     def _push(self, e: _Entry) -> None:
         if e.record.state == ACTIVE and e.record.next_fire is not None:
-            heapq.heappush(self._heap, (e.record.next_fire, next(self._seq), e.record.id))
+            nf = e.record.next_fire
+            heapq.heappush(self._heap, (self._decide_at(e.record, nf), next(self._seq), e.record.id, nf))
 
     def _reload(self) -> None:
         """Bring the in-memory view in line with the store (after another process changed it)."""
         self._changes = self.store.changes()
         records = {r.id: r for r in self.store.all(include_ended=True)}
+        stopped = []
         with self._cv:
             for sid in list(self._entries):
                 if sid not in records:
                     del self._entries[sid]
+                    stopped.append((sid, "removed"))
             for rec in records.values():
                 e = self._entries.get(rec.id)
                 if e is None or e.record.version != rec.version:
                     if e is None:
                         e = self._entries[rec.id] = _Entry(rec, trigger_from_state(rec.trigger))
+                    elif e.record.state not in _STOPPED and rec.state in _STOPPED:
+                        stopped.append((rec.id, rec.state))
                     e.record, e.trigger = rec, trigger_from_state(rec.trigger)
                     self._push(e)
             self._cv.notify_all()
+        for sid, state in stopped:  # paused / cancelled by another process (cleo-dask schedule ...)
+            self._withdraw_prestaged(sid, f"the schedule was {state} before its due time: the run handed "
+                                          "over ahead of time was cancelled")
 
     # -- one step -------------------------------------------------------------------------------
     def tick(self, now: float | None = None) -> list[Firing]:
@@ -365,7 +401,7 @@ class Scheduler:
             due: list[_Entry] = []
             seen: set[str] = set()
             while self._heap and self._heap[0][0] <= now:
-                t, _, sid = heapq.heappop(self._heap)
+                _, _, sid, t = heapq.heappop(self._heap)
                 e = self._entries.get(sid)
                 if e is None or sid in seen or e.record.state != ACTIVE or e.record.next_fire != t:
                     continue  # stale heap entry
@@ -383,13 +419,11 @@ class Scheduler:
                     if t is None:
                         break
                     ts = t.timestamp()
-                    if ts > now or len(times) >= MAX_CATCH_UP:
+                    if self._decide_at(rec, ts) > now or len(times) >= MAX_CATCH_UP:
                         nxt = ts
                         break
                     times.append(ts)
-                running = e.inflight + sum(1 for r in list(e.runs) if self._is_running(r))
-                decisions = plan(times, now, grace=rec.misfire_grace, coalesce=rec.coalesce, running=running,
-                                 max_running=rec.max_running)
+                decisions = self._plan(e, times, now)
                 updates.append(Update(rec.id, rec.version, trig.state(), nxt, ACTIVE if nxt is not None else FINISHED))
                 for d in decisions:
                     firings.append(Firing(rec.id, d.due, d.outcome, d.reason, d.count, d.last_due, decided=now))
@@ -418,14 +452,32 @@ class Scheduler:
                 for sid in lost:
                     if sid in self._entries:
                         self._push(self._entries[sid])
-        for e, due_at, fid in submits:
-            if self._pool is not None:
-                self._pool.submit(self._hand_off, e, due_at, fid)
-            else:
-                self._hand_off(e, due_at, fid)
+        if self.lookahead > 0 or self._submit_many is not None:
+            if submits:  # one batch per tick
+                if self._pool is not None:
+                    self._pool.submit(self._hand_off_batch, submits)
+                else:
+                    self._hand_off_batch(submits)
+        else:
+            for e, due_at, fid in submits:
+                if self._pool is not None:
+                    self._pool.submit(self._hand_off, e, due_at, fid)
+                else:
+                    self._hand_off(e, due_at, fid)
         if self._pool is None:
             self.flush()
         return [f for f in firings if f.schedule_id not in lost]
+
+    def _plan(self, e: _Entry, times: list[float], now: float) -> list[Decision]:
+        """The misfire policy for the times already due; the pre-staged ones (not yet due) fire."""
+        rec = e.record
+        past = [t for t in times if t <= now]
+        decisions = []
+        if past:
+            running = e.inflight + sum(1 for r in list(e.runs) if self._is_running(r))
+            decisions = plan(past, now, grace=rec.misfire_grace, coalesce=rec.coalesce, running=running,
+                             max_running=rec.max_running)
+        return decisions + [Decision(t, FIRED) for t in times if t > now]
 
     def _hand_off(self, e: _Entry, due_at: float, fid: int | None) -> None:
         run, outcome, reason = None, None, None
@@ -451,6 +503,100 @@ class Scheduler:
                 e.runs.append(run)
             if fid is not None:
                 self._handoffs.append((fid, at, getattr(run, "id", None), outcome, reason))
+
+    def _refusal(self, e: _Entry, due_at: float, now: float) -> tuple[str | None, str | None]:
+        """Why a decided firing is not handed over after all (``(None, None)``: it is)."""
+        grace = e.record.misfire_grace
+        if self._closed:
+            return SKIPPED, "the scheduler was closed before the run could be submitted"
+        if grace is not None and now - due_at > grace:
+            # the submit threads fell behind (an overloaded client): a recorded miss, not an ever-growing delay
+            return MISSED, (f"{now - due_at:.3f} s late when its turn to be submitted came, beyond "
+                            f"misfire_grace={grace:g} s (submissions fell behind)")
+        if e.record.state in _STOPPED and due_at > now:
+            return SKIPPED, f"the schedule was {e.record.state} before its run was handed over"
+        return None, None
+
+    def _submit_batch(self, items: list[tuple[_Entry, float, int | None]]) -> list[Any]:
+        """Submit the runs of ``items``: a run or the exception that prevented it, for each."""
+        calls, out = [], []
+        for e, due_at, _ in items:
+            try:
+                target, agent = self._target_and_agent(e)
+                calls.append((target, agent, Schedule(self, e.record.id, e), due_at))
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - recorded as a skipped firing
+                out.append(exc)
+        if self._submit_many is not None and calls:
+            try:
+                runs = iter(self._submit_many(calls))
+            except Exception as exc:  # noqa: BLE001
+                runs = iter([exc] * len(calls))
+        else:
+            runs = iter(self._call_submit(*c) for c in calls)
+        return [next(runs) if o is None else o for o in out]
+
+    def _call_submit(self, target: Any, agent: Any, schedule: Schedule, due_at: float) -> Any:
+        try:
+            return self._submit(target, agent, schedule, due_at)
+        except Exception as exc:  # noqa: BLE001 - recorded as a skipped firing
+            return exc
+
+    def _hand_off_batch(self, items: list[tuple[_Entry, float, int | None]]) -> None:
+        """Hand a tick's firings over together; pre-staged runs are kept until due (to withdraw them)."""
+        now = self._clock()
+        go, done = [], []
+        for e, due_at, fid in items:
+            outcome, reason = self._refusal(e, due_at, now)
+            if outcome is None:
+                go.append((e, due_at, fid))
+            else:
+                done.append((e, due_at, fid, None, outcome, reason))
+        for (e, due_at, fid), res in zip(go, self._submit_batch(go)):
+            if isinstance(res, BaseException):
+                reason = f"could not submit the run: {type(res).__name__}: {res}"
+                logger.warning("schedule %s: %s", e.record.id, reason)
+                done.append((e, due_at, fid, None, SKIPPED, reason))
+            else:
+                done.append((e, due_at, fid, res, None, None))
+        at = self._clock()
+        stopped = set()
+        with self._cv:
+            for e, due_at, fid, run, outcome, reason in done:
+                e.inflight -= 1
+                if run is not None:
+                    e.runs.append(run)
+                    if due_at > at and self.lookahead > 0:
+                        self._prestaged.add(e.record.id, due_at, run, fid)
+                        if e.record.state in _STOPPED or self._closed:  # paused meanwhile: withdraw it now
+                            stopped.add((e.record.id, e.record.state))
+                if fid is not None:
+                    self._handoffs.append((fid, at, getattr(run, "id", None), outcome, reason))
+        for sid, state in stopped:
+            self._withdraw_prestaged(sid, f"the schedule was {state} before its due time: the run handed over "
+                                          "ahead of time was cancelled")
+
+    def _withdraw_prestaged(self, schedule_id: str | None, reason: str) -> None:
+        """Cancel the pre-staged runs of ``schedule_id`` (``None``: all) not released yet; record them skipped."""
+        items = self._prestaged.take(schedule_id, self._clock())
+        if not items or self._withdraw is None:
+            return
+        try:
+            flags = self._withdraw([run for _, _, run, _ in items])
+        except Exception:  # noqa: BLE001 - the runs then start at their due time, recorded as fired
+            logger.warning("could not withdraw %d pre-staged run(s)", len(items), exc_info=True)
+            return
+        at = self._clock()
+        with self._cv:
+            for (sid, _, run, fid), withdrawn in zip(items, flags):
+                if not withdrawn:
+                    continue
+                e = self._entries.get(sid)
+                if e is not None and run in e.runs:
+                    e.runs.remove(run)
+                if fid is not None:
+                    self._handoffs.append((fid, at, getattr(run, "id", None), SKIPPED, reason))
+        self.flush()
 
     def flush(self) -> None:
         """Write the pending hand-off times and run ids to the store."""
@@ -483,6 +629,7 @@ class Scheduler:
                             self._reload()
                 self.tick(now)
                 self.flush()
+                self._prestaged.prune(now)
             except Exception:  # noqa: BLE001 - the loop must survive a bad schedule or a busy store
                 logger.exception("cleo_dask scheduler tick failed")
                 time.sleep(0.1)
@@ -510,6 +657,8 @@ class Scheduler:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         try:
+            self._withdraw_prestaged(None, "the scheduler was closed before its due time: the run handed over "
+                                           "ahead of time was cancelled")
             self.flush()
             if self.store.persistent and self.leader:
                 self.store.release_lease()

@@ -21,7 +21,7 @@ def serve(args: Any, *, stop: threading.Event | None = None) -> int:
     """Serve the schedules of ``args.store`` until ``stop`` is set or a signal arrives; the exit code."""
     from . import _cli_run
     from ._schedule_store import ScheduleStore
-    from ._scheduler import Scheduler, _setting
+    from ._scheduler import _setting
 
     _cli_run._importable_cwd()
     try:
@@ -50,7 +50,7 @@ def serve(args: Any, *, stop: threading.Event | None = None) -> int:
             engine.store = args.store  # the run journal (issue 10) shares the file: scheduled runs are journaled
             engine.durable = engine._start_durable(args.store)
         with engine._lock:
-            engine._scheduler = Scheduler(store, engine._submit_scheduled, require_lease=True)
+            engine._scheduler = engine._new_scheduler(store, require_lease=True)
         scheduler = engine._scheduler
         active = scheduler.schedules()
         address = engine.client.scheduler.address if engine.client.scheduler else "?"

@@ -302,3 +302,38 @@ def test_io_agents_benchmark_runs_tiny(client):
     names = {r["scenario"] for r in rows}
     assert {"async", "io_bound", "max_concurrency", "rate_limit"} <= names
     assert all(r["makespan_s"] > 0 for r in rows)
+
+
+# -- not-before times (pre-staged scheduled runs) ---------------------------------------------------
+def started_at(agent):
+    return time.time()
+
+
+def test_not_before_holds_a_task_without_a_slot_and_composes_with_max_concurrency(engine):
+    from cleo_dask._admission import snapshot
+
+    when = time.time() + 1.0
+    held = engine.submit(cd.task(started_at), cd.Agent("held"), not_before=when)
+    # both slots stay free: two tasks submitted after the held one start at once
+    others = engine.submit(many(cd.task(block_a_bit), 2), cd.Agent("other")).result(timeout=30)
+    assert max(s for s, _ in intervals(others)) < when - 0.3
+    assert snapshot(engine.client)["sleeping"] >= 1
+    start = held.result(timeout=30)["started_at"].value
+    assert when <= start < when + 0.3  # released at its time, not before, not much after
+
+    # under max_concurrency=1: the held task takes no lease while it sleeps, and waits for one after
+    agent = cd.Agent("one-lease", max_concurrency=1)
+    when = time.time() + 0.3
+    held = engine.submit(cd.task(started_at), agent, not_before=when)
+    busy = engine.submit(cd.task(block_longer), agent)  # starts at once, holds the lease 0.5 s
+    busy_start, busy_end = busy.result(timeout=30)["block_longer"].value
+    assert busy_start < when
+    assert held.result(timeout=30)["started_at"].value >= max(when, busy_end)
+
+
+def test_a_not_before_in_the_past_runs_at_once_and_bad_values_are_refused(engine, agent):
+    t0 = time.time()
+    run = engine.submit(cd.task(started_at), agent, not_before=t0 - 10)
+    assert run.result(timeout=30)["started_at"].value - t0 < 1.0
+    with pytest.raises(cd.WorkflowError, match="not_before must be epoch seconds"):
+        engine.submit(cd.task(started_at), agent, not_before="soon")

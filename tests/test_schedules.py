@@ -182,6 +182,44 @@ def test_loop_with_a_fixed_clock_fires_misses_coalesces_and_skips():
     assert {s.name for s in loop.schedules()} == {"busy"}
 
 
+def test_prestaging_decides_ahead_on_a_grid_and_pausing_withdraws_what_is_not_due():
+    now, submitted, withdrawn = {"t": T0}, [], []
+
+    def submit(target, agent, schedule, due):
+        submitted.append((schedule.name, due - T0, now["t"] - T0))
+        return Token(due)
+
+    def withdraw(runs):
+        withdrawn.extend(r.id for r in runs)
+        return [True] * len(runs)
+
+    loop = Scheduler(ScheduleStore(), submit, clock=lambda: now["t"], start=False, is_running=lambda r: r.running,
+                     lookahead=1.0, withdraw=withdraw)
+    start = datetime.fromtimestamp(T0 + 2, UTC)
+    ahead = add(loop, now, "ahead", every=0.5, start=start)
+    busy = add(loop, now, "busy", every=0.5, start=start, max_running=1)  # decided at its due time
+    assert loop.tick(T0 + 0.9) == []
+    now["t"] = T0 + 1.0
+    loop.tick()  # the grid (lookahead / 4 = 0.25 s): a firing due at t is decided at or before t - 1
+    assert submitted == [("ahead", 2.0, 1.0)]
+    assert [f.lateness for f in ahead.firings()] == [pytest.approx(-1.0)]  # handed over 1 s early
+    now["t"] = T0 + 2.0
+    loop.tick()
+    assert sorted(submitted[1:]) == [("ahead", 2.5, 2.0), ("ahead", 3.0, 2.0), ("busy", 2.0, 2.0)]
+    assert [r.id for r in ahead.runs()] == [f"run-{T0 + d:.0f}" for d in (2, 2.5, 3)]
+
+    now["t"] = T0 + 2.2
+    ahead.pause()  # the runs due at 2.5 and 3.0 were handed over but are not due: withdrawn, recorded why
+    assert withdrawn == [f"run-{T0 + 2.5:.0f}", f"run-{T0 + 3:.0f}"]
+    rows = [(f.outcome, f.due - T0, f.reason) for f in ahead.firings()]
+    assert rows[0] == ("fired", 2.0, None)
+    assert [r[:2] for r in rows[1:]] == [("skipped", 2.5), ("skipped", 3.0)]
+    assert all("paused before its due time" in r[2] for r in rows[1:])
+    assert len(ahead.runs()) == 1
+    busy.cancel()
+    assert withdrawn == [f"run-{T0 + 2.5:.0f}", f"run-{T0 + 3:.0f}"]  # nothing of busy was pre-staged
+
+
 # -- the SQLite store: restarts, the lease, compare-and-set -------------------------------------------
 def test_sqlite_store_keeps_schedules_and_one_process_holds_the_lease(tmp_path):
     path = tmp_path / "cleo.db"
@@ -228,8 +266,13 @@ def test_engine_schedules_runs_on_the_cluster(engine, agent, tmp_path):
     agent = cd.Agent("scheduled", config={"path": str(tmp_path / "out.txt")})
     once = engine.schedule(append_line, agent, delay=0.2)
     every = engine.schedule(append_line, agent, every=timedelta(milliseconds=300), name="ticker")
-    assert set(engine.schedules()) >= {once, every}
-    assert wait_until(lambda: len(once.runs()) == 1 and len(every.runs()) >= 3)
+    # a one-shot whose firing was already handed over (pre-staged) counts as finished
+    assert every in engine.schedules() and (once in engine.schedules() or once.state == "finished")
+
+    def started(s):  # runs are handed over ahead of time (pre-staged): count those already due
+        return [f for f in s.firings() if f.outcome == "fired" and f.due < time.time() - 0.05]
+
+    assert wait_until(lambda: len(once.runs()) == 1 and len(started(every)) >= 3)
     outcome = once.runs()[0].result(timeout=30)
     assert outcome.ok and outcome["append_line"].value == str(tmp_path / "out.txt")
     every.pause()
@@ -238,7 +281,8 @@ def test_engine_schedules_runs_on_the_cluster(engine, agent, tmp_path):
     time.sleep(0.7)
     assert len(every.runs()) == n and every.next_fire_time is None
     every.resume()
-    assert wait_until(lambda: len(every.runs()) > n)
+    before = len(started(every))
+    assert wait_until(lambda: len(started(every)) > before)
     every.cancel()
     fired = [f for f in every.firings() if f.outcome == "fired"]
     assert all(f.run_id and f.lateness < 2.0 for f in fired)
@@ -269,6 +313,65 @@ def test_max_running_skips_and_records_why(engine):
     assert "max_running=1: 1 run(s) of this schedule still running" in skipped[0].reason
     for run in s.runs():
         assert run.result(timeout=30).ok
+
+
+def stamp(agent):
+    """A scheduled task: when it started."""
+    return time.time()
+
+
+def test_a_prestaged_firing_is_handed_over_early_and_starts_at_its_due_time(engine):
+    s = engine.schedule(cd.task(stamp), cd.Agent("punctual"), every=0.4,
+                        start=datetime.fromtimestamp(time.time() + 0.6, UTC))
+    assert wait_until(lambda: sum(f.outcome == "fired" and f.due < time.time() - 0.1 for f in s.firings()) >= 3)
+    s.cancel()
+    runs = {r.id: r for r in s.runs()}
+    fired = [f for f in s.firings() if f.outcome == "fired" and f.run_id in runs]
+    assert len(fired) >= 3
+    for f in fired:
+        assert f.lateness < 0  # handed over ahead of time
+        start = runs[f.run_id].result(timeout=30)["stamp"].value
+        assert f.due <= start < f.due + 0.5  # held by the scheduler until due, released then
+
+
+def test_pausing_cancels_a_prestaged_run_and_records_the_skip(engine):
+    s = engine.schedule(cd.task(stamp), cd.Agent("paused"), every=0.5,
+                        start=datetime.fromtimestamp(time.time() + 1.5, UTC))
+    assert wait_until(lambda: len(s.runs()) >= 1, timeout=10)  # handed over, due later
+    early = list(s.runs())
+    s.pause()
+    paused_at = time.time()
+    skipped = [f for f in s.firings() if f.outcome == "skipped"]
+    assert skipped and all(f.due > paused_at and "paused before its due time" in f.reason for f in skipped)
+    assert {f.run_id for f in skipped} == {r.id for r in early} and s.runs() == []
+    time.sleep(max(f.due for f in skipped) - time.time() + 0.3)
+    for r in early:  # never started
+        assert r.status() == "cancelled" and r.result(timeout=10)["stamp"].status == cd.Status.CANCELLED
+    assert not any(f.outcome == "fired" for f in s.firings())
+    s.cancel()
+
+
+def inc(agent, x):
+    return x + 1
+
+
+def test_submit_many_sends_ordinary_runs_together(engine, agent):
+    def cached(agent, error, x):
+        return -x
+
+    @cd.task(fallback=cached)
+    def broken(agent, x):
+        raise ConnectionError("down")
+
+    items = [{"target": cd.task(inc), "agent": agent, "inputs": {"x": i}} for i in range(20)]
+    items.append({"target": broken, "inputs": {"x": 5}, "name": "with a fallback"})
+    runs = engine.submit_many(items)
+    assert [r.result(timeout=30)["inc"].value for r in runs[:20]] == list(range(1, 21))
+    assert runs[20].name == "with a fallback" and runs[20].result(timeout=30)["broken"].value == -5
+    before = len(engine.runs_in_memory)
+    with pytest.raises(cd.WorkflowError, match="item 1"):
+        engine.submit_many([{"target": cd.task(inc), "inputs": {"x": 1}}, {"target": cd.task(inc), "inputs": {"y": 1}}])
+    assert len(engine.runs_in_memory) == before  # nothing submitted
 
 
 def test_a_persistent_store_keeps_import_paths_only(client, tmp_path):
@@ -344,8 +447,10 @@ def test_serve_survives_sigkill_without_losing_or_duplicating_firings(tmp_path):
     fired = [r for r in rows if r["outcome"] == "fired"]
     assert len({r["due"] for r in rows}) == len(rows)  # no due time decided twice
     assert len(fired) >= n_before + 4
-    # every fired row ran once; only the run handed over at the instant of SIGKILL may be lost
-    assert len(fired) - 1 <= len(lines(out)) <= len(fired)
+    # every fired row ran at most once; only the runs handed over ahead of time (pre-staged, within the
+    # lookahead, 1 s) when SIGKILL came may be lost: at most lookahead / interval + 1 of them
+    lost = len(fired) - len(lines(out))
+    assert 0 <= lost <= 3
     listed = cli("schedule", "list", "--json", "--store", "cleo.db", cwd=tmp_path)
     assert json.loads(listed.stdout.splitlines()[0])["state"] == "active"
 
