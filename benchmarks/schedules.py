@@ -4,15 +4,18 @@ Two layouts: ``spread`` (schedule i first due at i ms past the second) and ``ali
 the same instants).  Contenders, on one cluster, in one run:
 
 * ``cleo``: ``engine.schedule(noop, agent, every=1, start=...)`` x N, in-memory store; each firing
-  is an ordinary ``engine.submit`` run.
-* ``cleo-loop``: the same scheduling loop and store, each firing handed to a bare
-  ``client.submit`` instead of ``engine.submit`` (the loop's own cost);
+  is an ordinary run (``Engine.submit_many``: a tick's firings in one submission), handed over
+  up to ``cleo_dask.schedules.lookahead`` seconds early and held on the Dask scheduler until due.
+* ``cleo-loop``: the same scheduling loop, store and lookahead, each firing handed to a bare
+  ``client.submit`` (annotated with its not-before time) instead of a run (the loop's own cost);
 * ``raw``: the baseline: one thread sleeping until each due time and calling ``client.submit``
   (no store, no misfire policy, no run objects).
 
 Reported per layout and contender: p50 / p99 / max lateness of the **hand-off** (the run submitted
-vs its due time) and of the **start** (the task starting on a worker vs its due time), fired /
-expected, missed, duplicates, skipped; ``ratio``: cleo's hand-off p99 over raw's.
+vs its due time; negative: handed over early, pre-staged), of the **release** (the Dask scheduler
+letting a pre-staged task go vs its due time; cleo and cleo-loop) and of the **start** (the task
+starting on a worker vs its due time), fired / expected, missed, duplicates, skipped; ``ratio``:
+cleo's hand-off p99 over raw's.
 
     python -m benchmarks.schedules [--tiny] [--schedules 1000] [--seconds 60] [--json FILE]
 """
@@ -53,11 +56,17 @@ def _stats(prefix: str, seconds: list[float]) -> dict[str, Any]:
 
 
 def _gather(client: Any, futures: list[Any], chunk: int = 2000) -> list[Any]:
-    """Results of many small futures, a chunk at a time (one huge gather can time a busy client out)."""
+    """Results of many small futures, a chunk at a time (one huge gather can time a busy client out);
+    ``None`` for a future that did not finish (cancelled, erred), so the list stays aligned."""
     out: list[Any] = []
     for i in range(0, len(futures), chunk):
         part = futures[i:i + chunk]
-        out += client.gather(part, errors="skip")
+        deadline = time.time() + 300
+        while any(f.status == "pending" for f in part) and time.time() < deadline:
+            time.sleep(0.05)
+        done = [f for f in part if f.status == "finished"]
+        values = dict(zip([f.key for f in done], client.gather(done, errors="skip")))
+        out += [values.get(f.key) for f in part]
         for f in part:
             f.release()
     return out
@@ -71,6 +80,15 @@ def _starts(n: int, layout: str, base: float) -> list[float]:
     return [base + (i / 1000.0 if layout == "spread" else 0.0) for i in range(n)]
 
 
+def _releases(client: Any) -> list[float]:
+    """The release lateness the admission plugin kept since the last call (and forget them)."""
+    from cleo_dask._admission import release_lateness
+    try:
+        return release_lateness(client, clear=True)
+    except Exception:  # noqa: BLE001 - no plugin: nothing was pre-staged
+        return []
+
+
 def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
     """N schedules through ``engine.schedule``; the measurements."""
     import cleo_dask as cd
@@ -82,6 +100,7 @@ def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dic
         s.cancel()
     per = (time.time() - t0) / 20  # creating the schedules takes a while on a busy machine: start after that
     base = math.ceil(time.time() + 1.0 + 2.0 * per * n)
+    _releases(client)
     schedules = [engine.schedule(task, agent, every=1.0, start=datetime.fromtimestamp(t, timezone.utc))
                  for t in _starts(n, layout, base)]
     end = base + seconds
@@ -94,15 +113,16 @@ def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dic
         if time.time() > deadline or all(f.handoff is not None for f in firings if f.outcome == "fired"):
             break
         time.sleep(0.5)
-    due_of = {f.run_id: f.due for f in firings if f.outcome == "fired" and f.run_id}
+    due_of = {f.run_id: f.due for f in firings if f.outcome == "fired" and f.run_id and f.due < end}
     expected = sum(sum(1 for k in range(seconds) if t + k < end) for t in _starts(n, layout, base))
     in_window = [f for f in firings if f.due < end]
     fired = [f for f in in_window if f.outcome == "fired"]
+    releases = _releases(client)
     runs = [r for s in schedules for r in s.runs() if r.id in due_of]
     futures = [r.futures.get("noop") for r in runs]
     runs = [r for r, f in zip(runs, futures) if f is not None]
     outputs = _gather(client, [f for f in futures if f is not None])
-    starts = [(getattr(o, "start", None) or o.value) - due_of[r.id] for r, o in zip(runs, outputs)]
+    starts = [(getattr(o, "start", None) or o.value) - due_of[r.id] for r, o in zip(runs, outputs) if o is not None]
     per_due = Counter((f.schedule_id, f.due) for f in fired)
     row = {"fired": len(fired), "expected": expected,
            "missed": sum(f.count for f in in_window if f.outcome == "missed"),
@@ -110,7 +130,8 @@ def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dic
            "skip_reasons": sorted({f.reason for f in in_window if f.outcome == "skipped"}) or None,
            "miss_reasons": sorted({(f.reason or "")[:80] for f in in_window if f.outcome == "missed"})[:3] or None,
            "duplicates": sum(c - 1 for c in per_due.values() if c > 1),
-           **_stats("handoff", [f.lateness for f in fired if f.lateness is not None]), **_stats("start", starts)}
+           **_stats("handoff", [f.lateness for f in fired if f.lateness is not None]),
+           **_stats("release", releases), **_stats("start", starts)}
     for r in runs:
         r.release()
     return row
@@ -119,18 +140,26 @@ def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dic
 def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
     """cleo_dask's scheduling loop and store, handing each firing to a bare ``client.submit``
     (no Run): what the loop itself costs, apart from ``engine.submit``."""
+    import dask
+
     import cleo_dask as cd
+    from cleo_dask import _config
+    from cleo_dask._admission import ANNOTATION, ensure_installed
     from cleo_dask._schedule_store import ScheduleStore
     from cleo_dask._scheduler import Scheduler, make_options, make_trigger, new_record
 
     submitted: dict[int, tuple[float, Any]] = {}
 
     def submit(target: Any, agent: Any, schedule: Any, due: float) -> Any:
-        fut = client.submit(raw_noop, 0, pure=False)
+        with dask.annotate(**{ANNOTATION: {"limits": {}, "rates": {}, "not_before": due}}):
+            fut = client.submit(raw_noop, 0, pure=False)
         submitted[id(fut)] = (due, fut)
         return fut
 
-    loop = Scheduler(ScheduleStore(), submit, is_running=lambda f: not f.done())
+    ensure_installed(client)
+    _releases(client)
+    loop = Scheduler(ScheduleStore(), submit, is_running=lambda f: not f.done(),
+                     lookahead=float(_config.get("schedules.lookahead", 1.0) or 0.0))
     base = math.ceil(time.time() + 1.0 + 0.002 * n)
     ids = []
     for t in _starts(n, layout, base):
@@ -145,6 +174,7 @@ def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
     time.sleep(1.0)
     firings = [f for sch in handles for f in sch.firings()]
     loop.close()
+    releases = _releases(client)
     in_window = [f for f in firings if f.due < end]
     fired = [f for f in in_window if f.outcome == "fired"]
     pairs = list(submitted.values())
@@ -154,8 +184,8 @@ def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
             "missed": sum(f.count for f in in_window if f.outcome == "missed"),
             "skipped": sum(f.count for f in in_window if f.outcome == "skipped"),
             "duplicates": len(fired) - len({(f.schedule_id, f.due) for f in fired}),
-            **_stats("handoff", [f.lateness for f in fired if f.lateness is not None]),
-            **_stats("start", [v - due for (due, _), v in zip(pairs, values)])}
+            **_stats("handoff", [f.lateness for f in fired if f.lateness is not None]), **_stats("release", releases),
+            **_stats("start", [v - due for (due, _), v in zip(pairs, values) if v is not None])}
 
 
 def run_raw(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
@@ -181,8 +211,8 @@ def run_raw(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
         heapq.heappush(heap, (due + 1.0, i))
     values = _gather(client, [f for _, _, f in handed])
     return {"fired": len(handed), "expected": len(handed) + 0, "missed": 0, "skipped": 0, "duplicates": 0,
-            **_stats("handoff", [at - due for due, at, _ in handed]),
-            **_stats("start", [v - due for (due, _, _), v in zip(handed, values)])}
+            **_stats("handoff", [at - due for due, at, _ in handed]), **_stats("release", []),
+            **_stats("start", [v - due for (due, _, _), v in zip(handed, values) if v is not None])}
 
 
 def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -214,14 +244,17 @@ def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 row = {"case": f"{layout}-{n}x{seconds}s", "layout": layout, "contender": name, "schedules": n,
                        "seconds": seconds, **r}
                 raw = results.get("raw", {}).get("handoff_p99_ms")
-                row["ratio"] = round(r["handoff_p99_ms"] / raw, 2) if raw and r.get("handoff_p99_ms") else None
+                row["ratio"] = (round(r["handoff_p99_ms"] / raw, 2) if raw and raw > 0 and r.get("handoff_p99_ms")
+                                and r["handoff_p99_ms"] > 0 else None)  # pre-staged (early): no ratio
                 rows.append(row)
                 if not args.quiet:
                     print(f"# {row['case']} {name}: fired {row['fired']}/{row['expected']}, missed {row['missed']}, "
-                          f"hand-off p99 {row['handoff_p99_ms']} ms, start p99 {row['start_p99_ms']} ms", flush=True)
+                          f"hand-off p99 {row['handoff_p99_ms']} ms, release p99 {row['release_p99_ms']} ms, "
+                          f"start p99 {row['start_p99_ms']} ms", flush=True)
         h.report(rows, args, "schedules",
                  ["case", "contender", "fired", "expected", "missed", "duplicates", "skipped", "handoff_p50_ms",
-                  "handoff_p99_ms", "handoff_max_ms", "start_p50_ms", "start_p99_ms", "start_max_ms", "ratio"],
+                  "handoff_p99_ms", "handoff_max_ms", "release_p50_ms", "release_p99_ms", "release_max_ms",
+                  "start_p50_ms", "start_p99_ms", "start_max_ms", "ratio"],
                  client=client, title="schedules: lateness of interval firings (ratio = hand-off p99 / raw's)")
     return rows
 

@@ -56,6 +56,7 @@ except ImportError:  # pragma: no cover
 PLUGIN_NAME = "cleo-admission"
 ANNOTATION = "cleo_admission"
 GATE = "cleo-admission-gate"  # a resource no worker has: a gated task waits in 'no-worker'
+TOMBSTONE_SECONDS = 300.0  # how long a key withdrawn before its graph arrived is remembered
 
 
 # -- client side: what a unit is limited by -------------------------------------------------------
@@ -143,8 +144,10 @@ def _release_lateness(clear: bool = False, dask_scheduler: Any = None) -> list[f
 
 
 def withdraw(client: Any, keys: list[Any]) -> list[Any]:
-    """Of ``keys`` (tasks with a not-before time), those still held: they will never be released
-    (the caller cancels them).  Atomic on the scheduler, so a key is either withdrawn or released."""
+    """Of ``keys`` (tasks with a not-before time, still wanted by the caller), those not released:
+    they never will be (the caller cancels them).  Atomic on the scheduler, so a key is either
+    withdrawn or released.  A key whose graph has not reached the scheduler yet (this call can
+    overtake the submission) is withdrawn in advance."""
     return client.run_on_scheduler(_withdraw, list(keys))
 
 
@@ -152,10 +155,18 @@ def _withdraw(keys: list[Any], dask_scheduler: Any = None) -> list[Any]:
     plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
     if plugin is None:
         return []
+    now = time.time()
+    for key in [k for k, t in plugin.tombstones.items() if now - t > TOMBSTONE_SECONDS]:
+        del plugin.tombstones[key]  # its graph never came (cancelled first): forget it
+        plugin.withdrawn.discard(key)
     out = []
     for key in keys:
         if plugin.not_before.pop(key, None) is not None:
             plugin.withdrawn.add(key)
+            out.append(key)
+        elif key not in dask_scheduler.tasks:  # not arrived yet (the caller holds its future: not forgotten)
+            plugin.withdrawn.add(key)
+            plugin.tombstones[key] = now
             out.append(key)
     return out
 
@@ -199,6 +210,7 @@ class AdmissionPlugin(SchedulerPlugin):
         self.not_before: dict[Any, float] = {}     # key -> epoch s, until released (or withdrawn)
         self.sleepers: list[tuple[float, int, Any]] = []  # (not_before, seq, key) of keys in no-worker
         self.withdrawn: set[Any] = set()           # never to be released (cancelled by their client)
+        self.tombstones: dict[Any, float] = {}     # withdrawn before their graph arrived -> when
         self.released: deque = deque(maxlen=200_000)  # release lateness, seconds
         self._alarm: Any = None
         self._alarm_at = float("inf")
@@ -213,7 +225,7 @@ class AdmissionPlugin(SchedulerPlugin):
             self.lane_of[key] = self._lane(adm)
             ts.resource_restrictions = {GATE: 1}
             nb = adm.get("not_before")
-            if nb is not None:
+            if nb is not None and key not in self.withdrawn:
                 self.not_before[key] = nb
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
@@ -239,6 +251,7 @@ class AdmissionPlugin(SchedulerPlugin):
                 del self.lane_of[key]
                 self.not_before.pop(key, None)
                 self.withdrawn.discard(key)
+                self.tombstones.pop(key, None)
             elif finish in ("released", "waiting"):  # will run again: gate it again
                 ts = self.scheduler.tasks.get(key)
                 if ts is not None:

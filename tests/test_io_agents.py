@@ -337,3 +337,20 @@ def test_a_not_before_in_the_past_runs_at_once_and_bad_values_are_refused(engine
     assert run.result(timeout=30)["started_at"].value - t0 < 1.0
     with pytest.raises(cd.WorkflowError, match="not_before must be epoch seconds"):
         engine.submit(cd.task(started_at), agent, not_before="soon")
+
+
+def test_a_key_withdrawn_before_its_graph_arrives_is_never_released(client):
+    import uuid
+
+    import dask
+
+    from cleo_dask._admission import ANNOTATION, ensure_installed, withdraw
+
+    ensure_installed(client)
+    key = f"started_at-withdrawn-{uuid.uuid4().hex}"
+    assert withdraw(client, [key]) == [key]  # the withdrawal overtook the submission
+    with dask.annotate(**{ANNOTATION: {"limits": {}, "rates": {}, "not_before": time.time()}}):
+        fut = client.submit(started_at, None, key=key)
+    time.sleep(0.5)
+    assert fut.status == "pending"  # held for good, holding no slot, until cancelled
+    fut.cancel()
