@@ -230,7 +230,12 @@ def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
     n = args.schedules or (50 if args.tiny else 1000)
     seconds = args.seconds or (3 if args.tiny else 60)
     rows: list[dict[str, Any]] = []
-    with h.cluster(args) as client, cd.Engine(client=client) as engine:
+    import dask
+
+    from cleo_dask._cluster_needs import scheduler_settings
+
+    # the cluster an Engine would start (no root-task queuing), for every contender alike
+    with dask.config.set(scheduler_settings()), h.cluster(args) as client, cd.Engine(client=client) as engine:
         for layout in args.layout or ["spread", "aligned"]:
             chosen = args.contender or ["cleo", "cleo-loop"] + ([] if args.no_raw else ["raw"])
             results = {}

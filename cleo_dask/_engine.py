@@ -22,7 +22,7 @@ from ._compile import Defaults, compile_workflow
 from ._driver import Driver
 from ._eventsend import EventSender
 from ._errors import WorkflowError
-from ._events import run_topic
+from ._events import event, run_topic
 from ._outcome import Status, TaskResult
 from ._run import Run
 from ._task import as_spec
@@ -114,11 +114,12 @@ class Engine:
         (a :class:`WorkflowError` names the first bad one; nothing is submitted); each returned
         :class:`Run` is an ordinary run (results, retries, fallbacks, monitoring).
         """
-        prepared = []
+        prepared, checked = [], set()
         for i, item in enumerate(items):
             kwargs = dict(item)
             try:
-                prepared.append(self._prepare(kwargs.pop("target"), kwargs.pop("agent", None), **kwargs))
+                prepared.append(self._prepare(kwargs.pop("target"), kwargs.pop("agent", None), checked=checked,
+                                              **kwargs))
             except KeyError:
                 raise WorkflowError(f"submit_many: item {i} has no 'target'") from None
             except WorkflowError as exc:
@@ -128,13 +129,17 @@ class Engine:
     def _prepare(self, target: Any, agent: Any = None, *, priority: float = 0, fail_fast: bool = False,
                  name: str | None = None, inputs: Mapping[str, Any] | None = None,
                  critical_path: bool | Mapping[str, float] | None = None,
-                 not_before: float | None = None) -> tuple[Run, Any]:
-        """Validate and compile one run (nothing is sent to the cluster yet)."""
+                 not_before: float | None = None, checked: set[int] | None = None) -> tuple[Run, Any]:
+        """Validate and compile one run (nothing is sent to the cluster yet); ``checked``: ids of
+        agents already known to pickle (a batch checks each agent once)."""
         wf = self._as_workflow(target, inputs)
         wf.validate(inputs or ())
         if agent is None:
             agent = Agent("default")
-        check_picklable(agent)
+        if checked is None or id(agent) not in checked:
+            check_picklable(agent)
+            if checked is not None:
+                checked.add(id(agent))
         if isinstance(priority, bool) or not isinstance(priority, (int, float)):
             raise WorkflowError(f"priority must be a number, got {priority!r}")
         if not_before is not None and (isinstance(not_before, bool) or not isinstance(not_before, (int, float))):
@@ -153,17 +158,42 @@ class Engine:
         with self._lock:
             self._runs[run.id] = run
         self.client.subscribe_topic(run_topic(run.id), run._on_event)
-        wf = run.workflow
-        run._log("run", agent=agent_id(run.agent), name=run.name, started=run.started,
-                 nodes={n: k for n, (k, _) in compiled.location.items()},
-                 edges=[[p, n] for n, node in wf.nodes.items() for p in node.parents])
+        run._log("run", **_run_fields(run, compiled))
+
+    def _announce_many(self, prepared: list[tuple[Run, Any]]) -> None:
+        """:meth:`_announce` for a batch: the ``run`` events in one call that returns once the
+        scheduler has them (so they precede every other event of these runs), then the
+        subscriptions in one hop to the client's loop (ahead of the graphs, on the same stream)."""
+        try:
+            self.client.run_on_scheduler(_log_events, [(run_topic(run.id), event("run", run.id, **_run_fields(run, c)))
+                                                       for run, c in prepared])
+        except Exception:  # noqa: BLE001 - cleo_dask not importable on the scheduler: one event per run
+            for run, compiled in prepared:
+                self._announce(run, compiled)
+            return
+        with self._lock:
+            for run, _ in prepared:
+                self._runs[run.id] = run
+        client = self.client
+        if not (hasattr(client, "_event_handlers") and hasattr(client, "_send_to_scheduler_safe")):
+            for run, _ in prepared:
+                client.subscribe_topic(run_topic(run.id), run._on_event)
+            return
+        msgs = []
+        for run, _ in prepared:  # what Client.subscribe_topic does, without a loop hop per run
+            client._event_handlers[run_topic(run.id)] = run._on_event
+            msgs.append({"op": "subscribe-topic", "topic": run_topic(run.id), "client": client.id})
+        client.loop.add_callback(_send_all, client, msgs)
 
     def _launch(self, prepared: list[tuple[Run, Any]]) -> list[Run]:
         """Announce prepared runs and send their graphs in one ``client.get`` per priority."""
         from ._admission import ensure_installed
         from ._compile import Compiled
-        for run, compiled in prepared:
-            self._announce(run, compiled)
+        if len(prepared) > 1:
+            self._announce_many(prepared)
+        else:
+            for run, compiled in prepared:
+                self._announce(run, compiled)
         by_priority: dict[float, list[tuple[Run, Any]]] = {}
         for run, compiled in prepared:
             by_priority.setdefault(run.priority, []).append((run, compiled))
@@ -179,8 +209,8 @@ class Engine:
                 ensure_installed(self.client)
             keys = merged.keys
             futures = dict(zip(keys, self.client.get(merged.graph(), keys, sync=False, priority=priority)))
-            for run, c in group:
-                _adopt(run, c.keys, futures)
+            watch = [(run, _adopt(run, c.keys, futures)) for run, c in group]
+            self.client.loop.add_callback(_await_runs, watch)  # one hop to the loop for the batch
         runs = [run for run, _ in prepared]
         for run in runs:
             for listener in self._listeners:
@@ -347,11 +377,11 @@ class Engine:
         metric; without it the lateness of the hand-off is sent instead."""
         from datetime import datetime, timezone
         out: list[Any] = []
-        prepared = []
+        prepared, checked = [], set()
         for target, agent, schedule, due in items:
             when = datetime.fromtimestamp(due, timezone.utc).isoformat(timespec="seconds")
             try:
-                prepared.append(self._prepare(target, agent, name=f"{schedule.name} @ {when}",
+                prepared.append(self._prepare(target, agent, name=f"{schedule.name} @ {when}", checked=checked,
                                               not_before=due if self._prestage else None))
                 out.append(None)
             except Exception as exc:  # noqa: BLE001 - this firing is recorded as skipped, the others go on
@@ -495,14 +525,42 @@ def _local_cluster_options(overrides: dict[str, Any]) -> dict[str, Any]:
     return opts
 
 
-def _adopt(run: Run, keys: list[str], futures: Mapping[str, Any]) -> None:
+def _adopt(run: Run, keys: list[str], futures: Mapping[str, Any]) -> list[Any]:
     """Give ``run`` the futures of its keys from a batch submission (what ``Run._submit`` does
-    after its own ``client.get``) and have the driver watch its sinks."""
+    after its own ``client.get``); the futures of its sinks, to watch (``Run._watch_sinks``)."""
     with run._lock:
         for key in keys:
             run._futures[key] = futures[key]
         run._scan, run._scan_pos = None, 0
-        run._watch_sinks(keys)
+        return [run._futures[k] for k in keys if not run._children[run._units[k][-1]]]
+
+
+async def _await_runs(watch: list[tuple[Run, list[Any]]]) -> None:
+    """On the client's loop: each run of a batch looks at itself once its sinks are done."""
+    import asyncio
+    for run, sinks in watch:
+        if sinks:
+            asyncio.ensure_future(run._await_done(sinks))
+
+
+def _send_all(client: Any, msgs: list[dict[str, Any]]) -> None:
+    for msg in msgs:
+        client._send_to_scheduler_safe(msg)
+
+
+def _run_fields(run: Run, compiled: Any) -> dict[str, Any]:
+    """The fields of a run's ``run`` event (see :mod:`cleo_dask._events`)."""
+    wf = run.workflow
+    return {"agent": agent_id(run.agent), "name": run.name, "started": run.started,
+            "nodes": {n: k for n, (k, _) in compiled.location.items()},
+            "edges": [[p, n] for n, node in wf.nodes.items() for p in node.parents]}
+
+
+def _log_events(events: list[tuple[str, dict[str, Any]]], dask_scheduler: Any = None) -> int:
+    """On the scheduler: log many events at once."""
+    for topic, msg in events:
+        dask_scheduler.log_event(topic, msg)
+    return len(events)
 
 
 def _safe(fn: Any, *args: Any) -> None:

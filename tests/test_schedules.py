@@ -368,6 +368,12 @@ def test_submit_many_sends_ordinary_runs_together(engine, agent):
     runs = engine.submit_many(items)
     assert [r.result(timeout=30)["inc"].value for r in runs[:20]] == list(range(1, 21))
     assert runs[20].name == "with a fallback" and runs[20].result(timeout=30)["broken"].value == -5
+    from cleo_dask._plugin import snapshot  # the monitor knows them (announced together) and sees them end
+
+    def states():
+        return [engine.client.run_on_scheduler(snapshot, r.id)["run"]["state"] for r in (runs[0], runs[20])]
+
+    assert wait_until(lambda: states() == ["succeeded", "succeeded"], timeout=10), states()
     before = len(engine.runs_in_memory)
     with pytest.raises(cd.WorkflowError, match="item 1"):
         engine.submit_many([{"target": cd.task(inc), "inputs": {"x": 1}}, {"target": cd.task(inc), "inputs": {"y": 1}}])
