@@ -6,8 +6,9 @@ the same instants).  Contenders, on one cluster, in one run:
 * ``cleo``: ``engine.schedule(noop, agent, every=1, start=...)`` x N, in-memory store; each firing
   is an ordinary run (``Engine.submit_many``: a tick's firings in one submission), handed over
   up to ``cleo_dask.schedules.lookahead`` seconds early and held on the Dask scheduler until due.
-* ``cleo-loop``: the same scheduling loop, store and lookahead, each firing handed to a bare
-  ``client.submit`` (annotated with its not-before time) instead of a run (the loop's own cost);
+* ``cleo-loop``: the same scheduling loop, store and lookahead, a tick's firings handed over as
+  one bare Dask graph (one task per firing, annotated with its not-before time) instead of runs
+  (the loop's own cost);
 * ``raw``: the baseline: one thread sleeping until each due time and calling ``client.submit``
   (no store, no misfire policy, no run objects).
 
@@ -140,7 +141,10 @@ def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dic
 def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
     """cleo_dask's scheduling loop and store, handing each firing to a bare ``client.submit``
     (no Run): what the loop itself costs, apart from ``engine.submit``."""
-    import dask
+    import uuid
+
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+    from dask.task_spec import Task
 
     import cleo_dask as cd
     from cleo_dask import _config
@@ -151,14 +155,21 @@ def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
     submitted: dict[int, tuple[float, Any]] = {}
 
     def submit(target: Any, agent: Any, schedule: Any, due: float) -> Any:
-        with dask.annotate(**{ANNOTATION: {"limits": {}, "rates": {}, "not_before": due}}):
-            fut = client.submit(raw_noop, 0, pure=False)
-        submitted[id(fut)] = (due, fut)
-        return fut
+        return submit_many([(target, agent, schedule, due)])[0]
+
+    def submit_many(items: list[tuple[Any, Any, Any, float]]) -> list[Any]:
+        keys = [f"raw_noop-{uuid.uuid4().hex}" for _ in items]
+        dsk = {k: Task(k, raw_noop, 0) for k in keys}
+        table = {k: {"limits": {}, "rates": {}, "not_before": due} for k, (_, _, _, due) in zip(keys, items)}
+        layer = MaterializedLayer(dsk, annotations={ANNOTATION: table.__getitem__})
+        futs = client.get(HighLevelGraph({"loop": layer}, {"loop": set()}), keys, sync=False)
+        for fut, (_, _, _, due) in zip(futs, items):
+            submitted[id(fut)] = (due, fut)
+        return futs
 
     ensure_installed(client)
     _releases(client)
-    loop = Scheduler(ScheduleStore(), submit, is_running=lambda f: not f.done(),
+    loop = Scheduler(ScheduleStore(), submit, submit_many=submit_many, is_running=lambda f: not f.done(),
                      lookahead=float(_config.get("schedules.lookahead", 1.0) or 0.0))
     base = math.ceil(time.time() + 1.0 + 0.002 * n)
     ids = []

@@ -29,6 +29,8 @@ from ._task import as_spec
 from ._workflow import Workflow
 
 logger = logging.getLogger("cleo_dask")
+#: Engine.submit_many sends at most this many runs per graph
+GRAPH_RUNS = 100
 
 
 class Engine:
@@ -197,7 +199,10 @@ class Engine:
         by_priority: dict[float, list[tuple[Run, Any]]] = {}
         for run, compiled in prepared:
             by_priority.setdefault(run.priority, []).append((run, compiled))
-        for priority, group in by_priority.items():
+        # graphs of at most GRAPH_RUNS runs: the scheduler handles each graph in one go on its event
+        # loop, and smaller graphs let its timers (runs due now) through in between
+        chunks = [(p, g[i:i + GRAPH_RUNS]) for p, g in by_priority.items() for i in range(0, len(g), GRAPH_RUNS)]
+        for priority, group in chunks:
             merged = Compiled({}, {}, {})
             for _, c in group:
                 merged.dsk.update(c.dsk)

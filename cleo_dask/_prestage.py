@@ -7,7 +7,7 @@ then (:mod:`cleo_dask._admission`).  So the client's work (compiling, submitting
 time and in batches, and the start no longer depends on the client keeping up at the due instant.
 
 * Decisions are batched on a grid: a firing due at ``t`` is decided at the grid point (every
-  ``L / 4`` seconds) at or before ``t - L``, so every firing is handed over between ``0.75 L`` and
+  ``L / 10`` seconds) at or before ``t - L``, so every firing is handed over between ``0.9 L`` and
   ``L`` ahead, and all firings of a grid cell go out in one submission (:func:`decide_at`).
 * Only firings whose decision does not depend on the state at the due time are pre-staged: a
   schedule with ``max_running`` is decided at its due time.
@@ -23,7 +23,7 @@ import threading
 from typing import Any
 
 #: decisions are taken on a grid of lookahead / GRID_DIVISIONS seconds (batches of firings)
-GRID_DIVISIONS = 4
+GRID_DIVISIONS = 10
 
 
 def decide_at(due: float, lookahead: float) -> float:
@@ -31,7 +31,7 @@ def decide_at(due: float, lookahead: float) -> float:
     if lookahead <= 0:
         return due
     grid = lookahead / GRID_DIVISIONS
-    return math.floor((due - lookahead) / grid) * grid
+    return math.floor((due - lookahead) / grid + 1e-6) * grid  # (1e-6: a due time on the grid stays on it)
 
 
 class Prestaged:

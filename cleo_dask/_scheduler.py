@@ -672,9 +672,8 @@ class Scheduler:
             return self._entries.get(sid)
 
     def _target_and_agent(self, e: _Entry) -> tuple[Any, Any]:
-        from ._imports import resolve
-
         if e.target is None:
+            from ._imports import resolve
             e.target = resolve(e.record.target, error=ScheduleError)
         if e.agent is None:
             e.agent = load_agent(e.record.agent, e.record.agent_format)

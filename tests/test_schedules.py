@@ -200,7 +200,7 @@ def test_prestaging_decides_ahead_on_a_grid_and_pausing_withdraws_what_is_not_du
     busy = add(loop, now, "busy", every=0.5, start=start, max_running=1)  # decided at its due time
     assert loop.tick(T0 + 0.9) == []
     now["t"] = T0 + 1.0
-    loop.tick()  # the grid (lookahead / 4 = 0.25 s): a firing due at t is decided at or before t - 1
+    loop.tick()  # the grid (lookahead / 10 = 0.1 s): a firing due at t is decided at or before t - 1
     assert submitted == [("ahead", 2.0, 1.0)]
     assert [f.lateness for f in ahead.firings()] == [pytest.approx(-1.0)]  # handed over 1 s early
     now["t"] = T0 + 2.0
