@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import statistics
 import time
 import uuid
@@ -54,10 +55,12 @@ def traces(names: list[str] | None = None) -> list[Path]:
 
 
 class Sleep:
-    """A task that sleeps a fixed number of seconds (``run(agent, **inputs)``: a Cleo-style task)."""
+    """A task that sleeps a fixed number of seconds (``run(agent, **inputs)``: a Cleo-style task).
+    ``name``: the task's name (its category in the trace: every ``blastall`` is the same program)."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, name: str = "sleep"):
         self.seconds = seconds
+        self.name = name
 
     def run(self, agent: Any, **inputs: Any) -> None:
         time.sleep(self.seconds)
@@ -68,24 +71,39 @@ def sleep_raw(seconds: float, *deps: Any) -> None:
     time.sleep(seconds)
 
 
+def category(task_id: str) -> str:
+    """The program a trace task runs, from its id: ``blastall_ID000002`` -> ``blastall``,
+    ``NFCORE_RNASEQ.RNASEQ.QUANT.SALMON_12`` -> ``SALMON``, ``fastqSplit_fastqSplit_<sample>`` -> ``fastqSplit``."""
+    base = re.sub(r"_?ID\d+$", "", task_id)
+    base = re.sub(r"_\d+$", "", base).rsplit(".", 1)[-1]
+    doubled = re.match(r"([A-Za-z0-9]+)_\1_", base)
+    return doubled.group(1) if doubled else base
+
+
 def workflow(inst: dict, k: float, durations: bool) -> Any:
-    """The trace as a cleo_dask Workflow (``durations``: each task declares ``duration=``)."""
+    """The trace as a cleo_dask Workflow (``durations``: each task declares ``duration=``).
+
+    Each node's task is named after its category, as the same program would be in a real
+    workflow: Dask groups keys by that name (its per-group duration estimates and its detection
+    of wide fan-outs, which it queues on the scheduler, depend on it)."""
     import cleo_dask as cd
 
     wf = cd.Workflow(inst.get("name", "trace"))
     for t in inst["tasks"]:
         seconds = max(0.0, float(t.get("runtime_s") or 0.0)) * k
         opts = {"duration": seconds} if durations else {}
-        wf.add(Sleep(seconds), name=t["id"], after=t.get("parents", ()), **opts)
+        wf.add(Sleep(seconds, category(t["id"])), name=t["id"], after=t.get("parents", ()), **opts)
     return wf
 
 
-def raw_graph(inst: dict, k: float, suffix: str) -> tuple[dict, list[str]]:
-    """The trace as a raw Dask dict graph and its sink keys."""
-    dsk = {t["id"] + suffix: (sleep_raw, max(0.0, float(t.get("runtime_s") or 0.0)) * k,
-                              *(p + suffix for p in t.get("parents", ()))) for t in inst["tasks"]}
+def raw_graph(inst: dict, k: float, suffix: str) -> tuple[dict, list[tuple[str, str]]]:
+    """The trace as a raw Dask dict graph and its sink keys (``(category, id)`` keys: Dask
+    groups them by category, as cleo_dask's keys are grouped by task name)."""
+    key = {t["id"]: (category(t["id"]), t["id"] + suffix) for t in inst["tasks"]}
+    dsk = {key[t["id"]]: (sleep_raw, max(0.0, float(t.get("runtime_s") or 0.0)) * k,
+                          *(key[p] for p in t.get("parents", ()))) for t in inst["tasks"]}
     has_child = {p for t in inst["tasks"] for p in t.get("parents", ())}
-    return dsk, [t["id"] + suffix for t in inst["tasks"] if t["id"] not in has_child]
+    return dsk, [key[t["id"]] for t in inst["tasks"] if t["id"] not in has_child]
 
 
 def run_one(inst: dict, k: float, contender: str, client: Any, engine: Any, agent: Any,

@@ -82,3 +82,14 @@ def test_failures_tiny(common):
     assert "error" not in backoff and backoff["ratio"] > 0
     for who in ("no-failures", "1%-dask-retry", "1%-backoff-0.1s"):
         assert "error" not in rows[("layered-300", who)]
+
+
+def test_makespan_names_each_trace_task_after_its_program():
+    # Dask groups keys by task name: every blastall of a trace is one program, one group
+    assert makespan.category("blastall_ID000002") == "blastall"
+    assert makespan.category("individuals_merge_ID0000201") == "individuals_merge"
+    assert makespan.category("NFCORE_RNASEQ.RNASEQ.QUANT.SALMON_12") == "SALMON"
+    assert makespan.category("sol2sanger_sol2sanger_080603_ILMN-GA001_s_1_sequence") == "sol2sanger"
+    wf = makespan.workflow({"tasks": [{"id": "a_ID1", "runtime_s": 1, "parents": []},
+                                      {"id": "b_ID2", "runtime_s": 1, "parents": ["a_ID1"]}]}, 0.1, durations=True)
+    assert {n: node.task.name for n, node in wf.nodes.items()} == {"a_ID1": "a", "b_ID2": "b"}
