@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from distributed import Future
 
 from ._compile import Compiled, Defaults, _gc_paused, compile_resubmission, retry_policy
+from ._errors import CleoError
 from ._events import event, run_topic
 from ._futures import all_done as _all_done, release_futures
 from . import _logs
@@ -482,7 +483,10 @@ class Run:
 
     def _output(self, key: str) -> Any:
         if key not in self._outputs:
-            self._outputs[key] = self._futures[key].result()
+            fut = self._futures.get(key)
+            if fut is None:
+                raise CleoError(f"run {self.id} was released: values not read before release() are gone")
+            self._outputs[key] = fut.result()
         return self._outputs[key]
 
     def _value_of(self, key: str, idx: int) -> Any:

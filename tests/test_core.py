@@ -203,3 +203,28 @@ def test_the_whole_workflow_is_one_graph_submission(engine, agent):
         del engine.client._graph_to_futures
     assert len(graphs) == 1
     assert run.result()["n299"].value == 2
+
+
+def test_release_lets_the_cluster_forget_a_run_and_keeps_what_was_read(engine, client, agent):
+    wf = cd.Workflow.chain(fetch, summarize)
+    wf.add(lambda agent, fetch: len(fetch), name="length", after=["fetch"])  # three Dask keys
+    run = engine.submit(wf, agent)
+    outcome = run.result()
+    assert outcome["summarize"].value == "NEWS ABOUT DASK"   # values are fetched when read
+    keys = list(run._futures)
+    assert len(keys) == 3 and all(k in client.refcount for k in keys)
+    run.release()   # one message for all the run's keys
+
+    def held(dask_scheduler=None, keys=keys):
+        return [k for k in keys if k in dask_scheduler.tasks]
+
+    import time
+    deadline = time.time() + 10
+    while client.run_on_scheduler(held) and time.time() < deadline:
+        time.sleep(0.05)
+    assert client.run_on_scheduler(held) == []
+    assert not any(k in client.refcount or k in client.futures for k in keys)
+    assert outcome["summarize"].value == "NEWS ABOUT DASK"   # read before release: still there
+    assert outcome["length"].status == "succeeded"           # statuses and timings too
+    with pytest.raises(cd.CleoError, match="released"):
+        outcome["length"].value                                # never read: gone with the cluster's copy
