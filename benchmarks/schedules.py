@@ -18,7 +18,10 @@ letting a pre-staged task go vs its due time; cleo and cleo-loop) and of the **s
 starting on a worker vs its due time), fired / expected, missed, duplicates, skipped; ``ratio``:
 cleo's hand-off p99 over raw's.
 
-    python -m benchmarks.schedules [--tiny] [--schedules 1000] [--seconds 60] [--json FILE]
+    python -m benchmarks.schedules [--tiny] [--schedules 1000] [--seconds 60] [--gc-freeze] [--json FILE]
+
+Start times are recorded on the scheduler (a small plugin), so no contender holds its runs or
+futures until the end; each schedule keeps ``KEEP_RUNS`` runs (config ``keep-runs``).
 """
 from __future__ import annotations
 
@@ -30,7 +33,14 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
+import dask
+from distributed import fire_and_forget
+from distributed.diagnostics.plugin import SchedulerPlugin
+
 from . import _harness as h
+
+#: Run objects (futures) each schedule keeps in the benchmark (config ``cleo_dask.schedules.keep-runs``)
+KEEP_RUNS = 2
 
 
 def noop(agent: Any) -> float:
@@ -56,29 +66,59 @@ def _stats(prefix: str, seconds: list[float]) -> dict[str, Any]:
             f"{prefix}_max_ms": _round(max(ms) if ms else None)}
 
 
-def _gather(client: Any, futures: list[Any], chunk: int = 2000) -> list[Any]:
-    """Results of many small futures, a chunk at a time (one huge gather can time a busy client out);
-    ``None`` for a future that did not finish (cancelled, erred), so the list stays aligned."""
-    out: list[Any] = []
-    for i in range(0, len(futures), chunk):
-        part = futures[i:i + chunk]
-        deadline = time.time() + 300
-        while any(f.status == "pending" for f in part) and time.time() < deadline:
-            time.sleep(0.05)
-        done = [f for f in part if f.status == "finished"]
-        values = dict(zip([f.key for f in done], client.gather(done, errors="skip")))
-        out += [values.get(f.key) for f in part]
-        for f in part:
-            f.release()
-    return out
-
-
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
 
 def _starts(n: int, layout: str, base: float) -> list[float]:
     return [base + (i / 1000.0 if layout == "spread" else 0.0) for i in range(n)]
+
+
+class StartRecorder(SchedulerPlugin):
+    """On the scheduler: when each task began computing (its worker's clock), by key, so the
+    benchmark need not hold every run and future until the end (that heap growth alone costs
+    the client process long garbage-collector pauses)."""
+
+    name = "bench-schedules-starts"
+
+    def __init__(self) -> None:
+        self.starts: dict[Any, float] = {}
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if start == "processing" and finish == "memory":
+            for ss in kwargs.get("startstops") or ():
+                if ss.get("action") == "compute":
+                    self.starts[key] = ss["start"]
+                    return
+
+
+def _install_recorder(client: Any) -> None:
+    client.register_plugin(StartRecorder(), name=StartRecorder.name)
+
+
+def _recorded(client: Any, clear: bool = False) -> dict[Any, float]:
+    """The start times recorded so far (key -> epoch seconds)."""
+    return client.run_on_scheduler(_recorded_on_scheduler, clear)
+
+
+def _recorded_on_scheduler(clear: bool = False, dask_scheduler: Any = None) -> dict[Any, float]:
+    plugin = dask_scheduler.plugins.get(StartRecorder.name)
+    out = dict(plugin.starts) if plugin is not None else {}
+    if clear and plugin is not None:
+        plugin.starts.clear()
+    return out
+
+
+def _starts_of(client: Any, due_of_key: dict[Any, float], wait: float = 120.0) -> list[float]:
+    """Start minus due time of each key in ``due_of_key``, once they have all started (or ``wait`` s)."""
+    deadline = time.time() + wait
+    while True:
+        seen = _recorded(client)
+        if all(k in seen for k in due_of_key) or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    _recorded(client, clear=True)
+    return [seen[k] - due for k, due in due_of_key.items() if k in seen]
 
 
 def _releases(client: Any) -> list[float]:
@@ -102,8 +142,10 @@ def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dic
     per = (time.time() - t0) / 20  # creating the schedules takes a while on a busy machine: start after that
     base = math.ceil(time.time() + 1.0 + 2.0 * per * n)
     _releases(client)
-    schedules = [engine.schedule(task, agent, every=1.0, start=datetime.fromtimestamp(t, timezone.utc))
-                 for t in _starts(n, layout, base)]
+    _recorded(client, clear=True)
+    with dask.config.set({"cleo_dask.schedules.keep-runs": KEEP_RUNS}):
+        schedules = [engine.schedule(task, agent, every=1.0, start=datetime.fromtimestamp(t, timezone.utc))
+                     for t in _starts(n, layout, base)]
     end = base + seconds
     time.sleep(max(0.0, end - time.time()))
     for s in schedules:
@@ -119,11 +161,7 @@ def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dic
     in_window = [f for f in firings if f.due < end]
     fired = [f for f in in_window if f.outcome == "fired"]
     releases = _releases(client)
-    runs = [r for s in schedules for r in s.runs() if r.id in due_of]
-    futures = [r.futures.get("noop") for r in runs]
-    runs = [r for r, f in zip(runs, futures) if f is not None]
-    outputs = _gather(client, [f for f in futures if f is not None])
-    starts = [(getattr(o, "start", None) or o.value) - due_of[r.id] for r, o in zip(runs, outputs) if o is not None]
+    starts = _starts_of(client, {f"noop-{rid}-noop": due for rid, due in due_of.items()})
     per_due = Counter((f.schedule_id, f.due) for f in fired)
     row = {"fired": len(fired), "expected": expected,
            "missed": sum(f.count for f in in_window if f.outcome == "missed"),
@@ -133,8 +171,6 @@ def run_cleo(engine: Any, client: Any, n: int, seconds: int, layout: str) -> dic
            "duplicates": sum(c - 1 for c in per_due.values() if c > 1),
            **_stats("handoff", [f.lateness for f in fired if f.lateness is not None]),
            **_stats("release", releases), **_stats("start", starts)}
-    for r in runs:
-        r.release()
     return row
 
 
@@ -146,13 +182,12 @@ def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
     from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
     from dask.task_spec import Task
 
-    import cleo_dask as cd
     from cleo_dask import _config
     from cleo_dask._admission import ANNOTATION, ensure_installed
     from cleo_dask._schedule_store import ScheduleStore
-    from cleo_dask._scheduler import Scheduler, make_options, make_trigger, new_record
+    from cleo_dask._scheduler import Scheduler
 
-    submitted: dict[int, tuple[float, Any]] = {}
+    submitted: dict[Any, float] = {}
 
     def submit(target: Any, agent: Any, schedule: Any, due: float) -> Any:
         return submit_many([(target, agent, schedule, due)])[0]
@@ -163,20 +198,20 @@ def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
         table = {k: {"limits": {}, "rates": {}, "not_before": due} for k, (_, _, _, due) in zip(keys, items)}
         layer = MaterializedLayer(dsk, annotations={ANNOTATION: table.__getitem__})
         futs = client.get(HighLevelGraph({"loop": layer}, {"loop": set()}), keys, sync=False)
-        for fut, (_, _, _, due) in zip(futs, items):
-            submitted[id(fut)] = (due, fut)
+        fire_and_forget(futs)
+        for key, (_, _, _, due) in zip(keys, items):
+            submitted[key] = due
         return futs
 
     ensure_installed(client)
     _releases(client)
+    _recorded(client, clear=True)
     loop = Scheduler(ScheduleStore(), submit, submit_many=submit_many, is_running=lambda f: not f.done(),
                      lookahead=float(_config.get("schedules.lookahead", 1.0) or 0.0))
     base = math.ceil(time.time() + 1.0 + 0.002 * n)
     ids = []
-    for t in _starts(n, layout, base):
-        trig, tz = make_trigger(time.time(), every=1.0, start=datetime.fromtimestamp(t, timezone.utc))
-        rec = new_record(loop.store, "noop", None, trig, tz, make_options(), name="noop", now=time.time())
-        ids.append(loop.add(rec, target=raw_noop, agent=cd.Agent("bench")).id)
+    with dask.config.set({"cleo_dask.schedules.keep-runs": KEEP_RUNS}):
+        ids += _add_loop_schedules(loop, n, layout, base)
     end = base + seconds
     time.sleep(max(0.0, end - time.time()))
     handles = [loop.get(i) for i in ids]
@@ -188,15 +223,27 @@ def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
     releases = _releases(client)
     in_window = [f for f in firings if f.due < end]
     fired = [f for f in in_window if f.outcome == "fired"]
-    pairs = list(submitted.values())
-    values = _gather(client, [f for _, f in pairs])
+    starts = _starts_of(client, {k: due for k, due in submitted.items() if due < end})
     expected = sum(sum(1 for k in range(seconds) if t + k < end) for t in _starts(n, layout, base))
     return {"fired": len(fired), "expected": expected,
             "missed": sum(f.count for f in in_window if f.outcome == "missed"),
             "skipped": sum(f.count for f in in_window if f.outcome == "skipped"),
             "duplicates": len(fired) - len({(f.schedule_id, f.due) for f in fired}),
             **_stats("handoff", [f.lateness for f in fired if f.lateness is not None]), **_stats("release", releases),
-            **_stats("start", [v - due for (due, _), v in zip(pairs, values) if v is not None])}
+            **_stats("start", starts)}
+
+
+def _add_loop_schedules(loop: Any, n: int, layout: str, base: float) -> list[str]:
+    """The ``cleo-loop`` contender's N interval schedules; their ids."""
+    import cleo_dask as cd
+    from cleo_dask._scheduler import make_options, make_trigger, new_record
+
+    ids = []
+    for t in _starts(n, layout, base):
+        trig, tz = make_trigger(time.time(), every=1.0, start=datetime.fromtimestamp(t, timezone.utc))
+        rec = new_record(loop.store, "noop", None, trig, tz, make_options(), name="noop", now=time.time())
+        ids.append(loop.add(rec, target=raw_noop, agent=cd.Agent("bench")).id)
+    return ids
 
 
 def run_raw(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
@@ -206,6 +253,7 @@ def run_raw(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
     heap = [(t, i) for i, t in enumerate(_starts(n, layout, base))]
     heapq.heapify(heap)
     handed: list[tuple[float, float, Any]] = []
+    _recorded(client, clear=True)
     cv = threading.Condition()
     while heap:
         due, i = heap[0]
@@ -218,12 +266,13 @@ def run_raw(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
             continue
         heapq.heappop(heap)
         fut = client.submit(raw_noop, i, pure=False)
-        handed.append((due, time.time(), fut))
+        handed.append((due, time.time(), fut.key))
+        fire_and_forget(fut)
         heapq.heappush(heap, (due + 1.0, i))
-    values = _gather(client, [f for _, _, f in handed])
+    starts = _starts_of(client, {key: due for due, _, key in handed})
     return {"fired": len(handed), "expected": len(handed) + 0, "missed": 0, "skipped": 0, "duplicates": 0,
             **_stats("handoff", [at - due for due, at, _ in handed]), **_stats("release", []),
-            **_stats("start", [v - due for (due, _, _), v in zip(handed, values) if v is not None])}
+            **_stats("start", starts)}
 
 
 def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -237,16 +286,21 @@ def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--no-raw", action="store_true", help="leave out the raw Dask baseline")
     p.add_argument("--contender", action="append", choices=["cleo", "cleo-loop", "raw"], default=None,
                    help="run only this contender (repeatable)")
+    p.add_argument("--gc-freeze", action="store_true",
+                   help="gc.freeze() once the cluster is up (what `cleo-dask serve` does): shorter collector pauses")
     args = p.parse_args(argv)
     n = args.schedules or (50 if args.tiny else 1000)
     seconds = args.seconds or (3 if args.tiny else 60)
     rows: list[dict[str, Any]] = []
-    import dask
-
     from cleo_dask._cluster_needs import scheduler_settings
 
     # the cluster an Engine would start (no root-task queuing), for every contender alike
     with dask.config.set(scheduler_settings()), h.cluster(args) as client, cd.Engine(client=client) as engine:
+        _install_recorder(client)
+        if args.gc_freeze:
+            import gc
+            gc.collect()
+            gc.freeze()
         for layout in args.layout or ["spread", "aligned"]:
             chosen = args.contender or ["cleo", "cleo-loop"] + ([] if args.no_raw else ["raw"])
             results = {}

@@ -739,7 +739,8 @@ class Schedule:
         self._scheduler._apply(cancel_record(self._scheduler.store, self.id))
 
     def runs(self) -> list[Any]:
-        """The :class:`Run` objects this schedule started in this process, oldest first."""
+        """The :class:`Run` objects this schedule started in this process, oldest first (runs handed
+        over ahead of their due time included; withdrawn ones, when paused or cancelled, removed)."""
         e = self._scheduler._entry(self.id)
         if e is None:
             return []

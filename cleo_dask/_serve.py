@@ -9,6 +9,7 @@ within ``cleo_dask.schedules.poll-interval`` seconds.
 """
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 import threading
@@ -52,6 +53,10 @@ def serve(args: Any, *, stop: threading.Event | None = None) -> int:
         with engine._lock:
             engine._scheduler = engine._new_scheduler(store, require_lease=True)
         scheduler = engine._scheduler
+        # a long-lived daemon: what exists now (modules, the cluster) lives as long as it does, so keep it
+        # out of the garbage collector's full passes, whose pauses would stall every thread (and so firings)
+        gc.collect()
+        gc.freeze()
         active = scheduler.schedules()
         address = engine.client.scheduler.address if engine.client.scheduler else "?"
         print(f"cleo-dask serve: {len(active)} schedule(s) from {args.store}; scheduler {address}"
