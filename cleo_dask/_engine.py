@@ -214,7 +214,7 @@ class Engine:
                 ensure_installed(self.client)
             keys = merged.keys
             futures = dict(zip(keys, self.client.get(merged.graph(), keys, sync=False, priority=priority)))
-            watch = [(run, _adopt(run, c.keys, futures)) for run, c in group]
+            watch = [(run, run._adopt(futures, c.keys)) for run, c in group]
             self.client.loop.add_callback(_await_runs, watch)  # one hop to the loop for the batch
         runs = [run for run, _ in prepared]
         for run in runs:
@@ -404,8 +404,7 @@ class Engine:
     def _withdraw_scheduled(self, runs: list[Run]) -> list[bool]:
         """Cancel the pre-staged ``runs`` the cluster has not released yet; True for each one cancelled."""
         from ._admission import withdraw
-        roots = {run.id: [k for k, names in run._units.items() if not run.workflow.nodes[names[0]].parents]
-                 for run in runs}
+        roots = {run.id: run._root_keys() for run in runs}
         gone = set(withdraw(self.client, [k for keys in roots.values() for k in keys]))
         out = []
         for run in runs:
@@ -528,16 +527,6 @@ def _local_cluster_options(overrides: dict[str, Any]) -> dict[str, Any]:
     }
     opts.update(overrides)
     return opts
-
-
-def _adopt(run: Run, keys: list[str], futures: Mapping[str, Any]) -> list[Any]:
-    """Give ``run`` the futures of its keys from a batch submission (what ``Run._submit`` does
-    after its own ``client.get``); the futures of its sinks, to watch (``Run._watch_sinks``)."""
-    with run._lock:
-        for key in keys:
-            run._futures[key] = futures[key]
-        run._scan, run._scan_pos = None, 0
-        return [run._futures[k] for k in keys if not run._children[run._units[k][-1]]]
 
 
 async def _await_runs(watch: list[tuple[Run, list[Any]]]) -> None:

@@ -82,16 +82,28 @@ class Run:
         if compiled.admission:  # max_concurrency / rate_limit: enforced by a scheduler plugin
             _admission.ensure_installed(self._client)
         futures = self._client.get(compiled.graph(), keys, sync=False, priority=self.priority)
-        for key, fut in zip(keys, futures):
-            self._futures[key] = fut
-        self._scan, self._scan_pos = None, 0
-        self._watch_sinks(compiled.keys)
+        self._watch(self._adopt(dict(zip(keys, futures)), keys))
+
+    def _adopt(self, futures: Mapping[str, Future], keys: Iterable[str]) -> list[Future]:
+        """Take the futures of ``keys`` (from this run's submission, or one made for many runs at
+        once); return those of its sinks, to watch: the driver looks at the run once they are all
+        done (one waiter on the client's loop per batch, not a callback and a thread hop per sink;
+        failures are acted on earlier, from the workers' ``attempt`` events)."""
+        keys = list(keys)
+        with self._lock:
+            for key in keys:
+                self._futures[key] = futures[key]
+            self._scan, self._scan_pos = None, 0
+            return [self._futures[k] for k in keys if not self._children[self._units[k][-1]]]
 
     def _watch_sinks(self, keys: list[str]) -> None:
-        """Have the driver look at the run once every sink given is done: one waiter on the
-        client's loop per batch of sinks, not a callback (and a thread hop) per sink.  Failures
-        are acted on earlier, from the workers' ``attempt`` events."""
+        """Watch the futures of those of ``keys`` that are sinks (after a retry replaced them)."""
         self._watch([self._futures[k] for k in keys if not self._children[self._units[k][-1]]])
+
+    def _root_keys(self) -> list[str]:
+        """The Dask keys of the units the run starts with (those a not-before time holds)."""
+        nodes = self.workflow.nodes
+        return [k for k, names in self._units.items() if not nodes[names[0]].parents]
 
     def _watch(self, futures: list[Future]) -> None:
         """Look at the run on the driver once all ``futures`` are done (erred ones are handled)."""
