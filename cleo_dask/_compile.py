@@ -79,6 +79,7 @@ class Compiled:
     priority: dict[str, float] = field(default_factory=dict)
     agent_key: str | None = None
     admission: dict[str, Any] = field(default_factory=dict)  # unit key -> limits (see _admission)
+    durations: dict[str, float] = field(default_factory=dict)  # unit key -> known seconds (see _estimates)
 
     @property
     def keys(self) -> list[str]:
@@ -192,10 +193,14 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     if isinstance(critical_path, Mapping):
         _check_durations(wf, critical_path)
     if critical_path:
-        levels = bottom_levels(wf, durations=critical_path if isinstance(critical_path, Mapping) else None)
+        given = critical_path if isinstance(critical_path, Mapping) else {}
+        levels = bottom_levels(wf, durations=given)
         top = max(levels.values(), default=0.0) or 1.0
         for key, names in compiled.units.items():
             compiled.priority[key] = priority + levels[names[0]] / (top * 1.001)
+            known = [given.get(n, wf.nodes[n].task.duration) for n in names]
+            if all(d is not None for d in known):
+                compiled.durations[key] = float(sum(known))
     elif priority:
         for key in compiled.units:
             compiled.priority[key] = priority

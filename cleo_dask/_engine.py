@@ -14,7 +14,7 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 
-from . import _config
+from . import _config, _estimates
 from ._agent import Agent, agent_id, check_picklable
 from ._backoff import Backoff, fixed
 from ._cluster_needs import check_cluster, scheduler_settings
@@ -210,6 +210,8 @@ class Engine:
                 merged.retries.update(c.retries)
                 merged.priority.update(c.priority)
                 merged.admission.update(c.admission)
+                merged.durations.update(c.durations)
+            _estimates.seed(self.client, merged.durations)
             if merged.admission:
                 ensure_installed(self.client)
             keys = merged.keys

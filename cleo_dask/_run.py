@@ -24,6 +24,7 @@ from ._events import event, run_topic
 from ._futures import all_done as _all_done, release_futures
 from . import _logs
 from . import _admission
+from . import _estimates
 from ._outcome import Attempt, NodeRecord, Status, TaskResult
 from ._trigger import ALL_SUCCESS, skip_reason
 from ._worker import FAILED, NodeFailed, NodeOutput, collect_meta, failure_output, skipped_output
@@ -81,6 +82,7 @@ class Run:
         keys = compiled.keys
         if compiled.admission:  # max_concurrency / rate_limit: enforced by a scheduler plugin
             _admission.ensure_installed(self._client)
+        _estimates.seed(self._client, compiled.durations)
         futures = self._client.get(compiled.graph(), keys, sync=False, priority=self.priority)
         self._watch(self._adopt(dict(zip(keys, futures)), keys))
 

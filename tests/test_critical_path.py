@@ -58,3 +58,29 @@ def test_scheduler_runs_the_longest_path_first_on_one_slot():
         declared = fan({"root": 0.1, "long": 5.0, "long2": 5.0, **{f"short{i}": 0.1 for i in range(5)}})
         outcome = engine.submit(declared, cd.Agent("a")).result(timeout=60)
         assert sorted(outcome, key=lambda n: outcome[n].start)[:3] == ["root", "long", "long2"]
+
+
+def test_declared_durations_become_the_schedulers_first_estimates(engine, client, agent):
+    from cleo_dask._estimates import prefix_durations
+
+    assert prefix_durations({"fetch-0123456789abcdef-a": 1.0, "fetch-0123456789abcdef-b": 3.0,
+                             "parse-0123456789abcdef-c": 0.5}) == {"fetch": 2.0, "parse": 0.5}
+
+    def slow_step(agent):
+        time.sleep(0.01)
+
+    def quick_step(agent):
+        return "done"
+
+    wf = cd.Workflow("estimates")
+    wf.add(slow_step, duration=7.0)
+    wf.add(quick_step, duration=0.25)
+
+    def estimates(dask_scheduler=None):
+        return {n: p.duration_average for n, p in dask_scheduler.task_prefixes.items()
+                if n in ("slow_step", "quick_step")}
+
+    assert engine.submit(wf, agent).result()["quick_step"].value == "done"
+    # set before the graph arrived (Dask would guess 0.5 s); its own measurement then blends in
+    seen = client.run_on_scheduler(estimates)
+    assert 3.5 <= seen["slow_step"] <= 7.0 and seen["quick_step"] <= 0.25
