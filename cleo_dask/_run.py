@@ -370,17 +370,22 @@ class Run:
         return any(f.status == "pending" for f in self._futures.values())
 
     def _maybe_finished(self) -> None:
+        """Called on the driver when watched sinks are done: announce the run's end if it ended."""
         with self._lock:
             if self._finished_event_sent or self._timers:
-                return
-            if self._any_pending():
-                return
-        if self._settle(timeout=0.5):
+                return  # a retry's timer watches its keys again when it fires
+            pending = self._any_pending()
+        if pending or not self._settle(timeout=0.5):
+            # a sink erred while other branches still run (its failed ancestor's siblings), or the
+            # slow path is still busy: look again once what is pending now is done
             with self._lock:
-                if self._finished_event_sent:
-                    return
-                self._finished_event_sent = True
-            self._engine._run_finished(self)
+                self._watch([f for f in self._futures.values() if f.status == "pending"])
+            return
+        with self._lock:
+            if self._finished_event_sent:
+                return
+            self._finished_event_sent = True
+        self._engine._run_finished(self)
 
     def done(self) -> bool:
         """True once every node has its final state."""

@@ -288,3 +288,20 @@ def test_a_killed_worker_process_does_not_lose_the_run(tmp_path):
         assert out["after"].value == out["victim"].value
         assert out["victim"].worker_losses == 1
         assert len(out["victim"].attempts) == 1   # a lost worker is not an exception retry
+
+
+def test_the_run_announces_its_end_when_a_failure_overtakes_a_slower_sibling(engine, agent):
+    # the sink errs (its parent failed) while its other parent still runs: the run must still
+    # tell its listeners (journal, monitor) that it finished, once that sibling is done
+    ended = threading.Event()
+    wf = cd.Workflow("race")
+    wf.add(lambda agent: time.sleep(1.0) or "late", name="slow_sibling")
+    wf.add(lambda agent: 1 / 0, name="fails_at_once")
+    wf.add(lambda agent, slow_sibling, fails_at_once: "never", name="sink", after=["slow_sibling", "fails_at_once"])
+    seen = []
+    engine.add_listener(lambda kind, run: (seen.append((kind, run.id)), kind == "finished" and ended.set()))
+    run = engine.submit(wf, agent)
+    out = run.result(timeout=30)
+    assert out["slow_sibling"].value == "late" and out["sink"].status == "skipped"
+    assert ended.wait(10), "the run's end was never announced"
+    assert ("finished", run.id) in seen
