@@ -86,6 +86,22 @@ class Compiled:
         """The unit keys (the futures a run holds)."""
         return list(self.units)
 
+    @classmethod
+    def merge(cls, parts: list[Compiled]) -> Compiled:
+        """One graph for several runs (their keys never collide: each holds its run id).  Node
+        locations are per run and are not merged."""
+        if len(parts) == 1:
+            return parts[0]
+        merged = cls({}, {}, {})
+        for c in parts:
+            merged.dsk.update(c.dsk)
+            merged.units.update(c.units)
+            merged.retries.update(c.retries)
+            merged.priority.update(c.priority)
+            merged.admission.update(c.admission)
+            merged.durations.update(c.durations)
+        return merged
+
     def graph(self) -> HighLevelGraph:
         """The graph as one HighLevelGraph layer with per-key annotations."""
         annotations: dict[str, Any] = {}

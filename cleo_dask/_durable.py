@@ -322,21 +322,12 @@ class Durability:
         run._gen = resumes * 1_000_000  # slow-path keys of this resume never meet an earlier attempt's
         run.inputs = spec.get("inputs") or {}
         run.resumed_from = {"kept": len(kept), "again": len(again)}
-        with engine._lock:
-            engine._runs[run_id] = run
         with self._lock:
             self._resuming[run_id] = set(kept)
-        engine.client.subscribe_topic(run_topic(run_id), run._on_event)
-        run._log("run", agent=agent_id(agent), name=run.name, started=run.started,
-                 nodes={n: k for n, (k, _) in compiled.location.items()},
-                 edges=[[p, n] for n, node in wf.nodes.items() for p in node.parents], resumed=True)
+        engine._announce(run, compiled, resumed=True)
         run._submit(compiled)
         run._watch([run._futures[key] for key in loaders.values()])  # the run may end with its loaders
-        for listener in engine._listeners:
-            try:
-                listener("submitted", run)
-            except Exception:  # noqa: BLE001
-                logger.exception("cleo_dask listener %r failed", listener)
+        engine._notify("submitted", run)
         logger.info("run %s resumed: %d node(s) kept, %d to run", run_id, len(kept), len(again))
         return run
 

@@ -14,7 +14,7 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 
-from . import _config, _estimates
+from . import _config
 from ._agent import Agent, agent_id, check_picklable
 from ._backoff import Backoff, fixed
 from ._cluster_needs import check_cluster, scheduler_settings
@@ -24,7 +24,7 @@ from ._eventsend import EventSender
 from ._errors import WorkflowError
 from ._events import event, run_topic
 from ._outcome import Status, TaskResult
-from ._run import Run
+from ._run import Run, send_graph
 from ._task import as_spec
 from ._workflow import Workflow
 
@@ -100,13 +100,9 @@ class Engine:
         ``not_before``: epoch seconds; the Dask scheduler holds the run's root tasks (on no
         worker, holding no slot) until then (cleo_dask must be importable on the scheduler).
         """
-        run, compiled = self._prepare(target, agent, priority=priority, fail_fast=fail_fast, name=name,
-                                      inputs=inputs, critical_path=critical_path, not_before=not_before)
-        self._announce(run, compiled)
-        run._submit(compiled, with_agent=True)
-        for listener in self._listeners:
-            _safe(listener, "submitted", run)
-        return run
+        prepared = self._prepare(target, agent, priority=priority, fail_fast=fail_fast, name=name,
+                                 inputs=inputs, critical_path=critical_path, not_before=not_before)
+        return self._launch([prepared])[0]
 
     def submit_many(self, items: Iterable[Mapping[str, Any]]) -> list[Run]:
         """Submit many runs at once: one graph submission to the cluster for all of them.
@@ -155,12 +151,13 @@ class Engine:
         run.inputs = dict(inputs) if inputs else {}  # kept by the journal to resume the run
         return run, compiled
 
-    def _announce(self, run: Run, compiled: Any) -> None:
-        """Register a run, follow its events and announce it (before its graph is sent)."""
+    def _announce(self, run: Run, compiled: Any, **extra: Any) -> None:
+        """Register a run, follow its events and announce it (before its graph is sent);
+        ``extra``: more fields of its ``run`` event (``resumed=True``)."""
         with self._lock:
             self._runs[run.id] = run
         self.client.subscribe_topic(run_topic(run.id), run._on_event)
-        run._log("run", **_run_fields(run, compiled))
+        run._log("run", **_run_fields(run, compiled), **extra)
 
     def _announce_many(self, prepared: list[tuple[Run, Any]]) -> None:
         """:meth:`_announce` for a batch: the ``run`` events in one call that returns once the
@@ -189,7 +186,6 @@ class Engine:
 
     def _launch(self, prepared: list[tuple[Run, Any]]) -> list[Run]:
         """Announce prepared runs and send their graphs in one ``client.get`` per priority."""
-        from ._admission import ensure_installed
         from ._compile import Compiled
         if len(prepared) > 1:
             self._announce_many(prepared)
@@ -203,26 +199,17 @@ class Engine:
         # loop, and smaller graphs let its timers (runs due now) through in between
         chunks = [(p, g[i:i + GRAPH_RUNS]) for p, g in by_priority.items() for i in range(0, len(g), GRAPH_RUNS)]
         for priority, group in chunks:
-            merged = Compiled({}, {}, {})
-            for _, c in group:
-                merged.dsk.update(c.dsk)
-                merged.units.update(c.units)
-                merged.retries.update(c.retries)
-                merged.priority.update(c.priority)
-                merged.admission.update(c.admission)
-                merged.durations.update(c.durations)
-            _estimates.seed(self.client, merged.durations)
-            if merged.admission:
-                ensure_installed(self.client)
-            keys = merged.keys
-            futures = dict(zip(keys, self.client.get(merged.graph(), keys, sync=False, priority=priority)))
+            futures = send_graph(self.client, Compiled.merge([c for _, c in group]), priority)
             watch = [(run, run._adopt(futures, c.keys)) for run, c in group]
             self.client.loop.add_callback(_await_runs, watch)  # one hop to the loop for the batch
         runs = [run for run, _ in prepared]
         for run in runs:
-            for listener in self._listeners:
-                _safe(listener, "submitted", run)
+            self._notify("submitted", run)
         return runs
+
+    def _notify(self, kind: str, run: Run) -> None:
+        for listener in self._listeners:
+            _safe(listener, kind, run)
 
     def run(self, task: Any, agent: Any = None, *, timeout: float | None = None, **inputs: Any) -> TaskResult:
         """Run one task now and wait for it: a :class:`TaskResult`, never an exception.
@@ -287,8 +274,7 @@ class Engine:
             self.client.unsubscribe_topic(run_topic(run.id))
         except Exception:  # noqa: BLE001
             logger.debug("finishing run %s", run.id, exc_info=True)
-        for listener in self._listeners:
-            _safe(listener, "finished", run)
+        self._notify("finished", run)
         self._runs.finished(run.id)
 
     # -- monitoring (issue 9: scheduler plugin, dashboard page, logs) -------------------------

@@ -36,6 +36,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("cleo_dask")
 
 
+def send_graph(client: Any, compiled: Compiled, priority: float) -> dict[str, Future]:
+    """Send a compiled graph (one run's, or several runs' merged) in one ``client.get``: the
+    admission plugin installed first if it needs it, the scheduler given the known durations;
+    the futures by key."""
+    if compiled.admission:  # max_concurrency / rate_limit / not_before: enforced by a scheduler plugin
+        _admission.ensure_installed(client)
+    _estimates.seed(client, compiled.durations)
+    keys = compiled.keys
+    return dict(zip(keys, client.get(compiled.graph(), keys, sync=False, priority=priority)))
+
+
 class Run:
     """A running (or finished) workflow for one agent.  Returned by :meth:`Engine.submit`."""
 
@@ -78,13 +89,9 @@ class Run:
         self._scan_pos = 0
 
     # -- submission ---------------------------------------------------------------------------
-    def _submit(self, compiled: Compiled, with_agent: bool = False) -> None:
-        keys = compiled.keys
-        if compiled.admission:  # max_concurrency / rate_limit: enforced by a scheduler plugin
-            _admission.ensure_installed(self._client)
-        _estimates.seed(self._client, compiled.durations)
-        futures = self._client.get(compiled.graph(), keys, sync=False, priority=self.priority)
-        self._watch(self._adopt(dict(zip(keys, futures)), keys))
+    def _submit(self, compiled: Compiled) -> None:
+        """Send a (re)compiled part of this run and watch its sinks."""
+        self._watch(self._adopt(send_graph(self._client, compiled, self.priority), compiled.keys))
 
     def _adopt(self, futures: Mapping[str, Future], keys: Iterable[str]) -> list[Future]:
         """Take the futures of ``keys`` (from this run's submission, or one made for many runs at
