@@ -310,8 +310,8 @@ class Durability:
             rows.append((name, meta[0], meta[4], meta[1], meta[2], meta[3], path))
         self.journal.mark_nodes(run.id, rows)
         self.journal.interrupt(run.id, run.ended)
-        logger.warning("run %s journaled as interrupted: resume it (engine.resume(%r) / cleo-dask resume %s "
-                       "--store %s) once a cluster is back", run.id, run.id, run.id, self.store.journal)
+        logger.warning("run %s did not finish and is journaled as interrupted: resume it (engine.resume(%r) / "
+                       "cleo-dask resume %s --store %s)", run.id, run.id, run.id, self.store.journal)
 
     def close(self) -> None:
         """Stop the poller; journal the end of runs that are done (the engine is closing) and mark

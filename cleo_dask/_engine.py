@@ -456,7 +456,9 @@ class Engine:
             self._scheduler.close()  # schedules (issue 7): stop firing before the client goes
         self._driver.close()
         if self._own_client:
-            self.client.close()
+            from ._lost import quiet_if_reconnecting
+            with quiet_if_reconnecting(self.client):
+                self.client.close()
             if self.cluster is not None:
                 self.cluster.close()
 

@@ -9,7 +9,9 @@ not end: its cluster (or its client) went away, and the run is *interrupted*, no
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ._errors import ClusterLost
@@ -49,6 +51,23 @@ def lost_reason(client: Any, futures: Iterable[Any]) -> str | None:
         if closed:
             return "was closed"
     return None
+
+
+@contextlib.contextmanager
+def quiet_if_reconnecting(client: Any) -> Iterator[None]:
+    """Closing a client that is trying to reach a lost scheduler cancels its reconnection, which
+    distributed logs as an ERROR with a ``CancelledError`` traceback: noise after the
+    :class:`ClusterLost` that already said what happened.  Silence that logger meanwhile."""
+    if getattr(client, "status", None) != "connecting":
+        yield
+        return
+    log = logging.getLogger("distributed.client")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def cluster_lost(run_id: str, address: str | None, why: str, durable: bool) -> ClusterLost:

@@ -20,6 +20,7 @@ from distributed import Future
 
 from ._compile import Compiled, Defaults, _gc_paused, compile_resubmission, retry_policy
 from ._errors import CleoError, ClusterLost
+from ._runguard import RunGuard
 from ._events import event, run_topic
 from ._futures import all_done as _all_done, erred_exception, release_futures
 from . import _lost
@@ -48,7 +49,7 @@ def send_graph(client: Any, compiled: Compiled, priority: float) -> dict[str, Fu
     return dict(zip(keys, client.get(compiled.graph(), keys, sync=False, priority=priority)))
 
 
-class Run:
+class Run(RunGuard):
     """A running (or finished) workflow for one agent.  Returned by :meth:`Engine.submit`."""
 
     def __init__(self, engine: Engine, workflow: Workflow, agent: Any, run_id: str, compiled: Compiled, *,
@@ -88,16 +89,7 @@ class Run:
         self.inputs: dict[str, Any] = {}   # keyword inputs of the root nodes (set by the engine)
         self._scan: list[Future] | None = None   # _any_pending's snapshot and cursor
         self._scan_pos = 0
-        self._address = _lost.scheduler_address(self._client)  # named if the cluster is lost
-        self._lost: ClusterLost | None = None
-        self._internal_error: CleoError | None = None
-
-    def _soon(self, fn: Any, *args: Any) -> None:
-        """Run ``fn(*args)`` on the driver; an exception there ends this run (:meth:`_fail_internal`)."""
-        self._engine._driver.call_soon(fn, *args, on_error=self._fail_internal)
-
-    def _later(self, delay: float, fn: Any, *args: Any) -> None:
-        self._engine._driver.call_later(delay, fn, *args, on_error=self._fail_internal)
+        self._address = _lost.scheduler_address(self._client)  # named if the cluster is lost (_runguard)
 
     # -- submission ---------------------------------------------------------------------------
     def _submit(self, compiled: Compiled) -> None:
@@ -358,60 +350,6 @@ class Run:
                 if self.ended is None:
                     self.ended = time.time()
                 return True
-
-    def _handle_erred_safely(self, key: str) -> bool:
-        """:meth:`_handle_erred` from a waiting thread: a bug there ends the run, it is not the caller's."""
-        try:
-            return self._handle_erred(key)
-        except Exception as exc:  # noqa: BLE001
-            self._fail_internal(exc)
-            return True
-
-    def _raise_if_lost(self, futures: list[Future]) -> None:
-        """Raise :class:`ClusterLost` if the client took this run's futures away (see ``_lost``)."""
-        if self._lost is None and not self._cancelled:
-            why = _lost.lost_reason(self._client, futures)
-            if why is not None:
-                with self._lock:
-                    if self._lost is None:
-                        self._lost = _lost.cluster_lost(self.id, self._address, why, self._engine.durable is not None)
-                        logger.warning("%s", self._lost)
-        if self._lost is not None:
-            raise ClusterLost(str(self._lost), self._lost.address, self.id)
-
-    def _fail_internal(self, exc: BaseException) -> None:
-        """An exception escaped cleo_dask's own handling of this run (on the driver): end the run
-        rather than leave it hanging.  Nodes without an outcome fail with a :class:`CleoError`
-        naming that exception; what is still running is cancelled; the run's end is announced."""
-        text = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
-        with self._lock:
-            first = self._internal_error is None
-            if first:
-                self._internal_error = CleoError(
-                    f"run {self.id} stopped: cleo_dask failed while handling it "
-                    f"({type(exc).__name__}: {exc}); nodes without an outcome are marked failed")
-                self._internal_error.__cause__ = exc
-                logger.error("%s", self._internal_error, exc_info=exc)
-                error = self._internal_error
-                for node, (key, _) in self._location.items():
-                    fut = self._futures.get(key)
-                    if node in self._known or (fut is not None and fut.status == "finished"):
-                        continue
-                    record = self._records.setdefault(node, NodeRecord())
-                    record.error, record.traceback = error, text
-                    self._known[node] = failure_output(node, error, text)
-                self._timers = 0
-                self._cancel_rest()  # looks at the run again on the driver
-                return
-        # it failed again (e.g. in _maybe_finished): announce the end directly
-        logger.debug("run %s: cleo_dask failed again while ending it", self.id, exc_info=exc)
-        with self._lock:
-            if self._finished_event_sent:
-                return
-            self._finished_event_sent = True
-            if self.ended is None:
-                self.ended = time.time()
-        self._engine._run_finished(self)
 
     async def _wait_current(self, futures: list[Future], timeout: float | None) -> None:
         """Wait for ``futures`` on the client's loop, or until the run replaces some of them."""

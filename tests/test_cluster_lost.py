@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 import durable_tasks as dt
 import pytest
-from _dask_procs import Processes, dask_command, env_with_tasks, wait_for_file
+from _dask_procs import Processes, cleo_dask_command, dask_command, env_with_tasks, wait_for_file
 from distributed import Client
 
 import cleo_dask as cd
@@ -146,3 +147,31 @@ def test_a_failed_resume_does_not_leave_the_run_running_in_this_process(cluster,
 
     with cd.Engine(client=client, store=store) as again:  # a working engine resumes it
         assert again.resume(run.id).result(timeout=60)["greet"].value == "hello"
+
+
+def test_cli_run_names_the_lost_scheduler_and_exits_2(tmp_path):
+    spec, store = tmp_path / "slow.yaml", tmp_path / "runs.db"
+    spec.write_text("name: slow\nagent: {id: patient, config: {slow: 30}}\nnodes:\n"
+                    "  fetch: {task: 'pipeline_tasks:fetch'}\n"
+                    "  wait: {task: 'pipeline_tasks:slow'}\n")
+    procs = Processes(tmp_path)
+    try:
+        address = start_cluster(procs, "only")
+        cli = subprocess.Popen(cleo_dask_command() + ["run", str(spec), "--address", address, "--store", str(store),
+                                                      "--no-progress", "--wait-workers", "1",
+                                                      "--connect-timeout", "30"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                store.exists() and any(r.status == "succeeded" for run in Journal(store).runs()
+                                       for r in Journal(store).nodes(run.id).values())):
+            assert cli.poll() is None, cli.communicate()
+            time.sleep(0.1)
+        kill(procs, "only-scheduler")
+        out, err = cli.communicate(timeout=60)
+        assert cli.returncode == 2, err
+        assert "cleo-dask: error: run " in err and address in err and "Traceback" not in err
+        [record] = Journal(store).runs()
+        assert record.status == "interrupted" and Journal(store).nodes(record.id)["fetch"].status == "succeeded"
+    finally:
+        procs.stop()
