@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from . import _config
-from ._errors import CleoError, WorkflowError
+from ._errors import CleoError, ClusterLost, WorkflowError
 
 BAD_INPUT = 2
 INTERRUPTED = 130
@@ -243,10 +243,12 @@ def _run(engine: Any, spec: Any, args: argparse.Namespace) -> int:
             run.wait()
         else:
             show_progress(run, file=sys.stderr, interval=float((_config.get("cli", {}) or {}).get("progress-interval", 0.25)))
+        outcome = run.result()
     except KeyboardInterrupt:
         run.cancel()
         raise
-    outcome = run.result()
+    except ClusterLost as exc:  # the scheduler went away mid-run (with --store: resume it later)
+        return _fail(str(exc))
     print(summary_table(outcome), flush=True)
     if args.json_out:
         _write_json(args.json_out, outcome_json(run, outcome))

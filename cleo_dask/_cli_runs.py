@@ -2,7 +2,7 @@
 
 Exit codes: 0 ok (for ``resume``: every node succeeded, fell back or was skipped by its
 condition), 1 some node failed, 2 bad input (unknown run id, missing / damaged / incompatible
-journal, damaged result file, unreachable scheduler).
+/ empty journal, damaged result file, unreachable or lost scheduler).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from ._durable import RunStore
-from ._errors import CleoError, StoreError, WorkflowError
+from ._errors import CleoError, ClusterLost, StoreError, WorkflowError
 
 BAD_INPUT = 2
 
@@ -26,7 +26,8 @@ def register(sub: Any) -> None:
     ls = rsub.add_parser("list", help="list runs, newest first")
     _store_arg(ls)
     ls.add_argument("--agent", help="only runs of this agent id")
-    ls.add_argument("--status", help="only runs with this status (running, succeeded, failed, cancelled)")
+    ls.add_argument("--status", help="only runs with this status (running, succeeded, failed, cancelled, "
+                                     "interrupted: resume those)")
     ls.add_argument("--workflow", help="only runs of this workflow name")
     ls.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
     ls.add_argument("--json", action="store_true", help="JSON lines instead of a table")
@@ -185,7 +186,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(summary_table(outcome), flush=True)
         engine.durable.wait_journaled(run.id)  # the journal has the end before this process exits
         return 1 if failed(outcome) else 0
-    except (StoreError, WorkflowError, BadInput) as exc:
+    except (StoreError, WorkflowError, BadInput, ClusterLost) as exc:
         return _fail(str(exc))
     except TimeoutError as exc:
         return _fail(str(exc))

@@ -2,7 +2,8 @@
 
 It runs callbacks in order (erred keys to handle, resubmissions) and timed callbacks (retries
 waiting out their backoff).  Waiting happens here, on the client, so no worker slot is held.
-The clock is passed in, so the timing logic can be tested with a fixed time.
+The clock is passed in, so the timing logic can be tested with a fixed time.  A callback that
+raises is logged and handed to its ``on_error`` (a run ends itself there): the thread goes on.
 """
 from __future__ import annotations
 
@@ -22,23 +23,25 @@ class Driver:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, name: str = "cleo-driver"):
         self._clock = clock
-        self._heap: list[tuple[float, int, Callable[..., Any], tuple]] = []
+        self._heap: list[tuple[float, int, Callable[..., Any], tuple, Callable[[BaseException], Any] | None]] = []
         self._seq = itertools.count()
         self._cv = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the driver thread as soon as possible."""
-        self.call_later(0.0, fn, *args)
+    def call_soon(self, fn: Callable[..., Any], *args: Any,
+                  on_error: Callable[[BaseException], Any] | None = None) -> None:
+        """Run ``fn(*args)`` on the driver thread as soon as possible; ``on_error(exc)`` if it raises."""
+        self.call_later(0.0, fn, *args, on_error=on_error)
 
-    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn(*args)`` on the driver thread ``delay`` seconds from now."""
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any,
+                   on_error: Callable[[BaseException], Any] | None = None) -> None:
+        """Run ``fn(*args)`` on the driver thread ``delay`` seconds from now; ``on_error(exc)`` if it raises."""
         with self._cv:
             if self._closed:
                 return
-            heapq.heappush(self._heap, (self._clock() + max(0.0, delay), next(self._seq), fn, args))
+            heapq.heappush(self._heap, (self._clock() + max(0.0, delay), next(self._seq), fn, args, on_error))
             self._cv.notify()
 
     def pending(self) -> int:
@@ -63,8 +66,14 @@ class Driver:
                     self._cv.wait(wait if wait is None else min(wait, 1.0))
                 if self._closed:
                     return
-                _, _, fn, args = heapq.heappop(self._heap)
+                _, _, fn, args, on_error = heapq.heappop(self._heap)
             try:
                 fn(*args)
-            except Exception:  # noqa: BLE001 - one failing callback must not stop the engine
-                logger.exception("cleo_dask driver callback %r failed", fn)
+            except Exception as exc:  # noqa: BLE001 - one failing callback must not stop the engine
+                if on_error is None:
+                    logger.exception("cleo_dask driver callback %r failed", fn)
+                    continue
+                try:
+                    on_error(exc)  # reports it
+                except Exception:  # noqa: BLE001
+                    logger.exception("cleo_dask driver callback %r failed, and so did its on_error", fn)

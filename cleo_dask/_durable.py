@@ -1,9 +1,13 @@
 """Durable runs: an engine with ``store=`` journals every run and can resume one after a crash.
 
 * Workers write each finished node's output to the result store (see ``_resultstore``).
-* The client journals runs: the run and its spec at submit, node statuses as their Dask tasks
+* The client journals runs: the run and its spec before it is submitted (a journal that cannot
+  record it is a :class:`StoreError` and nothing is submitted), node statuses as their Dask tasks
   finish (a light poller, one SQLite transaction per tick, nothing added to the non-durable
-  path), final statuses, attempts, cache keys and unstorable results when the run finishes.
+  path), final statuses, attempts, cache keys and unstorable results when the run finishes.  A
+  write that fails later is warned about once per run and makes ``outcome.durable`` False.
+* A run whose cluster is lost (:class:`ClusterLost`), whose engine closes first, or whose
+  resume fails is journaled ``interrupted``: resume it once a cluster is back.
 * :meth:`Durability.resume`: nodes whose output is stored (and whose parents are all kept too)
   keep it: they become tasks that read the stored output on a worker, so no value goes through
   the client; every other node runs again, in a new generation of keys.
@@ -15,6 +19,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +29,7 @@ from dask.task_spec import Task
 from . import _config
 from ._agent import agent_id
 from ._compile import compile_resubmission
-from ._errors import StoreError
+from ._errors import ClusterLost, StoreError
 from ._events import run_topic
 from ._journal import _HOST as HOST
 from ._journal import FINISHED, Journal, RunRecord
@@ -96,6 +101,8 @@ class Durability:
         self._resuming: dict[str, set[str]] = {}
         self._finished_early: dict[str, Run] = {}
         self._finishing: set[str] = set()
+        self._recorded: set[str] = set()  # journaled before their submission, not yet tracked
+        self._problems: weakref.WeakKeyDictionary[Run, str] = weakref.WeakKeyDictionary()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         engine.add_listener(self._on_run)
@@ -105,8 +112,11 @@ class Durability:
         if kind == "submitted":
             with self._lock:
                 stored = self._resuming.pop(run.id, None)
-            if stored is None:
-                self._journal_new(run)
+            with self._lock:
+                recorded = run.id in self._recorded
+                self._recorded.discard(run.id)
+            if stored is None and not recorded:
+                self._record_now(run)
             tracked = _Tracked(run, stored or set())
             with self._lock:
                 early = self._finished_early.pop(run.id, None) is run
@@ -144,7 +154,28 @@ class Durability:
             time.sleep(0.02)
         return False
 
-    def _journal_new(self, run: Run) -> None:
+    def record(self, runs: list[Run]) -> None:
+        """Journal new ``runs`` before they are submitted, in one transaction; :class:`StoreError`
+        (naming the journal) if it cannot record them: then nothing may be submitted."""
+        self.journal.add_runs([self._new_row(run) for run in runs])
+        with self._lock:
+            self._recorded.update(run.id for run in runs)
+
+    def not_submitted(self, runs: list[Run], error: BaseException) -> None:
+        """``runs`` were journaled but their submission failed: mark them interrupted (not running
+        under this process, which would make a resume elsewhere wait for it)."""
+        for run in runs:
+            with self._lock:
+                self._recorded.discard(run.id)
+            self.not_submitted_id(run.id, error)
+
+    def _record_now(self, run: Run) -> None:
+        try:
+            self.journal.add_runs([self._new_row(run)])
+        except StoreError as exc:
+            self._write_failed(run, exc)
+
+    def _new_row(self, run: Run) -> dict[str, Any]:
         spec, note = None, None
         try:
             spec = cloudpickle.dumps({"workflow": run.workflow, "agent": run.agent, "priority": run.priority,
@@ -153,9 +184,28 @@ class Durability:
         except Exception as exc:  # noqa: BLE001 - the run goes on, it just cannot be resumed
             note = f"not resumable: the workflow or agent cannot be pickled ({type(exc).__name__}: {exc})"
             logger.warning("run %s: %s", run.id, note)
-        self.journal.add_run(run.id, agent=agent_id(run.agent), workflow=run.workflow.name, name=run.name,
-                             started=run.started, nodes=list(run.workflow.nodes), results=self.results.url,
-                             spec=spec, note=note)
+        return dict(run_id=run.id, agent=agent_id(run.agent), workflow=run.workflow.name, name=run.name,
+                    started=run.started, nodes=list(run.workflow.nodes), results=self.results.url, spec=spec,
+                    note=note)
+
+    def _write_failed(self, run: Run, exc: BaseException) -> None:
+        """A journal write of ``run`` failed: its outcome is not durable; warn once per run."""
+        with self._lock:
+            first = run not in self._problems
+            if first:
+                self._problems[run] = str(exc)
+        if first:
+            logger.warning("run %s is not durable: %s; the run goes on (outcome.durable is False)", run.id, exc)
+        else:
+            logger.debug("run %s: journal write failed again: %s", run.id, exc)
+
+    def problem(self, run: Run, timeout: float = 30) -> str | None:
+        """Why ``run`` is not (completely) in the journal, or ``None`` if it is; waits up to
+        ``timeout`` seconds for the end of a finished run to be journaled."""
+        if run.done() and not self.wait_journaled(run.id, timeout):
+            return f"the end of run {run.id} is not in journal {self.journal.path} yet"
+        with self._lock:
+            return self._problems.get(run)
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_interval):
@@ -166,6 +216,8 @@ class Durability:
             for tracked in active:
                 try:
                     self._poll(tracked)
+                except StoreError as exc:
+                    self._write_failed(tracked.run, exc)
                 except Exception:  # noqa: BLE001 - journaling is best effort mid-run
                     logger.debug("journal poll of run %s failed", tracked.run.id, exc_info=True)
 
@@ -200,9 +252,18 @@ class Durability:
         self.journal.mark_nodes(run.id, rows)
 
     def _journal_finished(self, tracked: _Tracked) -> None:
+        try:
+            self._journal_end(tracked)
+        except StoreError as exc:
+            self._write_failed(tracked.run, exc)
+
+    def _journal_end(self, tracked: _Tracked) -> None:
         run = tracked.run
         try:
             outcome = run.result(timeout=5)
+        except ClusterLost:
+            self._journal_interrupted(tracked)
+            return
         except Exception:  # noqa: BLE001
             logger.exception("run %s: could not read its outcome for the journal", run.id)
             return
@@ -232,18 +293,40 @@ class Durability:
                 self.journal.annotate(run.id, msg["node"], cache_key=msg["cache_key"],
                                       note="cache hit" if msg.get("hit") else None)
 
+    def _journal_interrupted(self, tracked: _Tracked) -> None:
+        """The run did not finish (its cluster was lost, its engine closed): keep what the journal
+        knows of its finished nodes (and what the result store holds beyond it) and mark it
+        ``interrupted``, for a resume."""
+        run = tracked.run
+        rows = []
+        for name, row in self.journal.nodes(run.id).items():
+            path = self.results.node_path(run.id, name)
+            if row.status in FINISHED or not self.results.exists(path):
+                continue
+            try:  # finished after the poller's last look: its stored output has its record
+                meta = self.results.load(path).meta()
+            except Exception:  # noqa: BLE001 - resume checks the file again
+                continue
+            rows.append((name, meta[0], meta[4], meta[1], meta[2], meta[3], path))
+        self.journal.mark_nodes(run.id, rows)
+        self.journal.interrupt(run.id, run.ended)
+        logger.warning("run %s did not finish and is journaled as interrupted: resume it (engine.resume(%r) / "
+                       "cleo-dask resume %s --store %s)", run.id, run.id, run.id, self.store.journal)
+
     def close(self) -> None:
-        """Stop the poller; journal the end of runs that are done (the engine is closing)."""
+        """Stop the poller; journal the end of runs that are done (the engine is closing) and mark
+        the others interrupted (nothing follows them any more: resume them)."""
         self._stop.set()
         with self._lock:
             active = list(self._active.values())
         for tracked in active:
             try:
-                if not tracked.run.done():
-                    continue
                 with self._lock:
                     if self._active.pop(tracked.run.id, None) is None:
                         continue
+                if not tracked.run.done():
+                    self._journal_interrupted(tracked)
+                    continue
                 self._journal_finished(tracked)
             except Exception:  # noqa: BLE001 - closing must not fail
                 logger.debug("journaling run %s at close failed", tracked.run.id, exc_info=True)
@@ -282,8 +365,10 @@ class Durability:
         """Resubmit run ``run_id`` from the journal: finished nodes keep their stored results.
 
         A run still running in another live process of this host is refused unless ``force``.
+        A resume that fails once the journal says the run is running again leaves it
+        ``interrupted``, not running under this process.
         """
-        from ._run import Run
+        from . import _lost
         engine = self.engine
         record = self.journal.run(run_id)
         self.journal.check()  # a damaged journal is an error, not a guess
@@ -307,7 +392,29 @@ class Durability:
             raise StoreError(f"run {run_id!r} keeps its results in {record.results}, this engine uses "
                              f"{self.results.url}: give Engine(store=cd.RunStore(..., results={record.results!r}))")
         kept, again = self.plan(run_id, wf)
+        if _lost.client_closed(engine.client):
+            raise ClusterLost(f"run {run_id!r} cannot be resumed: this engine's client is closed",
+                              _lost.scheduler_address(engine.client), run_id)
         resumes = self.journal.start_resume(run_id)
+        try:
+            return self._resubmit(run_id, spec, wf, agent, kept, again, resumes)
+        except BaseException as exc:
+            with self._lock:
+                self._resuming.pop(run_id, None)
+            self.not_submitted_id(run_id, exc)
+            raise
+
+    def not_submitted_id(self, run_id: str, error: BaseException) -> None:
+        """Run ``run_id`` is marked running again but its (re)submission failed: interrupted."""
+        try:
+            self.journal.interrupt(run_id)
+        except StoreError as exc:
+            logger.warning("run %s: its submission failed (%s) and the journal cannot say so: %s", run_id, error, exc)
+
+    def _resubmit(self, run_id: str, spec: dict[str, Any], wf: Any, agent: Any, kept: list[str], again: list[str],
+                  resumes: int) -> Run:
+        from ._run import Run
+        engine = self.engine
         gen = f"r{resumes}"
         loaders = {n: f"{n}-{run_id}-{gen}-stored" for n in kept}
         compiled = compile_resubmission(wf, run_id, agent, again, gen, defaults=engine.defaults,

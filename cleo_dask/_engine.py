@@ -91,7 +91,8 @@ class Engine:
                critical_path: bool | Mapping[str, float] | None = None, not_before: float | None = None) -> Run:
         """Submit a workflow (or a single task, as a one-node workflow) for ``agent``; returns at once.
 
-        Validation happens first: a :class:`WorkflowError` is raised before anything is submitted.
+        Validation happens first: a :class:`WorkflowError` is raised before anything is submitted;
+        so is a :class:`StoreError` when the engine's journal (``store=``) cannot record the run.
         ``priority``: higher runs first when workers are busy.  ``fail_fast``: at the first final
         failure cancel what is left.  ``inputs``: keyword arguments for the root nodes.
         ``critical_path``: order ready tasks by their longest path to the end (estimated from
@@ -185,23 +186,34 @@ class Engine:
         client.loop.add_callback(_send_all, client, msgs)
 
     def _launch(self, prepared: list[tuple[Run, Any]]) -> list[Run]:
-        """Announce prepared runs and send their graphs in one ``client.get`` per priority."""
+        """Announce prepared runs and send their graphs in one ``client.get`` per priority.
+
+        With ``store=`` the runs are journaled first: a :class:`StoreError` then, and nothing is sent."""
         from ._compile import Compiled
-        if len(prepared) > 1:
-            self._announce_many(prepared)
-        else:
+        if self.durable is not None:
+            self.durable.record([run for run, _ in prepared])
+        sent: set[str] = set()
+        try:
+            if len(prepared) > 1:
+                self._announce_many(prepared)
+            else:
+                for run, compiled in prepared:
+                    self._announce(run, compiled)
+            by_priority: dict[float, list[tuple[Run, Any]]] = {}
             for run, compiled in prepared:
-                self._announce(run, compiled)
-        by_priority: dict[float, list[tuple[Run, Any]]] = {}
-        for run, compiled in prepared:
-            by_priority.setdefault(run.priority, []).append((run, compiled))
-        # graphs of at most GRAPH_RUNS runs: the scheduler handles each graph in one go on its event
-        # loop, and smaller graphs let its timers (runs due now) through in between
-        chunks = [(p, g[i:i + GRAPH_RUNS]) for p, g in by_priority.items() for i in range(0, len(g), GRAPH_RUNS)]
-        for priority, group in chunks:
-            futures = send_graph(self.client, Compiled.merge([c for _, c in group]), priority)
-            watch = [(run, run._adopt(futures, c.keys)) for run, c in group]
-            self.client.loop.add_callback(_await_runs, watch)  # one hop to the loop for the batch
+                by_priority.setdefault(run.priority, []).append((run, compiled))
+            # graphs of at most GRAPH_RUNS runs: the scheduler handles each graph in one go on its event
+            # loop, and smaller graphs let its timers (runs due now) through in between
+            chunks = [(p, g[i:i + GRAPH_RUNS]) for p, g in by_priority.items() for i in range(0, len(g), GRAPH_RUNS)]
+            for priority, group in chunks:
+                futures = send_graph(self.client, Compiled.merge([c for _, c in group]), priority)
+                sent.update(run.id for run, _ in group)
+                watch = [(run, run._adopt(futures, c.keys)) for run, c in group]
+                self.client.loop.add_callback(_await_runs, watch)  # one hop to the loop for the batch
+        except BaseException as exc:
+            if self.durable is not None:  # journaled as running, never sent: not running under this process
+                self.durable.not_submitted([run for run, _ in prepared if run.id not in sent], exc)
+            raise
         runs = [run for run, _ in prepared]
         for run in runs:
             self._notify("submitted", run)
@@ -429,7 +441,7 @@ class Engine:
     def runs(self, *, agent: str | None = None, status: str | None = None, workflow: str | None = None,
              limit: int | None = None) -> list[Any]:
         """Run history from the journal, newest first: :class:`RunRecord` s, optionally only of one
-        ``agent`` id, ``status`` (running, succeeded, failed, cancelled) or ``workflow`` name."""
+        ``agent`` id, ``status`` (running, succeeded, failed, cancelled, interrupted) or ``workflow`` name."""
         return self._durability().runs(agent=agent, status=status, workflow=workflow, limit=limit)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -444,7 +456,9 @@ class Engine:
             self._scheduler.close()  # schedules (issue 7): stop firing before the client goes
         self._driver.close()
         if self._own_client:
-            self.client.close()
+            from ._lost import quiet_if_reconnecting
+            with quiet_if_reconnecting(self.client):
+                self.client.close()
             if self.cluster is not None:
                 self.cluster.close()
 

@@ -18,6 +18,24 @@ class StoreError(CleoError):
     """A journal or result store cannot be used: unknown run, wrong schema, corrupted file."""
 
 
+class ClusterLost(CleoError, ConnectionError):
+    """The client lost its Dask scheduler (or was closed) before a run finished.
+
+    Raised by :meth:`Run.result` / :meth:`Run.wait`.  ``address`` is the scheduler's address,
+    ``run_id`` the run's id.  With ``store=`` the journal marks the run ``interrupted``: nodes
+    that finished keep their stored outputs, and ``engine.resume(run_id)`` (``cleo-dask resume``)
+    runs the others once a cluster is back.
+    """
+
+    def __init__(self, message: str, address: str | None = None, run_id: str | None = None):
+        super().__init__(message)
+        self.address = address
+        self.run_id = run_id
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.address, self.run_id))
+
+
 class TaskTimeout(CleoError, TimeoutError):
     """An attempt ran longer than its task's ``timeout``.
 

@@ -26,6 +26,32 @@ async def all_done(futures: Sequence[Future]) -> None:
             await f._state.wait()
 
 
+def erred_exception(future: Future) -> BaseException | None:
+    """The exception of ``future`` if it is in error now, else ``None``; never waits.
+
+    ``Future.exception()`` waits for the future to be done and returns ``None`` when it is not
+    in error *then*: a key retried meanwhile (``Client.retry``, or the scheduler's
+    ``task-retried`` when an erred ancestor is retried) turns pending and makes it block until
+    the key finishes; a key reported erred after the task it blames was retried carries no
+    exception at all (the scheduler cleared it).  This reads the state the client has now."""
+    if future.status != "error":
+        return None
+    state = getattr(future, "_state", None)
+    exc = getattr(state, "exception", None)
+    if exc is None or future.status != "error":
+        return None
+    return exc if isinstance(exc, BaseException) else Exception(repr(exc))
+
+
+def cancel_reason(future: Future) -> str | None:
+    """Why distributed cancelled ``future`` (``"scheduler-connection-lost"``, ...); ``None`` if it
+    is not cancelled, ``"unknown"`` when no reason was given."""
+    if future.status != "cancelled":
+        return None
+    exc = getattr(getattr(future, "_state", None), "exception", None)
+    return getattr(exc, "reason", None) or "unknown"
+
+
 def release_futures(client: Any, futures: Sequence[Future]) -> None:
     """``Future.release`` for many futures of ``client``: one loop callback and one
     ``client-releases-keys`` message for all the keys whose last reference this was."""

@@ -49,14 +49,17 @@ CREATE TABLE IF NOT EXISTS journal_attempts (
 
 #: Node statuses whose output is a result a resumed run keeps.
 FINISHED = ("succeeded", "fell_back", "skipped")
+#: Run statuses (``engine.runs(status=...)``, ``cleo-dask runs list --status``).
+RUN_STATUSES = ("running", "succeeded", "failed", "cancelled", "interrupted")
 
 
 @dataclass(frozen=True)
 class RunRecord:
     """One run as the journal knows it (``engine.runs()``, ``cleo-dask runs list``).
 
-    ``status``: ``running``, ``succeeded``, ``failed``, ``cancelled``, or ``interrupted`` (the
-    journal says running but the process that ran it, on this host, is gone: resume it).
+    ``status``: ``running``, ``succeeded``, ``failed``, ``cancelled``, or ``interrupted`` (its
+    cluster was lost, its engine closed or its resume failed before it finished; or the journal
+    says running but the process that ran it, on this host, is gone): resume it.
     """
 
     id: str
@@ -100,21 +103,41 @@ class NodeRow:
 
 
 class Journal:
-    """The journal at ``path`` (created unless ``create=False``)."""
+    """The journal at ``path`` (created unless ``create=False``).
+
+    An existing empty (0-byte) file is a :class:`StoreError`, not a new journal: SQLite would
+    silently take it for an empty database, but cleo_dask never leaves a journal empty (one it
+    could not initialise, e.g. on a full disk, it removes), so it was truncated or is not ours.
+    """
 
     def __init__(self, path: str | os.PathLike, *, create: bool = True):
         self.path = os.fspath(path)
-        if not create and not os.path.exists(self.path):
+        existed = os.path.exists(self.path)
+        if not create and not existed:
             raise StoreError(f"no journal at {self.path}")
+        if existed and _empty(self.path):
+            raise StoreError(f"journal {self.path} is an empty file (0 bytes), not a journal: if it held runs, it "
+                             "was truncated (a full disk? an interrupted copy?) and they are lost (their result "
+                             "files may remain); remove the file to start a new journal there")
         self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
         try:
-            self._conn = connect(self.path)
-        except sqlite3.Error as exc:
-            raise StoreError(f"journal {self.path} cannot be opened: {exc}") from None
-        self._write(self._init_schema)
+            try:
+                self._conn = connect(self.path)
+            except sqlite3.Error as exc:
+                raise StoreError(f"journal {self.path} cannot be opened: {exc}{_hint(exc)}") from None
+            self._write(self._init_schema)
+        except BaseException:
+            if self._conn is not None:
+                self._conn.close()
+            if not existed:
+                _remove_if_empty(self.path)  # do not leave a 0-byte file that looks like a truncated journal
+            raise
 
     # -- plumbing -----------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> StoreError:
+        if _is_full(exc):
+            return StoreError(f"journal {self.path} cannot be written ({type(exc).__name__}: {exc}){_hint(exc)}")
         return StoreError(f"journal {self.path} cannot be used ({type(exc).__name__}: {exc}); "
                           "is it a cleo_dask journal, and intact?")
 
@@ -173,16 +196,26 @@ class Journal:
     def add_run(self, run_id: str, *, agent: str, workflow: str, name: str, started: float, nodes: list[str],
                 results: str, spec: bytes | None, note: str | None = None) -> None:
         """Record a new run (status ``running``) and its nodes (``pending``)."""
-        digest = hashlib.sha256(spec).hexdigest() if spec is not None else None
+        self.add_runs([dict(run_id=run_id, agent=agent, workflow=workflow, name=name, started=started, nodes=nodes,
+                            results=results, spec=spec, note=note)])
+
+    def add_runs(self, runs: Iterable[dict[str, Any]]) -> None:
+        """Record new runs (each a mapping of :meth:`add_run`'s arguments) in one transaction:
+        all of them, or (:class:`StoreError`) none."""
+        runs = list(runs)
 
         def tx(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO journal_runs (id, agent, workflow, name, status, started, results, nodes, "
-                         "spec, spec_sha256, note, host, pid) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (run_id, agent, workflow, name, started, results, len(nodes), spec, digest, note,
-                          _HOST, os.getpid()))
-            conn.executemany("INSERT INTO journal_nodes (run_id, node, status) VALUES (?, ?, 'pending')",
-                             [(run_id, n) for n in nodes])
-        self._write(tx)
+            for r in runs:
+                spec = r.get("spec")
+                digest = hashlib.sha256(spec).hexdigest() if spec is not None else None
+                conn.execute("INSERT INTO journal_runs (id, agent, workflow, name, status, started, results, nodes, "
+                             "spec, spec_sha256, note, host, pid) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (r["run_id"], r["agent"], r["workflow"], r["name"], r["started"], r["results"],
+                              len(r["nodes"]), spec, digest, r.get("note"), _HOST, os.getpid()))
+                conn.executemany("INSERT INTO journal_nodes (run_id, node, status) VALUES (?, ?, 'pending')",
+                                 [(r["run_id"], n) for n in r["nodes"]])
+        if runs:
+            self._write(tx)
 
     def mark_nodes(self, run_id: str, rows: Iterable[tuple]) -> None:
         """Update nodes: rows of ``(node, status, attempts, started, ended, worker, result)``."""
@@ -216,6 +249,12 @@ class Journal:
             conn.execute("DELETE FROM journal_attempts WHERE run_id = ?", (run_id,))
             conn.executemany("INSERT OR REPLACE INTO journal_attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", attempt_rows)
         self._write(tx)
+
+    def interrupt(self, run_id: str, ended: float | None = None) -> None:
+        """Mark a running run ``interrupted`` (it did not finish; resume it)."""
+        self._write(lambda conn: conn.execute(
+            "UPDATE journal_runs SET status = 'interrupted', ended = ? WHERE id = ? AND status = 'running'",
+            (ended if ended is not None else time.time(), run_id)))
 
     def start_resume(self, run_id: str) -> int:
         """Mark a run running again; returns its resume count (1 for the first resume)."""
@@ -258,12 +297,15 @@ class Journal:
         """Runs, newest first, optionally only of one agent / status / workflow."""
         where, params = [], []
         wanted = status
-        if status == "interrupted":  # running as far as the journal knows, but its process is gone
-            status = "running"
-        for col, val in (("agent", agent), ("status", status), ("workflow", workflow)):
+        for col, val in (("agent", agent), ("workflow", workflow)):
             if val is not None:
                 where.append(f"{col} = ?")
                 params.append(val)
+        if status == "interrupted":  # recorded so, or running as far as the journal knows but its process is gone
+            where.append("status IN ('interrupted', 'running')")
+        elif status is not None:
+            where.append("status = ?")
+            params.append(status)
         sql = f"SELECT {self._RUN_COLS} FROM journal_runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -295,6 +337,40 @@ class Journal:
         if hashlib.sha256(spec).hexdigest() != digest:
             raise StoreError(f"journal {self.path}: the stored spec of run {run_id!r} is corrupted (checksum mismatch)")
         return bytes(spec)
+
+
+def _empty(path: str, wait: float = 0.5) -> bool:
+    """Whether the file at ``path`` is empty (0 bytes, no WAL content), waited for a moment: a
+    process creating the journal right now writes its header within milliseconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if os.path.getsize(path) > 0 or os.path.getsize(path + "-wal") > 0:
+                return False
+        except FileNotFoundError:
+            if not os.path.exists(path):
+                return False
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.05)
+
+
+def _remove_if_empty(path: str) -> None:
+    for p in (path, path + "-wal", path + "-shm"):
+        try:
+            if os.path.getsize(p) == 0 or p != path and not os.path.exists(path):
+                os.remove(p)
+        except OSError:
+            pass
+
+
+def _is_full(exc: BaseException) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name in ("SQLITE_FULL", "SQLITE_IOERR") or name.startswith("SQLITE_IOERR") or "disk is full" in str(exc)
+
+
+def _hint(exc: BaseException) -> str:
+    return "; is the disk full?" if _is_full(exc) else ""
 
 
 def _alive(pid: int) -> bool:

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 from distributed import Future
 
 from ._compile import Compiled, Defaults, _gc_paused, compile_resubmission, retry_policy
-from ._errors import CleoError
+from ._errors import CleoError, ClusterLost
+from ._runguard import RunGuard
 from ._events import event, run_topic
-from ._futures import all_done as _all_done, release_futures
+from ._futures import all_done as _all_done, erred_exception, release_futures
+from . import _lost
 from . import _logs
 from . import _admission
 from . import _estimates
@@ -47,7 +49,7 @@ def send_graph(client: Any, compiled: Compiled, priority: float) -> dict[str, Fu
     return dict(zip(keys, client.get(compiled.graph(), keys, sync=False, priority=priority)))
 
 
-class Run:
+class Run(RunGuard):
     """A running (or finished) workflow for one agent.  Returned by :meth:`Engine.submit`."""
 
     def __init__(self, engine: Engine, workflow: Workflow, agent: Any, run_id: str, compiled: Compiled, *,
@@ -87,6 +89,7 @@ class Run:
         self.inputs: dict[str, Any] = {}   # keyword inputs of the root nodes (set by the engine)
         self._scan: list[Future] | None = None   # _any_pending's snapshot and cursor
         self._scan_pos = 0
+        self._address = _lost.scheduler_address(self._client)  # named if the cluster is lost (_runguard)
 
     # -- submission ---------------------------------------------------------------------------
     def _submit(self, compiled: Compiled) -> None:
@@ -123,8 +126,8 @@ class Run:
         await _all_done(futures)
         for f in futures:
             if f.status == "error":
-                self._engine._driver.call_soon(self._handle_erred, f.key)
-        self._engine._driver.call_soon(self._maybe_finished)
+                self._soon(self._handle_erred, f.key)
+        self._soon(self._maybe_finished)
 
     def _on_event(self, item: tuple[float, dict[str, Any]]) -> None:
         """Events of this run's topic (called on the client's event loop: keep it short)."""
@@ -143,7 +146,7 @@ class Run:
 
     def _on_attempt_done(self, fut: Future) -> None:
         if fut.status == "error":
-            self._engine._driver.call_soon(self._handle_erred, fut.key)
+            self._soon(self._handle_erred, fut.key)
 
     # -- the slow path ------------------------------------------------------------------------
     def _handle_erred(self, key: str) -> bool:
@@ -152,7 +155,9 @@ class Run:
             fut = self._futures.get(key)
             if fut is None or key in self._handled or fut.status != "error" or self._cancelled:
                 return False
-            exc = fut.exception()
+            exc = erred_exception(fut)  # never fut.exception(): it waits, and may return None
+            if exc is None:
+                return False  # retried or cancelled meanwhile, or blaming a retried ancestor: watched anew
             names = self._units[key]
             if isinstance(exc, NodeFailed):
                 if exc.key != key:
@@ -176,7 +181,7 @@ class Run:
                 delay = policy.delay(error, failed_attempts)
                 self._log("retry", node=node, attempt=failed_attempts + 1, delay=delay)
                 self._timers += 1
-                self._engine._driver.call_later(delay, self._retry, key)
+                self._later(delay, self._retry, key)
                 return True
             record.error, record.traceback = error, text
             if spec.on_error is not None and mode != "fallback":
@@ -202,9 +207,11 @@ class Run:
     def _retry(self, key: str) -> None:
         """The backoff is over: Dask recomputes the erred key and, with it, its erred dependents."""
         with self._lock:
-            self._timers -= 1
+            self._timers = max(0, self._timers - 1)
             fut = self._futures.get(key)
-            if not self._cancelled and fut is not None:
+            if self._cancelled or fut is None or fut.status != "error":
+                self._soon(self._maybe_finished)  # cancelled, or its cluster is gone: nothing to retry
+            else:
                 self._handled.discard(key)
                 self._client.retry([fut])
                 names = self._units[key]
@@ -235,7 +242,7 @@ class Run:
             pending.add(n)
         self._forget_known_units()
         self._resubmit(to_run, {}) if to_run else self._changed.notify_all()
-        self._engine._driver.call_soon(self._maybe_finished)
+        self._soon(self._maybe_finished)
 
     def _forget_known_units(self) -> None:
         """Drop the futures of units whose every node's outcome is now known here (a stale
@@ -259,7 +266,7 @@ class Run:
             self._known.pop(n, None)
         if not names:
             self._changed.notify_all()
-            self._engine._driver.call_soon(self._maybe_finished)
+            self._soon(self._maybe_finished)
             return
         inside = set(names)
         external: dict[str, tuple[str, int]] = {}
@@ -296,7 +303,7 @@ class Run:
         if pending:
             self._client.cancel(pending)
         self._changed.notify_all()
-        self._engine._driver.call_soon(self._maybe_finished)
+        self._soon(self._maybe_finished)
 
     def _log(self, kind: str, **fields: Any) -> None:
         """Publish an event of this run, in order, without waiting (the monitor plugin replays
@@ -308,11 +315,14 @@ class Run:
 
     # -- waiting ------------------------------------------------------------------------------
     def _settle(self, timeout: float | None) -> bool:
-        """Wait until every node has its final state; False on timeout."""
+        """Wait until every node has its final state; False on timeout; :class:`ClusterLost` if the
+        client lost the scheduler (or was closed) first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
                 futures = list(self._futures.values())
+            if self._lost is not None or getattr(self._client, "status", "running") != "running":
+                self._raise_if_lost(futures)  # reconnecting or closed: its futures were all cancelled
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 if any(f.status == "pending" for f in futures):
@@ -332,7 +342,9 @@ class Run:
                     if remaining is not None and remaining <= 0:
                         return False
                     continue
-                handled = [k for k, f in list(self._futures.items()) if f.status == "error" and self._handle_erred(k)]
+                self._raise_if_lost(list(self._futures.values()))  # e.g. reconnected to a new scheduler
+                handled = [k for k, f in list(self._futures.items())
+                           if f.status == "error" and self._handle_erred_safely(k)]
                 if handled or self._timers:
                     continue
                 if self.ended is None:
@@ -382,7 +394,13 @@ class Run:
             if self._finished_event_sent or self._timers:
                 return  # a retry's timer watches its keys again when it fires
             pending = self._any_pending()
-        if pending or not self._settle(timeout=0.5):
+        try:
+            settled = not pending and self._settle(timeout=0.5)
+        except ClusterLost:
+            settled = True  # the run ended there: announce it (the journal marks it interrupted)
+            if self.ended is None:
+                self.ended = time.time()
+        if not settled:
             # a sink erred while other branches still run (its failed ancestor's siblings), or the
             # slow path is still busy: look again once what is pending now is done
             with self._lock:
@@ -395,21 +413,29 @@ class Run:
         self._engine._run_finished(self)
 
     def done(self) -> bool:
-        """True once every node has its final state."""
+        """True once every node has its final state (or the run's cluster was lost)."""
         with self._lock:
             if self._timers or any(f.status == "pending" for f in self._futures.values()):
                 return False
-        return self._settle(timeout=0)
+        try:
+            return self._settle(timeout=0)
+        except ClusterLost:
+            return True
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the run is done (True) or ``timeout`` seconds pass (False)."""
+        """Block until the run is done (True) or ``timeout`` seconds pass (False).
+
+        Raises :class:`ClusterLost` (naming the scheduler) if the client lost its scheduler, or
+        was closed, before the run finished."""
         return self._settle(timeout)
 
     def result(self, timeout: float | None = None) -> RunOutcome:
         """Wait for the run and return its outcome: a mapping node name -> :class:`TaskResult`.
 
         Never raises for task failures (they are results with ``status == "failed"``); raises
-        :class:`TimeoutError` if the run is not done within ``timeout`` seconds.
+        :class:`TimeoutError` if the run is not done within ``timeout`` seconds, and
+        :class:`ClusterLost` (naming the scheduler) if the client lost its scheduler, or was
+        closed, first (with ``store=`` the run is then ``interrupted`` in the journal: resume it).
         """
         if not self._settle(timeout):
             raise TimeoutError(f"run {self.id} not finished within {timeout} s")
@@ -420,10 +446,13 @@ class Run:
             return self._outcome[1]
 
     def status(self) -> str:
-        """``"running"``, ``"succeeded"``, ``"failed"`` (some node failed) or ``"cancelled"``."""
+        """``"running"``, ``"succeeded"``, ``"failed"`` (some node failed), ``"cancelled"`` or
+        ``"interrupted"`` (its cluster was lost: :class:`ClusterLost`)."""
         if not self.done():
             return "running"
         with self._lock:
+            if self._lost is not None:
+                return "interrupted"
             if any(o.status == FAILED for o in self._known.values()):
                 return "failed"
             if any(f.status == "error" for f in self._futures.values()):
@@ -538,7 +567,7 @@ class Run:
             return self._from_meta(node, meta, record, fetch=lambda: self._value_of(key, idx),
                                    losses=self._losses.get(key, 0))
         if st == "error":
-            exc = fut.exception()
+            exc = erred_exception(fut)
             err = exc.error if isinstance(exc, NodeFailed) else exc
             return TaskResult(node, Status.FAILED, error=record.error or err, traceback=record.traceback,
                               attempts=_numbered(attempts), start=_first(attempts), end=_last(attempts), run_id=self.id)
@@ -621,6 +650,20 @@ class RunOutcome(Mapping[str, TaskResult]):
     def ok(self) -> bool:
         """True if every node succeeded, fell back or was skipped by its condition."""
         return all(r.status in (Status.SUCCEEDED, Status.FELL_BACK, Status.SKIPPED) for r in self._results.values())
+
+    @property
+    def durable(self) -> bool:
+        """True when the run is completely in the engine's journal (``Engine(store=...)``); False
+        without a store or when a journal write of the run failed (:attr:`durable_reason` says why)."""
+        return self.durable_reason is None
+
+    @property
+    def durable_reason(self) -> str | None:
+        """Why the run is not durable (``None`` if it is); waits for the end of the run to be journaled."""
+        durability = self.run._engine.durable
+        if durability is None:
+            return "the engine keeps no journal (create it with Engine(store=...))"
+        return durability.problem(self.run)
 
     def counts(self) -> dict[str, int]:
         """Number of nodes by status."""
