@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS journal_attempts (
 
 #: Node statuses whose output is a result a resumed run keeps.
 FINISHED = ("succeeded", "fell_back", "skipped")
+#: The statuses of a run (``RunRecord.status``).
+RUN_STATUSES = ("running", "succeeded", "failed", "cancelled", "interrupted")
 
 
 @dataclass(frozen=True)
