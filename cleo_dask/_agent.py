@@ -1,12 +1,14 @@
 """The agent: a small picklable context handed to every task of a run."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
 
 from ._errors import WorkflowError
+from ._numbers import count
 
 
 @dataclass(frozen=True)
@@ -26,14 +28,11 @@ class Agent:
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
             raise WorkflowError(f"Agent id must be a non-empty string, got {self.id!r}")
-        if self.max_concurrency is not None and (
-            isinstance(self.max_concurrency, bool)
-            or not isinstance(self.max_concurrency, int)
-            or self.max_concurrency < 1
-        ):
-            raise WorkflowError(
-                f"Agent {self.id!r}: max_concurrency must be an integer >= 1, got {self.max_concurrency!r}"
-            )
+        if not isinstance(self.config, Mapping):
+            raise WorkflowError(f"Agent {self.id!r}: config must be a mapping (e.g. a dict), "
+                                f"got {type(self.config).__name__}")
+        if self.max_concurrency is not None:
+            count(self.max_concurrency, f"Agent {self.id!r}: max_concurrency", minimum=1)
 
 
 def check_picklable(agent: Any) -> None:

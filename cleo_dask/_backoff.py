@@ -1,19 +1,12 @@
 """Backoff policies: pure functions from the number of the failed attempt to a delay in seconds."""
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
 from ._errors import WorkflowError
-
-
-def _check_seconds(name: str, value: object, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise WorkflowError(f"{name} must be a number of seconds, got {value!r}")
-    if value < 0 or value != value:  # NaN
-        raise WorkflowError(f"{name} must be >= 0 seconds, got {value!r}")
+from ._numbers import is_real, seconds as check_seconds
 
 
 @dataclass(frozen=True)
@@ -37,7 +30,7 @@ class Fixed(Backoff):
     seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_seconds("fixed backoff", self.seconds)
+        check_seconds(self.seconds, "fixed backoff")
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Always ``seconds``."""
@@ -59,16 +52,19 @@ class Exponential(Backoff):
     jitter: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_seconds("exponential backoff 'first'", self.first)
-        _check_seconds("exponential backoff 'max'", self.max)
-        if isinstance(self.factor, bool) or not isinstance(self.factor, (int, float)) or self.factor < 1:
-            raise WorkflowError(f"exponential backoff 'factor' must be a number >= 1, got {self.factor!r}")
+        check_seconds(self.first, "exponential backoff 'first'")
+        check_seconds(self.max, "exponential backoff 'max'")  # finite: the delay never grows past it
+        if not is_real(self.factor) or not 1 <= self.factor < math.inf:
+            raise WorkflowError(f"exponential backoff 'factor' must be a number >= 1 and finite, got {self.factor!r}")
         if isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, float)) or not 0 <= self.jitter <= 1:
             raise WorkflowError(f"exponential backoff 'jitter' must be a fraction in [0, 1], got {self.jitter!r}")
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """The capped exponential delay, with jitter drawn from ``rng`` (or :mod:`random`)."""
-        base = min(self.max, self.first * self.factor ** max(0, attempt - 1))
+        try:
+            base = min(self.max, self.first * self.factor ** max(0, attempt - 1))
+        except OverflowError:  # factor ** attempt beyond floats: long past the cap
+            base = float(self.max) if self.first else 0.0
         if self.jitter:
             spread = (rng or random).uniform(-self.jitter, self.jitter)
             base = min(self.max, max(0.0, base * (1 + spread)))

@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from . import _config
+from ._cli_types import count_type, port_type, seconds_type
 from ._errors import CleoError, ClusterLost, WorkflowError
 
 BAD_INPUT = 2
@@ -37,7 +38,7 @@ def register(sub: Any) -> None:
     p.add_argument("--json", dest="json_out", metavar="FILE", help="write the results as JSON to FILE ('-': stdout)")
     p.add_argument("--no-wait", action="store_true",
                    help="submit, print the run id and exit (needs a running cluster: --address/--scheduler-file)")
-    p.add_argument("--wait-workers", type=int, default=0, metavar="N",
+    p.add_argument("--wait-workers", type=count_type(0), default=0, metavar="N",
                    help="wait (up to --connect-timeout) until N workers are connected before submitting")
     p.add_argument("--no-progress", action="store_true", help="do not show progress")
     p.add_argument("--store", metavar="JOURNAL", help="journal the run in JOURNAL (e.g. runs.db): durable, "
@@ -53,10 +54,10 @@ def register(sub: Any) -> None:
     c = sub.add_parser("cluster", help="start a local Dask scheduler and workers until interrupted",
                        description="Start a local Dask cluster, print its address and dashboard, run until Ctrl+C.")
     local = _config.get("local-cluster", {}) or {}
-    c.add_argument("--workers", type=int, default=local.get("n-workers") or os.cpu_count() or 1)
-    c.add_argument("--threads-per-worker", type=int, default=local.get("threads-per-worker", 1))
+    c.add_argument("--workers", type=count_type(1), default=local.get("n-workers") or os.cpu_count() or 1)
+    c.add_argument("--threads-per-worker", type=count_type(1), default=local.get("threads-per-worker", 1))
     c.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    c.add_argument("--port", type=int, default=8786, help="scheduler port (0: any free port)")
+    c.add_argument("--port", type=port_type(), default=8786, help="scheduler port (0: any free port)")
     c.add_argument("--dashboard-address", default=":8787", help="dashboard address (':0': any free port)")
     c.add_argument("--no-processes", action="store_true", help="run workers as threads of this process")
     c.add_argument("--scheduler-file", help="write the scheduler's address to this JSON file")
@@ -69,7 +70,7 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=cli.get("address"),
                    help="scheduler address, tcp://host:8786 or tls://host:8786 (default: start a LocalCluster)")
     p.add_argument("--scheduler-file", default=cli.get("scheduler-file"), help="a Dask scheduler file")
-    p.add_argument("--connect-timeout", type=float, default=float(_config.get("connect-timeout", 10)),
+    p.add_argument("--connect-timeout", type=seconds_type(), default=float(_config.get("connect-timeout", 10)),
                    metavar="SECONDS", help="give up reaching the scheduler after this long (exit 2)")
     _tls_args(p)
 
@@ -120,6 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _importable_cwd()
     try:
         spec = load_spec(args.spec, agent_file=args.agent_file)
+        check_json_target(args.json_out)
         remote = bool(args.address or args.scheduler_file)
         if args.no_wait and not remote:
             raise BadInput("--no-wait needs a running cluster (--address or --scheduler-file): "
@@ -260,6 +262,19 @@ def _has_dashboard(engine: Any) -> bool:
         return "dashboard" in engine.client.scheduler_info().get("services", {})
     except Exception:  # noqa: BLE001
         return False
+
+
+def check_json_target(path: str | None) -> None:
+    """``--json FILE`` is checked before the run: its directory exists and is writable."""
+    if not path or path == "-":
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise BadInput(f"--json {path}: is a directory, give a file name")
+    if not os.path.isdir(directory):
+        raise BadInput(f"--json {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise BadInput(f"--json {path}: not writable")
 
 
 def _write_json(path: str | None, data: dict[str, Any]) -> None:

@@ -12,8 +12,10 @@ import json
 import sys
 from typing import Any
 
+from ._cli_types import count_type, days_type, seconds_type
 from ._durable import RunStore
 from ._errors import CleoError, ClusterLost, StoreError, WorkflowError
+from ._journal import RUN_STATUSES
 
 BAD_INPUT = 2
 
@@ -26,10 +28,9 @@ def register(sub: Any) -> None:
     ls = rsub.add_parser("list", help="list runs, newest first")
     _store_arg(ls)
     ls.add_argument("--agent", help="only runs of this agent id")
-    ls.add_argument("--status", help="only runs with this status (running, succeeded, failed, cancelled, "
-                                     "interrupted: resume those)")
+    ls.add_argument("--status", choices=RUN_STATUSES, help="only runs with this status (interrupted: resume those)")
     ls.add_argument("--workflow", help="only runs of this workflow name")
-    ls.add_argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    ls.add_argument("--limit", type=count_type(0), default=50, help="at most this many runs (default 50)")
     ls.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     ls.set_defaults(func=cmd_list)
     show = rsub.add_parser("show", help="one run: its nodes, statuses, attempts and stored results")
@@ -42,7 +43,8 @@ def register(sub: Any) -> None:
                                          "--older-than days) and their result files; cache entries stay.")
     forget.add_argument("run_ids", nargs="*", metavar="RUN_ID")
     _store_arg(forget)
-    forget.add_argument("--older-than", type=float, metavar="DAYS", help="every finished run started before")
+    forget.add_argument("--older-than", type=days_type(), metavar="DAYS",
+                        help="every finished run started more than DAYS days ago (DAYS >= 0)")
     forget.set_defaults(func=cmd_forget)
     runs.set_defaults(func=lambda args: (runs.print_help(), 0)[1])
 
@@ -53,7 +55,8 @@ def register(sub: Any) -> None:
     _store_arg(res)
     from ._cli_run import _connection_args
     _connection_args(res)
-    res.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="give up waiting after this long")
+    res.add_argument("--timeout", type=seconds_type(), default=None, metavar="SECONDS",
+                     help="give up waiting after this long")
     res.add_argument("--force", action="store_true",
                      help="resume even if the journal says another live process of this host runs it")
     res.set_defaults(func=cmd_resume, wait_workers=0)

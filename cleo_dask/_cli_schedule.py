@@ -14,6 +14,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from ._cli_types import count_type
 from ._errors import CleoError, ScheduleError
 
 BAD_INPUT = 2
@@ -47,8 +48,8 @@ def register(sub: Any) -> None:
     a.add_argument("--start", help="first fire time for --every / earliest for --cron (ISO 8601)")
     a.add_argument("--misfire-grace", help="seconds a firing may be late and still run ('none': no limit)")
     a.add_argument("--no-coalesce", action="store_true", help="run each late firing (default: run once)")
-    a.add_argument("--max-running", type=int, help="skip a firing while this many runs are still running")
-    a.add_argument("--agent-file", help='JSON/YAML file: {"id": ..., "config": {...}}')
+    a.add_argument("--max-running", type=count_type(1), help="skip a firing while this many runs are still running")
+    a.add_argument("--agent-file", help='YAML or JSON file: id, config (a mapping), max_concurrency')
     a.add_argument("--name", help="a name for the schedule (default: the target)")
     a.add_argument("--store", required=True)
     a.set_defaults(func=cmd_add)
@@ -69,7 +70,7 @@ def register(sub: Any) -> None:
     h = ssub.add_parser("history", help="the firings of a schedule (fired, missed, skipped)")
     h.add_argument("schedule", help="schedule id (or unique name)")
     h.add_argument("--store", required=True)
-    h.add_argument("--limit", type=int, default=50)
+    h.add_argument("--limit", type=count_type(0), default=50)
     h.add_argument("--json", action="store_true")
     h.set_defaults(func=cmd_history)
 
@@ -96,7 +97,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         now = time.time()
         trigger, tzname = make_trigger(
             now, delay=_duration(args.delay, "--delay"), at=_when(args.at, tz, "--at"),
-            every=_duration(args.every, "--every"), cron=args.cron, timezone=tz,
+            every=_duration(args.every, "--every", positive=True), cron=args.cron, timezone=tz,
             jitter=_duration(args.jitter, "--jitter") or 0, start=_when(args.start, tz, "--start"),
             misfire_grace=options.misfire_grace)
         target = _check_target(args.target)
@@ -213,18 +214,19 @@ def _check_target(path: str) -> str:
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _duration(text: str | None, what: str) -> float | None:
+def _duration(text: str | None, what: str, positive: bool = False) -> float | None:
     if text is None:
         return None
+    from ._numbers import seconds
     text = text.strip()
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        pass
-    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
-    if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
-        raise ScheduleError(f"{what} {text!r}: use seconds or a duration like 30s, 5m, 2h, 1d, 1h30m")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text)
+        if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
+            raise ScheduleError(f"{what} {text!r}: use seconds or a duration like 30s, 5m, 2h, 1d, 1h30m") from None
+        value = sum(float(n) * _UNITS[u] for n, u in parts)
+    return seconds(value, what, positive=positive, error=ScheduleError)  # not inf, nan, < 0, past 100 years
 
 
 def _seconds(text: str, what: str) -> float:

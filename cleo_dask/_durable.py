@@ -351,7 +351,7 @@ class Durability:
             path = self.results.node_path(run_id, name)
             row = rows.get(name)
             if all(p in keep for p in node.parents) and self.results.exists(path):
-                self.results.read(path)  # StoreError naming the file if truncated or corrupted
+                self.results.read_output(path)  # StoreError naming the file if damaged or foreign
                 keep.add(name)
                 kept.append(name)
                 continue

@@ -19,12 +19,14 @@ from ._agent import Agent, agent_id, check_picklable
 from ._backoff import Backoff, fixed
 from ._cluster_needs import check_cluster, scheduler_settings
 from ._compile import Defaults, compile_workflow
+from ._connect import connect
 from ._driver import Driver
 from ._eventsend import EventSender
 from ._errors import WorkflowError
 from ._events import event, run_topic
 from ._outcome import Status, TaskResult
 from ._run import Run, send_graph
+from ._submission import batch_item, check_submission
 from ._task import as_spec
 from ._workflow import Workflow
 
@@ -66,9 +68,7 @@ class Engine:
                 raise WorkflowError("give either client= or an address / scheduler_file / cluster options, not both")
             self.client = client
         elif address or scheduler_file:
-            connect_timeout = timeout if timeout is not None else _config.get("connect-timeout", 10)
-            self.client = Client(address, scheduler_file=scheduler_file, security=security,
-                                 timeout=connect_timeout, set_as_default=False)
+            self.client = connect(address, scheduler_file, security, timeout)
         else:
             with dask.config.set(scheduler_settings()):  # see _cluster_needs: no root-task queuing
                 self.cluster = LocalCluster(**_local_cluster_options(cluster_kwargs))
@@ -115,7 +115,7 @@ class Engine:
         """
         prepared, checked = [], set()
         for i, item in enumerate(items):
-            kwargs = dict(item)
+            kwargs = batch_item(item, i, self.submit)
             try:
                 prepared.append(self._prepare(kwargs.pop("target"), kwargs.pop("agent", None), checked=checked,
                                               **kwargs))
@@ -139,10 +139,7 @@ class Engine:
             check_picklable(agent)
             if checked is not None:
                 checked.add(id(agent))
-        if isinstance(priority, bool) or not isinstance(priority, (int, float)):
-            raise WorkflowError(f"priority must be a number, got {priority!r}")
-        if not_before is not None and (isinstance(not_before, bool) or not isinstance(not_before, (int, float))):
-            raise WorkflowError(f"not_before must be epoch seconds, got {not_before!r}")
+        check_submission(priority, fail_fast, not_before)
         run_id = uuid.uuid4().hex[:16]
         compiled = compile_workflow(wf, run_id, agent, defaults=self.defaults, priority=priority,
                                     fuse=bool(_config.get("fuse-chains", True)), critical_path=critical_path,

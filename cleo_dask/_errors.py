@@ -18,7 +18,14 @@ class StoreError(CleoError):
     """A journal or result store cannot be used: unknown run, wrong schema, corrupted file."""
 
 
-class ClusterLost(CleoError, ConnectionError):
+class ClusterError(CleoError, ConnectionError):
+    """The cluster cannot be reached: a bad scheduler address, nothing listening, a failed handshake.
+
+    Dask's own exception is its ``__cause__``.  Also a :class:`ConnectionError` (an ``OSError``),
+    as Dask's errors for an unreachable scheduler are.
+    """
+
+class ClusterLost(ClusterError):
     """The client lost its Dask scheduler (or was closed) before a run finished.
 
     Raised by :meth:`Run.result` / :meth:`Run.wait`.  ``address`` is the scheduler's address,

@@ -86,3 +86,29 @@ def _dec_refs(client: Any, keys: list[Any]) -> None:
             state.cancel()
     if released and client.status != "closed":
         client._send_to_scheduler({"op": "client-releases-keys", "keys": released, "client": client.id})
+
+
+def worker_losses(client: Any, key: Any, error: BaseException | None) -> int:
+    """How many workers died running ``key``, if ``error`` is Dask's ``KilledWorker`` (else 0).
+
+    The scheduler's count for the key (it grows over retries of the same key); when it cannot
+    be asked, the losses that made Dask give up (``allowed-failures`` + 1).
+    """
+    from distributed.scheduler import KilledWorker
+    if not isinstance(error, KilledWorker):
+        return 0
+    try:
+        return int(client.run_on_scheduler(_suspicious_count, key)) or error.allowed_failures + 1
+    except Exception:  # noqa: BLE001 - a scheduler that cannot answer: what the error says
+        return error.allowed_failures + 1
+
+
+def lost_elsewhere(error: BaseException | None, key: Any) -> bool:
+    """True if ``error`` is a ``KilledWorker`` of another key (an ancestor whose workers died)."""
+    from distributed.scheduler import KilledWorker
+    return isinstance(error, KilledWorker) and error.task != key
+
+
+def _suspicious_count(key: Any, dask_scheduler: Any = None) -> int:
+    ts = dask_scheduler.tasks.get(key)
+    return ts.suspicious if ts is not None else 0

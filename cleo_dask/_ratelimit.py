@@ -10,11 +10,13 @@ stays exact (see :func:`catch_up`); after an idle spell the schedule restarts fr
 """
 from __future__ import annotations
 
+import math
 import re
 from collections import deque
 from dataclasses import dataclass
 
 from ._errors import WorkflowError
+from ._numbers import MAX_SECONDS, finite_number
 
 _UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
           "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
@@ -45,9 +47,7 @@ def parse_rate(text: object) -> Rate:
     if isinstance(text, bool):
         raise WorkflowError(f"rate_limit must look like '60/m' or '100/s', got {text!r}")
     if isinstance(text, (int, float)):
-        if not text > 0:
-            raise WorkflowError(f"rate_limit must be positive, got {text!r}")
-        return Rate(float(text), 1.0)
+        return _checked(Rate(finite_number(text, "rate_limit", above=0, unit="starts per second"), 1.0), text)
     m = _PATTERN.match(text.lower()) if isinstance(text, str) else None
     if m is None or m.group(3) not in _UNITS:
         raise WorkflowError(f"rate_limit must look like '60/m', '100/s', '10/h' or '1/10s' "
@@ -56,7 +56,15 @@ def parse_rate(text: object) -> Rate:
     per = float(m.group(2) or 1) * _UNITS[m.group(3)]
     if not count > 0 or not per > 0:
         raise WorkflowError(f"rate_limit must allow at least some starts (count and period > 0), got {text!r}")
-    return Rate(count, per)
+    return _checked(Rate(count, per), text)
+
+
+def _checked(rate: Rate, text: object) -> Rate:
+    """``rate`` if its numbers are finite and its period and interval at most ``MAX_SECONDS``."""
+    if not (math.isfinite(rate.count) and rate.per <= MAX_SECONDS and rate.interval <= MAX_SECONDS):
+        raise WorkflowError(f"rate_limit {text!r} is out of range: the count must be finite, the period and "
+                            f"the time between two starts at most {MAX_SECONDS:.0f} seconds (100 years)")
+    return rate
 
 
 def window_allows(recent: deque[float], now: float, rate: Rate) -> tuple[bool, float]:

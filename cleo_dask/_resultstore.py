@@ -132,6 +132,13 @@ class ResultStore:
             raise StoreError(f"result file {path} cannot be read: {exc}") from None
         return decode(data, path)
 
+    def read_output(self, path: str) -> bytes:
+        """The payload at ``path`` if it is a node's output (checksum and content); else :class:`StoreError`."""
+        payload = self.read(path)
+        if first_global(payload) != OUTPUT_CLASS:
+            raise StoreError(f"result file {path} does not hold a node's output (a file from elsewhere?)")
+        return payload
+
     def exists(self, path: str) -> bool:
         """Whether a (complete or not) file exists at ``path``."""
         return os.path.exists(path) if self.local else bool(self._fs().exists(path))
@@ -210,7 +217,38 @@ def cache_put(store: ResultStore, key: str, value: Any, node: str, run_id: str) 
 
 def load_output(store: ResultStore, run_id: str, node: str) -> Any:
     """The Dask task of a resumed run's already finished node: its stored output, read on a worker."""
-    return store.load(store.node_path(run_id, node))
+    from ._worker import NodeOutput
+    path = store.node_path(run_id, node)
+    out = store.load(path)
+    if not isinstance(out, NodeOutput):
+        raise StoreError(f"result file {path} does not hold a node's output but a {type(out).__name__}")
+    return out
+
+
+#: The class a node's output file unpickles to, as (module, name).
+OUTPUT_CLASS = ("cleo_dask._worker", "NodeOutput")
+
+
+def first_global(payload: bytes) -> tuple[str, str] | None:
+    """The (module, name) of the first class or function a pickle refers to, read without
+    unpickling (a pickled NodeOutput starts with its class); ``None`` if there is none or the
+    bytes are not a pickle."""
+    import pickletools
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(payload):
+            if op.name == "GLOBAL":
+                module, _, name = str(arg).partition(" ")
+                return module, name
+            if op.name == "STACK_GLOBAL":
+                return (strings[-2], strings[-1]) if len(strings) >= 2 else None
+            if isinstance(arg, str):
+                strings.append(arg)
+            elif op.name not in ("PROTO", "FRAME", "MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
+                return None  # a pickle of something else (a list, an int...)
+    except Exception:  # noqa: BLE001 - not a pickle at all
+        return None
+    return None
 
 
 def code_fingerprint(fn: Any) -> bytes:

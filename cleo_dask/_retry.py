@@ -1,11 +1,13 @@
 """The retry policy: how many attempts, how long to wait between them, on which errors."""
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
 from ._backoff import NO_BACKOFF, Backoff
 from ._errors import Retry, WorkflowError
+from ._numbers import MAX_SECONDS, count, is_real
 
 
 @dataclass(frozen=True)
@@ -21,8 +23,7 @@ class RetryPolicy:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     def __post_init__(self) -> None:
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
-            raise WorkflowError(f"retries must be an integer >= 0, got {self.retries!r}")
+        count(self.retries, "retries")
         if not isinstance(self.backoff, Backoff):
             raise WorkflowError(f"backoff must be cd.fixed(...) or cd.exponential(...), got {self.backoff!r}")
         check_retry_on(self.retry_on)
@@ -41,8 +42,22 @@ class RetryPolicy:
     def delay(self, error: BaseException, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before the attempt after ``attempt``; a :class:`Retry` may set it."""
         if isinstance(error, Retry) and error.delay is not None:
-            return max(0.0, float(error.delay))
+            asked = _requested_delay(error.delay)
+            if asked is not None:
+                return asked
         return self.backoff.delay(attempt, rng)
+
+
+def _requested_delay(delay: object) -> float | None:
+    """The delay a task body asked for with ``Retry(delay=...)``, kept within ``[0, MAX_SECONDS]``
+    (``inf`` must not hang the run); ``None`` if it is not a number (the backoff applies)."""
+    if not is_real(delay) or delay != delay:  # type: ignore[comparison-overlap] - NaN
+        return None
+    try:
+        value = float(delay)  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond floats
+        value = math.inf if delay > 0 else 0.0  # type: ignore[operator]
+    return min(max(0.0, value), MAX_SECONDS)
 
 
 def check_retry_on(retry_on: object) -> tuple[type[BaseException], ...]:

@@ -22,7 +22,7 @@ from ._compile import Compiled, Defaults, _gc_paused, compile_resubmission, retr
 from ._errors import CleoError, ClusterLost
 from ._runguard import RunGuard
 from ._events import event, run_topic
-from ._futures import all_done as _all_done, erred_exception, release_futures
+from ._futures import all_done as _all_done, erred_exception, lost_elsewhere, release_futures, worker_losses
 from . import _lost
 from . import _logs
 from . import _admission
@@ -163,19 +163,27 @@ class Run(RunGuard):
                 if exc.key != key:
                     return False  # an ancestor's failure, handled with that ancestor
                 node, attempt, error, text, completed = exc.node, exc.attempt, exc.error, exc.traceback, exc.completed
+                lost = 0
             else:  # the task could not run at all: worker lost too often, unpicklable, ...
+                if lost_elsewhere(exc, key):
+                    return False  # its ancestor's workers died: handled with that ancestor
                 node = names[0]
                 text = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
-                attempt = Attempt(1, None, None, None, repr(exc), type(exc).__name__, crashed=True)
+                lost = worker_losses(self._client, key, exc)  # KilledWorker: retried as the policy says
+                # a lost attempt's start is unknown: its end (now, about) orders it among the others
+                attempt = Attempt(1, None, time.time() if lost else None, None, repr(exc), type(exc).__name__,
+                                  crashed=True)
                 error, completed = exc, {}
             self._handled.add(key)
             self._known.update(completed)
             record = self._records.setdefault(node, NodeRecord())
+            record.worker_losses = max(record.worker_losses, lost)
             _add_attempt(record, attempt)
             mode = self._mode.get(node, "task")
             policy = retry_policy(self.workflow.nodes[node], self._defaults)
             spec = self.workflow.nodes[node].task
-            final = mode == "fallback" or policy.uses_dask_retries or attempt.crashed or error is None
+            final = (mode == "fallback" or error is None or (attempt.crashed and not lost)
+                     or (policy.uses_dask_retries and not lost))
             failed_attempts = sum(1 for a in record.attempts if a.error is not None)
             if not final and policy.should_retry(error, failed_attempts):
                 delay = policy.delay(error, failed_attempts)
@@ -557,20 +565,22 @@ class Run(RunGuard):
             if status == Status.FAILED:
                 return TaskResult(node, Status.FAILED, value=None, error=record.error, traceback=record.traceback,
                                   attempts=_numbered(attempts), start=_first(attempts), end=_last(attempts),
-                                  worker=attempts[-1].worker if attempts else None, run_id=self.id)
-            return self._from_meta(node, out.meta(), record, value=out.value)
+                                  worker=attempts[-1].worker if attempts else None,
+                                  worker_losses=record.worker_losses, run_id=self.id)
+            return self._from_meta(node, out.meta(), record, value=out.value, losses=record.worker_losses)
         key, idx = self._location[node]
         fut = self._futures.get(key)
         st = fut.status if fut is not None else "released"
         if st == "finished":
             meta = self._metas[key] if idx < 0 else self._metas[key][idx]
             return self._from_meta(node, meta, record, fetch=lambda: self._value_of(key, idx),
-                                   losses=self._losses.get(key, 0))
+                                   losses=max(self._losses.get(key, 0), record.worker_losses))
         if st == "error":
             exc = erred_exception(fut)
             err = exc.error if isinstance(exc, NodeFailed) else exc
             return TaskResult(node, Status.FAILED, error=record.error or err, traceback=record.traceback,
-                              attempts=_numbered(attempts), start=_first(attempts), end=_last(attempts), run_id=self.id)
+                              attempts=_numbered(attempts), start=_first(attempts), end=_last(attempts),
+                              worker_losses=record.worker_losses, run_id=self.id)
         return TaskResult(node, Status.CANCELLED, attempts=_numbered(attempts), run_id=self.id,
                           reason="cancelled before it finished")
 
@@ -708,7 +718,8 @@ def _add_attempt(record: NodeRecord, attempt: Attempt) -> None:
 
 
 def _numbered(attempts: list[Attempt]) -> tuple[Attempt, ...]:
-    ordered = sorted(attempts, key=lambda a: (a.start is None, a.start or 0.0))
+    when = [a.start if a.start is not None else a.end for a in attempts]  # a lost attempt: its end
+    ordered = [a for _, a in sorted(zip(when, attempts), key=lambda p: (p[0] is None, p[0] or 0.0))]
     return tuple(Attempt(i + 1, a.start, a.end, a.worker, a.error, a.error_type, a.timed_out, a.crashed)
                  for i, a in enumerate(ordered))
 

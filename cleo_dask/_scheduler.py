@@ -37,8 +37,9 @@ from zoneinfo import ZoneInfo
 
 from . import _config
 from ._agent import Agent
-from ._errors import ScheduleError
+from ._errors import ScheduleError, WorkflowError
 from ._misfire import FIRED, MISSED, SKIPPED, Decision, plan
+from ._numbers import count
 from ._prestage import Prestaged, decide_at
 from ._schedule_store import (ACTIVE, CANCELLED, FINISHED, PAUSED, Firing, ScheduleRecord, ScheduleStore,
                               Update)
@@ -78,9 +79,8 @@ def make_options(misfire_grace: Any = _UNSET, coalesce: Any = _UNSET, max_runnin
         coalesce = bool(_setting("coalesce", True))
     if not isinstance(coalesce, bool):
         raise ScheduleError(f"coalesce must be True or False, got {coalesce!r}")
-    if max_running is not None and (isinstance(max_running, bool) or not isinstance(max_running, int)
-                                    or max_running < 1):
-        raise ScheduleError(f"max_running must be an integer >= 1 or None, got {max_running!r}")
+    if max_running is not None:
+        count(max_running, "max_running", minimum=1, error=ScheduleError)
     return Options(misfire_grace, coalesce, max_running)
 
 
@@ -115,7 +115,9 @@ def make_trigger(now: float, *, delay: Any = None, at: Any = None, every: Any = 
         return IntervalTrigger(interval, first, jitter=positive_seconds(jitter, "jitter")), (tz.key if tz else "UTC")
     tzname = tz.key if tz else "UTC"
     after = (begin or now_dt) - timedelta(microseconds=1) if begin else now_dt
-    return CronTrigger(cron, tzname, after=after), tzname
+    trigger = CronTrigger(cron, tzname, after=after)
+    trigger.check_fires()
+    return trigger, tzname
 
 
 def _tz_name(dt: datetime) -> str:
@@ -182,18 +184,13 @@ def load_agent(data: bytes | None, fmt: str | None) -> Any:
 
 
 def agent_from_file(path: str) -> Agent:
-    """A :class:`Agent` from a JSON file ``{"id": ..., "config": {...}, "max_concurrency": n}``."""
+    """An :class:`Agent` from a YAML or JSON file (``id``, ``config``, ``max_concurrency``), read as
+    ``cleo-dask run --agent-file`` reads it; a :class:`ScheduleError` listing its problems."""
+    from ._spec import load_agent
     try:
-        with open(path) as f:
-            d = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise ScheduleError(f"cannot read agent file {path!r}: {exc}") from None
-    if not isinstance(d, dict) or "id" not in d:
-        raise ScheduleError(f"agent file {path!r} must hold a JSON object with an 'id' (and optional 'config')")
-    try:
-        return Agent(d["id"], config=d.get("config") or {}, max_concurrency=d.get("max_concurrency"))
-    except Exception as exc:  # noqa: BLE001
-        raise ScheduleError(f"agent file {path!r}: {exc}") from None
+        return load_agent(path)
+    except WorkflowError as exc:
+        raise ScheduleError(str(exc)) from None
 
 
 def new_record(store: ScheduleStore, target: Any, agent: Any, trigger: Trigger, tzname: str, options: Options, *,

@@ -26,19 +26,19 @@ from __future__ import annotations
 
 import gc
 import itertools
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
-import yaml
 
 from ._agent import Agent
 from ._backoff import Backoff, exponential, fixed
 from ._errors import WorkflowError
 from ._imports import resolve
+from ._numbers import count, finite_number, seconds
+from ._specread import MISSING as _MISSING, LineMap as _Map, read as _read
 from ._task import TaskSpec, as_spec
 from ._trigger import TRIGGER_RULES
 from ._workflow import Workflow
@@ -103,77 +103,6 @@ def load_agent(path: str | os.PathLike[str], *, problems: _Problems | None = Non
     if own:
         probs.raise_if_any()
     return agent  # type: ignore[return-value]
-
-
-# -- reading files ----------------------------------------------------------------------------------
-_MISSING = object()
-
-
-class _Map(dict):
-    """A YAML mapping that remembers the line of each key (for error locations)."""
-
-    line: int | None = None
-    lines: dict[Any, int]
-
-
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser when there: 10x faster
-    """Safe YAML (no Python objects) that records lines and rejects duplicate keys."""
-
-
-def _construct_map(loader: _Loader, node: yaml.MappingNode):
-    data = _Map()
-    data.line = node.start_mark.line + 1
-    data.lines = {}
-    yield data
-    loader.flatten_mapping(node)
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(None, None, f"unhashable key {key!r}", key_node.start_mark) from None
-        if key in data:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        data[key] = loader.construct_object(value_node, deep=True)
-        data.lines[key] = key_node.start_mark.line + 1
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
-
-
-def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
-    return out
-
-
-def _read(path: str, problems: _Problems, what: str = "spec file") -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        problems.add(None, f"no such {what}: {path}", file=path)
-        return _MISSING
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.add(None, f"cannot read {what} {path}: {exc}", file=path)
-        return _MISSING
-    if path.endswith(".json"):
-        try:
-            return json.loads(text, object_pairs_hook=_json_object)
-        except ValueError as exc:
-            problems.add(None, f"invalid JSON: {exc}", file=path)
-            return _MISSING
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        detail = " ".join(str(x) for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x) or str(exc)
-        problems.add(None, f"invalid YAML: {detail}", file=path, line=line)
-        return _MISSING
 
 
 # -- problems and their locations -------------------------------------------------------------------
@@ -284,9 +213,12 @@ def _agent(data: Any, where: _Where, problems: _Problems) -> Agent | None:
         problems.add(where.at("config", data), f"must be a mapping, got {config!r}")
         ok = False
     mc = data.get("max_concurrency")
-    if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 1):
-        problems.add(where.at("max_concurrency", data), f"must be an integer >= 1, got {mc!r}")
-        ok = False
+    if mc is not None:
+        try:
+            count(mc, "", minimum=1)
+        except WorkflowError as exc:
+            problems.add(where.at("max_concurrency", data), str(exc))
+            ok = False
     if not ok:
         return None
     return Agent(data["id"], dict(config), mc)
@@ -348,11 +280,7 @@ def _node_fields(data: dict[str, Any], where: _Where, problems: _Problems) -> tu
         else:
             out["trigger"] = data["trigger"]
     if "retries" in data:
-        r = data["retries"]
-        if isinstance(r, bool) or not isinstance(r, int) or r < 0:
-            problems.add(at("retries"), f"must be an integer >= 0, got {r!r}")
-        else:
-            out["retries"] = r
+        _checked(out, "retries", lambda v: count(v, ""), data, at("retries"), problems)
     if "backoff" in data:
         out["backoff"] = _backoff(data["backoff"], at("backoff"), problems)
     if "retry_on" in data:
@@ -365,11 +293,7 @@ def _node_fields(data: dict[str, Any], where: _Where, problems: _Problems) -> tu
             out["retry_on"] = tuple(classes)
     for key in ("timeout", "duration"):
         if key in data and data[key] is not None:
-            v = data[key]
-            if not _is_number(v) or v < 0 or (key == "timeout" and v == 0):
-                problems.add(at(key), f"must be a number of seconds {'> 0' if key == 'timeout' else '>= 0'}, got {v!r}")
-            else:
-                out[key] = v
+            _checked(out, key, lambda v, k=key: seconds(v, "", positive=k == "timeout"), data, at(key), problems)
     for key in ("fallback", "on_error"):
         if data.get(key) is not None:
             out[key] = _import(data[key], at(key), problems, _callable)
@@ -384,6 +308,17 @@ def _node_fields(data: dict[str, Any], where: _Where, problems: _Problems) -> tu
         else:
             out["rate_limit"] = data["rate_limit"]
     return out, len(problems.items) == before
+
+
+def _checked(out: dict[str, Any], key: str, check: Callable[[Any], Any], data: dict[str, Any], where: _Where,
+             problems: _Problems) -> None:
+    """``out[key] = data[key]`` if ``check`` accepts it, else its message is a problem at ``where``."""
+    try:
+        check(data[key])
+    except WorkflowError as exc:
+        problems.add(where, str(exc))
+    else:
+        out[key] = data[key]
 
 
 def _task_spec(path: Any, where: _Where, problems: _Problems) -> TaskSpec | None:
@@ -455,8 +390,10 @@ def _load_file(path: str, agent: Agent | None, problems: _Problems) -> Spec | No
         problems.add(top.at("name", data), f"must be a non-empty string, got {name!r}")
         name = "workflow"
     priority = data.get("priority", 0)
-    if not _is_number(priority):
-        problems.add(top.at("priority", data), f"must be a number, got {priority!r}")
+    try:
+        finite_number(priority, "")
+    except WorkflowError as exc:
+        problems.add(top.at("priority", data), str(exc))
         priority = 0
     fail_fast = data.get("fail_fast", False)
     if not isinstance(fail_fast, bool):

@@ -15,6 +15,7 @@ from typing import Any
 
 from ._backoff import Backoff
 from ._errors import WorkflowError
+from ._numbers import count, seconds
 from ._retry import check_retry_on
 from ._ratelimit import parse_rate
 from ._timeout import check_timeout
@@ -181,16 +182,17 @@ def _SPEC_FIELDS() -> tuple[str, ...]:  # noqa: N802 - a constant, computed once
 def check_options(spec: TaskSpec) -> None:
     """Check every policy option of ``spec``; raise :class:`WorkflowError` naming the bad one."""
     what = f"task {spec.name!r}"
-    if spec.retries is not None and (isinstance(spec.retries, bool) or not isinstance(spec.retries, int)
-                                     or spec.retries < 0):
-        raise WorkflowError(f"{what}: retries must be an integer >= 0, got {spec.retries!r}")
     if spec.backoff is not None and not isinstance(spec.backoff, Backoff):
         raise WorkflowError(f"{what}: backoff must be cd.fixed(...) or cd.exponential(...), got {spec.backoff!r}")
     try:
+        if spec.retries is not None:
+            count(spec.retries, "retries")
         check_retry_on(spec.retry_on)
         check_timeout(spec.timeout)
         if spec.rate_limit is not None:
             parse_rate(spec.rate_limit)
+        if spec.duration is not None:
+            seconds(spec.duration, "duration")
     except WorkflowError as exc:
         raise WorkflowError(f"{what}: {exc}") from None
     if spec.fallback is not None and not isinstance(spec.fallback, TaskSpec):
@@ -202,9 +204,6 @@ def check_options(spec: TaskSpec) -> None:
                             f"got {spec.cache!r}")
     if spec.on_error is not None and not callable(spec.on_error):
         raise WorkflowError(f"{what}: on_error must be callable (agent, task name, error), got {spec.on_error!r}")
-    if spec.duration is not None and (isinstance(spec.duration, bool) or not isinstance(spec.duration, (int, float))
-                                      or spec.duration < 0):
-        raise WorkflowError(f"{what}: duration must be a number of seconds >= 0, got {spec.duration!r}")
     if spec.fallback is not None and spec.fallback.is_async != spec.is_async:
         kind = "async" if spec.fallback.is_async else "sync"
         raise WorkflowError(f"{what}: its fallback {spec.fallback.name!r} is {kind}, the task is not; "

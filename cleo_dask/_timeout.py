@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import TaskTimeout, WorkflowError
+from ._errors import TaskTimeout
+from ._numbers import seconds
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("cleo_deadline", default=None)
 
@@ -32,12 +33,11 @@ def time_left() -> float | None:
 
 
 def check_timeout(timeout: object) -> float | None:
-    """Return ``timeout`` as a float, or raise :class:`WorkflowError` if it is not a positive number."""
+    """Return ``timeout`` as a float, or raise :class:`WorkflowError` unless it is a finite number
+    of seconds > 0 (at most :data:`~cleo_dask._numbers.MAX_SECONDS`: ``threading`` refuses more)."""
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise WorkflowError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    return float(timeout)
+    return seconds(timeout, "timeout", positive=True)
 
 
 def call_with_timeout(fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: float | None) -> Any:

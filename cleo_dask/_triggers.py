@@ -21,9 +21,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from ._errors import ScheduleError
+from ._numbers import is_real, seconds
 
 UTC = timezone.utc
 CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week", "second", "year")
@@ -109,7 +110,10 @@ class IntervalTrigger(Trigger):
         return self.start + timedelta(seconds=self.interval * index)
 
     def next(self) -> datetime | None:
-        t = self.nominal(self.index)
+        try:
+            t = self.nominal(self.index)
+        except OverflowError:  # past datetime's year 9999: no more firings
+            return None
         if self.jitter:
             t += timedelta(seconds=random.Random(self.seed * 1_000_003 + self.index).uniform(0, self.jitter))
         if self.end is not None and t > self.end:
@@ -142,9 +146,19 @@ class CronTrigger(Trigger):
         self.after = aware(after, "start").astimezone(ZoneInfo(self.timezone))
 
     def next(self) -> datetime | None:
-        nxt = croniter(self.expression, self.after).get_next(datetime)
+        try:
+            nxt = croniter(self.expression, self.after).get_next(datetime)
+        except (CroniterBadDateError, OverflowError):  # no match left (before year 9999)
+            return None
         self.after = nxt
         return nxt
+
+    def check_fires(self) -> None:
+        """Raise :class:`ScheduleError` if the expression never matches after ``after``
+        (``"0 0 31 2 *"``: February has no 31st), so such a schedule is refused when created."""
+        if CronTrigger(self.expression, self.timezone, after=self.after).next() is None:
+            raise ScheduleError(f"cron expression {self.expression!r} never matches: no date fits all its "
+                                "fields (e.g. day 31 of a month that has 30 days)")
 
     def state(self) -> dict[str, Any]:
         return {**self._header(), "expression": self.expression, "timezone": self.timezone,
@@ -198,15 +212,13 @@ def aware(dt: Any, what: str) -> datetime:
 
 
 def positive_seconds(value: Any, what: str, *, allow_zero: bool = True) -> float:
-    """Seconds from a number or ``timedelta``; ScheduleError if negative (or zero when not allowed)."""
+    """Seconds from a number or ``timedelta``; ScheduleError if negative (or zero when not allowed),
+    not finite, or longer than :data:`~cleo_dask._numbers.MAX_SECONDS` (100 years)."""
     if isinstance(value, timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_real(value):
         raise ScheduleError(f"{what} must be seconds (a number) or a timedelta, got {value!r}")
-    value = float(value)
-    if value != value or value < 0 or (value == 0 and not allow_zero):
-        raise ScheduleError(f"{what} must be {'>= 0' if allow_zero else '> 0'} seconds, got {value:g}")
-    return value
+    return seconds(value, what, positive=not allow_zero, error=ScheduleError)
 
 
 def check_cron(expression: Any) -> str:

@@ -32,6 +32,8 @@ class Workflow:
     """
 
     def __init__(self, name: str = "workflow"):
+        if not isinstance(name, str) or not name:
+            raise WorkflowError(f"a workflow's name must be a non-empty string, got {name!r}")
         self.name = name
         self._nodes: dict[str, Node] = {}
 
@@ -81,6 +83,9 @@ class Workflow:
         """
         if not isinstance(graph, nx.DiGraph):
             raise WorkflowError(f"from_networkx needs a networkx DiGraph, got {type(graph).__name__}")
+        if tasks is not None and not isinstance(tasks, Mapping):
+            raise WorkflowError(f"from_networkx: tasks must be a mapping node -> task (a dict), "
+                                f"got {type(tasks).__name__}")
         tasks = dict(tasks or {})
         unknown = sorted(map(str, set(tasks) - set(graph.nodes)))
         if unknown:

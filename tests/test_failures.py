@@ -290,6 +290,44 @@ def test_a_killed_worker_process_does_not_lose_the_run(tmp_path):
         assert len(out["victim"].attempts) == 1   # a lost worker is not an exception retry
 
 
+def kills_its_worker(agent):
+    """Kills its own worker process on its first ``kills`` attempts (counted in a marker file)."""
+    import pathlib
+    marker = pathlib.Path(agent.config["marker"])
+    n = len(marker.read_text()) if marker.exists() else 0
+    marker.write_text("x" * (n + 1))
+    if n < agent.config["kills"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return n + 1
+
+
+@pytest.mark.timeout(180)
+def test_a_task_that_kills_its_worker_is_retried_by_its_policy(tmp_path):
+    # Dask gives up on a task after allowed-failures + 1 lost workers (KilledWorker): 0 here, so
+    # at the first loss.  The node's own retries and backoff then apply, and the losses are counted.
+    import dask
+    from distributed.scheduler import KilledWorker
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            cd.Engine(n_workers=1, threads_per_worker=1, processes=True) as engine:
+        for kills, expected in ((1, "succeeded"), (5, "failed")):
+            wf = cd.Workflow()
+            wf.add(kills_its_worker, retries=1, backoff=cd.fixed(0.2))
+            wf.add(lambda agent, kills_its_worker: kills_its_worker, name="after", after=["kills_its_worker"])
+            agent = cd.Agent("a", config={"marker": str(tmp_path / f"kills-{kills}"), "kills": kills})
+            run = engine.submit(wf, agent)
+            out = run.result(timeout=120)
+            node = out["kills_its_worker"]
+            assert node.status == expected, node.error
+            assert node.worker_losses == (1 if kills == 1 else 2)
+            assert len(node.attempts) == 2 and node.attempts[0].crashed
+            if kills == 1:
+                assert node.value == 2 and out["after"].value == 2
+            else:
+                assert isinstance(node.error, KilledWorker) and out["after"].status == "skipped"
+            run.release()  # its results must not be recomputed when the next run kills the worker
+
+
 def test_the_run_announces_its_end_when_a_failure_overtakes_a_slower_sibling(engine, agent):
     # the sink errs (its parent failed) while its other parent still runs: the run must still
     # tell its listeners (journal, monitor) that it finished, once that sibling is done

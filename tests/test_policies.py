@@ -59,7 +59,7 @@ def test_trigger_rules():
     (lambda: cd.exponential(factor=0.5), "'factor' must be a number >= 1"),
     (lambda: cd.task(retries=-1)(lambda agent: 1), "retries must be an integer >= 0"),
     (lambda: cd.task(retry_on=(KeyError, "oops"))(lambda agent: 1), "retry_on must be an exception class"),
-    (lambda: cd.task(timeout=-3)(lambda agent: 1), "timeout must be a positive number"),
+    (lambda: cd.task(timeout=-3)(lambda agent: 1), "timeout must be > 0 seconds"),
     (lambda: cd.task(fallback=42)(lambda agent: 1), "fallback must be a task"),
     (lambda: cd.Workflow().add(lambda agent: 1, name="x", trigger="sometimes"), "unknown trigger rule 'sometimes'"),
     (lambda: cd.Agent("a", max_concurrency=0), "max_concurrency must be an integer >= 1"),

@@ -94,7 +94,7 @@ def test_every_problem_is_reported_at_once_with_its_location(tmp_path):
         "bad.yaml:11: node 'summarize', field 'after': 'after' names unknown node 'ghost'",
         "bad.yaml:12: node 'summarize', field 'when': import path 'os:path' is not callable",
         "bad.yaml:13: node 'summarize', field 'retry_on': import path 'builtins:len' is not an exception class",
-        "bad.yaml:14: node 'summarize', field 'timeout': must be a number of seconds > 0",
+        "bad.yaml:14: node 'summarize', field 'timeout': must be > 0 seconds",
         "bad.yaml:15: node 'summarize', field 'trigger': unknown trigger rule 'sometimes'",
         "bad.yaml:17: node 'report', field 'task': import path 'no_such_module:report': cannot import module",
         "bad.yaml:18: node 'report', field 'fallback': must be an import path",
