@@ -18,6 +18,14 @@ class StoreError(CleoError):
     """A journal or result store cannot be used: unknown run, wrong schema, corrupted file."""
 
 
+class CodeError(CleoError):
+    """The tasks' code cannot reach the cluster: an ``upload=`` / ``--upload`` path that is missing
+    or not a module, package or directory; code of the user's own modules that cannot travel by
+    value; or a task the scheduler or a worker cannot load (the message names the module and the
+    fix).  When a node fails because the cluster cannot load it, this is its result's ``error``.
+    """
+
+
 class TaskTimeout(CleoError, TimeoutError):
     """An attempt ran longer than its task's ``timeout``.
 
