@@ -41,7 +41,8 @@ from ._errors import CodeError
 ENGINE_PACKAGES = frozenset({"cleo_dask", "dask", "distributed", "cloudpickle"})
 
 #: what to do about code the cluster cannot import (ends the messages of :class:`CodeError`)
-FIX = "install it where the scheduler and workers run, or send it with cleo-dask run --upload PATH / Engine(upload=[PATH])"
+FIX = ("install it where the scheduler and workers run, or send it with cleo-dask run --upload PATH / "
+       "Engine(upload=[PATH])")
 
 _lock = threading.RLock()
 _digests: dict[str, str | None] = {}    # module name -> SHA-256 of its source (a user module) or None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterable
@@ -71,7 +72,8 @@ def _zip(directory: str) -> str:
     if not found:
         raise CodeError(f"upload: directory {directory} has no Python modules")
     data = buf.getvalue()
-    target = os.path.join(tempfile.mkdtemp(prefix="cleo-upload-"), f"{base}-{hashlib.sha256(data).hexdigest()[:12]}.zip")
+    name = f"{base}-{hashlib.sha256(data).hexdigest()[:12]}.zip"
+    target = os.path.join(tempfile.mkdtemp(prefix="cleo-upload-"), name)
     with open(target, "wb") as f:
         f.write(data)
     return target
@@ -97,20 +99,25 @@ def upload(client: Any, files: list[tuple[str, str]]) -> None:
         scheduler_pid = client.run_on_scheduler(os.getpid)
     except Exception:  # noqa: BLE001
         scheduler_pid = None
-    for given, file in files:
-        name = f"cleo-upload-{os.path.basename(file)}"
-        try:
-            if scheduler_pid != pid:
-                client.register_plugin(SchedulerUploadFile(file, load=True), name=name)
-            client.register_plugin(_WorkerUpload(file, pid), name=name)
-        except Exception as exc:  # noqa: BLE001 - e.g. the module fails to import there
-            raise CodeError(f"upload: {given} could not be loaded on the cluster: {type(exc).__name__}: {exc}") from None
-        _shipping.exclude(given)
+    try:
+        for given, file in files:
+            name = f"cleo-upload-{os.path.basename(file)}"
+            try:
+                if scheduler_pid != pid:
+                    client.register_plugin(SchedulerUploadFile(file, load=True), name=name)
+                client.register_plugin(_WorkerUpload(file, pid), name=name)
+            except Exception as exc:  # noqa: BLE001 - e.g. the module fails to import there
+                raise CodeError(f"upload: {given} could not be loaded on the cluster: "
+                                f"{type(exc).__name__}: {exc}") from None
+            _shipping.exclude(given)
+    finally:
+        for given, file in files:
+            if file != given:   # a zip made for the upload: the plugins hold its bytes
+                shutil.rmtree(os.path.dirname(file), ignore_errors=True)
 
 
 # -- a task the cluster cannot load ---------------------------------------------------------------------
-_SIGNS = ("deserialization of the task graph", "deserializ", "No module named", "Can't get attribute",
-          "KilledWorker")
+_SIGNS = ("deserializ", "No module named", "Can't get attribute", "KilledWorker")
 
 
 def explain(client: Any, exc: BaseException, workflow: Any, agent: Any) -> CodeError | None:
@@ -170,5 +177,6 @@ def try_load(payloads: dict[str, bytes]) -> dict[str, tuple[str, str | None]]:
         try:
             pickle.loads(data)
         except Exception as exc:  # noqa: BLE001
-            out[label] = (f"{type(exc).__name__}: {exc}", getattr(exc, "name", None) if isinstance(exc, ImportError) else None)
+            missing = getattr(exc, "name", None) if isinstance(exc, ImportError) else None
+            out[label] = (f"{type(exc).__name__}: {exc}", missing)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -288,8 +289,11 @@ def test_uploads_are_checked_and_directories_zipped(tmp_path):
     assert sorted(zipfile.ZipFile(pkg).namelist()) == ["pkg/__init__.py", "pkg/data.txt"]
     [(_, flat)] = _upload.files_to_send(str(tmp_path / "flat"))
     assert zipfile.ZipFile(flat).namelist() == ["a.py"]
-    assert _upload.files_to_send([tmp_path / "pkg"])[0][1].endswith(Path(pkg).name)   # same content, same name
+    [(_, again)] = _upload.files_to_send([tmp_path / "pkg"])
+    assert Path(again).name == Path(pkg).name   # the same content: the same upload
     for bad, message in ((tmp_path / "nope", "not found"), (tmp_path / "notes.txt", "not a module"),
                          (tmp_path / "empty", "no Python modules")):
         with pytest.raises(cd.CodeError, match=message):
             _upload.files_to_send([bad])
+    for made in (pkg, flat, again):
+        shutil.rmtree(Path(made).parent)   # (an upload removes the zips it made once sent)
