@@ -12,7 +12,7 @@ from ._durable import RunStore
 from ._engine import Engine
 from ._journal import RunRecord
 from ._logs import JsonFormatter, configure_logging
-from ._errors import CleoError, ClusterError, ClusterLost, Retry, ScheduleError, StoreError, TaskTimeout, WorkflowError
+from ._errors import CleoError, ClusterError, CodeError, ClusterLost, Retry, ScheduleError, StoreError, TaskTimeout, WorkflowError
 from ._outcome import Attempt, Failure, Status, TaskResult
 from ._run import Run, RunOutcome
 from ._schedule_store import Firing
@@ -25,7 +25,7 @@ from ._workflow import Node, Workflow
 __version__ = "0.1.0"
 
 __all__ = [
-    "Agent", "Attempt", "Backoff", "CleoError", "ClusterError", "Engine", "Failure", "JsonFormatter", "Node", "Retry", "Run", "RunOutcome",
+    "Agent", "Attempt", "Backoff", "CleoError", "ClusterError", "CodeError", "Engine", "Failure", "JsonFormatter", "Node", "Retry", "Run", "RunOutcome",
     "RunRecord", "RunStore", "ClusterLost", "ClusterWarning",
     "Firing", "Schedule", "ScheduleError", "Spec", "load_spec", "Status", "StoreError", "Task", "TaskResult", "TaskSpec", "TaskTimeout", "Workflow",
     "WorkflowError", "configure_logging", "deadline", "exponential", "fixed", "task", "time_left", "__version__",

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import _config
 from ._cli_types import count_type, port_type, seconds_type
-from ._errors import CleoError, ClusterLost, WorkflowError
+from ._errors import CleoError, ClusterLost, CodeError, WorkflowError
 
 BAD_INPUT = 2
 INTERRUPTED = 130
@@ -43,6 +43,9 @@ def register(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="do not show progress")
     p.add_argument("--store", metavar="JOURNAL", help="journal the run in JOURNAL (e.g. runs.db): durable, "
                    "resumable with `cleo-dask resume` (issue 10)")
+    p.add_argument("--upload", action="append", default=[], metavar="PATH",
+                   help="send a module (.py), a package or a directory (or a .zip/.egg) to the scheduler and "
+                        "workers, for code the cluster cannot import and that cannot travel by value (repeatable)")
     p.set_defaults(func=cmd_run)
 
     v = sub.add_parser("validate", help="check a workflow spec without running it",
@@ -122,6 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         spec = load_spec(args.spec, agent_file=args.agent_file)
         check_json_target(args.json_out)
+        _user_code_roots(args.spec)
         remote = bool(args.address or args.scheduler_file)
         if args.no_wait and not remote:
             raise BadInput("--no-wait needs a running cluster (--address or --scheduler-file): "
@@ -130,7 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.store:
             from ._cli_runs import make_durable
             make_durable(engine, args.store)
-    except (WorkflowError, BadInput) as exc:
+    except (WorkflowError, BadInput, CodeError) as exc:
         return _fail(str(exc))
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # `kubectl delete job`, `docker stop`: cancel as on Ctrl+C
@@ -141,6 +145,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         return INTERRUPTED
     finally:
         engine.close()
+
+
+def _user_code_roots(target: str) -> None:
+    """The spec's directory, and the directory the module named on the command line comes from,
+    hold the user's own code (sent by value to a cluster that cannot import it)."""
+    from . import _shipping
+    if os.path.exists(target):
+        _shipping.add_root(os.path.dirname(os.path.abspath(target)))
+        return
+    name = target.partition(":")[0]
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None)
+    if isinstance(file, str):
+        root = os.path.dirname(os.path.abspath(file))
+        for _ in range(name.count(".") + (os.path.basename(file) == "__init__.py")):
+            root = os.path.dirname(root)
+        _shipping.add_root(root)
 
 
 def _interrupt(*_: Any) -> None:
@@ -168,13 +189,16 @@ def _engine(args: argparse.Namespace) -> Any:
         if not security.tls_ca_file:
             raise BadInput(f"{address} is a TLS address: give --tls-ca, --tls-cert and --tls-key "
                            "(or set distributed.comm.tls in Dask's config)")
+    upload = getattr(args, "upload", None) or None
     if not address:
         # task errors are in the summary table: keep the workers' own error logs out of the way
-        return Engine(silence_logs=logging.CRITICAL)
+        return Engine(silence_logs=logging.CRITICAL, upload=upload)
     where = address + (f" (from {args.scheduler_file})" if args.scheduler_file and not args.address else "")
     _probe(address, security, args.connect_timeout, where)
     try:
-        engine = Engine(address=address, security=security, timeout=args.connect_timeout)
+        engine = Engine(address=address, security=security, timeout=args.connect_timeout, upload=upload)
+    except CodeError:
+        raise
     except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, SSL errors...: all "cannot connect"
         raise BadInput(f"cannot reach {where} within {args.connect_timeout:g} s: "
                        f"{type(exc).__name__}: {exc}") from None
@@ -228,7 +252,7 @@ def _run(engine: Any, spec: Any, args: argparse.Namespace) -> int:
     from ._progress import failed, outcome_json, show_progress, summary_table
     try:
         run = engine.submit(spec.workflow, spec.agent, priority=spec.priority, fail_fast=spec.fail_fast)
-    except WorkflowError as exc:
+    except (WorkflowError, CodeError) as exc:
         return _fail(str(exc))
     print(f"run {run.id}: workflow {run.name!r}, {len(spec.workflow)} nodes, agent {spec.agent.id!r}"
           + (f"; dashboard {engine.dashboard_link}" if _has_dashboard(engine) else ""), file=sys.stderr, flush=True)
@@ -251,6 +275,9 @@ def _run(engine: Any, spec: Any, args: argparse.Namespace) -> int:
         raise
     except ClusterLost as exc:  # the scheduler went away mid-run (with --store: resume it later)
         return _fail(str(exc))
+    unloadable = next((r for r in outcome.values() if isinstance(r.error, CodeError)), None)
+    if unloadable is not None:   # the cluster cannot load the code: bad input, not a node failure
+        return _fail(str(unloadable.error))
     print(summary_table(outcome), flush=True)
     if args.json_out:
         _write_json(args.json_out, outcome_json(run, outcome))

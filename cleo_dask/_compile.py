@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
-from dask.task_spec import DataNode, Task, TaskRef
+from dask.task_spec import Task, TaskRef
 
 from ._admission import ANNOTATION as ADMISSION, unit_admission, with_not_before
 from ._backoff import NO_BACKOFF, Backoff
 from ._fair import fair_share
 from ._retry import RetryPolicy
+from ._shipping import data_node, graph_value
 from ._worker import NodeCall, NodeOutput, UnitCall, run_unit, run_unit_async
 from ._workflow import Node, Workflow
 
@@ -251,7 +252,7 @@ def compile_resubmission(wf: Workflow, run_id: str, agent: Any, names: Iterable[
     lit = {}
     for name, out in literals.items():
         key = f"{name}-{run_id}-v{gen}"
-        compiled.dsk[key] = DataNode(key, out)
+        compiled.dsk[key] = data_node(key, out)
         lit[name] = key
     _add_units(compiled, wf, list(names), run_id, agent, defaults, fuse=False, gen=gen,
                literals={"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {},
@@ -265,8 +266,9 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
                defaults: Defaults, fuse: bool, gen: int, literals: Mapping[str, NodeOutput],
                external: Mapping[str, tuple[str, int]], overrides: Mapping[str, dict[str, Any]]) -> None:
     nodes = wf.nodes
+    agent_arg = graph_value(agent)   # the agent itself, unless its class is sent by value
     for lit_key, out in literals.items():
-        compiled.dsk[f"{lit_key}-{run_id}"] = DataNode(f"{lit_key}-{run_id}", out)
+        compiled.dsk[f"{lit_key}-{run_id}"] = data_node(f"{lit_key}-{run_id}", out)
     for unit in plan_units(wf, names, defaults, fuse):
         # Dask groups tasks by the key's prefix (``key_split``: the words before the run id), so
         # the prefix is the *task's* name: one group per function, as the dashboard shows them,
@@ -300,7 +302,7 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
                                 first.when, first.trigger, first.attempt, first.mode, first.error)
         # I/O units (async, or io_bound) run on the worker's event loop and free their slot
         func = run_unit_async if calls[0].task.is_async or calls[0].task.io_bound else run_unit
-        compiled.dsk[key] = Task(key, func, UnitCall(run_id, key, tuple(calls), defaults.store), agent,
+        compiled.dsk[key] = Task(key, func, UnitCall(run_id, key, tuple(calls), defaults.store), agent_arg,
                                  *(TaskRef(d) for d in deps))
         compiled.units[key] = tuple(unit)
         if (limits := unit_admission([c.task for c in calls], agent)) is not None:

@@ -14,10 +14,10 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster
 
-from . import _config
+from . import _config, _shipping
 from ._agent import Agent, agent_id, check_picklable
 from ._backoff import Backoff, fixed
-from ._cluster_needs import check_cluster, scheduler_settings
+from ._cluster_needs import check_cluster, check_run, scheduler_settings
 from ._compile import Defaults, compile_workflow
 from ._connect import connect
 from ._driver import Driver
@@ -44,13 +44,18 @@ class Engine:
       ``Engine(scheduler_file=...)`` likewise.
     * ``Engine(client=c)``: a ``distributed.Client`` you already have.
 
+    ``upload=[path, ...]``: modules (``.py``), packages (directories with ``__init__.py``), other
+    directories (their modules) or ``.zip`` / ``.egg`` files, sent to the scheduler and the workers
+    (``Client.upload_file``) for code the cluster cannot import and that cannot travel by value.
+
     The engine closes only what it started.  Use it as a context manager or call :meth:`close`.
     """
 
     def __init__(self, address: str | None = None, *, client: Client | None = None,
                  scheduler_file: str | None = None, security: Any = None,
                  default_retries: int | None = None, default_backoff: Backoff | float | None = None,
-                 store: str | None = None, timeout: float | None = None, **cluster_kwargs: Any):
+                 store: str | None = None, timeout: float | None = None,
+                 upload: Iterable[str | os.PathLike[str]] | None = None, **cluster_kwargs: Any):
         retries = _config.get("default-retries", 0) if default_retries is None else default_retries
         backoff = default_backoff if default_backoff is not None else _config.get("default-backoff", 0)
         if not isinstance(backoff, Backoff):
@@ -60,6 +65,9 @@ class Engine:
                 raise WorkflowError(f"default_backoff must be cd.fixed/cd.exponential or seconds, got {backoff!r}") from None
         from ._retry import RetryPolicy
         RetryPolicy(retries, backoff)  # validates both
+        if upload:
+            from ._upload import files_to_send
+            upload = files_to_send(upload)   # a bad path is bad input before any cluster starts
         self.defaults = Defaults(retries, backoff)
         self.cluster: LocalCluster | None = None
         self._own_client = client is None
@@ -74,7 +82,7 @@ class Engine:
                 self.cluster = LocalCluster(**_local_cluster_options(cluster_kwargs))
             self.client = Client(self.cluster, set_as_default=False)
         if self.cluster is None:
-            check_cluster(self.client)  # I/O-bound agents: warn about what the cluster lacks
+            check_cluster(self.client)  # warn about what the cluster lacks (I/O-bound needs: at submit)
         self._driver = Driver()
         self._runs = RunRegistry()
         self._events = EventSender(self.client)
@@ -84,6 +92,16 @@ class Engine:
         self._closed = False
         self.durable = self._start_durable(store)
         self._monitoring = self._start_monitoring()
+        if upload:
+            self._upload(upload)
+
+    def _upload(self, files: list[tuple[str, str]]) -> None:
+        from ._upload import upload
+        try:
+            upload(self.client, files)
+        except BaseException:
+            self.close()  # a bad path: do not leave the cluster we started behind
+            raise
 
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, target: Any, agent: Any = None, *, priority: float = 0, fail_fast: bool = False,
@@ -133,8 +151,12 @@ class Engine:
         agents already known to pickle (a batch checks each agent once)."""
         wf = self._as_workflow(target, inputs)
         wf.validate(inputs or ())
+        _shipping.ensure(self.client)   # the user's modules the cluster lacks travel by value
+        _shipping.check_travel(wf.nodes.values())
         if agent is None:
             agent = Agent("default")
+        if self.cluster is None:
+            check_run(self.client, wf, agent)   # warns once per cluster, if this run needs what it lacks
         if checked is None or id(agent) not in checked:
             check_picklable(agent)
             if checked is not None:
@@ -290,6 +312,7 @@ class Engine:
     def _start_monitoring(self) -> bool:
         from . import _logs, _plugin
         self.add_listener(_logs.on_run)
+        _logs.quiet_worker_errors(self.client)   # cleo logs failed attempts itself
         if not _config.get("monitor.enabled", True):
             return False
         _logs.setup_client(self.client)

@@ -42,6 +42,13 @@ class ClusterLost(ClusterError):
     def __reduce__(self):
         return (type(self), (str(self), self.address, self.run_id))
 
+class CodeError(CleoError):
+    """The tasks' code cannot reach the cluster: an ``upload=`` / ``--upload`` path that is missing
+    or not a module, package or directory; code of the user's own modules that cannot travel by
+    value; or a task the scheduler or a worker cannot load (the message names the module and the
+    fix).  When a node fails because the cluster cannot load it, this is its result's ``error``.
+    """
+
 
 class TaskTimeout(CleoError, TimeoutError):
     """An attempt ran longer than its task's ``timeout``.

@@ -90,17 +90,21 @@ def on_event(run: Any, msg: Any) -> None:
 
 
 def on_run(kind: str, run: Any) -> None:
-    """Engine listener: when a run finishes, one record per successful attempt and per outcome."""
-    if kind != "finished" or not logger.isEnabledFor(logging.INFO):
+    """Engine listener: when a run finishes, one record per successful attempt and per outcome (at
+    INFO); a node's final failure at ERROR, with its traceback, whatever the level."""
+    if kind != "finished" or not logger.isEnabledFor(logging.ERROR):
         return
     try:
         outcome = run.result(timeout=5)
     except Exception:  # noqa: BLE001
         logger.debug("no outcome for run %s", run.id, exc_info=True)
         return
+    info = logger.isEnabledFor(logging.INFO)
     agent = _agent(run)
     for node, r in outcome.items():
         status = r.status.value
+        if not info and status != "failed":
+            continue
         if r.ok and r.attempts:
             a = r.attempts[-1]
             if a.error is None:
@@ -110,10 +114,15 @@ def on_run(kind: str, run: Any) -> None:
                        "worker": a.worker, "duration": a.duration, "status": status, "error": None})
         error = repr(r.error)[:500] if r.error is not None else (r.reason if status == "skipped" else None)
         level = logging.ERROR if status == "failed" else logging.INFO
+        fields = {"event": "outcome", "run_id": run.id, "node": node, "agent": agent, "attempt": len(r.attempts),
+                  "worker": r.worker, "duration": r.duration, "status": status, "error": error}
+        trace = f"\n{r.traceback.rstrip()}" if status == "failed" and r.traceback else ""
+        if trace:
+            fields["traceback"] = r.traceback
         _emit(level, f"run {run.id} node {node!r} {status} after {len(r.attempts)} attempt(s)"
-                     + (f": {error}" if error else ""),
-              {"event": "outcome", "run_id": run.id, "node": node, "agent": agent, "attempt": len(r.attempts),
-               "worker": r.worker, "duration": r.duration, "status": status, "error": error})
+                     + (f": {error}" if error else "") + trace, fields)
+    if not info:
+        return
     _emit(logging.INFO, f"run {run.id} ({run.name}) {run.status()}: {outcome.counts()}",
           {"event": "run", "run_id": run.id, "node": None, "agent": agent, "attempt": None, "worker": None,
            "duration": None if run.ended is None else run.ended - run.started, "status": run.status(),
@@ -134,6 +143,48 @@ def _secs(d: float | None) -> str:
 
 # -- print() on workers ------------------------------------------------------------------------
 _CLEO_KEY = re.compile(r"-[0-9a-f]{16}(-|$)")   # <task>-<run id>-<node>[-<generation>]
+
+
+# -- Dask's error log of failed attempts ------------------------------------------------------------
+class QuietNodeFailures(logging.Filter):
+    """Drops the worker's ``Compute Failed`` error (with traceback) of a cleo node's failed attempt:
+    the client logs each failed attempt in one line and a final failure once, with its traceback.
+    Any other failure (other keys, an error in cleo itself) keeps Dask's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (isinstance(record.msg, str) and record.msg.startswith("Compute Failed")
+                    and isinstance(args, tuple) and len(args) >= 4 and isinstance(args[0], str)
+                    and _CLEO_KEY.search(args[0]) is not None
+                    and isinstance(args[3], str) and args[3].startswith("NodeFailed("))
+
+
+class QuietWorkerErrors(WorkerPlugin):
+    """Worker plugin: install :class:`QuietNodeFailures` on the ``distributed.worker`` logger."""
+
+    idempotent = True
+    name = "cleo-quiet-worker-errors"
+
+    def setup(self, worker: Any) -> None:
+        install_quiet_filter()
+
+
+def install_quiet_filter() -> None:
+    """Add :class:`QuietNodeFailures` to the ``distributed.worker`` logger of this process (once)."""
+    log = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, QuietNodeFailures) for f in log.filters):
+        log.addFilter(QuietNodeFailures())
+
+
+def quiet_worker_errors(client: Any) -> None:
+    """Called by the engine: keep Dask's worker error log quiet about cleo's failed attempts
+    (``cleo_dask.monitor.quiet-worker-errors: false`` keeps it)."""
+    if not _config.get("monitor.quiet-worker-errors", True):
+        return
+    try:
+        client.register_plugin(QuietWorkerErrors(), name=QuietWorkerErrors.name)
+    except Exception:  # noqa: BLE001 - logging must never stop an engine from starting
+        logger.debug("could not quiet the workers' error log", exc_info=True)
 
 
 class _TaskStdout:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from distributed import Future
 
 from ._compile import Compiled, Defaults, _gc_paused, compile_resubmission, retry_policy
-from ._errors import CleoError, ClusterLost
+from ._errors import CleoError, ClusterLost, CodeError
 from ._runguard import RunGuard
 from ._events import event, run_topic
 from ._futures import all_done as _all_done, erred_exception, lost_elsewhere, release_futures, worker_losses
@@ -85,6 +85,7 @@ class Run(RunGuard):
         self._children = workflow.children()
         self._interrupts: set[asyncio.Event] = set()
         self._attempts_seen: dict[str, int] = {}
+        self._code_errors: dict[tuple[str, str], CodeError | None] = {}   # crashes explained (see _load_error)
         self._outcome: tuple[tuple, RunOutcome] | None = None   # cached while nothing changes
         self.inputs: dict[str, Any] = {}   # keyword inputs of the root nodes (set by the engine)
         self._scan: list[Future] | None = None   # _any_pending's snapshot and cursor
@@ -168,6 +169,7 @@ class Run(RunGuard):
                 if lost_elsewhere(exc, key):
                     return False  # its ancestor's workers died: handled with that ancestor
                 node = names[0]
+                exc = self._load_error(exc) or exc
                 text = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
                 lost = worker_losses(self._client, key, exc)  # KilledWorker: retried as the policy says
                 # a lost attempt's start is unknown: its end (now, about) orders it among the others
@@ -202,7 +204,7 @@ class Run(RunGuard):
                 self._log("outcome", node=node, status="failed", error=repr(error)[:500])
                 self._cancel_rest()
                 return True
-            if spec.fallback is not None and mode != "fallback":
+            if spec.fallback is not None and mode != "fallback" and not isinstance(error, CodeError):
                 self._mode[node] = "fallback"
                 self._resubmit([node], {node: {"mode": "fallback", "error": error}})
                 self._log("fallback", node=node, key=self._location[node][0])
@@ -211,6 +213,14 @@ class Run(RunGuard):
             self._log("outcome", node=node, status="failed", error=repr(error)[:500])
             self._propagate_failure(node)
             return True
+
+    def _load_error(self, exc: BaseException) -> CodeError | None:
+        """A :class:`CodeError` if the cluster could not load this run's code (asked once per run)."""
+        seen = (type(exc).__name__, str(exc)[:200])
+        if seen not in self._code_errors:   # the scheduler fails every key of a graph it cannot load
+            from ._upload import explain
+            self._code_errors[seen] = explain(self._client, exc, self.workflow, self.agent)
+        return self._code_errors[seen]
 
     def _retry(self, key: str) -> None:
         """The backoff is over: Dask recomputes the erred key and, with it, its erred dependents."""

@@ -9,10 +9,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import cloudpickle
+
+from . import _shipping
 from ._backoff import Backoff
 from ._errors import WorkflowError
 from ._numbers import count, seconds
@@ -75,6 +79,8 @@ class Signature:
         return {k: v for k, v in inputs.items() if k in self.names}
 
 
+_REDUCING = threading.local()   # ids of the specs being cloudpickled by value in this thread
+
 #: Option names a task (``@cd.task(...)``, ``wf.add(..., **options)``, a spec file) may set.
 TASK_OPTIONS = ("retries", "backoff", "retry_on", "timeout", "fallback", "on_error", "io_bound",
                 "rate_limit", "cache", "duration")
@@ -123,15 +129,30 @@ class TaskSpec:
         return self.fn(agent, **self.signature.select(inputs))
 
     def __reduce__(self):
-        # cached: a spec is frozen, and every Dask task of its nodes pickles it again
-        reduced = self.__dict__.get("_reduced")
-        if reduced is None:
-            fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self))
-            ref = _decorated_ref(self.fn)
+        # cached: a spec is frozen, and every Dask task of its nodes pickles it again (until the
+        # set of modules sent by value changes, see _shipping)
+        cached = self.__dict__.get("_reduced")
+        generation = _shipping.generation()
+        if cached is not None and cached[0] in (generation, None):
+            return cached[1]
+        fields = tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+        reducing = _REDUCING.__dict__.setdefault("ids", set())
+        if id(self) not in reducing and _shipping.by_value((self.fn, self.on_error, self.cache) + tuple(self.retry_on)):
+            # the user's own code the cluster cannot import: the fields cloudpickled, once, whatever
+            # pickler Dask uses for the graph (a recursive task meets itself: plain fields then)
+            reducing.add(id(self))
+            try:
+                reduced: tuple = (_rebuild_shipped, (cloudpickle.dumps(fields),))
+            finally:
+                reducing.discard(id(self))
+        else:
+            ref = _decorated_ref(self.fn) if not _shipping.by_value(self.fn) else None
             if ref is not None:
                 fields = (_FunctionRef(*ref),) + fields[1:]
             reduced = (_rebuild_spec, fields)
-            object.__setattr__(self, "_reduced", reduced)
+            if id(self) in reducing:
+                return reduced
+        object.__setattr__(self, "_reduced", (generation, reduced))
         return reduced
 
 
@@ -162,6 +183,13 @@ def _decorated_ref(fn: Any) -> tuple[str, str] | None:
     if isinstance(obj, Task) and obj.spec.fn is fn:
         return module, qualname
     return None
+
+
+def _rebuild_shipped(blob: bytes) -> TaskSpec:
+    spec = _rebuild_spec(*cloudpickle.loads(blob))
+    # pickled again (the scheduler, for each worker): the same bytes, whatever this process imports
+    object.__setattr__(spec, "_reduced", (None, (_rebuild_shipped, (blob,))))
+    return spec
 
 
 def _rebuild_spec(*fields: Any) -> TaskSpec:

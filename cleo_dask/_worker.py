@@ -20,6 +20,7 @@ from . import _resultstore as _durable
 from ._events import event, run_topic
 from ._io import release_slot, run_blocking
 from ._outcome import Attempt, Failure
+from ._shipping import portable
 from ._task import TaskSpec
 from ._timeout import await_with_timeout, call_with_timeout
 from ._trigger import ALL_SUCCESS, skip_reason
@@ -93,8 +94,8 @@ class NodeCall:
     def __reduce__(self):
         # a positional tuple: every Dask task carries one per node, pickled by the scheduler
         # for each worker; the default (class + field-name dict) is larger and slower
-        return (NodeCall, (self.name, self.task, self.inputs, self.when, self.trigger, self.attempt, self.mode,
-                           self.error))
+        return (NodeCall, (self.name, self.task, self.inputs, portable(self.when), self.trigger, self.attempt,
+                           self.mode, portable(self.error)))
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,15 @@ def env_with_tasks(**extra: str) -> dict[str, str]:
     return env
 
 
+def env_with_cleo_only(**extra: str) -> dict[str, str]:
+    """The environment with only cleo_dask (this checkout) importable: none of the tests' modules."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env.pop("DASK_CLEO_DASK__CLI__ADDRESS", None)
+    env.update(extra)
+    return env
+
+
 def make_certs(directory: Path) -> Path:
     """Run ``deploy/make-certs.sh`` for real into ``directory``."""
     subprocess.run(["bash", str(MAKE_CERTS), str(directory)], check=True, capture_output=True, timeout=60)
@@ -56,9 +65,10 @@ class Processes:
         self.logdir = logdir
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd)
         log.close()
         self.procs.append((name, proc))
         return proc

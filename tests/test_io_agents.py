@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 
 import pytest
 from distributed import Client, LocalCluster
 
 import cleo_dask as cd
 from benchmarks.io_agents import max_in_flight as in_flight   # the benchmark's own measure
-from cleo_dask._cluster_needs import ClusterWarning, problems
+from cleo_dask._cluster_needs import ClusterWarning, needs_io, problems
 from cleo_dask._fair import STEP
 from cleo_dask._ratelimit import Rate, next_start, parse_rate
 
@@ -291,8 +292,27 @@ def test_engine_clusters_do_not_queue_and_others_are_warned_about():
         assert problems(engine.client) == []
     with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as plain, \
             Client(plain, set_as_default=False) as c:
-        with pytest.warns(ClusterWarning, match="worker-saturation"):
-            cd.Engine(client=c).close()
+        assert "worker-saturation" in problems(c)[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ClusterWarning)   # connecting, and runs of plain tasks: no warning
+            with cd.Engine(client=c) as engine:
+                assert engine.run(block_a_bit).ok
+        with cd.Engine(client=c) as engine:
+            with pytest.warns(ClusterWarning, match="worker-saturation"):   # a run that needs it: once
+                engine.submit(many(cd.task(wait_a_bit), 2)).result(timeout=30)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ClusterWarning)   # not again for this cluster, from any engine
+            with cd.Engine(client=c) as engine:
+                engine.submit(many(cd.task(block_a_bit, io_bound=True), 2)).result(timeout=30)
+                engine.submit(cd.task(block_a_bit), cd.Agent("few", max_concurrency=1)).result(timeout=30)
+
+
+def test_which_runs_need_an_io_ready_cluster():
+    assert not needs_io(many(cd.task(block_a_bit), 2), cd.Agent("a"))
+    assert needs_io(many(cd.task(wait_a_bit), 1), cd.Agent("a"))
+    assert needs_io(many(cd.task(block_a_bit, io_bound=True), 1), cd.Agent("a"))
+    assert needs_io(many(cd.task(block_a_bit, rate_limit="5/s"), 1), cd.Agent("a"))
+    assert needs_io(many(cd.task(block_a_bit), 1), cd.Agent("a", max_concurrency=2))
 
 
 # -- benchmark smoke ----------------------------------------------------------------------------

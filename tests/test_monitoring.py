@@ -59,6 +59,15 @@ def too_slow(agent):
 
 
 @cd.task
+def flaky_once(agent):
+    return fail_first_time(agent.config["marker"], "second time lucky")
+
+
+def plain_dask_failure(x):
+    raise ValueError(f"a plain Dask task failed with {x}")
+
+
+@cd.task
 def chatty(agent):
     print("hello from the worker")
     logging.getLogger("cleo_test_tasks").warning("a worker log record")
@@ -327,6 +336,41 @@ def test_prints_and_logs_of_tasks_on_other_processes_reach_the_client(process_cl
     assert "hello from the worker" in seen
     rec = next(r for r in caplog.records if r.getMessage() == "a worker log record")
     assert rec.worker.startswith("tcp://")
+
+
+def test_retried_attempts_leave_the_workers_error_log_quiet_other_tasks_do_not(process_cluster, tmp_path):
+    with Client(process_cluster, set_as_default=False) as client, cd.Engine(client=client) as engine:
+        wf = cd.Workflow("quiet")
+        wf.add(flaky_once, retries=1)
+        run = engine.submit(wf, cd.Agent("q", config={"marker": str(tmp_path / "marker")}))
+        result = run.result(timeout=60)["flaky_once"]
+        assert result.ok and len(result.attempts) == 2 and result.attempts[0].error is not None
+        with pytest.raises(ValueError, match="plain Dask task"):
+            client.submit(plain_dask_failure, 7, pure=False).result(timeout=30)
+        logs = [msg for records in client.get_worker_logs().values() for _, msg in records]
+    assert any("Compute Failed" in m and "plain_dask_failure" in m for m in logs)   # Dask's log, as ever
+    assert not any(run.id in m for m in logs if "Compute Failed" in m)             # none for cleo's attempt
+
+
+def test_each_failed_attempt_is_one_warning_and_the_final_failure_one_error_with_traceback(engine, agent, caplog):
+    caplog.set_level(logging.WARNING, logger="cleo_dask")   # the default level: INFO records are off
+    wf = cd.Workflow("noisy")
+    wf.add(fetch)
+    wf.add(broken, after=["fetch"], retries=2)
+    run = engine.submit(wf, agent)
+    assert run.result(timeout=60)["broken"].status == "failed"
+    deadline = time.time() + 30
+
+    def mine(level):
+        return [r for r in caplog.records if r.name == "cleo_dask" and r.levelno == level and run.id in r.getMessage()]
+    while time.time() < deadline and (len(mine(logging.WARNING)) < 3 or not mine(logging.ERROR)):
+        time.sleep(0.05)
+    assert [r.cleo["attempt"] for r in mine(logging.WARNING)] == [1, 2, 3]
+    assert all("\n" not in r.getMessage() for r in mine(logging.WARNING))   # one line each
+    [final] = mine(logging.ERROR)
+    assert "node 'broken' failed after 3 attempt(s)" in final.getMessage()
+    assert "Traceback" in final.getMessage() and 'raise ValueError("always broken")' in final.getMessage()
+    assert final.cleo["traceback"].startswith("Traceback")
 
 
 def test_monitor_and_page_live_on_a_separate_scheduler_process(tmp_path):
