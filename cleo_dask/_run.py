@@ -8,6 +8,7 @@ or submits the fallback, or hands a :class:`Failure` to the children (trigger ru
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import logging
 import threading
@@ -25,8 +26,8 @@ from ._futures import all_done as _all_done, release_futures
 from . import _logs
 from . import _admission
 from . import _estimates
-from ._outcome import Attempt, NodeRecord, Status, TaskResult
-from ._trigger import ALL_SUCCESS, skip_reason
+from ._outcome import SKIP_STATUSES, Attempt, NodeRecord, Status, TaskResult
+from ._trigger import ALL_SUCCESS, skip_decision
 from ._worker import FAILED, NodeFailed, NodeOutput, collect_meta, failure_output, skipped_output
 
 if TYPE_CHECKING:
@@ -161,7 +162,8 @@ class Run:
             else:  # the task could not run at all: worker lost too often, unpicklable, ...
                 node = names[0]
                 text = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
-                attempt = Attempt(1, None, None, None, repr(exc), type(exc).__name__, crashed=True)
+                attempt = Attempt(1, None, None, None, repr(exc), type(exc).__name__, crashed=True,
+                                  kind=self._mode.get(node, "task"))
                 error, completed = exc, {}
             self._handled.add(key)
             self._known.update(completed)
@@ -215,7 +217,7 @@ class Run:
 
     def _propagate_failure(self, failed: str) -> None:
         """Apply the trigger rules below a finally failed node on the client: ``all_success``
-        descendants are skipped without running; ``all_done`` / ``one_failed`` ones (and what
+        descendants end ``upstream_failed`` (or ``skipped``, below a skip) without running; ``all_done`` / ``one_failed`` ones (and what
         depends on them) are submitted again with a :class:`Failure` standing in for the parent."""
         wf = self.workflow
         to_run: list[str] = []
@@ -225,11 +227,11 @@ class Run:
             if n in self._known:
                 continue
             if node.trigger == ALL_SUCCESS:
-                known = [(p, self._known[p].status) for p in node.parents if p in self._known]
-                reason = skip_reason(ALL_SUCCESS, known)
-                if reason is not None:
-                    self._known[n] = skipped_output(reason)
-                    self._log("skipped", node=n, key=self._location[n][0], reason=reason)
+                known = [(p, self._known[p].status, self._known[p].reason) for p in node.parents if p in self._known]
+                skip = skip_decision(ALL_SUCCESS, known)
+                if skip is not None:
+                    self._known[n] = skipped_output(skip[1], status=skip[0])
+                    self._log("skipped", node=n, key=self._location[n][0], reason=skip[1], status=skip[0])
                     continue
             to_run.append(n)
             pending.add(n)
@@ -553,11 +555,13 @@ class Run:
                               attempts=(Attempt(1, start, end, worker),), start=start, end=end, worker=worker,
                               reason=reason, upstream_fallbacks=tuple(upstream), run_id=self.id)
         attempts = list(record.attempts)
-        if status != "skipped":
-            _add_attempt(record, Attempt(attempt_no, start, end, worker))
+        skipped = status in SKIP_STATUSES
+        if not skipped:
+            _add_attempt(record, Attempt(attempt_no, start, end, worker,
+                                         kind="fallback" if status == "fell_back" else "task"))
             attempts = list(record.attempts)
         first = _first(attempts) or start
-        return TaskResult(node, Status(status), value=value, fetch=fetch if status != "skipped" else None,
+        return TaskResult(node, Status(status), value=value, fetch=fetch if not skipped else None,
                           attempts=_numbered(attempts), start=first, end=end, worker=worker, reason=reason,
                           fallback_used=status == "fell_back", upstream_fallbacks=tuple(upstream),
                           worker_losses=losses, error=record.error if status == "fell_back" else None,
@@ -573,7 +577,8 @@ class Run:
             if isinstance(msg, dict) and msg.get("kind") == "attempt":
                 rec = self._records.setdefault(msg["node"], NodeRecord())
                 _add_attempt(rec, Attempt(msg.get("attempt", 1), msg.get("start"), msg.get("end"), msg.get("worker"),
-                                          msg.get("error"), msg.get("error_type"), bool(msg.get("timed_out"))))
+                                          msg.get("error"), msg.get("error_type"), bool(msg.get("timed_out")),
+                                          kind=msg.get("mode", "task")))
 
     def counts(self) -> dict[str, int]:
         """Number of nodes by final status (waits for the run)."""
@@ -619,8 +624,10 @@ class RunOutcome(Mapping[str, TaskResult]):
 
     @property
     def ok(self) -> bool:
-        """True if every node succeeded, fell back or was skipped by its condition."""
-        return all(r.status in (Status.SUCCEEDED, Status.FELL_BACK, Status.SKIPPED) for r in self._results.values())
+        """True if every node succeeded, fell back or was skipped (by its condition, or as
+        ``upstream_failed``: then the failed node itself makes this False)."""
+        return all(r.status in (Status.SUCCEEDED, Status.FELL_BACK, Status.SKIPPED, Status.UPSTREAM_FAILED)
+                   for r in self._results.values())
 
     def counts(self) -> dict[str, int]:
         """Number of nodes by status."""
@@ -666,8 +673,7 @@ def _add_attempt(record: NodeRecord, attempt: Attempt) -> None:
 
 def _numbered(attempts: list[Attempt]) -> tuple[Attempt, ...]:
     ordered = sorted(attempts, key=lambda a: (a.start is None, a.start or 0.0))
-    return tuple(Attempt(i + 1, a.start, a.end, a.worker, a.error, a.error_type, a.timed_out, a.crashed)
-                 for i, a in enumerate(ordered))
+    return tuple(dataclasses.replace(a, number=i + 1) for i, a in enumerate(ordered))
 
 
 def _first(attempts: list[Attempt]) -> float | None:

@@ -333,11 +333,13 @@ def _node_fields(data: dict[str, Any], where: _Where, problems: _Problems) -> tu
         problems.add(where, "missing required field 'task' (an import path 'package.module:function')")
     else:
         out["task"] = _task_spec(data["task"], at("task"), problems)
-    after = data.get("after", [])
-    if isinstance(after, str):
+    after = data.get("after")
+    if after is None:  # missing, or `after: null`: no parents
+        after = []
+    elif isinstance(after, str):
         after = [after]
     if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
-        problems.add(at("after"), f"must be a node name or a list of node names, got {data.get('after')!r}")
+        problems.add(at("after"), f"must be a node name, a list of node names or null, got {data.get('after')!r}")
         after = []
     out["after"] = after
     if data.get("when") is not None:

@@ -36,11 +36,11 @@ class Workflow:
         self._nodes: dict[str, Node] = {}
 
     # -- building -----------------------------------------------------------------------------
-    def add(self, task: Any, name: str | None = None, *, after: Iterable[str] | str = (),
+    def add(self, task: Any, name: str | None = None, *, after: Iterable[str] | str | None = (),
             when: Callable[..., Any] | None = None, trigger: str = ALL_SUCCESS, **options: Any) -> str:
         """Add ``task`` as a node (named after the function unless ``name``); return the name.
 
-        ``after``: the parent nodes; ``when``: a predicate over the parents' results (by name)
+        ``after``: the parent nodes (a name, a list of names, or ``None``: none); ``when``: a predicate over the parents' results (by name)
         that must hold for the node to run; ``trigger``: ``all_success`` (default),
         ``all_done`` or ``one_failed``; other keyword options override the task's policies
         (``retries=``, ``timeout=``, ``fallback=``...).  Raises :class:`WorkflowError` on bad
@@ -54,7 +54,7 @@ class Workflow:
             raise WorkflowError(f"node name must be a non-empty string, got {node_name!r}")
         if node_name in self._nodes:
             raise WorkflowError(f"duplicate node name {node_name!r}: pass name=... to add the task twice")
-        parents = (after,) if isinstance(after, str) else tuple(after)
+        parents = parents_of(node_name, after)
         for p in parents:
             if p not in self._nodes:
                 raise WorkflowError(f"node {node_name!r}: 'after' names unknown node {p!r}")
@@ -184,6 +184,27 @@ class Workflow:
         more = f"<p>... {len(self._nodes) - 50} more</p>" if len(self._nodes) > 50 else ""
         return (f"<div><strong>Workflow {self.name}</strong> ({len(self._nodes)} nodes)"
                 f"<table><tr><th>node</th><th>task</th><th>after</th></tr>{rows}</table>{more}</div>")
+
+
+def parents_of(node: str, after: Any) -> tuple[str, ...]:
+    """The parent names ``after`` gives for ``node``: a name, an iterable of names, or ``None``
+    (no parents); :class:`WorkflowError` naming the node for anything else."""
+    if after is None:
+        return ()
+    if isinstance(after, str):
+        return (after,)
+    if isinstance(after, (bytes, Mapping)) or not isinstance(after, Iterable):
+        raise WorkflowError(f"node {node!r}: 'after' must be a node name, a list of node names or None, "
+                            f"got {after!r}")
+    parents = tuple(after)
+    for p in parents:
+        if not isinstance(p, str):
+            hint = ""
+            name = getattr(getattr(p, "spec", None), "name", None) or getattr(p, "__name__", None)
+            if isinstance(name, str):
+                hint = f" (pass the node's name, e.g. {name!r}: what wf.add returned)"
+            raise WorkflowError(f"node {node!r}: 'after' must list node names (strings), got {p!r}{hint}")
+    return parents
 
 
 def node_problems(node: Node, inputs: tuple[str, ...] = ()) -> list[str]:

@@ -137,6 +137,9 @@ def test_failed_run_is_journaled_and_resumed(durable, tmp_path):
     [record] = durable.runs(agent="researcher-1", status="failed")
     assert record.id == run.id and record.workflow == "flaky" and record.counts["failed"] == 1
     assert durable.durable.journal.nodes(run.id)["root"].status == "succeeded"
+    # below the failure: kept as upstream_failed (a kind of skip, not a result a resume keeps)
+    assert durable.durable.journal.nodes(run.id)["child"].status == "upstream_failed"
+    assert record.counts["upstream_failed"] == 1
 
     with sqlite3.connect(tmp_path / "runs.db") as conn:  # as if a live process (our parent) ran it
         conn.execute("UPDATE journal_runs SET status = 'running', pid = ? WHERE id = ?", (os.getppid(), run.id))

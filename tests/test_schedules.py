@@ -53,6 +53,31 @@ def test_interval_trigger_is_a_fixed_grid_and_resumes_from_its_state():
     assert [again.next() for _ in range(20)] == times  # reproducible from the stored seed
 
 
+@pytest.mark.parametrize("day", [datetime(2026, 3, 8), datetime(2026, 11, 1)], ids=["spring-forward", "fall-back"])
+def test_an_interval_is_real_elapsed_time_across_dst(day):
+    new_york = ZoneInfo("America/New_York")
+    start = day.replace(tzinfo=new_york)   # 00:00 local, two hours before the clocks change
+    trig = IntervalTrigger(timedelta(hours=1), start)
+    times = [trig.next() for _ in range(6)]
+    # exactly one firing per real hour: none skipped at fall-back, none doubled at spring-forward
+    assert [t.timestamp() - start.timestamp() for t in times] == [3600 * i for i in range(6)]
+    assert all(t.tzinfo is new_york for t in times)  # still told in the start's time zone
+    restored = trigger_from_state(json.loads(json.dumps(trig.state())))   # and the same after a reload
+    assert restored.next().timestamp() == start.timestamp() + 6 * 3600
+
+
+@pytest.mark.parametrize("day", [datetime(2026, 3, 8), datetime(2026, 11, 1)], ids=["spring-forward", "fall-back"])
+def test_the_loop_fires_an_hourly_schedule_once_per_real_hour_across_dst(day):
+    loop, now, submitted = make_loop()
+    start = day.replace(tzinfo=ZoneInfo("America/New_York"))
+    now["t"] = start.timestamp() - 1
+    add(loop, now, "hourly", every=3600, start=start)
+    for hour in range(6):   # a fake clock, one tick a real hour
+        now["t"] = start.timestamp() + 3600 * hour + 0.5
+        loop.tick()
+    assert [due - start.timestamp() for _, due in submitted] == [3600 * i for i in range(6)]
+
+
 def test_cron_follows_croniter_across_dst_in_paris():
     paris = ZoneInfo("Europe/Paris")
     spring = CronTrigger("30 2 * * *", "Europe/Paris", after=datetime(2026, 3, 28, 12, tzinfo=paris))
