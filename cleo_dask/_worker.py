@@ -142,9 +142,12 @@ def _prepare(call: NodeCall, parents: list[tuple[str, NodeOutput]]):
     """Decide skip or run; returns ((skip status, reason) or None, kwargs, upstream fallbacks)."""
     upstream: tuple[str, ...] = ()
     given: dict[str, Any] = {}
-    if parents and parents[-1][0] == "**":  # literal keyword inputs (engine.run(task, agent, **inputs))
+    if parents and parents[-1][0] == "**":  # the run's inputs (workflow parameters' values)
         given = dict(parents[-1][1].value)
         parents = parents[:-1]
+        if parents:  # below the roots, a node gets the parameters it names (its parents' results aside)
+            names = call.task.signature.names
+            given = {k: v for k, v in given.items() if k in names}
     for name, out in parents:
         if out.upstream_fallbacks or out.status == FELL_BACK:
             upstream = tuple(dict.fromkeys(upstream + out.upstream_fallbacks + ((name,) if out.status == FELL_BACK else ())))

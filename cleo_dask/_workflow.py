@@ -8,6 +8,7 @@ from typing import Any
 import networkx as nx
 
 from ._errors import WorkflowError
+from ._parameters import Parameter, check_inputs, parameter_table, takes_any_input
 from ._task import TaskSpec, as_spec
 from ._trigger import ALL_SUCCESS, check_trigger
 
@@ -24,7 +25,8 @@ class Node:
 
 
 class Workflow:
-    """A DAG of tasks.  Children receive their parents' results as keyword arguments.
+    """A DAG of tasks.  Children receive their parents' results as keyword arguments; any other
+    argument a task names is a workflow parameter (:attr:`parameters`), given as the run's inputs.
 
     >>> wf = Workflow()
     >>> a = wf.add(fetch)
@@ -34,6 +36,7 @@ class Workflow:
     def __init__(self, name: str = "workflow"):
         self.name = name
         self._nodes: dict[str, Node] = {}
+        self._params: dict[str, Parameter] | None = None   # computed when first asked for
 
     # -- building -----------------------------------------------------------------------------
     def add(self, task: Any, name: str | None = None, *, after: Iterable[str] | str | None = (),
@@ -64,10 +67,11 @@ class Workflow:
             raise WorkflowError(f"node {node_name!r}: 'when' must be callable, got {when!r}")
         check_trigger(trigger)
         node = Node(node_name, spec, parents, when, trigger)
-        problems = node_problems(node)
+        problems = node_problems(node, known=self._nodes)
         if problems:
             raise WorkflowError("; ".join(problems))
         self._nodes[node_name] = node
+        self._params = None
         return node_name
 
     @classmethod
@@ -153,21 +157,43 @@ class Workflow:
                     stack.append(c)
         return [n for n in self._nodes if n in seen]
 
-    def validate(self, inputs: Iterable[str] = ()) -> None:
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The workflow's parameters: names of task arguments that no parent provides, in order of
+        first appearance (required ones and optional ones, whose tasks all give a default)."""
+        return tuple(self._parameter_table())
+
+    @property
+    def required_parameters(self) -> tuple[str, ...]:
+        """The parameters some task takes without a default: a run must be given them."""
+        return tuple(n for n, p in self._parameter_table().items() if p.required)
+
+    def _parameter_table(self) -> dict[str, Parameter]:
+        if self._params is None:
+            self._params = parameter_table(self._nodes.values())
+        return self._params
+
+    def check_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``inputs`` as a dict if they fit :attr:`parameters` (every required one given, none
+        unknown unless a root takes ``**inputs``); else a :class:`WorkflowError` naming them."""
+        return check_inputs(self.name, self._parameter_table(), takes_any_input(self._nodes.values()), inputs)
+
+    def validate(self, inputs: Mapping[str, Any] | Iterable[str] | None = None) -> None:
         """Check the whole workflow again; raise :class:`WorkflowError` listing every problem.
 
-        ``inputs``: names of keyword arguments given to the root nodes (``engine.run(t, a, x=1)``).
+        ``inputs``: the run's inputs (or their names): checked against :attr:`parameters` too.
         """
         problems: list[str] = []
-        given = tuple(inputs)
         for node in self._nodes.values():
-            problems.extend(node_problems(node, given if not node.parents else ()))
+            problems.extend(node_problems(node))
             problems.extend(f"node {node.name!r}: 'after' names unknown node {p!r}"
                             for p in node.parents if p not in self._nodes)
         if not self._nodes:
             problems.append("the workflow has no nodes")
         if problems:
             raise WorkflowError("; ".join(problems))
+        if inputs is not None:
+            self.check_inputs(inputs if isinstance(inputs, Mapping) else dict.fromkeys(inputs))
 
     def visualize(self) -> Any:
         """A picture of the workflow (SVG with node names and edges; shown inline in notebooks)."""
@@ -176,7 +202,8 @@ class Workflow:
 
     def __repr__(self) -> str:
         edges = sum(len(n.parents) for n in self._nodes.values())
-        return f"<cleo_dask.Workflow {self.name!r}: {len(self._nodes)} nodes, {edges} edges>"
+        params = f", parameters: {', '.join(self.parameters)}" if self.parameters else ""
+        return f"<cleo_dask.Workflow {self.name!r}: {len(self._nodes)} nodes, {edges} edges{params}>"
 
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><td>{n}</td><td>{node.task.name}</td><td>{', '.join(node.parents)}</td></tr>"
@@ -207,15 +234,21 @@ def parents_of(node: str, after: Any) -> tuple[str, ...]:
     return parents
 
 
-def node_problems(node: Node, inputs: tuple[str, ...] = ()) -> list[str]:
-    """Why ``node``'s task (and its condition) cannot be called with its parents' results."""
+def node_problems(node: Node, known: Mapping[str, Node] | None = None) -> list[str]:
+    """Why ``node``'s task (and its condition) cannot be called with its parents' results (other
+    arguments are workflow parameters); ``known``: the nodes before it, to catch a forgotten
+    ``after`` (a required argument named like a node that is not a parent)."""
     what = f"node {node.name!r} (task {node.task.name!r})"
-    problems = node.task.signature.problems(node.parents + inputs, what)
+    problems = node.task.signature.problems(node.parents, what, complete=False)
     if node.when is not None:
         from ._task import Signature
         problems.extend(Signature.of(node.when, agent_first=False).problems(node.parents, f"condition 'when' of {what}"))
     if node.task.fallback is not None:
-        problems.extend(node.task.fallback.signature.problems(node.parents + inputs, f"fallback of {what}"))
+        problems.extend(node.task.fallback.signature.problems(node.parents, f"fallback of {what}", complete=False))
+    for name in sorted(node.task.signature.required):
+        if known and name in known and name not in node.parents:
+            problems.append(f"{what} requires argument {name!r}, the name of node {name!r}, which is not "
+                            f"among its parents: add after=[{name!r}] (or rename the argument)")
     return problems
 
 

@@ -159,6 +159,18 @@ def test_failed_run_is_journaled_and_resumed(durable, tmp_path):
         durable.resume("unknown")
 
 
+def test_a_resumed_run_keeps_its_inputs(durable, tmp_path):
+    agent = agent_logging_to(tmp_path, flag=str(tmp_path / "flag"))
+    wf = cd.Workflow("asking")
+    wf.add(dt.flaky_once)
+    wf.add(dt.ask, after=["flaky_once"])
+    run = durable.submit(wf, agent, inputs={"question": "why?"})
+    assert run.result(timeout=60)["ask"].status == "upstream_failed"
+    assert durable.durable.wait_journaled(run.id)
+    resumed = durable.resume(run.id)   # the journal kept the inputs: the inner node gets them again
+    assert resumed.result(timeout=60)["ask"].value == "why? ok"
+
+
 def test_unpicklable_result_runs_but_is_not_resumable(durable, tmp_path):
     agent = agent_logging_to(tmp_path)
     wf = cd.Workflow.chain(dt.unpicklable, dt.uses_it)
