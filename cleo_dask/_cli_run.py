@@ -1,7 +1,8 @@
 """``cleo-dask run``, ``cleo-dask validate`` and ``cleo-dask cluster``: batch use from a shell.
 
 Exit codes: 0 every node succeeded (or was skipped by its condition, or fell back), 1 some node
-failed, 2 bad input (spec, arguments, TLS files, unreachable scheduler), 130 interrupted.
+failed, 2 bad input (spec, arguments, a missing or unknown workflow parameter, TLS files,
+unreachable scheduler), 130 interrupted.
 Defaults come from Dask's config, section ``cleo_dask.cli`` (``DASK_CLEO_DASK__CLI__ADDRESS=...``).
 """
 from __future__ import annotations

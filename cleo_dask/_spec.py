@@ -7,6 +7,7 @@ in one :class:`WorkflowError` whose ``problems`` attribute lists them::
 
     name: research
     agent: {id: researcher-1, config: {topic: dask}}
+    inputs: {language: en}        # default values of workflow parameters (see Workflow.parameters)
     nodes:
       - name: fetch
         task: mypkg.tasks:fetch

@@ -158,6 +158,16 @@ def test_run_refuses_bad_inputs_with_exit_2_before_starting_a_cluster(args, mess
     assert message in err and err.startswith("cleo-dask: error:"), err
 
 
+def test_validate_lists_the_workflows_parameters(monkeypatch, capsys):
+    from cleo_dask.cli import main
+    monkeypatch.chdir(SPECS)
+    monkeypatch.syspath_prepend(str(SPECS))
+    assert main(["validate", "qa.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "parameter question (required)" in out and "parameter depth (optional)" in out
+    assert 'parameter tone (optional) = "polite" (spec inputs)' in out
+
+
 def test_no_wait_prints_the_run_id_and_the_run_goes_on(cluster_address):
     done = cleo("run", "fanout.yaml", "--address", cluster_address, "--no-wait")
     assert done.returncode == 0, done.stderr
