@@ -217,8 +217,9 @@ class Run:
 
     def _propagate_failure(self, failed: str) -> None:
         """Apply the trigger rules below a finally failed node on the client: ``all_success``
-        descendants end ``upstream_failed`` (or ``skipped``, below a skip) without running; ``all_done`` / ``one_failed`` ones (and what
-        depends on them) are submitted again with a :class:`Failure` standing in for the parent."""
+        descendants end ``upstream_failed`` (or ``skipped``, below a skip) without running;
+        ``all_done`` / ``one_failed`` ones (and what depends on them) are submitted again with a
+        :class:`Failure` standing in for the parent."""
         wf = self.workflow
         to_run: list[str] = []
         pending: set[str] = set()
