@@ -1,7 +1,8 @@
 """``cleo-dask run``, ``cleo-dask validate`` and ``cleo-dask cluster``: batch use from a shell.
 
 Exit codes: 0 every node succeeded (or was skipped by its condition, or fell back), 1 some node
-failed, 2 bad input (spec, arguments, TLS files, unreachable scheduler), 130 interrupted.
+failed, 2 bad input (spec, arguments, a missing or unknown workflow parameter, TLS files,
+unreachable scheduler), 130 interrupted.
 Defaults come from Dask's config, section ``cleo_dask.cli`` (``DASK_CLEO_DASK__CLI__ADDRESS=...``).
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ def register(sub: Any) -> None:
     p.add_argument("spec", help="a spec file (.yaml/.yml/.json) or an import path package.module:name")
     _connection_args(p)
     p.add_argument("--agent-file", help="YAML/JSON file with the agent (id, config, max_concurrency)")
+    input_args(p)
     p.add_argument("--json", dest="json_out", metavar="FILE", help="write the results as JSON to FILE ('-': stdout)")
     p.add_argument("--no-wait", action="store_true",
                    help="submit, print the run id and exit (needs a running cluster: --address/--scheduler-file)")
@@ -84,6 +86,22 @@ def _tls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", metavar="PEM", help="this side's private key (TLS)")
 
 
+def input_args(p: argparse.ArgumentParser) -> None:
+    """``--input NAME=VALUE`` (repeatable) and ``--inputs-file FILE``: the workflow parameters' values."""
+    p.add_argument("--input", action="append", default=[], metavar="NAME=VALUE",
+                   help="a workflow parameter's value, read as JSON (3, true, [1,2], {\"a\": 1}) or else "
+                        "taken as a plain string; repeatable; overrides --inputs-file and the spec's inputs")
+    p.add_argument("--inputs-file", metavar="FILE", help="a JSON or YAML mapping of workflow parameter to value")
+
+
+def inputs_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None,
+                     error: type[Exception] | None = None) -> dict[str, Any]:
+    """The inputs ``--inputs-file`` and ``--input`` give, over ``defaults`` (a spec's ``inputs:``)."""
+    from ._inputs import parse_input_args, read_inputs_file
+    err = error or BadInput
+    return {**(defaults or {}), **read_inputs_file(args.inputs_file, err), **parse_input_args(args.input, err)}
+
+
 def _fail(message: str) -> int:
     print(f"cleo-dask: error: {message}", file=sys.stderr, flush=True)
     return BAD_INPUT
@@ -126,6 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = load_spec(args.spec, agent_file=args.agent_file)
         check_json_target(args.json_out)
         _user_code_roots(args.spec)
+        inputs = spec.workflow.check_inputs(inputs_from_args(args, dict(spec.inputs)))  # before any cluster starts
         remote = bool(args.address or args.scheduler_file)
         if args.no_wait and not remote:
             raise BadInput("--no-wait needs a running cluster (--address or --scheduler-file): "
@@ -139,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # `kubectl delete job`, `docker stop`: cancel as on Ctrl+C
     try:
-        return _run(engine, spec, args)
+        return _run(engine, spec, args, inputs)
     except KeyboardInterrupt:
         print("cleo-dask: interrupted; the run was cancelled", file=sys.stderr)
         return INTERRUPTED
@@ -248,10 +267,11 @@ def _probe(address: str, security: Any, timeout: float, where: str) -> None:
         raise BadInput(f"cannot reach {where} within {timeout:g} s: {type(exc).__name__}: {exc}") from None
 
 
-def _run(engine: Any, spec: Any, args: argparse.Namespace) -> int:
+def _run(engine: Any, spec: Any, args: argparse.Namespace, inputs: dict[str, Any]) -> int:
     from ._progress import failed, outcome_json, show_progress, summary_table
     try:
-        run = engine.submit(spec.workflow, spec.agent, priority=spec.priority, fail_fast=spec.fail_fast)
+        run = engine.submit(spec.workflow, spec.agent, priority=spec.priority, fail_fast=spec.fail_fast,
+                            inputs=inputs)
     except (WorkflowError, CodeError) as exc:
         return _fail(str(exc))
     print(f"run {run.id}: workflow {run.name!r}, {len(spec.workflow)} nodes, agent {spec.agent.id!r}"
@@ -328,6 +348,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"{args.spec}: valid: workflow {wf.name!r}, {len(wf)} nodes, agent {spec.agent.id!r}")
     for name, node in wf.nodes.items():
         print(f"  {name}" + (f" <- {', '.join(node.parents)}" if node.parents else ""))
+    required = set(wf.required_parameters)
+    for name in wf.parameters:
+        given = f" = {json.dumps(spec.inputs[name], default=repr)} (spec inputs)" if name in spec.inputs else ""
+        print(f"  parameter {name}" + (" (required)" if name in required else " (optional)") + given)
     return 0
 
 

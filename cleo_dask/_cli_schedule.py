@@ -22,7 +22,7 @@ BAD_INPUT = 2
 
 def register(sub: Any) -> None:
     """Add ``serve`` and ``schedule`` to the ``cleo-dask`` parser."""
-    from ._cli_run import _connection_args
+    from ._cli_run import _connection_args, input_args
 
     s = sub.add_parser("serve", help="fire the schedules kept in a store until stopped",
                        description="Hold the schedules of --store and start their runs on the cluster "
@@ -50,6 +50,7 @@ def register(sub: Any) -> None:
     a.add_argument("--no-coalesce", action="store_true", help="run each late firing (default: run once)")
     a.add_argument("--max-running", type=count_type(1), help="skip a firing while this many runs are still running")
     a.add_argument("--agent-file", help='YAML or JSON file: id, config (a mapping), max_concurrency')
+    input_args(a)
     a.add_argument("--name", help="a name for the schedule (default: the target)")
     a.add_argument("--store", required=True)
     a.set_defaults(func=cmd_add)
@@ -84,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_add(args: argparse.Namespace) -> int:
     """``cleo-dask schedule add``."""
-    from ._cli_run import _importable_cwd
+    from ._cli_run import _importable_cwd, inputs_from_args
     from ._scheduler import _UNSET, agent_from_file, make_options, make_trigger, new_record
 
     _importable_cwd()
@@ -100,11 +101,13 @@ def cmd_add(args: argparse.Namespace) -> int:
             every=_duration(args.every, "--every", positive=True), cron=args.cron, timezone=tz,
             jitter=_duration(args.jitter, "--jitter") or 0, start=_when(args.start, tz, "--start"),
             misfire_grace=options.misfire_grace)
-        target = _check_target(args.target)
+        inputs = inputs_from_args(args, error=ScheduleError)
+        target, inputs = _check_target(args.target, inputs)
         from ._agent import Agent
         agent = agent_from_file(args.agent_file) if args.agent_file else Agent("default")
         with _store(args.store) as store:
-            rec = new_record(store, args.target, agent, trigger, tzname, options, name=args.name, now=now)
+            rec = new_record(store, args.target, agent, trigger, tzname, options, name=args.name, now=now,
+                             inputs=inputs)
             store.add(rec)
     except CleoError as exc:
         return _fail(str(exc))
@@ -115,6 +118,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """``cleo-dask schedule list``."""
+    from ._inputs import load_inputs
     from ._triggers import trigger_from_state
     try:
         with _store(args.store, must_exist=True) as store:
@@ -127,7 +131,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         c = counts.get(r.id, {})
         rows.append({"id": r.id, "name": r.name, "target": r.target, "trigger": trigger_from_state(r.trigger).describe(),
                      "state": r.state, "next": _fmt(r.next_fire, r.timezone) if r.state == "active" else "-",
-                     "fired": c.get("fired", 0), "missed": c.get("missed", 0), "skipped": c.get("skipped", 0)})
+                     "fired": c.get("fired", 0), "missed": c.get("missed", 0), "skipped": c.get("skipped", 0),
+                     "inputs": load_inputs(r.inputs)})
     if args.json:
         for row in rows:
             print(json.dumps(row))
@@ -200,15 +205,20 @@ def _counts(store: Any) -> dict[str, dict[str, int]]:
     return out
 
 
-def _check_target(path: str) -> str:
+def _check_target(path: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A label for the target at ``path``, and ``inputs`` checked against its parameters."""
     from ._imports import resolve
+    from ._inputs import check_schedule_inputs
     from ._task import as_spec
     from ._workflow import Workflow
     obj = resolve(path, error=ScheduleError)
     if isinstance(obj, Workflow):
         obj.validate()
-        return f"workflow {obj.name!r}"
-    return f"task {as_spec(obj).name!r}"
+        return f"workflow {obj.name!r}", check_schedule_inputs(obj, inputs)
+    spec = as_spec(obj)
+    wf = Workflow(spec.name)
+    wf.add(spec)
+    return f"task {spec.name!r}", check_schedule_inputs(wf, inputs)
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -25,6 +25,7 @@ from dask.task_spec import Task, TaskRef
 from ._admission import ANNOTATION as ADMISSION, unit_admission, with_not_before
 from ._backoff import NO_BACKOFF, Backoff
 from ._fair import fair_share
+from ._parameters import receives_inputs
 from ._retry import RetryPolicy
 from ._shipping import data_node, graph_value
 from ._worker import NodeCall, NodeOutput, UnitCall, run_unit, run_unit_async
@@ -193,7 +194,7 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     ``not_before``: epoch seconds before which the run's root units are held on the scheduler
     (holding no slot; see :mod:`cleo_dask._admission`): scheduled runs handed over ahead of time.
 
-    ``inputs``: extra keyword arguments for root nodes (``engine.run(task, agent, x=1)``).
+    ``inputs``: the run's inputs (the workflow parameters' values), handed to every node taking some.
     ``critical_path``: prioritise by bottom level (default: when any task declares a ``duration``);
     a mapping ``node -> seconds`` does so with those estimated durations (e.g. an earlier run's).
     """
@@ -245,8 +246,8 @@ def compile_resubmission(wf: Workflow, run_id: str, agent: Any, names: Iterable[
 
     Parents outside the subset come from ``external`` (their current key and index) or, when
     their output is known on the client, from ``literals`` (embedded as data).  ``overrides``
-    sets per-node ``attempt``, ``mode`` ("fallback") and ``error``.  ``inputs``: the run's root
-    keyword inputs (resuming a run of one task with inputs).
+    sets per-node ``attempt``, ``mode`` ("fallback") and ``error``.  ``inputs``: the run's inputs
+    (the workflow parameters' values).
     """
     compiled = Compiled({}, {}, {})
     lit = {}
@@ -269,6 +270,9 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
     agent_arg = graph_value(agent)   # the agent itself, unless its class is sent by value
     for lit_key, out in literals.items():
         compiled.dsk[f"{lit_key}-{run_id}"] = data_node(f"{lit_key}-{run_id}", out)
+    # the run's inputs travel as one data node, handed to each node taking some of them
+    inputs_key = f"inputs-{run_id}" if "inputs" in literals else None
+    input_names = tuple(literals["inputs"].value) if inputs_key else ()
     for unit in plan_units(wf, names, defaults, fuse):
         # Dask groups tasks by the key's prefix (``key_split``: the words before the run id), so
         # the prefix is the *task's* name: one group per function, as the dashboard shows them,
@@ -289,17 +293,15 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
                     dep_pos[pkey] = len(deps)
                     deps.append(pkey)
                 ins.append((p, dep_pos[pkey], idx))
+            if inputs_key and receives_inputs(node, input_names):
+                if inputs_key not in dep_pos:
+                    dep_pos[inputs_key] = len(deps)
+                    deps.append(inputs_key)
+                ins.append(("**", dep_pos[inputs_key], -1))   # last: the worker unpacks it
             over = overrides.get(n, {})
             task = node.task if over.get("mode") != "fallback" else node.task.fallback
             calls.append(NodeCall(n, task, tuple(ins), node.when, node.trigger, over.get("attempt", 1),
                                   over.get("mode", "task"), over.get("error")))
-        if "inputs" in literals and not nodes[unit[0]].parents:
-            # keyword inputs given to the run's roots travel as one data node, unpacked by the worker
-            dep_pos[f"inputs-{run_id}"] = len(deps)
-            deps.append(f"inputs-{run_id}")
-            first = calls[0]
-            calls[0] = NodeCall(first.name, first.task, first.inputs + (("**", dep_pos[f"inputs-{run_id}"], -1),),
-                                first.when, first.trigger, first.attempt, first.mode, first.error)
         # I/O units (async, or io_bound) run on the worker's event loop and free their slot
         func = run_unit_async if calls[0].task.is_async or calls[0].task.io_bound else run_unit
         compiled.dsk[key] = Task(key, func, UnitCall(run_id, key, tuple(calls), defaults.store), agent_arg,

@@ -124,7 +124,8 @@ def cleo_doc(holder: list, prefix: str, doc: Any) -> None:
     legend = Div(text=" ".join(
         f"<span style='display:inline-block;width:11px;height:11px;background:{COLORS[st]};border:1px solid #333;"
         f"margin:0 3px 0 10px;vertical-align:middle'></span>{st}"
-        for st in ("pending", "running", "retrying", "succeeded", "fell_back", "failed", "skipped", "cancelled")),
+        for st in ("pending", "running", "retrying", "succeeded", "fell_back", "failed", "upstream_failed", "skipped",
+                   "cancelled")),
         styles={"font-size": "12px"})
 
     bar_src = ColumnDataSource({k: [] for k in ("worker", "left", "right", "mid", "node", "status", "color", "info")})

@@ -112,7 +112,9 @@ class Engine:
         Validation happens first: a :class:`WorkflowError` is raised before anything is submitted;
         so is a :class:`StoreError` when the engine's journal (``store=``) cannot record the run.
         ``priority``: higher runs first when workers are busy.  ``fail_fast``: at the first final
-        failure cancel what is left.  ``inputs``: keyword arguments for the root nodes.
+        failure cancel what is left.  ``inputs``: values of the workflow's parameters
+        (:attr:`Workflow.parameters`: task arguments no parent provides), each handed to every
+        node taking it; a missing required one or an unknown one is a :class:`WorkflowError`.
         ``critical_path``: order ready tasks by their longest path to the end (estimated from
         task ``duration`` options; default: when any task declares one); or a mapping
         ``node -> estimated seconds``, e.g. ``{n: r.duration for n, r in earlier.items()}``.
@@ -149,8 +151,9 @@ class Engine:
                  not_before: float | None = None, checked: set[int] | None = None) -> tuple[Run, Any]:
         """Validate and compile one run (nothing is sent to the cluster yet); ``checked``: ids of
         agents already known to pickle (a batch checks each agent once)."""
-        wf = self._as_workflow(target, inputs)
-        wf.validate(inputs or ())
+        wf = self._as_workflow(target)
+        wf.validate()
+        inputs = wf.check_inputs(inputs)
         _shipping.ensure(self.client)   # the user's modules the cluster lacks travel by value
         _shipping.check_travel(wf.nodes.values())
         if agent is None:
@@ -256,20 +259,16 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - the contract: never raises
             return TaskResult(str(name), Status.FAILED, error=exc, traceback=None)
 
-    def _as_workflow(self, target: Any, inputs: Mapping[str, Any] | None) -> Workflow:
+    def _as_workflow(self, target: Any) -> Workflow:
+        """``target`` as a workflow: a single task is a one-node workflow (its arguments its parameters)."""
         if isinstance(target, Workflow):
-            if inputs:
-                raise WorkflowError("inputs= is for a single task; a workflow's roots take no inputs")
             return target
         if isinstance(target, str):
             from ._imports import resolve
-            return self._as_workflow(resolve(target), inputs)
+            return self._as_workflow(resolve(target))
         spec = as_spec(target)
         wf = Workflow(spec.name)
-        problems = spec.signature.problems(tuple(inputs or ()), f"task {spec.name!r}")
-        if problems:
-            raise WorkflowError("; ".join(problems))
-        wf._nodes[spec.name] = __import__("cleo_dask._workflow", fromlist=["Node"]).Node(spec.name, spec)
+        wf.add(spec)
         return wf
 
     # -- reading ------------------------------------------------------------------------------
@@ -332,15 +331,18 @@ class Engine:
     def schedule(self, target: Any, agent: Any = None, *, delay: Any = None, at: Any = None, every: Any = None,
                  cron: str | None = None, timezone: Any = None, jitter: Any = 0, misfire_grace: Any = ...,
                  coalesce: Any = ..., max_running: int | None = None, name: str | None = None,
-                 start: Any = None) -> Any:
+                 start: Any = None, inputs: Mapping[str, Any] | None = None) -> Any:
         """Run ``target`` (a task, a workflow or ``"package.module:name"``) for ``agent`` on a schedule.
 
         Exactly one of ``delay`` (seconds or timedelta), ``at`` (aware datetime), ``every``
         (seconds or timedelta, optional ``jitter`` and ``start``) or ``cron`` (in ``timezone``).
         ``misfire_grace`` (default: config ``cleo_dask.schedules.misfire-grace``), ``coalesce``
-        and ``max_running`` set the misfire policy.  Returns a :class:`cleo_dask.Schedule`; its
-        runs are ordinary :meth:`submit` runs.  In-memory unless the engine has ``store=``.
+        and ``max_running`` set the misfire policy.  ``inputs``: the workflow parameters' values
+        of every run (checked now: :class:`ScheduleError` naming a missing or unknown one; JSON
+        values with a persistent store).  Returns a :class:`cleo_dask.Schedule`; its runs are
+        ordinary :meth:`submit` runs.  In-memory unless the engine has ``store=``.
         """
+        from ._inputs import check_schedule_inputs
         from ._scheduler import _UNSET, make_options, make_trigger, new_record
         scheduler = self._get_scheduler()
         options = make_options(_UNSET if misfire_grace is ... else misfire_grace,
@@ -354,12 +356,15 @@ class Engine:
             resolved = resolve(target, error=ScheduleError)
         else:
             resolved = target
-        self._as_workflow(resolved, None).validate()
+        wf = self._as_workflow(resolved)
+        wf.validate()
+        inputs = check_schedule_inputs(wf, inputs)
         if agent is None:
             agent = Agent("default")
         check_picklable(agent)
-        record = new_record(scheduler.store, target, agent, trigger, tzname, options, name=name, now=now)
-        return scheduler.add(record, resolved, agent)
+        record = new_record(scheduler.store, target, agent, trigger, tzname, options, name=name, now=now,
+                            inputs=inputs)
+        return scheduler.add(record, resolved, agent, inputs=inputs)
 
     def schedules(self) -> list[Any]:
         """The engine's active and paused schedules (those of its store, if it has one)."""
@@ -407,7 +412,7 @@ class Engine:
             when = datetime.fromtimestamp(due, timezone.utc).isoformat(timespec="seconds")
             try:
                 prepared.append(self._prepare(target, agent, name=f"{schedule.name} @ {when}", checked=checked,
-                                              not_before=due if self._prestage else None))
+                                              inputs=schedule.inputs, not_before=due if self._prestage else None))
                 out.append(None)
             except Exception as exc:  # noqa: BLE001 - this firing is recorded as skipped, the others go on
                 out.append(exc)

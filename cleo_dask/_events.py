@@ -16,7 +16,8 @@ Kinds (fields beyond ``kind`` and ``run``):
 ``keys``           client, when nodes are resubmitted under new keys: ``nodes`` ({node: key}).
 ``attempt``        worker, once per *failed* attempt: ``node``, ``key``, ``attempt``, ``worker``,
                    ``start``, ``end``, ``error`` (repr), ``error_type``, ``timed_out`` (bool).
-``skipped``        worker, for a node that did not run: ``node``, ``key``, ``reason``.
+``skipped``        worker (or client, below a failure), for a node that did not run: ``node``, ``key``,
+                   ``reason``, ``status`` (``skipped`` or ``upstream_failed``).
 ``retry``          client, a retry was scheduled: ``node``, ``attempt`` (the next one), ``delay``.
 ``fallback``       client, a fallback was submitted for a finally failed node: ``node``, ``key``.
 ``outcome``        client, a node's final outcome known on the client's slow path (failed,

@@ -25,6 +25,7 @@ from typing import Any
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from . import _config
+from ._outcome import SKIP_STATUSES
 
 logger = logging.getLogger("cleo_dask")
 
@@ -112,7 +113,7 @@ def on_run(kind: str, run: Any) -> None:
                                     f"in {_secs(a.duration)}",
                       {"event": "attempt", "run_id": run.id, "node": node, "agent": agent, "attempt": a.number,
                        "worker": a.worker, "duration": a.duration, "status": status, "error": None})
-        error = repr(r.error)[:500] if r.error is not None else (r.reason if status == "skipped" else None)
+        error = repr(r.error)[:500] if r.error is not None else (r.reason if status in SKIP_STATUSES else None)
         level = logging.ERROR if status == "failed" else logging.INFO
         fields = {"event": "outcome", "run_id": run.id, "node": node, "agent": agent, "attempt": len(r.attempts),
                   "worker": r.worker, "duration": r.duration, "status": status, "error": error}

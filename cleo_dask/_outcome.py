@@ -14,6 +14,7 @@ class Status(str, enum.Enum):
     FELL_BACK = "fell_back"   # finally failed, its fallback's result stands in
     FAILED = "failed"
     SKIPPED = "skipped"       # ``when`` false, or the trigger rule said no
+    UPSTREAM_FAILED = "upstream_failed"   # a kind of skip: an ancestor failed (named in ``reason``)
     CANCELLED = "cancelled"
     PENDING = "pending"       # not finished yet (only in live views)
 
@@ -21,9 +22,18 @@ class Status(str, enum.Enum):
         return self.value
 
 
+#: The statuses of a node that did not run: counted, reported and obeyed (trigger rules, exit
+#: codes) alike; ``upstream_failed`` only says why.
+SKIP_STATUSES = frozenset({Status.SKIPPED.value, Status.UPSTREAM_FAILED.value})
+
+
 @dataclass(frozen=True)
 class Attempt:
-    """One attempt at running a node: when, where, and how it ended."""
+    """One attempt at running a node: when, where, and how it ended.
+
+    ``kind`` tells the task's own attempts (``"task"``) from the execution of its fallback
+    (``"fallback"``), which comes last in :attr:`TaskResult.attempts` when the task finally failed.
+    """
 
     number: int
     start: float | None
@@ -33,6 +43,7 @@ class Attempt:
     error_type: str | None = None
     timed_out: bool = False
     crashed: bool = False             # the worker died (or the task could not run at all)
+    kind: str = "task"                # "task": the task itself; "fallback": its fallback standing in
 
     @property
     def duration(self) -> float | None:

@@ -5,7 +5,7 @@ topic starting with ``"cleo"``) and the task transitions of the keys a ``run`` /
 announced.  From them it keeps, for the last N runs (``cleo_dask.monitor.max-runs``, and
 at most ``max-nodes`` nodes in all), each
 run's agent, start, state and counts, and each node's state (pending, running, retrying,
-succeeded, fell_back, failed, skipped, cancelled) with its attempts per worker.  The dashboard
+succeeded, fell_back, failed, skipped, upstream_failed, cancelled) with its attempts per worker.  The dashboard
 page and the Prometheus metrics read it; clients read a copy with :func:`snapshot`.
 
 Everything runs on the scheduler's event loop, so no locks; every hook is a dict lookup for keys
@@ -27,8 +27,10 @@ _CLEO_KEY = re.compile(r"-[0-9a-f]{16}(-|$)")   # <task>-<run id>-<node>[-<gener
 MAX_EARLY_KEYS = 100_000
 
 PLUGIN_NAME = "cleo-monitor"
-STATES = ("pending", "running", "retrying", "succeeded", "fell_back", "failed", "skipped", "cancelled")
-FINAL = frozenset({"succeeded", "fell_back", "failed", "skipped", "cancelled"})
+STATES = ("pending", "running", "retrying", "succeeded", "fell_back", "failed", "skipped", "upstream_failed",
+          "cancelled")
+FINAL = frozenset({"succeeded", "fell_back", "failed", "skipped", "upstream_failed", "cancelled"})
+SKIPS = frozenset({"skipped", "upstream_failed"})
 
 
 class NodeState:
@@ -203,7 +205,7 @@ class CleoMonitor(SchedulerPlugin):
     def _on_skipped(self, run: RunState, msg: dict[str, Any]) -> None:
         s = run.nodes.get(msg.get("node"))
         if s is not None:
-            s.state = "skipped"
+            s.state = msg.get("status") if msg.get("status") in SKIPS else "skipped"
             s.error = msg.get("reason")
 
     def _on_retry(self, run: RunState, msg: dict[str, Any]) -> None:
@@ -265,12 +267,12 @@ class CleoMonitor(SchedulerPlugin):
             t0, t1 = _compute_span(kwargs.get("startstops"), now)
             worker = kwargs.get("worker") or nodes[0].worker
             for s in nodes:
-                if s.state == "skipped":
+                if s.state in SKIPS:
                     continue
                 s.state = "fell_back" if s.mode == "fallback" else "succeeded"
                 s.attempts += 1
                 s.worker = worker
-            ran = [s.name for s in nodes if s.state != "skipped"]
+            ran = [s.name for s in nodes if s.state not in SKIPS]
             if ran:
                 run.bar(node=" > ".join(ran), worker=str(worker or "?"), start=t0, end=t1,
                         status="fell_back" if any(s.mode == "fallback" for s in nodes) else "succeeded",

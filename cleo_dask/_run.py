@@ -8,6 +8,7 @@ or submits the fallback, or hands a :class:`Failure` to the children (trigger ru
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import html
 import logging
 import threading
@@ -27,8 +28,8 @@ from . import _lost
 from . import _logs
 from . import _admission
 from . import _estimates
-from ._outcome import Attempt, NodeRecord, Status, TaskResult
-from ._trigger import ALL_SUCCESS, skip_reason
+from ._outcome import SKIP_STATUSES, Attempt, NodeRecord, Status, TaskResult
+from ._trigger import ALL_SUCCESS, skip_decision
 from ._worker import FAILED, NodeFailed, NodeOutput, collect_meta, failure_output, skipped_output
 
 if TYPE_CHECKING:
@@ -174,7 +175,8 @@ class Run(RunGuard):
                 lost = worker_losses(self._client, key, exc)  # KilledWorker: retried as the policy says
                 # a lost attempt's start is unknown: its end (now, about) orders it among the others
                 attempt = Attempt(1, None, time.time() if lost else None, None, repr(exc), type(exc).__name__,
-                                  crashed=True)
+                                  crashed=True,
+                                  kind=self._mode.get(node, "task"))
                 error, completed = exc, {}
             self._handled.add(key)
             self._known.update(completed)
@@ -240,8 +242,9 @@ class Run(RunGuard):
 
     def _propagate_failure(self, failed: str) -> None:
         """Apply the trigger rules below a finally failed node on the client: ``all_success``
-        descendants are skipped without running; ``all_done`` / ``one_failed`` ones (and what
-        depends on them) are submitted again with a :class:`Failure` standing in for the parent."""
+        descendants end ``upstream_failed`` (or ``skipped``, below a skip) without running;
+        ``all_done`` / ``one_failed`` ones (and what depends on them) are submitted again with a
+        :class:`Failure` standing in for the parent."""
         wf = self.workflow
         to_run: list[str] = []
         pending: set[str] = set()
@@ -250,11 +253,11 @@ class Run(RunGuard):
             if n in self._known:
                 continue
             if node.trigger == ALL_SUCCESS:
-                known = [(p, self._known[p].status) for p in node.parents if p in self._known]
-                reason = skip_reason(ALL_SUCCESS, known)
-                if reason is not None:
-                    self._known[n] = skipped_output(reason)
-                    self._log("skipped", node=n, key=self._location[n][0], reason=reason)
+                known = [(p, self._known[p].status, self._known[p].reason) for p in node.parents if p in self._known]
+                skip = skip_decision(ALL_SUCCESS, known)
+                if skip is not None:
+                    self._known[n] = skipped_output(skip[1], status=skip[0])
+                    self._log("skipped", node=n, key=self._location[n][0], reason=skip[1], status=skip[0])
                     continue
             to_run.append(n)
             pending.add(n)
@@ -602,11 +605,13 @@ class Run(RunGuard):
                               attempts=(Attempt(1, start, end, worker),), start=start, end=end, worker=worker,
                               reason=reason, upstream_fallbacks=tuple(upstream), run_id=self.id)
         attempts = list(record.attempts)
-        if status != "skipped":
-            _add_attempt(record, Attempt(attempt_no, start, end, worker))
+        skipped = status in SKIP_STATUSES
+        if not skipped:
+            _add_attempt(record, Attempt(attempt_no, start, end, worker,
+                                         kind="fallback" if status == "fell_back" else "task"))
             attempts = list(record.attempts)
         first = _first(attempts) or start
-        return TaskResult(node, Status(status), value=value, fetch=fetch if status != "skipped" else None,
+        return TaskResult(node, Status(status), value=value, fetch=fetch if not skipped else None,
                           attempts=_numbered(attempts), start=first, end=end, worker=worker, reason=reason,
                           fallback_used=status == "fell_back", upstream_fallbacks=tuple(upstream),
                           worker_losses=losses, error=record.error if status == "fell_back" else None,
@@ -622,7 +627,8 @@ class Run(RunGuard):
             if isinstance(msg, dict) and msg.get("kind") == "attempt":
                 rec = self._records.setdefault(msg["node"], NodeRecord())
                 _add_attempt(rec, Attempt(msg.get("attempt", 1), msg.get("start"), msg.get("end"), msg.get("worker"),
-                                          msg.get("error"), msg.get("error_type"), bool(msg.get("timed_out"))))
+                                          msg.get("error"), msg.get("error_type"), bool(msg.get("timed_out")),
+                                          kind=msg.get("mode", "task")))
 
     def counts(self) -> dict[str, int]:
         """Number of nodes by final status (waits for the run)."""
@@ -668,8 +674,10 @@ class RunOutcome(Mapping[str, TaskResult]):
 
     @property
     def ok(self) -> bool:
-        """True if every node succeeded, fell back or was skipped by its condition."""
-        return all(r.status in (Status.SUCCEEDED, Status.FELL_BACK, Status.SKIPPED) for r in self._results.values())
+        """True if every node succeeded, fell back or was skipped (by its condition, or as
+        ``upstream_failed``: then the failed node itself makes this False)."""
+        return all(r.status in (Status.SUCCEEDED, Status.FELL_BACK, Status.SKIPPED, Status.UPSTREAM_FAILED)
+                   for r in self._results.values())
 
     @property
     def durable(self) -> bool:
@@ -730,8 +738,7 @@ def _add_attempt(record: NodeRecord, attempt: Attempt) -> None:
 def _numbered(attempts: list[Attempt]) -> tuple[Attempt, ...]:
     when = [a.start if a.start is not None else a.end for a in attempts]  # a lost attempt: its end
     ordered = [a for _, a in sorted(zip(when, attempts), key=lambda p: (p[0] is None, p[0] or 0.0))]
-    return tuple(Attempt(i + 1, a.start, a.end, a.worker, a.error, a.error_type, a.timed_out, a.crashed)
-                 for i, a in enumerate(ordered))
+    return tuple(dataclasses.replace(a, number=i + 1) for i, a in enumerate(ordered))
 
 
 def _first(attempts: list[Attempt]) -> float | None:

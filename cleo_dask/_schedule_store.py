@@ -1,7 +1,7 @@
 """Where schedules live: a SQLite database (a file, or in memory), tables prefixed ``schedule_``.
 
-* ``schedule_schedules``: one row per schedule (target, agent, trigger state, next fire time,
-  state, policy) with a ``version`` bumped on every change, so updates are compare-and-set.
+* ``schedule_schedules``: one row per schedule (target, agent, inputs, trigger state, next fire
+  time, state, policy) with a ``version`` bumped on every change, so updates are compare-and-set.
 * ``schedule_firings``: one row per decision about a due time: ``fired`` (with ``handoff``, the
   time the run was submitted, and its ``run_id``), ``missed`` or ``skipped`` (with a ``reason``;
   consecutive ones share a row with a ``count``).  ``UNIQUE(schedule_id, due)``: a due time can
@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS schedule_schedules (
     max_running INTEGER,
     timezone TEXT NOT NULL,
     created REAL NOT NULL,
-    version INTEGER NOT NULL DEFAULT 0
+    version INTEGER NOT NULL DEFAULT 0,
+    inputs TEXT
 );
 CREATE TABLE IF NOT EXISTS schedule_firings (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -94,6 +95,7 @@ class ScheduleRecord:
     version: int = 0
     agent: bytes | None = None
     agent_format: str | None = None
+    inputs: str | None = None   # the runs' inputs (workflow parameters' values) as JSON text
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,13 @@ class ScheduleStore:
             elif int(row[0]) > SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: schedule tables have schema {row[0]}, this cleo_dask reads up to "
                                  f"{SCHEMA_VERSION}: upgrade cleo_dask")
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(schedule_schedules)")}
+            if "inputs" not in columns:  # a store written before schedules had inputs: add the column
+                try:
+                    self._db.execute("ALTER TABLE schedule_schedules ADD COLUMN inputs TEXT")
+                except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                    if "duplicate column" not in str(exc):
+                        raise
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot use {self.path or 'the in-memory store'} as a schedule store: {exc}") from exc
 
@@ -194,11 +203,11 @@ class ScheduleStore:
         """Insert a new schedule."""
         with self._tx() as db:
             db.execute("INSERT INTO schedule_schedules (id, name, target, agent, agent_format, trigger, next_fire, "
-                       "state, misfire_grace, coalesce, max_running, timezone, created, version) "
-                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       "state, misfire_grace, coalesce, max_running, timezone, created, version, inputs) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (rec.id, rec.name, rec.target, rec.agent, rec.agent_format, json.dumps(rec.trigger),
                         rec.next_fire, rec.state, rec.misfire_grace, int(rec.coalesce), rec.max_running,
-                        rec.timezone, rec.created, rec.version))
+                        rec.timezone, rec.created, rec.version, rec.inputs))
 
     def get(self, key: str) -> ScheduleRecord | None:
         """The schedule with id ``key`` (or the only one named ``key``)."""
@@ -332,15 +341,15 @@ class ScheduleStore:
 
 
 _COLS = ("id, name, target, trigger, next_fire, state, misfire_grace, coalesce, max_running, timezone, created, "
-         "version, agent, agent_format")
+         "version, agent, agent_format, inputs")
 _FCOLS = "schedule_id, due, outcome, reason, count, last_due, decided, handoff, run_id, id"
 
 
 def _record(row: tuple) -> ScheduleRecord:
     (id_, name, target, trigger, next_fire, state, grace, coalesce, max_running, tz, created, version, agent,
-     agent_format) = row
+     agent_format, inputs) = row
     return ScheduleRecord(id_, name, target, json.loads(trigger), next_fire, state, grace, bool(coalesce),
-                          max_running, tz, created, version, agent, agent_format)
+                          max_running, tz, created, version, agent, agent_format, inputs)
 
 
 def _dead(host: str, pid: int) -> bool:

@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 from . import _config
 from ._agent import Agent
 from ._errors import ScheduleError, WorkflowError
+from ._inputs import dump_inputs, load_inputs
 from ._misfire import FIRED, MISSED, SKIPPED, Decision, plan
 from ._numbers import count
 from ._prestage import Prestaged, decide_at
@@ -194,8 +195,9 @@ def agent_from_file(path: str) -> Agent:
 
 
 def new_record(store: ScheduleStore, target: Any, agent: Any, trigger: Trigger, tzname: str, options: Options, *,
-               name: str | None, now: float) -> ScheduleRecord:
-    """Validate persistence rules and build the record of a new schedule (not yet stored)."""
+               name: str | None, now: float, inputs: dict[str, Any] | None = None) -> ScheduleRecord:
+    """Validate persistence rules and build the record of a new schedule (not yet stored);
+    ``inputs``: the workflow parameters' values of its runs (already checked against them)."""
     if store.persistent:
         path = import_path_of(target)
         if path is None:
@@ -213,7 +215,8 @@ def new_record(store: ScheduleStore, target: Any, agent: Any, trigger: Trigger, 
         id=uuid.uuid4().hex[:12], name=name or target_label(target), target=target_text, trigger=trigger.state(),
         next_fire=None if first is None else first.timestamp(), state=ACTIVE if first is not None else FINISHED,
         misfire_grace=options.misfire_grace, coalesce=options.coalesce, max_running=options.max_running,
-        timezone=tzname, created=now, version=0, agent=agent_data, agent_format=agent_format)
+        timezone=tzname, created=now, version=0, agent=agent_data, agent_format=agent_format,
+        inputs=dump_inputs(inputs, store.persistent))
 
 
 def resume_record(store: ScheduleStore, key: str, now: float) -> ScheduleRecord:
@@ -264,6 +267,7 @@ class _Entry:
     trigger: Trigger
     target: Any = None
     agent: Any = None
+    inputs: dict[str, Any] | None = None   # in memory (also values a store cannot keep as JSON)
     runs: deque = field(default_factory=lambda: deque(maxlen=int(_setting("keep-runs", 100))))
     inflight: int = 0
 
@@ -320,11 +324,13 @@ class Scheduler:
             self._thread.start()
 
     # -- the public side (used by Engine.schedule and the handle) -----------------------------------
-    def add(self, record: ScheduleRecord, target: Any = None, agent: Any = None) -> Schedule:
+    def add(self, record: ScheduleRecord, target: Any = None, agent: Any = None,
+            inputs: dict[str, Any] | None = None) -> Schedule:
         """Store a new schedule and start timing it."""
         self.store.add(record)
         with self._cv:
-            e = self._entries[record.id] = _Entry(record, trigger_from_state(record.trigger), target, agent)
+            e = self._entries[record.id] = _Entry(record, trigger_from_state(record.trigger), target, agent,
+                                                  dict(inputs) if inputs else None)
             self._push(e)
             self._cv.notify_all()
         return Schedule(self, record.id)
@@ -714,6 +720,14 @@ class Schedule:
     def state(self) -> str:
         """``"active"``, ``"paused"``, ``"finished"`` (no more fire times) or ``"cancelled"``."""
         return self._record.state
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """The workflow parameters' values each of its runs is submitted with."""
+        e = self._scheduler._entry(self.id)
+        if e is not None and e.inputs is not None:
+            return dict(e.inputs)
+        return load_inputs(self._record.inputs)
 
     @property
     def next_fire_time(self) -> datetime | None:

@@ -7,6 +7,7 @@ in one :class:`WorkflowError` whose ``problems`` attribute lists them::
 
     name: research
     agent: {id: researcher-1, config: {topic: dask}}
+    inputs: {language: en}        # default values of workflow parameters (see Workflow.parameters)
     nodes:
       - name: fetch
         task: mypkg.tasks:fetch
@@ -27,8 +28,8 @@ from __future__ import annotations
 import gc
 import itertools
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
@@ -39,12 +40,13 @@ from ._errors import WorkflowError
 from ._imports import resolve
 from ._numbers import count, finite_number, seconds
 from ._specread import MISSING as _MISSING, LineMap as _Map, read as _read
+from ._parameters import takes_any_input
 from ._task import TaskSpec, as_spec
 from ._trigger import TRIGGER_RULES
 from ._workflow import Workflow
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
-TOP_KEYS = ("name", "agent", "nodes", "priority", "fail_fast")
+TOP_KEYS = ("name", "agent", "nodes", "priority", "fail_fast", "inputs")
 AGENT_KEYS = ("id", "config", "max_concurrency")
 NODE_KEYS = ("name", "task", "after", "when", "trigger", "retries", "backoff", "retry_on", "timeout",
              "fallback", "on_error", "io_bound", "rate_limit", "duration")
@@ -53,13 +55,15 @@ EXPONENTIAL_KEYS = ("first", "factor", "max", "jitter")
 
 @dataclass(frozen=True)
 class Spec:
-    """A loaded, fully validated spec: what ``Engine.submit`` needs."""
+    """A loaded, fully validated spec: what ``Engine.submit`` needs.  ``inputs``: the spec's
+    default values of the workflow's parameters (``cleo-dask run --input`` overrides them)."""
 
     workflow: Workflow
     agent: Agent
     source: str
     priority: float = 0
     fail_fast: bool = False
+    inputs: Mapping[str, Any] = field(default_factory=dict)
 
 
 def load_spec(target: str | os.PathLike[str], *, agent_file: str | os.PathLike[str] | None = None) -> Spec:
@@ -265,11 +269,13 @@ def _node_fields(data: dict[str, Any], where: _Where, problems: _Problems) -> tu
         problems.add(where, "missing required field 'task' (an import path 'package.module:function')")
     else:
         out["task"] = _task_spec(data["task"], at("task"), problems)
-    after = data.get("after", [])
-    if isinstance(after, str):
+    after = data.get("after")
+    if after is None:  # missing, or `after: null`: no parents
+        after = []
+    elif isinstance(after, str):
         after = [after]
     if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
-        problems.add(at("after"), f"must be a node name or a list of node names, got {data.get('after')!r}")
+        problems.add(at("after"), f"must be a node name, a list of node names or null, got {data.get('after')!r}")
         after = []
     out["after"] = after
     if data.get("when") is not None:
@@ -409,9 +415,29 @@ def _load_file(path: str, agent: Agent | None, problems: _Problems) -> Spec | No
     nodes = _nodes(data["nodes"], top.at("nodes", data), problems)
     checked = {name: (w, *_node_fields(raw, w, problems), raw) for name, w, raw in nodes}
     wf = _build(name, checked, problems)
+    inputs = _inputs(data, top, wf, problems)
     if problems.items or agent is None or wf is None:
         return None
-    return Spec(wf, agent, path, priority, bool(fail_fast))
+    return Spec(wf, agent, path, priority, bool(fail_fast), inputs)
+
+
+def _inputs(data: dict[str, Any], top: _Where, wf: Workflow | None, problems: _Problems) -> dict[str, Any]:
+    """The spec's ``inputs:`` (parameter name -> value): each one a parameter of the workflow."""
+    raw = data.get("inputs")
+    if raw is None:
+        return {}
+    where = top.at("inputs", data)
+    if not isinstance(raw, dict):
+        problems.add(where, f"must be a mapping of workflow parameter name to value, got {raw!r}")
+        return {}
+    known = wf.parameters if wf is not None else None
+    for key in raw:
+        if not isinstance(key, str) or not key:
+            problems.add(where.at(key, raw), f"{key!r} is not a parameter name (a non-empty string)")
+        elif known is not None and key not in known and not takes_any_input(wf.nodes.values()):
+            problems.add(where.at(key, raw), f"unknown input {key!r}: no node takes it "
+                                             f"(parameters: {', '.join(known) or 'none'})")
+    return {k: v for k, v in raw.items()}
 
 
 def _build(name: str, checked: dict[str, tuple[_Where, dict[str, Any], bool, Any]], problems: _Problems) -> Workflow | None:

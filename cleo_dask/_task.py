@@ -27,12 +27,16 @@ from ._timeout import check_timeout
 
 @dataclass(frozen=True)
 class Signature:
-    """What a task function accepts after the agent: named parameters, and whether ``**inputs``."""
+    """What a task function accepts after the agent: named parameters, and whether ``**inputs``.
+
+    ``order``: the named parameters in the order the function declares them.
+    """
 
     names: frozenset[str]
     required: frozenset[str]
     var_keyword: bool
     takes_agent: bool
+    order: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, fn: Callable[..., Any], agent_first: bool = True) -> Signature:
@@ -50,15 +54,27 @@ class Signature:
             params = params[1:]
         elif params and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
             takes_agent = True
-        names = frozenset(p.name for p in params if p.kind in (
+        order = tuple(p.name for p in params if p.kind in (
             inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
         required = frozenset(p.name for p in params if p.default is inspect.Parameter.empty and p.kind in (
             inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY))
         var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-        return cls(names, required, var_kw, takes_agent)
+        return cls(frozenset(order), required, var_kw, takes_agent, order)
 
-    def problems(self, inputs: list[str] | tuple[str, ...], what: str) -> list[str]:
-        """Why a call with the agent and keyword arguments ``inputs`` would fail (empty if fine)."""
+    def without(self, name: str) -> Signature:
+        """This signature without parameter ``name`` (a fallback's error, passed positionally)."""
+        return Signature(self.names - {name}, self.required - {name}, self.var_keyword, self.takes_agent,
+                         tuple(n for n in self.ordered() if n != name))
+
+    def ordered(self) -> tuple[str, ...]:
+        """The named parameters in declaration order (sorted for a signature pickled without it)."""
+        return self.order if len(self.order) == len(self.names) else tuple(sorted(self.names))
+
+    def problems(self, inputs: list[str] | tuple[str, ...], what: str, *, complete: bool = True) -> list[str]:
+        """Why a call with the agent and keyword arguments ``inputs`` would fail (empty if fine).
+
+        ``complete=False``: ``inputs`` are the parents' results only, the rest may come from the
+        workflow's parameters, so a missing required argument is not a problem yet."""
         out = []
         if not self.takes_agent:
             out.append(f"{what} must take the agent as its first positional parameter")
@@ -67,7 +83,7 @@ class Signature:
                 if name not in self.names:
                     out.append(f"{what} cannot accept the result of parent {name!r} "
                                f"(add a parameter named {name!r} or **inputs)")
-        for name in sorted(self.required):
+        for name in sorted(self.required) if complete else ():
             if name not in inputs:
                 out.append(f"{what} requires argument {name!r}, which no parent provides")
         return out
@@ -263,8 +279,7 @@ def fallback_spec(fallback: Any, of: str) -> TaskSpec:
     if len(params) < 2 and not _has_var_positional(spec.fn):
         raise WorkflowError(f"task {of!r}: fallback {spec.name!r} must accept (agent, error, **inputs)")
     if params[1:2]:
-        err = params[1]
-        sig = Signature(sig.names - {err}, sig.required - {err}, sig.var_keyword, sig.takes_agent)
+        sig = sig.without(params[1])
     return dataclasses.replace(spec, signature=sig)
 
 

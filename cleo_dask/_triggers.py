@@ -89,7 +89,8 @@ class DateTrigger(Trigger):
 class IntervalTrigger(Trigger):
     """Fires at ``start + n * interval`` (+ a random 0..``jitter`` s), n = 0, 1, 2, ...
 
-    Times are absolute (no drift), so a restarted process fires on the same grid.
+    Times are absolute (no drift; intervals are real elapsed seconds, also across DST changes),
+    so a restarted process fires on the same grid.
     """
 
     kind = "interval"
@@ -106,8 +107,13 @@ class IntervalTrigger(Trigger):
         self.index = int(index)
 
     def nominal(self, index: int) -> datetime:
-        """The fire time of firing ``index`` before jitter."""
-        return self.start + timedelta(seconds=self.interval * index)
+        """The fire time of firing ``index`` before jitter (in ``start``'s time zone).
+
+        Computed in UTC: adding a timedelta to a datetime with a ZoneInfo adds wall-clock time,
+        which around a DST change is an hour off the real elapsed time.
+        """
+        t = self.start.astimezone(UTC) + timedelta(seconds=self.interval * index)
+        return t.astimezone(self.start.tzinfo)
 
     def next(self) -> datetime | None:
         try:
@@ -115,7 +121,8 @@ class IntervalTrigger(Trigger):
         except OverflowError:  # past datetime's year 9999: no more firings
             return None
         if self.jitter:
-            t += timedelta(seconds=random.Random(self.seed * 1_000_003 + self.index).uniform(0, self.jitter))
+            extra = timedelta(seconds=random.Random(self.seed * 1_000_003 + self.index).uniform(0, self.jitter))
+            t = (t.astimezone(UTC) + extra).astimezone(self.start.tzinfo)
         if self.end is not None and t > self.end:
             return None
         self.index += 1

@@ -14,6 +14,7 @@ import networkx as nx
 COLORS: dict[str, str] = {
     "pending": "#d9d9d9", "running": "#4c9be8", "retrying": "#f0ad4e", "succeeded": "#5cb85c",
     "fell_back": "#b38bd6", "failed": "#d9534f", "skipped": "#aaaaaa", "cancelled": "#777777",
+    "upstream_failed": "#d8a0a0",   # a skip caused by a failure: grey turned red
     "none": "#eef3fb",
 }
 

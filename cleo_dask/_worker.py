@@ -19,13 +19,14 @@ import cloudpickle
 from . import _resultstore as _durable
 from ._events import event, run_topic
 from ._io import release_slot, run_blocking
-from ._outcome import Attempt, Failure
+from ._outcome import SKIP_STATUSES, Attempt, Failure
 from ._shipping import portable
 from ._task import TaskSpec
 from ._timeout import await_with_timeout, call_with_timeout
-from ._trigger import ALL_SUCCESS, skip_reason
+from ._trigger import ALL_SUCCESS, skip_decision
 
 SUCCEEDED, FELL_BACK, SKIPPED, FAILED = "succeeded", "fell_back", "skipped", "failed"
+UPSTREAM_FAILED = "upstream_failed"
 
 
 class NodeOutput:
@@ -139,21 +140,24 @@ def _gather_inputs(call: NodeCall, deps: tuple, local: list[NodeOutput]) -> list
 
 
 def _prepare(call: NodeCall, parents: list[tuple[str, NodeOutput]]):
-    """Decide skip or run; returns (skip reason or None, kwargs, upstream fallbacks)."""
+    """Decide skip or run; returns ((skip status, reason) or None, kwargs, upstream fallbacks)."""
     upstream: tuple[str, ...] = ()
     given: dict[str, Any] = {}
-    if parents and parents[-1][0] == "**":  # literal keyword inputs (engine.run(task, agent, **inputs))
+    if parents and parents[-1][0] == "**":  # the run's inputs (workflow parameters' values)
         given = dict(parents[-1][1].value)
         parents = parents[:-1]
+        if parents:  # below the roots, a node gets the parameters it names (its parents' results aside)
+            names = call.task.signature.names
+            given = {k: v for k, v in given.items() if k in names}
     for name, out in parents:
         if out.upstream_fallbacks or out.status == FELL_BACK:
             upstream = tuple(dict.fromkeys(upstream + out.upstream_fallbacks + ((name,) if out.status == FELL_BACK else ())))
     if call.mode == "fallback":
         return None, {**given, **{n: o.value for n, o in parents}}, upstream
-    reason = skip_reason(call.trigger, [(n, o.status) for n, o in parents]) if parents else None
-    if reason is not None:
-        return reason, {}, upstream
-    kwargs = {n: (o.value if o.status != SKIPPED else None) for n, o in parents}
+    skip = skip_decision(call.trigger, [(n, o.status, o.reason) for n, o in parents]) if parents else None
+    if skip is not None:
+        return skip, {}, upstream
+    kwargs = {n: (o.value if o.status not in SKIP_STATUSES else None) for n, o in parents}
     return None, {**given, **kwargs} if given else kwargs, upstream
 
 
@@ -169,7 +173,7 @@ def _failed(call: NodeCall, key: str, start: float, worker: str | None, exc: Bas
     from ._errors import TaskTimeout
     end = time.time()
     attempt = Attempt(call.attempt, start, end, worker, repr(exc), type(exc).__name__,
-                      timed_out=isinstance(exc, TaskTimeout))
+                      timed_out=isinstance(exc, TaskTimeout), kind=call.mode)
     text = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
     try:
         cloudpickle.dumps(exc)
@@ -187,10 +191,12 @@ def _finish(call: NodeCall, value: Any, start: float, worker: str | None, upstre
     return NodeOutput(value, status, start, time.time(), worker, call.attempt, None, upstream)
 
 
-def _skip(call: NodeCall, key: str, reason: str, worker: str | None, upstream: tuple[str, ...], run_id: str) -> NodeOutput:
+def _skip(call: NodeCall, key: str, skip: tuple[str, str], worker: str | None, upstream: tuple[str, ...],
+          run_id: str) -> NodeOutput:
+    status, reason = skip
     now = time.time()
-    _log(event("skipped", run_id, node=call.name, key=key, reason=reason))
-    return NodeOutput(None, SKIPPED, now, now, worker, call.attempt, reason, upstream)
+    _log(event("skipped", run_id, node=call.name, key=key, reason=reason, status=status))
+    return NodeOutput(None, status, now, now, worker, call.attempt, reason, upstream)
 
 
 def _args(call: NodeCall, agent: Any, kwargs: dict[str, Any]) -> tuple[tuple, dict]:
@@ -228,11 +234,11 @@ def _unit_steps(unit: UnitCall, agent: Any, deps: tuple, worker: str | None) -> 
     for call in unit.nodes:
         start = time.time()
         try:
-            reason, kwargs, upstream = _prepare(call, _gather_inputs(call, deps, outputs))
-            if reason is None and not _when_holds(call, kwargs):
-                reason = "condition 'when' is false"
-            if reason is not None:
-                out = _skip(call, unit.key, reason, worker, upstream, unit.run_id)
+            skip, kwargs, upstream = _prepare(call, _gather_inputs(call, deps, outputs))
+            if skip is None and not _when_holds(call, kwargs):
+                skip = (SKIPPED, "condition 'when' is false")
+            if skip is not None:
+                out = _skip(call, unit.key, skip, worker, upstream, unit.run_id)
             else:
                 args, kw = _args(call, agent, kwargs)
                 ckey, hit = _cache_lookup(unit, call, args, kw)
@@ -314,10 +320,11 @@ def failure_output(node: str, error: BaseException | None, traceback: str | None
     return NodeOutput(Failure(node, error, traceback), FAILED, now, now, None, 0, "failed")
 
 
-def skipped_output(reason: str) -> NodeOutput:
-    """The output of a node the client decided not to run (its trigger rule said no)."""
+def skipped_output(reason: str, status: str = SKIPPED) -> NodeOutput:
+    """The output of a node the client decided not to run (its trigger rule said no):
+    ``skipped``, or ``upstream_failed`` below a failure."""
     now = time.time()
-    return NodeOutput(None, SKIPPED, now, now, None, 0, reason)
+    return NodeOutput(None, status, now, now, None, 0, reason)
 
 
 def collect_meta(keys: list[str], dask_worker: Any = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any
 import networkx as nx
 
 from ._errors import WorkflowError
+from ._parameters import Parameter, check_inputs, parameter_table, takes_any_input
 from ._task import TaskSpec, as_spec
 from ._trigger import ALL_SUCCESS, check_trigger
 
@@ -24,7 +25,8 @@ class Node:
 
 
 class Workflow:
-    """A DAG of tasks.  Children receive their parents' results as keyword arguments.
+    """A DAG of tasks.  Children receive their parents' results as keyword arguments; any other
+    argument a task names is a workflow parameter (:attr:`parameters`), given as the run's inputs.
 
     >>> wf = Workflow()
     >>> a = wf.add(fetch)
@@ -36,13 +38,14 @@ class Workflow:
             raise WorkflowError(f"a workflow's name must be a non-empty string, got {name!r}")
         self.name = name
         self._nodes: dict[str, Node] = {}
+        self._params: dict[str, Parameter] | None = None   # computed when first asked for
 
     # -- building -----------------------------------------------------------------------------
-    def add(self, task: Any, name: str | None = None, *, after: Iterable[str] | str = (),
+    def add(self, task: Any, name: str | None = None, *, after: Iterable[str] | str | None = (),
             when: Callable[..., Any] | None = None, trigger: str = ALL_SUCCESS, **options: Any) -> str:
         """Add ``task`` as a node (named after the function unless ``name``); return the name.
 
-        ``after``: the parent nodes; ``when``: a predicate over the parents' results (by name)
+        ``after``: the parent nodes (a name, a list of names, or ``None``: none); ``when``: a predicate over the parents' results (by name)
         that must hold for the node to run; ``trigger``: ``all_success`` (default),
         ``all_done`` or ``one_failed``; other keyword options override the task's policies
         (``retries=``, ``timeout=``, ``fallback=``...).  Raises :class:`WorkflowError` on bad
@@ -56,7 +59,7 @@ class Workflow:
             raise WorkflowError(f"node name must be a non-empty string, got {node_name!r}")
         if node_name in self._nodes:
             raise WorkflowError(f"duplicate node name {node_name!r}: pass name=... to add the task twice")
-        parents = (after,) if isinstance(after, str) else tuple(after)
+        parents = parents_of(node_name, after)
         for p in parents:
             if p not in self._nodes:
                 raise WorkflowError(f"node {node_name!r}: 'after' names unknown node {p!r}")
@@ -66,10 +69,11 @@ class Workflow:
             raise WorkflowError(f"node {node_name!r}: 'when' must be callable, got {when!r}")
         check_trigger(trigger)
         node = Node(node_name, spec, parents, when, trigger)
-        problems = node_problems(node)
+        problems = node_problems(node, known=self._nodes)
         if problems:
             raise WorkflowError("; ".join(problems))
         self._nodes[node_name] = node
+        self._params = None
         return node_name
 
     @classmethod
@@ -158,21 +162,43 @@ class Workflow:
                     stack.append(c)
         return [n for n in self._nodes if n in seen]
 
-    def validate(self, inputs: Iterable[str] = ()) -> None:
+    @property
+    def parameters(self) -> tuple[str, ...]:
+        """The workflow's parameters: names of task arguments that no parent provides, in order of
+        first appearance (required ones and optional ones, whose tasks all give a default)."""
+        return tuple(self._parameter_table())
+
+    @property
+    def required_parameters(self) -> tuple[str, ...]:
+        """The parameters some task takes without a default: a run must be given them."""
+        return tuple(n for n, p in self._parameter_table().items() if p.required)
+
+    def _parameter_table(self) -> dict[str, Parameter]:
+        if self._params is None:
+            self._params = parameter_table(self._nodes.values())
+        return self._params
+
+    def check_inputs(self, inputs: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``inputs`` as a dict if they fit :attr:`parameters` (every required one given, none
+        unknown unless a root takes ``**inputs``); else a :class:`WorkflowError` naming them."""
+        return check_inputs(self.name, self._parameter_table(), takes_any_input(self._nodes.values()), inputs)
+
+    def validate(self, inputs: Mapping[str, Any] | Iterable[str] | None = None) -> None:
         """Check the whole workflow again; raise :class:`WorkflowError` listing every problem.
 
-        ``inputs``: names of keyword arguments given to the root nodes (``engine.run(t, a, x=1)``).
+        ``inputs``: the run's inputs (or their names): checked against :attr:`parameters` too.
         """
         problems: list[str] = []
-        given = tuple(inputs)
         for node in self._nodes.values():
-            problems.extend(node_problems(node, given if not node.parents else ()))
+            problems.extend(node_problems(node))
             problems.extend(f"node {node.name!r}: 'after' names unknown node {p!r}"
                             for p in node.parents if p not in self._nodes)
         if not self._nodes:
             problems.append("the workflow has no nodes")
         if problems:
             raise WorkflowError("; ".join(problems))
+        if inputs is not None:
+            self.check_inputs(inputs if isinstance(inputs, Mapping) else dict.fromkeys(inputs))
 
     def visualize(self) -> Any:
         """A picture of the workflow (SVG with node names and edges; shown inline in notebooks)."""
@@ -181,7 +207,8 @@ class Workflow:
 
     def __repr__(self) -> str:
         edges = sum(len(n.parents) for n in self._nodes.values())
-        return f"<cleo_dask.Workflow {self.name!r}: {len(self._nodes)} nodes, {edges} edges>"
+        params = f", parameters: {', '.join(self.parameters)}" if self.parameters else ""
+        return f"<cleo_dask.Workflow {self.name!r}: {len(self._nodes)} nodes, {edges} edges{params}>"
 
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><td>{n}</td><td>{node.task.name}</td><td>{', '.join(node.parents)}</td></tr>"
@@ -191,15 +218,42 @@ class Workflow:
                 f"<table><tr><th>node</th><th>task</th><th>after</th></tr>{rows}</table>{more}</div>")
 
 
-def node_problems(node: Node, inputs: tuple[str, ...] = ()) -> list[str]:
-    """Why ``node``'s task (and its condition) cannot be called with its parents' results."""
+def parents_of(node: str, after: Any) -> tuple[str, ...]:
+    """The parent names ``after`` gives for ``node``: a name, an iterable of names, or ``None``
+    (no parents); :class:`WorkflowError` naming the node for anything else."""
+    if after is None:
+        return ()
+    if isinstance(after, str):
+        return (after,)
+    if isinstance(after, (bytes, Mapping)) or not isinstance(after, Iterable):
+        raise WorkflowError(f"node {node!r}: 'after' must be a node name, a list of node names or None, "
+                            f"got {after!r}")
+    parents = tuple(after)
+    for p in parents:
+        if not isinstance(p, str):
+            hint = ""
+            name = getattr(getattr(p, "spec", None), "name", None) or getattr(p, "__name__", None)
+            if isinstance(name, str):
+                hint = f" (pass the node's name, e.g. {name!r}: what wf.add returned)"
+            raise WorkflowError(f"node {node!r}: 'after' must list node names (strings), got {p!r}{hint}")
+    return parents
+
+
+def node_problems(node: Node, known: Mapping[str, Node] | None = None) -> list[str]:
+    """Why ``node``'s task (and its condition) cannot be called with its parents' results (other
+    arguments are workflow parameters); ``known``: the nodes before it, to catch a forgotten
+    ``after`` (a required argument named like a node that is not a parent)."""
     what = f"node {node.name!r} (task {node.task.name!r})"
-    problems = node.task.signature.problems(node.parents + inputs, what)
+    problems = node.task.signature.problems(node.parents, what, complete=False)
     if node.when is not None:
         from ._task import Signature
         problems.extend(Signature.of(node.when, agent_first=False).problems(node.parents, f"condition 'when' of {what}"))
     if node.task.fallback is not None:
-        problems.extend(node.task.fallback.signature.problems(node.parents + inputs, f"fallback of {what}"))
+        problems.extend(node.task.fallback.signature.problems(node.parents, f"fallback of {what}", complete=False))
+    for name in sorted(node.task.signature.required):
+        if known and name in known and name not in node.parents:
+            problems.append(f"{what} requires argument {name!r}, the name of node {name!r}, which is not "
+                            f"among its parents: add after=[{name!r}] (or rename the argument)")
     return problems
 
 

@@ -82,6 +82,12 @@ def child(agent, root: int, flaky_once: str) -> str:
     return f"{root}-{flaky_once}"
 
 
+def ask(agent, flaky_once: str, question: str) -> str:
+    """Below the flaky node, taking the workflow parameter ``question`` too."""
+    _log(agent, "ask")
+    return f"{question} {flaky_once}"
+
+
 def always_fails(agent, **inputs):
     """Fails every time."""
     _log(agent, "always_fails")

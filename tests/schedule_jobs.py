@@ -18,5 +18,13 @@ def nap(agent):
     time.sleep(agent.config.get("seconds", 1.0))
 
 
+@cd.task
+def append_word(agent, word, times=1):
+    """Append ``word`` (a workflow parameter: the schedule's input) ``times`` times to the agent's file."""
+    with open(agent.config["path"], "a") as f:
+        f.write(f"{word}\n" * times)
+    return word
+
+
 nightly = cd.Workflow("nightly")
 nightly.add(append_line)

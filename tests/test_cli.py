@@ -127,6 +127,47 @@ def test_run_an_import_path_with_an_agent_file_json_to_stdout(cluster_address, t
     assert results["nodes"]["summarize"]["status"] == "skipped"  # its condition was false
 
 
+def test_run_gives_the_workflow_its_inputs(cluster_address, tmp_path):
+    inputs = tmp_path / "inputs.yaml"
+    inputs.write_text("question: from the file\ndepth: 2\n")
+    done = cleo("run", "qa.yaml", "--address", cluster_address, "--inputs-file", inputs,
+                "--input", "question=why is the sky blue?", "--input", "depth=3", "--json", "-", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    nodes = json.loads(done.stdout[done.stdout.index("{"):])["nodes"]
+    # --input wins over the file ("3" read as JSON, the question as plain text), the file over the spec
+    assert nodes["plan"]["value"] == "plan 3 for why is the sky blue?"
+    # `tone` from the spec's inputs; `question` reaches the inner node too
+    assert nodes["answer"]["value"] == "polite answer to 'why is the sky blue?' after 'plan 3 for why is the sky blue?'"
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "missing input 'question': a required parameter (of nodes 'plan', 'answer')"),
+    (["--input", "question=?", "--input", "colour=red"], "unknown input 'colour': no node takes it"),
+    (["--input", "question"], "--input 'question': expected NAME=VALUE"),
+    (["--input", "question=a", "--input", "question=b"], "--input 'question' is given twice"),
+    (["--inputs-file", "nope.json"], "inputs file not found: nope.json"),
+    (["--inputs-file", "qa.yaml"], "unknown input 'name'"),   # a mapping, of the wrong things
+    (["--inputs-file", "pipeline_tasks.py"], "is not valid YAML"),
+])
+def test_run_refuses_bad_inputs_with_exit_2_before_starting_a_cluster(args, message, monkeypatch, capsys):
+    from cleo_dask.cli import main   # in this process: the same code, without a subprocess's start-up
+    monkeypatch.chdir(SPECS)
+    monkeypatch.syspath_prepend(str(SPECS))
+    assert main(["run", "qa.yaml", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("cleo-dask: error:"), err
+
+
+def test_validate_lists_the_workflows_parameters(monkeypatch, capsys):
+    from cleo_dask.cli import main
+    monkeypatch.chdir(SPECS)
+    monkeypatch.syspath_prepend(str(SPECS))
+    assert main(["validate", "qa.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "parameter question (required)" in out and "parameter depth (optional)" in out
+    assert 'parameter tone (optional) = "polite" (spec inputs)' in out
+
+
 def test_no_wait_prints_the_run_id_and_the_run_goes_on(cluster_address):
     done = cleo("run", "fanout.yaml", "--address", cluster_address, "--no-wait")
     assert done.returncode == 0, done.stderr

@@ -137,6 +137,9 @@ def test_failed_run_is_journaled_and_resumed(durable, tmp_path):
     [record] = durable.runs(agent="researcher-1", status="failed")
     assert record.id == run.id and record.workflow == "flaky" and record.counts["failed"] == 1
     assert durable.durable.journal.nodes(run.id)["root"].status == "succeeded"
+    # below the failure: kept as upstream_failed (a kind of skip, not a result a resume keeps)
+    assert durable.durable.journal.nodes(run.id)["child"].status == "upstream_failed"
+    assert record.counts["upstream_failed"] == 1
 
     with sqlite3.connect(tmp_path / "runs.db") as conn:  # as if a live process (our parent) ran it
         conn.execute("UPDATE journal_runs SET status = 'running', pid = ? WHERE id = ?", (os.getppid(), run.id))
@@ -154,6 +157,18 @@ def test_failed_run_is_journaled_and_resumed(durable, tmp_path):
 
     with pytest.raises(cd.StoreError, match="no run 'unknown'"):
         durable.resume("unknown")
+
+
+def test_a_resumed_run_keeps_its_inputs(durable, tmp_path):
+    agent = agent_logging_to(tmp_path, flag=str(tmp_path / "flag"))
+    wf = cd.Workflow("asking")
+    wf.add(dt.flaky_once)
+    wf.add(dt.ask, after=["flaky_once"])
+    run = durable.submit(wf, agent, inputs={"question": "why?"})
+    assert run.result(timeout=60)["ask"].status == "upstream_failed"
+    assert durable.durable.wait_journaled(run.id)
+    resumed = durable.resume(run.id)   # the journal kept the inputs: the inner node gets them again
+    assert resumed.result(timeout=60)["ask"].value == "why? ok"
 
 
 def test_unpicklable_result_runs_but_is_not_resumable(durable, tmp_path):

@@ -68,10 +68,14 @@ def expected(model):
     for name, m in model.items():
         ps = [(p, out[p]) for p in m["parents"]]
         statuses = [s for _, (s, _) in ps]
-        if m["trigger"] == "all_success" and any(s in ("failed", "skipped") for s in statuses):
+        if m["trigger"] == "all_success" and any(s in ("failed", "upstream_failed") for s in statuses):
+            out[name] = ("upstream_failed", None)   # below a failure: a skip that says why
+            continue
+        if m["trigger"] == "all_success" and "skipped" in statuses:
             out[name] = ("skipped", None)
             continue
-        if m["trigger"] == "one_failed" and ps and "failed" not in statuses:   # roots have no upstream to wait for
+        # roots have no upstream to wait for; upstream_failed is a kind of skip, not a failure
+        if m["trigger"] == "one_failed" and ps and "failed" not in statuses:
             out[name] = ("skipped", None)
             continue
         if m["fails"] <= m["retries"]:
@@ -94,3 +98,18 @@ def test_random_failing_workflows_match_the_model(engine, agent, seed):
     for n, m in model.items():
         if want[n][0] == "succeeded":
             assert len(out[n].attempts) == m["fails"] + 1
+        if want[n][0] == "fell_back":   # every attempt of the task, then the fallback's own run, marked
+            assert [a.kind for a in out[n].attempts] == ["task"] * (m["retries"] + 1) + ["fallback"]
+        if want[n][0] == "upstream_failed":   # the reason names an ancestor that failed
+            origin = out[n].reason.split("'")[1]
+            assert want[origin][0] == "failed" and origin in _ancestors(model, n)
+
+
+def _ancestors(model, name):
+    seen, stack = [], list(model[name]["parents"])
+    while stack:
+        p = stack.pop()
+        if p not in seen:
+            seen.append(p)
+            stack.extend(model[p]["parents"])
+    return seen

@@ -137,7 +137,31 @@ def test_a_failing_fallback_is_a_final_failure(engine, agent):
     wf.add(lambda agent, call_api: 1, name="next", after=["call_api"])
     out = engine.submit(wf, agent).result(timeout=30)
     assert out["call_api"].status == "failed"
-    assert out["next"].status == "skipped" and "call_api" in out["next"].reason
+    assert out["next"].status == "upstream_failed" and "call_api" in out["next"].reason
+
+
+def test_the_fallbacks_own_run_is_the_last_attempt_marked_fallback(engine, agent):
+    def cached_answer(agent, error):
+        return "cached"
+
+    def broken_fallback(agent, error):
+        raise RuntimeError("fallback broke too")
+
+    def api_down(agent):
+        raise ConnectionError("api down")
+
+    wf = cd.Workflow()
+    wf.add(api_down, name="rescued", retries=2, backoff=cd.fixed(0.01), fallback=cached_answer)
+    wf.add(api_down, name="unrescued", fallback=broken_fallback)
+    out = engine.submit(wf, agent).result(timeout=30)
+    rescued = out["rescued"].attempts
+    assert len(rescued) == 2 + 2   # retries + the first attempt + the fallback's run
+    assert [a.kind for a in rescued] == ["task", "task", "task", "fallback"]
+    assert rescued[-1].error is None and all(a.error_type == "ConnectionError" for a in rescued[:-1])
+    unrescued = out["unrescued"].attempts
+    assert [(a.kind, a.error_type) for a in unrescued] == [("task", "ConnectionError"), ("fallback", "RuntimeError")]
+    # an Attempt built as before (positionally, without kind) is still a task attempt
+    assert cd.Attempt(1, 0.0, 1.0, "w").kind == "task"
 
 
 def test_trigger_rules(engine, agent):
@@ -156,12 +180,15 @@ def test_trigger_rules(engine, agent):
     run = engine.submit(wf, agent)
     out = run.result(timeout=30)
     assert out["b"].status == "failed"
-    assert out["needs_both"].status == "skipped" and out["needs_both"].reason == "upstream 'b' failed"
-    assert out["grandchild"].status == "skipped"
+    assert out["needs_both"].status == "upstream_failed" and out["needs_both"].reason == "upstream 'b' failed"
+    # below a node that was itself upstream_failed: the failing ancestor is still the one named
+    assert out["grandchild"].status == "upstream_failed"
+    assert out["grandchild"].reason == "upstream 'b' failed (via 'needs_both')"
     assert out["cleanup"].value == (1, "Failure", "b", "ValueError('boom')")
     assert out["alert"].value == "alert sent"
-    assert out["no_alert"].status == "skipped"
+    assert out["no_alert"].status == "skipped"   # skipped by its rule, not by a failure
     assert run.status() == "failed"
+    assert out.counts() == {"succeeded": 3, "failed": 1, "upstream_failed": 2, "skipped": 1}
 
 
 def test_fail_fast_cancels_what_is_left(engine, agent):
@@ -340,6 +367,6 @@ def test_the_run_announces_its_end_when_a_failure_overtakes_a_slower_sibling(eng
     engine.add_listener(lambda kind, run: (seen.append((kind, run.id)), kind == "finished" and ended.set()))
     run = engine.submit(wf, agent)
     out = run.result(timeout=30)
-    assert out["slow_sibling"].value == "late" and out["sink"].status == "skipped"
+    assert out["slow_sibling"].value == "late" and out["sink"].status == "upstream_failed"
     assert ended.wait(10), "the run's end was never announced"
     assert ("finished", run.id) in seen

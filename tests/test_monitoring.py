@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import cleo_dask as cd
 from cleo_dask._notebook import progress_html
 from cleo_dask._plugin import snapshot
-from cleo_dask._visualize import layout
+from cleo_dask._visualize import COLORS, layout
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -206,7 +206,7 @@ def test_monitor_tracks_states_attempts_and_metrics(engine, tmp_path, caplog):
     run = engine.submit(monitored_workflow(tmp_path), cd.Agent("watcher"))
     outcome = run.result(timeout=60)
     assert {n: r.status.value for n, r in outcome.items()} == {
-        "fetch": "succeeded", "flaky": "succeeded", "broken": "failed", "after_broken": "skipped",
+        "fetch": "succeeded", "flaky": "succeeded", "broken": "failed", "after_broken": "upstream_failed",
         "with_fallback": "fell_back", "too_slow": "failed"}
 
     # the scheduler's view converges on the same states (the "finished" event is asynchronous)
@@ -235,7 +235,7 @@ def test_monitor_tracks_states_attempts_and_metrics(engine, tmp_path, caplog):
 
     assert delta("cleo_tasks_total", status="succeeded") == 2
     assert delta("cleo_tasks_total", status="failed") == 2
-    assert delta("cleo_tasks_total", status="skipped") == 1
+    assert delta("cleo_tasks_total", status="upstream_failed") == 1
     assert delta("cleo_tasks_total", status="fell_back") == 1
     assert delta("cleo_runs_total", status="failed") == 1
     assert delta("cleo_retries_total") == 1
@@ -292,8 +292,12 @@ def test_run_visualize_colours_nodes_by_outcome(engine, tmp_path):
     run.wait(60)
     root = ET.fromstring(run.visualize().data)
     states = {g.get("data-node"): g.get("data-state") for g in root.iter(f"{SVG}g") if g.get("class") == "node"}
-    assert states == {"fetch": "succeeded", "flaky": "succeeded", "broken": "failed", "after_broken": "skipped",
+    assert states == {"fetch": "succeeded", "flaky": "succeeded", "broken": "failed", "after_broken": "upstream_failed",
                       "with_fallback": "fell_back", "too_slow": "failed"}
+    fills = {g.get("data-node"): g.find(f"{SVG}rect").get("fill") for g in root.iter(f"{SVG}g")
+             if g.get("class") == "node"}
+    # a node skipped because of a failure has a colour of its own (the dashboard uses the same ones)
+    assert fills["after_broken"] == COLORS["upstream_failed"] not in (COLORS["skipped"], COLORS["failed"])
 
 
 def test_progress_html_and_terminal_progress(engine):
@@ -390,7 +394,7 @@ def test_monitor_and_page_live_on_a_separate_scheduler_process(tmp_path):
         with cd.Engine(scheduler_file=str(sched_file)) as engine:
             engine.client.wait_for_workers(1, timeout=60)
             run = engine.submit(cd.Workflow.chain(fetch, broken, after_broken), cd.Agent("remote"))
-            assert run.result(timeout=60).counts() == {"succeeded": 1, "failed": 1, "skipped": 1}
+            assert run.result(timeout=60).counts() == {"succeeded": 1, "failed": 1, "upstream_failed": 1}
             pid = engine.client.run_on_scheduler(os.getpid)
             assert pid != os.getpid()
             deadline = time.time() + 30

@@ -92,9 +92,15 @@ def test_workflow_errors_name_the_problem():
         wf.add(42, name="x")
     with pytest.raises(cd.WorkflowError, match="cannot accept the result of parent 'fetch'"):
         wf.add(lambda agent, other=1: 1, name="y", after=["fetch"])
-    with pytest.raises(cd.WorkflowError, match="requires argument 'missing'"):
-        wf.add(lambda agent, fetch, missing: 1, name="z", after=["fetch"])
+    with pytest.raises(cd.WorkflowError, match="requires argument 'fetch', the name of node 'fetch', which is not "
+                                               r"among its parents: add after=\['fetch'\]"):
+        wf.add(lambda agent, fetch: 1, name="forgot_after")
     assert list(wf.nodes) == ["fetch"]  # nothing already accepted was lost
+    # an argument no parent provides is a workflow parameter, required when it has no default
+    wf.add(lambda agent, fetch, missing: 1, name="z", after=["fetch"])
+    assert wf.parameters == ("missing",) and wf.required_parameters == ("missing",)
+    with pytest.raises(cd.WorkflowError, match="missing input 'missing'"):
+        wf.validate(inputs={})
 
 
 def test_tasks_come_in_three_shapes():

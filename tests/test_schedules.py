@@ -53,6 +53,31 @@ def test_interval_trigger_is_a_fixed_grid_and_resumes_from_its_state():
     assert [again.next() for _ in range(20)] == times  # reproducible from the stored seed
 
 
+@pytest.mark.parametrize("day", [datetime(2026, 3, 8), datetime(2026, 11, 1)], ids=["spring-forward", "fall-back"])
+def test_an_interval_is_real_elapsed_time_across_dst(day):
+    new_york = ZoneInfo("America/New_York")
+    start = day.replace(tzinfo=new_york)   # 00:00 local, two hours before the clocks change
+    trig = IntervalTrigger(timedelta(hours=1), start)
+    times = [trig.next() for _ in range(6)]
+    # exactly one firing per real hour: none skipped at fall-back, none doubled at spring-forward
+    assert [t.timestamp() - start.timestamp() for t in times] == [3600 * i for i in range(6)]
+    assert all(t.tzinfo is new_york for t in times)  # still told in the start's time zone
+    restored = trigger_from_state(json.loads(json.dumps(trig.state())))   # and the same after a reload
+    assert restored.next().timestamp() == start.timestamp() + 6 * 3600
+
+
+@pytest.mark.parametrize("day", [datetime(2026, 3, 8), datetime(2026, 11, 1)], ids=["spring-forward", "fall-back"])
+def test_the_loop_fires_an_hourly_schedule_once_per_real_hour_across_dst(day):
+    loop, now, submitted = make_loop()
+    start = day.replace(tzinfo=ZoneInfo("America/New_York"))
+    now["t"] = start.timestamp() - 1
+    add(loop, now, "hourly", every=3600, start=start)
+    for hour in range(6):   # a fake clock, one tick a real hour
+        now["t"] = start.timestamp() + 3600 * hour + 0.5
+        loop.tick()
+    assert [due - start.timestamp() for _, due in submitted] == [3600 * i for i in range(6)]
+
+
 def test_cron_follows_croniter_across_dst_in_paris():
     paris = ZoneInfo("Europe/Paris")
     spring = CronTrigger("30 2 * * *", "Europe/Paris", after=datetime(2026, 3, 28, 12, tzinfo=paris))
@@ -398,6 +423,55 @@ def test_a_persistent_store_keeps_import_paths_only(client, tmp_path):
         assert {s.target for s in engine.schedules()} == {"schedule_jobs:append_line", "schedule_jobs:nightly"}
 
 
+def greet(agent, name, punctuation="!"):
+    return f"hello {name}{punctuation}"
+
+
+def test_a_schedule_gives_its_runs_their_inputs(engine):
+    s = engine.schedule(cd.task(greet), cd.Agent("greeter"), every=0.3, inputs={"name": "Ada"},
+                        start=datetime.fromtimestamp(time.time() + 0.2, UTC))
+    assert s.inputs == {"name": "Ada"}
+    assert wait_until(lambda: any(r.done() for r in s.runs()), timeout=10)
+    done = next(r for r in s.runs() if r.done())
+    s.cancel()
+    assert done.result(timeout=30)["greet"].value == "hello Ada!"
+    for inputs, message in [(None, "missing input 'name'"), ({"name": "Ada", "mood": "sunny"}, "unknown input 'mood'")]:
+        with pytest.raises(cd.ScheduleError, match=message):
+            engine.schedule(cd.task(greet), every=60, inputs=inputs)
+
+
+def test_a_persistent_store_keeps_a_schedules_inputs(client, tmp_path):
+    agent = cd.Agent("a", config={"path": str(tmp_path / "words.txt")})
+    with cd.Engine(client=client, store=str(tmp_path / "cleo.db")) as engine:
+        with pytest.raises(cd.ScheduleError, match="input 'word' cannot be kept in a persistent schedule store"):
+            engine.schedule("schedule_jobs:append_word", agent, every=60, inputs={"word": object()})
+        engine.schedule("schedule_jobs:append_word", agent, every=0.3, inputs={"word": "tick", "times": 2},
+                        start=datetime.fromtimestamp(time.time() + 0.2, UTC))
+        assert wait_until(lambda: (tmp_path / "words.txt").exists(), timeout=10)
+    assert (tmp_path / "words.txt").read_text().split()[:2] == ["tick", "tick"]
+    with cd.Engine(client=client, store=str(tmp_path / "cleo.db")) as engine:   # another process, same store
+        [s] = engine.schedules()
+        assert s.inputs == {"word": "tick", "times": 2}
+        s.cancel()
+
+
+def test_a_store_from_before_schedule_inputs_opens(tmp_path):
+    import sqlite3
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:   # the schedules table as it was, with one schedule
+        conn.execute("CREATE TABLE schedule_schedules (id TEXT PRIMARY KEY, name TEXT NOT NULL, target TEXT NOT NULL, "
+                     "agent BLOB, agent_format TEXT, trigger TEXT NOT NULL, next_fire REAL, state TEXT NOT NULL, "
+                     "misfire_grace REAL, coalesce INTEGER NOT NULL, max_running INTEGER, timezone TEXT NOT NULL, "
+                     "created REAL NOT NULL, version INTEGER NOT NULL DEFAULT 0)")
+        conn.execute("INSERT INTO schedule_schedules VALUES ('s1', 'old', 'schedule_jobs:nap', NULL, NULL, ?, NULL, "
+                     "'active', 60, 1, NULL, 'UTC', 0, 0)", (json.dumps(IntervalTrigger(60, datetime.now(UTC)).state()),))
+    store = ScheduleStore(old)
+    try:
+        assert store.get("s1").inputs is None and store.get("old").target == "schedule_jobs:nap"
+    finally:
+        store.close()
+
+
 # -- serve and the CLI, as subprocesses ---------------------------------------------------------------
 def cli_env():
     env = dict(os.environ)
@@ -474,7 +548,18 @@ def test_schedule_cli_add_list_pause_resume_remove(tmp_path, capsys, monkeypatch
     assert "nightly" not in cli("schedule", "list", "--store", "cleo.db", cwd=tmp_path).stdout
     assert "cancelled" in cli("schedule", "list", "--all", "--store", "cleo.db", cwd=tmp_path).stdout
 
+    words = cli("schedule", "add", "schedule_jobs:append_word", "--every", "1h", "--input", "word=hello",
+                "--input", "times=2", "--store", "cleo.db", cwd=tmp_path)
+    assert words.returncode == 0, words.stderr
+    listed = [json.loads(line) for line in cli("schedule", "list", "--json", "--store", "cleo.db", cwd=tmp_path).stdout.splitlines()]
+    assert [row["inputs"] for row in listed if row["target"] == "schedule_jobs:append_word"] == [{"word": "hello", "times": 2}]
+
     for bad, message in [
+        (["add", "schedule_jobs:append_word", "--every", "5"], "missing input 'word'"),
+        (["add", "schedule_jobs:append_word", "--every", "5", "--input", "word=x", "--input", "colour=red"],
+         "unknown input 'colour'"),
+        (["add", "schedule_jobs:append_word", "--every", "5", "--input", "word"], "expected NAME=VALUE"),
+        (["add", "schedule_jobs:append_word", "--every", "5", "--inputs-file", "none.yaml"], "inputs file not found"),
         (["add", "schedule_jobs:nightly", "--cron", "0 2 * * 9"], "field 5 (day of week)"),
         (["add", "schedule_jobs:nightly", "--every", "-5"], "every must be > 0"),
         (["add", "schedule_jobs:nightly", "--every", "5 minutes"], "use seconds or a duration"),

@@ -176,3 +176,22 @@ def test_bad_agent_files(tmp_path):
     assert "agent.yaml:3: field 'mood'" in text and "field 'id'" in text and "field 'max_concurrency'" in text
     problems = problems_of(SPECS / "pipeline.yaml", agent_file=tmp_path / "nope.json")
     assert any("no such agent file" in p for p in problems)
+
+
+def test_a_spec_gives_default_inputs_for_the_workflows_parameters(tmp_path):
+    spec = load_spec(SPECS / "qa.yaml")
+    assert spec.workflow.parameters == ("question", "depth", "tone")
+    assert spec.workflow.required_parameters == ("question",)
+    assert spec.inputs == {"tone": "polite"}   # the rest come with the run (cleo-dask run --input)
+    problems = problems_of(write(tmp_path, "bad.yaml", """
+        inputs: {depth: 2, colour: red}
+        nodes:
+          - {name: plan, task: "pipeline_tasks:plan", after: null}
+        """))
+    assert problems == ["%s:2: field 'inputs.colour': unknown input 'colour': no node takes it "
+                        "(parameters: question, depth)" % (tmp_path / "bad.yaml")]
+    [p] = problems_of(write(tmp_path, "list.yaml", """
+        inputs: [question]
+        nodes: [{name: plan, task: "pipeline_tasks:plan"}]
+        """))
+    assert "list.yaml:2: field 'inputs': must be a mapping of workflow parameter name to value" in p

@@ -67,3 +67,13 @@ def report(agent, **inputs):
     """Reports what upstream produced (runs whatever happened upstream, with trigger all_done)."""
     return {name: ("failed" if not value and value is not None and not isinstance(value, (list, str)) else "ok")
             for name, value in inputs.items()}
+
+
+def plan(agent, question, depth=1):
+    """A plan for ``question`` (a workflow parameter; ``depth``, with a default, an optional one)."""
+    return f"plan {depth} for {question}"
+
+
+def answer(agent, plan, question, tone="plain"):
+    """An inner node taking the ``question`` parameter besides its parent's result."""
+    return f"{tone} answer to {question!r} after {plan!r}"
