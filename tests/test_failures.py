@@ -351,7 +351,7 @@ def test_a_task_that_kills_its_worker_is_retried_by_its_policy(tmp_path):
             if kills == 1:
                 assert node.value == 2 and out["after"].value == 2
             else:
-                assert isinstance(node.error, KilledWorker) and out["after"].status == "skipped"
+                assert isinstance(node.error, KilledWorker) and out["after"].status == "upstream_failed"
             run.release()  # its results must not be recomputed when the next run kills the worker
 
 
