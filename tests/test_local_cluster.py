@@ -11,6 +11,7 @@ import dask
 import nbformat
 import psutil
 import pytest
+from distributed import Worker
 from distributed.comm.utils import get_tcp_server_addresses
 from nbclient import NotebookClient
 
@@ -93,6 +94,7 @@ def test_a_worker_that_cannot_start_is_one_clear_error(capfd):
 
 def test_the_engines_scheduler_and_dashboard_listen_on_this_machine_only():
     with cd.Engine(n_workers=1, processes=False) as engine:
+        assert all(isinstance(w, Worker) for w in engine.cluster.workers.values())   # threads of this process
         assert dashboard_hosts(engine) == {"127.0.0.1"}
         assert engine.dashboard_link.startswith("http://127.0.0.1:")
     with dask.config.set({"cleo_dask.local-cluster.dashboard-address": "0.0.0.0:0"}), \
