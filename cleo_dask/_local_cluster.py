@@ -6,7 +6,11 @@ script without an ``if __name__ == "__main__":`` guard runs again in every worke
 clusters there).  Here each Nanny lives in a fresh ``python -c`` process of its own
 (:class:`WorkerProcess`, a :class:`distributed.deploy.spec.ProcessInterface`), whose main module
 is not the user's; the scheduler stays in this process (``cluster.scheduler``).  The Nanny still
-restarts its worker when it dies.  What a Nanny started here would have inherited travels along:
+restarts its worker when it dies; on Linux it forks it (``worker-start-method``): its process
+holds nothing of the user's, and a fork saves a second Python start and Dask import per worker,
+so ``Engine()`` starts about as fast as with Nannies in this process (the processes are also
+started before the scheduler, so they import Dask meanwhile).  What a Nanny started here would
+have inherited travels along:
 ``sys.path`` (the script's directory, the current one, ``PYTHONPATH``) and Dask's config as set in
 this process at the time the worker starts (``dask.config.set``, cleo_dask's settings).
 
@@ -119,7 +123,8 @@ class WorkerProcess(ProcessInterface):
         """Start the process (or take one started ahead); return once its worker has joined."""
         import cloudpickle
         try:
-            spec = cloudpickle.dumps({"scheduler": self.scheduler, "name": self.name, "options": self.options})
+            spec = cloudpickle.dumps({"scheduler": self.scheduler, "name": self.name, "options": self.options,
+                                      "start_method": _start_method()})
         except Exception as exc:  # noqa: BLE001 - an option of the user's that does not pickle
             raise WorkerStartError(f"the worker options cannot be sent to a worker process: {exc}") from None
         timeout = float(_config.get("local-cluster.worker-start-timeout", 60) or 60)
@@ -237,6 +242,16 @@ def _take_back(launches: list[_Launch]) -> list[_Launch]:
         for launch in left:
             _warm.remove(launch)
     return left
+
+
+def _start_method() -> str | None:
+    """How each Nanny starts its worker process: ``cleo_dask.local-cluster.worker-start-method``;
+    by default ``fork`` on Linux (the Nanny's process holds nothing of the user's, so a fork is
+    safe there and saves a Python start and Dask import per worker), else Dask's own setting."""
+    method = _config.get("local-cluster.worker-start-method")
+    if method:
+        return str(method)
+    return "fork" if sys.platform.startswith("linux") else None
 
 
 def _pickled_config() -> bytes:

@@ -11,11 +11,11 @@ import json
 import logging
 import os
 import pickle
-import signal
 import sys
 import threading
 from typing import Any
 
+import dask
 # imported before the spec arrives: the engine's process starts this one ahead, while it starts the scheduler
 from distributed import Nanny
 from distributed.compatibility import asyncio_run
@@ -30,6 +30,10 @@ def serve_nanny(reply_fd: int) -> int:
         spec = pickle.load(sys.stdin.buffer)
     except EOFError:   # started ahead, then not needed
         return 0
+    if spec.get("start_method"):   # for this process only: the worker gets the user's setting back
+        key = "distributed.worker.multiprocessing-method"
+        spec["options"]["config"] = {**(spec["options"].get("config") or {}), key: dask.config.get(key)}
+        dask.config.set({key: spec["start_method"]})
     quiet = spec["options"].get("silence_logs")
     # as LocalCluster silences its process's logs while it lives (the Nanny does only while it runs)
     with silence_logging_cmgr(quiet) if quiet else contextlib.nullcontext():
@@ -40,7 +44,8 @@ async def _serve(spec: dict[str, Any], reply_fd: int) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     threading.Thread(target=_wait_for_eof, args=(loop, stop), daemon=True, name="cleo-parent-watch").start()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # no SIGTERM handler: it kills this process, and its worker follows (the worker watches its parent);
+    # an asyncio one would also catch the SIGTERMs of a forked worker (it shares the wake-up fd)
     nanny = None
     try:
         nanny = Nanny(spec["scheduler"], name=spec["name"], **spec["options"])

@@ -68,8 +68,9 @@ def test_engine_workers_get_the_users_modules_config_and_options(tmp_path, monke
     with dask.config.set({"my-team.flag": "on", "cleo_dask.io-threads": 7}), \
             cd.Engine(n_workers=1, threads_per_worker=2, memory_limit="1GiB") as engine:
         assert engine.run(my_helpers.shout, cd.Agent("ann")).value == "ANN!"   # pickled by reference
-        seen = engine.client.run(lambda: (dask.config.get("my-team.flag"), dask.config.get("cleo_dask.io-threads")))
-        assert list(seen.values()) == [("on", 7)]
+        seen = engine.client.run(lambda: [dask.config.get(k) for k in ("my-team.flag", "cleo_dask.io-threads",
+                                                                         "distributed.worker.multiprocessing-method")])
+        assert list(seen.values()) == [["on", 7, dask.config.get("distributed.worker.multiprocessing-method")]]
         (worker,) = engine.client.scheduler_info()["workers"].values()
         assert worker["nthreads"] == 2 and worker["memory_limit"] == 2**30
         # the Nanny inside restarts a worker; the scheduler stays in this process
