@@ -63,7 +63,9 @@ def register(sub: Any) -> None:
     c.add_argument("--threads-per-worker", type=count_type(1), default=local.get("threads-per-worker", 1))
     c.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     c.add_argument("--port", type=port_type(), default=8786, help="scheduler port (0: any free port)")
-    c.add_argument("--dashboard-address", default=":8787", help="dashboard address (':0': any free port)")
+    c.add_argument("--dashboard-address", default="127.0.0.1:8787",
+                   help="where the dashboard listens (default 127.0.0.1:8787, this machine only; '0.0.0.0:8787': "
+                        "every interface, unauthenticated HTTP, see deploy/README.md; '127.0.0.1:0': any free port)")
     c.add_argument("--no-processes", action="store_true", help="run workers as threads of this process")
     c.add_argument("--scheduler-file", help="write the scheduler's address to this JSON file")
     _tls_args(c)
@@ -379,6 +381,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         import dask
 
         from ._cluster_needs import scheduler_settings
+        from ._local_cluster import dashboard_link
         with dask.config.set(scheduler_settings()):   # the settings agents need (no root-task queuing)
             cluster = LocalCluster(n_workers=args.workers, threads_per_worker=args.threads_per_worker,
                                    processes=not args.no_processes, host=args.host, scheduler_port=args.port,
@@ -389,7 +392,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         print(f"scheduler: {cluster.scheduler_address}", flush=True)
-        print(f"dashboard: {cluster.dashboard_link}", flush=True)
+        print(f"dashboard: {dashboard_link(cluster)}", flush=True)
         print(f"workers: {args.workers} x {args.threads_per_worker} thread(s)", flush=True)
         print("press Ctrl+C to stop", flush=True)
         while not stop.wait(0.5):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 import threading
 import time
 import uuid
@@ -11,19 +10,19 @@ import weakref
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
-import dask
 from distributed import Client, LocalCluster
 
 from . import _config, _shipping
 from ._agent import Agent, agent_id, check_picklable
 from ._backoff import Backoff, fixed
-from ._cluster_needs import check_cluster, check_run, scheduler_settings
+from ._cluster_needs import check_cluster, check_run
 from ._compile import Defaults, compile_workflow
 from ._connect import connect
 from ._driver import Driver
 from ._eventsend import EventSender
 from ._errors import WorkflowError
 from ._events import event, run_topic
+from ._local_cluster import dashboard_link, start_local_cluster
 from ._outcome import Status, TaskResult
 from ._run import Run, send_graph
 from ._submission import batch_item, check_submission
@@ -78,8 +77,7 @@ class Engine:
         elif address or scheduler_file:
             self.client = connect(address, scheduler_file, security, timeout)
         else:
-            with dask.config.set(scheduler_settings()):  # see _cluster_needs: no root-task queuing
-                self.cluster = LocalCluster(**_local_cluster_options(cluster_kwargs))
+            self.cluster = start_local_cluster(cluster_kwargs)  # workers never re-import __main__
             self.client = Client(self.cluster, set_as_default=False)
         if self.cluster is None:
             check_cluster(self.client)  # warn about what the cluster lacks (I/O-bound needs: at submit)
@@ -275,8 +273,8 @@ class Engine:
     @property
     def dashboard_link(self) -> str | None:
         """The Dask dashboard's address (``None`` if the scheduler serves none)."""
-        try:
-            return self.client.dashboard_link
+        try:  # our own cluster: where its dashboard really listens (127.0.0.1 by default)
+            return dashboard_link(self.cluster) if self.cluster is not None else self.client.dashboard_link
         except Exception:  # noqa: BLE001
             return None
 
@@ -542,18 +540,6 @@ class RunRegistry(MutableMapping):
 
     def __len__(self) -> int:
         return len(self._running) + len(self._done)
-
-
-def _local_cluster_options(overrides: dict[str, Any]) -> dict[str, Any]:
-    conf = dict(_config.get("local-cluster", {}) or {})
-    opts: dict[str, Any] = {
-        "n_workers": conf.get("n-workers") or os.cpu_count() or 1,
-        "threads_per_worker": conf.get("threads-per-worker", 1),
-        "processes": conf.get("processes", True),
-        "dashboard_address": conf.get("dashboard-address", ":0"),
-    }
-    opts.update(overrides)
-    return opts
 
 
 async def _await_runs(watch: list[tuple[Run, list[Any]]]) -> None:

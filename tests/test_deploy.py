@@ -113,7 +113,8 @@ def test_compose_runs_a_tls_cluster_with_serve(compose, dask_help):
     check_dask_command(sched, dask_help, "scheduler")
     opts = flags(sched, "--protocol", "--port", "--dashboard-address")
     assert opts == {"--protocol": "tls", "--port": "8786", "--dashboard-address": ":8787"}
-    assert set(services["scheduler"]["ports"]) == {"8786:8786", "8787:8787"}  # dashboard published
+    # the dashboard (plain HTTP, no login) is published on the docker host's loopback only
+    assert set(services["scheduler"]["ports"]) == {"8786:8786", "127.0.0.1:8787:8787"}
     assert "8787/health" in " ".join(services["scheduler"]["healthcheck"]["test"])
 
     for name in ("worker-1", "worker-2"):
