@@ -128,7 +128,7 @@ class Run(RunGuard):
         await _all_done(futures)
         for f in futures:
             if f.status == "error":
-                self._soon(self._handle_erred, f.key)
+                self._soon(self._handle_erred_safely, f.key)
         self._soon(self._maybe_finished)
 
     def _on_event(self, item: tuple[float, dict[str, Any]]) -> None:
@@ -148,7 +148,7 @@ class Run(RunGuard):
 
     def _on_attempt_done(self, fut: Future) -> None:
         if fut.status == "error":
-            self._soon(self._handle_erred, fut.key)
+            self._soon(self._handle_erred_safely, fut.key)
 
     # -- the slow path ------------------------------------------------------------------------
     def _handle_erred(self, key: str) -> bool:

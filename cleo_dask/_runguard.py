@@ -36,12 +36,16 @@ class RunGuard:
         self._engine._driver.call_later(delay, fn, *args, on_error=self._fail_internal)
 
     def _handle_erred_safely(self, key: str) -> bool:
-        """:meth:`_handle_erred` from a waiting thread: a bug there ends the run, it is not the caller's."""
-        try:
-            return self._handle_erred(key)
-        except Exception as exc:  # noqa: BLE001
-            self._fail_internal(exc)
-            return True
+        """:meth:`_handle_erred`, where a bug ends the run rather than escaping to the caller.
+
+        The run's lock is held until the run is ended, so no reader sees the erred key handled
+        but its nodes without the error that ended the run."""
+        with self._lock:
+            try:
+                return self._handle_erred(key)
+            except Exception as exc:  # noqa: BLE001
+                self._fail_internal(exc)
+                return True
 
     def _raise_if_lost(self, futures: list[Any]) -> None:
         """Raise :class:`ClusterLost` if the client took this run's futures away (see ``_lost``)."""
