@@ -68,3 +68,4 @@ class Driver:
                 fn(*args)
             except Exception:  # noqa: BLE001 - one failing callback must not stop the engine
                 logger.exception("cleo_dask driver callback %r failed", fn)
+            del fn, args  # while waiting, hold nothing of the last callback (e.g. a finished run)

@@ -3,7 +3,8 @@
 ``Client.log_event`` is a round trip.  :class:`EventSender` queues events on the client's event
 loop and sends them one after the other, so they arrive in the order they were sent; a caller
 that needs an event to be on the scheduler before what it does next (a run's announcement before
-its graph) passes ``wait=True``.
+its graph) passes ``wait=True``.  :meth:`EventSender.retire` queues the end of a topic behind
+its last events (see :mod:`cleo_dask._forget`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import logging
 from typing import Any
 
 logger = logging.getLogger("cleo_dask")
+_RETIRE = object()   # a queued retire(topic), in order with the events
 
 
 class EventSender:
@@ -29,6 +31,17 @@ class EventSender:
         if done is not None:
             done.result(timeout=timeout)
 
+    def retire(self, topic: str) -> None:
+        """Forget ``topic`` on the scheduler and on this client once every event queued so far
+        for it is sent (runs that end close together are retired in one call)."""
+        self._client.loop.add_callback(self._put, _RETIRE, topic, None)
+
+    def wait_sent(self, timeout: float = 30.0) -> None:
+        """Return once everything queued so far (events, retired topics) has been handled."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._client.loop.add_callback(self._put, None, None, done)
+        done.result(timeout=timeout)
+
     async def _put(self, topic: str, msg: dict[str, Any], done: concurrent.futures.Future | None) -> None:
         if self._queue is None:
             self._queue = asyncio.Queue()
@@ -36,8 +49,27 @@ class EventSender:
         await self._queue.put((topic, msg, done))
 
     async def _pump(self, queue: asyncio.Queue) -> None:
+        from ._forget import retire
+        item = None
         while True:
-            topic, msg, done = await queue.get()
+            topic, msg, done = item if item is not None else await queue.get()
+            item = None
+            if topic is _RETIRE:
+                topics = [msg]
+                while not queue.empty():  # retires queued meanwhile go in the same call
+                    nxt = queue.get_nowait()
+                    if nxt[0] is not _RETIRE:
+                        item = nxt
+                        break
+                    topics.append(nxt[1])
+                try:
+                    await retire(self._client, topics)
+                except Exception:  # noqa: BLE001 - forgetting is best effort
+                    logger.debug("could not retire topics", exc_info=True)
+                continue
+            if topic is None:  # wait_sent()'s marker
+                done.set_result(None)
+                continue
             try:
                 await self._client.scheduler.log_event(topic=topic, msg=msg)
             except Exception:  # noqa: BLE001 - monitoring must never break a run

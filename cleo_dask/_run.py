@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import traceback as tb
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,15 @@ class Run:
         self._children = workflow.children()
         self._interrupts: set[asyncio.Event] = set()
         self._attempts_seen: dict[str, int] = {}
-        self._outcome: tuple[tuple, RunOutcome] | None = None   # cached while nothing changes
+        # the outcome, cached while nothing changes: held weakly once the engine saw the run end
+        # (outcome -> run -> outcome would otherwise keep a dropped run's futures until a gc)
+        self._outcome: tuple[tuple, Any] | None = None
+        self._outcome_weak = False
+        self._event_log: tuple | None = None   # the topic's events, kept once the run ended (sealed)
+        self._sealed = False
+        self._released: dict[str, tuple[str, Any]] = {}   # key -> (status, error) when release()d
+        self._detached: Any = None   # a _keep.Detached once the engine closed
+        self._lost: set[str] = set()   # keys whose value was not kept at close
         self.inputs: dict[str, Any] = {}   # keyword inputs of the root nodes (set by the engine)
         self._scan: list[Future] | None = None   # _any_pending's snapshot and cursor
         self._scan_pos = 0
@@ -301,6 +310,8 @@ class Run:
     def _log(self, kind: str, **fields: Any) -> None:
         """Publish an event of this run, in order, without waiting (the monitor plugin replays
         transitions of keys that arrive before the events announcing them)."""
+        if self._sealed:
+            return  # the topic is retired: an event now would only make the scheduler keep it again
         try:
             self._engine._events.send(run_topic(self.id), event(kind, self.id, **fields))
         except Exception:  # noqa: BLE001 - monitoring must never break a run
@@ -396,6 +407,8 @@ class Run:
 
     def done(self) -> bool:
         """True once every node has its final state."""
+        if self._detached is not None:
+            return self._detached.outcome is not None
         with self._lock:
             if self._timers or any(f.status == "pending" for f in self._futures.values()):
                 return False
@@ -403,24 +416,54 @@ class Run:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run is done (True) or ``timeout`` seconds pass (False)."""
+        if self._detached is not None:
+            return self.done()
         return self._settle(timeout)
 
-    def result(self, timeout: float | None = None) -> RunOutcome:
+    def result(self, timeout: float | None = None, fetch: bool = False) -> RunOutcome:
         """Wait for the run and return its outcome: a mapping node name -> :class:`TaskResult`.
 
         Never raises for task failures (they are results with ``status == "failed"``); raises
-        :class:`TimeoutError` if the run is not done within ``timeout`` seconds.
+        :class:`TimeoutError` if the run is not done within ``timeout`` seconds.  Values are
+        fetched when first read; ``fetch=True`` fetches every value now, in one gather (they
+        then stay readable after the engine closes, whatever ``cleo_dask.close-fetch-limit``).
         """
+        if self._detached is not None:
+            return self._detached.result(self.id, fetch)
         if not self._settle(timeout):
             raise TimeoutError(f"run {self.id} not finished within {timeout} s")
         with self._lock:
-            state = (self._gen, len(self._known), len(self._handled), self._cancelled, self._timers)
-            if self._outcome is None or self._outcome[0] != state:
-                self._outcome = (state, RunOutcome(self))
-            return self._outcome[1]
+            state = self._state()
+            outcome = self._cached_outcome(state)
+            if outcome is None:
+                outcome = RunOutcome(self)
+                self._outcome = (state, weakref.ref(outcome) if self._outcome_weak else outcome)
+        if fetch:
+            self._prefetch(list(self.workflow.nodes))
+        return outcome
+
+    def _state(self) -> tuple:
+        return (self._gen, len(self._known), len(self._handled), self._cancelled, self._timers)
+
+    def _cached_outcome(self, state: tuple | None = None) -> RunOutcome | None:
+        """The cached outcome (of ``state``, default the current one), if still there."""
+        with self._lock:
+            cached = self._outcome
+            if cached is None or cached[0] != (self._state() if state is None else state):
+                return None
+            return cached[1]() if isinstance(cached[1], weakref.ref) else cached[1]
+
+    def _hold_outcome_weakly(self) -> None:
+        """From now on cache the outcome weakly (the engine has used it: the run has ended)."""
+        with self._lock:
+            self._outcome_weak = True
+            if self._outcome is not None and not isinstance(self._outcome[1], weakref.ref):
+                self._outcome = (self._outcome[0], weakref.ref(self._outcome[1]))
 
     def status(self) -> str:
         """``"running"``, ``"succeeded"``, ``"failed"`` (some node failed) or ``"cancelled"``."""
+        if self._detached is not None:
+            return self._detached.status
         if not self.done():
             return "running"
         with self._lock:
@@ -452,6 +495,10 @@ class Run:
     def progress(self) -> dict[str, int]:
         """Counts of nodes by coarse state (``done``, ``error``, ``pending``), without fetching values."""
         counts = {"done": 0, "error": 0, "pending": 0, "total": len(self.workflow)}
+        if self._detached is not None and self._detached.outcome is not None:
+            for r in self._detached.outcome.values():
+                counts["error" if r.status == Status.FAILED else "done"] += 1
+            return counts
         with self._lock:
             for n, (key, _) in self._location.items():
                 if n in self._known:
@@ -470,6 +517,58 @@ class Run:
     def release(self) -> None:
         """Let the cluster forget this run's results (outcomes already fetched stay readable)."""
         with self._lock:
+            if not self._futures:
+                return
+            if self.done():  # what result() needs later, without the futures
+                self._fetch_metas()
+                self._released.update((k, (f.status, f.exception() if f.status == "error" else None))
+                                      for k, f in self._futures.items())
+            release_futures(self._client, list(self._futures.values()))
+            self._futures = {}
+
+    # -- the end of a run: its topic retired, and the engine closing ---------------------------
+    def events(self) -> tuple:
+        """The events of this run's topic (see :mod:`cleo_dask._events`): from the scheduler
+        while the run goes on, from the run's own copy once it has ended."""
+        with self._lock:
+            if self._sealed:
+                return self._event_log or ()
+        try:
+            return tuple(self._client.get_events(run_topic(self.id)))
+        except Exception:  # noqa: BLE001
+            return ()
+
+    def _seal_events(self) -> None:
+        """Keep a copy of the topic's events (announcements left out); the topic may then go."""
+        with self._lock:
+            if self._sealed:
+                return
+            events = self._event_log if self._event_log is not None else self.events()
+            self._event_log = tuple(e for e in events
+                                    if not (isinstance(e[1], dict) and e[1].get("kind") in ("run", "keys")))
+            self._sealed = True
+
+    def _unread_futures(self) -> list[tuple[str, Future]]:
+        """The finished futures whose value this client has not fetched (nor knows otherwise)."""
+        with self._lock:
+            known = self._known
+            return [(k, f) for k, f in self._futures.items()
+                    if f.status == "finished" and k not in self._outputs
+                    and not all(n in known for n in self._units.get(k, ()))]
+
+    def _unkept_nodes(self) -> list[str]:
+        """Nodes whose value was not kept when the engine closed."""
+        return [n for n, (k, _) in self._location.items() if k in self._lost and n not in self._known]
+
+    def _detach(self, values: Mapping[str, Any], detached: Any) -> None:
+        """The engine is closing: keep ``values`` (by key) and ``detached`` (the outcome, the
+        status), then let the cluster forget the run."""
+        with self._lock:
+            unread = {k for k, _ in self._unread_futures()}
+            for k in unread & values.keys():
+                self._outputs[k] = values[k]
+            self._lost = unread - values.keys()
+            self._detached = detached
             release_futures(self._client, list(self._futures.values()))
             self._futures = {}
 
@@ -510,6 +609,10 @@ class Run:
     def _output(self, key: str) -> Any:
         if key not in self._outputs:
             fut = self._futures.get(key)
+            if key in self._lost or (fut is None and self._detached is not None and not self._released):
+                from ._keep import value_gone
+                raise value_gone(self.id, " / ".join(repr(n) for n in self._units.get(key, (key,))),
+                                 self._detached.reason or "its value was not kept")
             if fut is None:
                 raise CleoError(f"run {self.id} was released: values not read before release() are gone")
             self._outputs[key] = fut.result()
@@ -532,13 +635,13 @@ class Run:
             return self._from_meta(node, out.meta(), record, value=out.value)
         key, idx = self._location[node]
         fut = self._futures.get(key)
-        st = fut.status if fut is not None else "released"
+        st, released_error = (fut.status, None) if fut is not None else self._released.get(key, ("released", None))
         if st == "finished":
             meta = self._metas[key] if idx < 0 else self._metas[key][idx]
             return self._from_meta(node, meta, record, fetch=lambda: self._value_of(key, idx),
                                    losses=self._losses.get(key, 0))
         if st == "error":
-            exc = fut.exception()
+            exc = fut.exception() if fut is not None else released_error
             err = exc.error if isinstance(exc, NodeFailed) else exc
             return TaskResult(node, Status.FAILED, error=record.error or err, traceback=record.traceback,
                               attempts=_numbered(attempts), start=_first(attempts), end=_last(attempts), run_id=self.id)
@@ -565,10 +668,9 @@ class Run:
 
     def _collect_attempt_events(self) -> None:
         """Failed attempts retried by Dask itself are known only from the workers' events."""
-        try:
-            events = self._client.get_events(run_topic(self.id))
-        except Exception:  # noqa: BLE001
-            return
+        events = self.events()
+        if not self._sealed:  # the run is done (an outcome is built): _seal_events needs no second call
+            self._event_log = events
         for _, msg in events:
             if isinstance(msg, dict) and msg.get("kind") == "attempt":
                 rec = self._records.setdefault(msg["node"], NodeRecord())
