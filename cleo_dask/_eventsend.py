@@ -15,6 +15,7 @@ from typing import Any
 
 logger = logging.getLogger("cleo_dask")
 _RETIRE = object()   # a queued retire(topic), in order with the events
+RETIRE_EVERY = 0.5   # seconds: topics of runs ending meanwhile are retired in one call
 
 
 class EventSender:
@@ -33,7 +34,7 @@ class EventSender:
 
     def retire(self, topic: str) -> None:
         """Forget ``topic`` on the scheduler and on this client once every event queued so far
-        for it is sent (runs that end close together are retired in one call)."""
+        for it is sent (topics of runs ending within :data:`RETIRE_EVERY` go in one call)."""
         self._client.loop.add_callback(self._put, _RETIRE, topic, None)
 
     def wait_sent(self, timeout: float = 30.0) -> None:
@@ -42,6 +43,13 @@ class EventSender:
         self._client.loop.add_callback(self._put, None, None, done)
         done.result(timeout=timeout)
 
+    async def _retire(self, topics: list[str]) -> None:
+        from ._forget import retire
+        try:
+            await retire(self._client, topics)
+        except Exception:  # noqa: BLE001 - forgetting is best effort
+            logger.debug("could not retire topics", exc_info=True)
+
     async def _put(self, topic: str, msg: dict[str, Any], done: concurrent.futures.Future | None) -> None:
         if self._queue is None:
             self._queue = asyncio.Queue()
@@ -49,24 +57,25 @@ class EventSender:
         await self._queue.put((topic, msg, done))
 
     async def _pump(self, queue: asyncio.Queue) -> None:
-        from ._forget import retire
-        item = None
+        loop = asyncio.get_running_loop()
+        retiring: list[str] = []   # topics to retire: at most one call per RETIRE_EVERY seconds
+        last = -RETIRE_EVERY
         while True:
-            topic, msg, done = item if item is not None else await queue.get()
-            item = None
-            if topic is _RETIRE:
-                topics = [msg]
-                while not queue.empty():  # retires queued meanwhile go in the same call
-                    nxt = queue.get_nowait()
-                    if nxt[0] is not _RETIRE:
-                        item = nxt
-                        break
-                    topics.append(nxt[1])
+            if retiring:
                 try:
-                    await retire(self._client, topics)
-                except Exception:  # noqa: BLE001 - forgetting is best effort
-                    logger.debug("could not retire topics", exc_info=True)
+                    item = await asyncio.wait_for(queue.get(), max(0.0, last + RETIRE_EVERY - loop.time()))
+                except asyncio.TimeoutError:
+                    item = None
+            else:
+                item = await queue.get()
+            if item is not None and item[0] is _RETIRE:
+                retiring.append(item[1])
+            if retiring and (item is None or item[0] is None or loop.time() - last >= RETIRE_EVERY):
+                await self._retire(retiring)
+                retiring, last = [], loop.time()
+            if item is None or item[0] is _RETIRE:
                 continue
+            topic, msg, done = item
             if topic is None:  # wait_sent()'s marker
                 done.set_result(None)
                 continue

@@ -111,6 +111,8 @@ def _drop_topics(topics: list[str], client_id: str, dask_scheduler: Any = None) 
             kept.pop(topic, None)
         else:  # another distributed: at least stop sending them
             dask_scheduler.unsubscribe_topic(topic, client_id)
+    from ._spans import prune
+    prune(dask_scheduler)  # Dask keeps a span per computation: the runs' old ones go too
     comm = dask_scheduler.client_comms.get(client_id)
     if comm is not None:  # behind every event already sent to this client on its stream
         comm.send({"op": "event", "topic": RETIRED, "event": (time.time(), {"topics": list(topics)})})
