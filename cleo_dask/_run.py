@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 import traceback as tb
-import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from . import _logs
 from . import _admission
 from . import _estimates
 from ._outcome import Attempt, NodeRecord, Status, TaskResult
+from ._run_end import RunEnd
 from ._trigger import ALL_SUCCESS, skip_reason
 from ._worker import FAILED, NodeFailed, NodeOutput, collect_meta, failure_output, skipped_output
 
@@ -48,7 +48,7 @@ def send_graph(client: Any, compiled: Compiled, priority: float) -> dict[str, Fu
     return dict(zip(keys, client.get(compiled.graph(), keys, sync=False, priority=priority)))
 
 
-class Run:
+class Run(RunEnd):
     """A running (or finished) workflow for one agent.  Returned by :meth:`Engine.submit`."""
 
     def __init__(self, engine: Engine, workflow: Workflow, agent: Any, run_id: str, compiled: Compiled, *,
@@ -84,15 +84,8 @@ class Run:
         self._children = workflow.children()
         self._interrupts: set[asyncio.Event] = set()
         self._attempts_seen: dict[str, int] = {}
-        # the outcome, cached while nothing changes: held weakly once the engine saw the run end
-        # (outcome -> run -> outcome would otherwise keep a dropped run's futures until a gc)
-        self._outcome: tuple[tuple, Any] | None = None
-        self._outcome_weak = False
-        self._event_log: tuple | None = None   # the topic's events, kept once the run ended (sealed)
-        self._sealed = False
         self._released: dict[str, tuple[str, Any]] = {}   # key -> (status, error) when release()d
-        self._detached: Any = None   # a _keep.Detached once the engine closed
-        self._lost: set[str] = set()   # keys whose value was not kept at close
+        self._init_end()
         self.inputs: dict[str, Any] = {}   # keyword inputs of the root nodes (set by the engine)
         self._scan: list[Future] | None = None   # _any_pending's snapshot and cursor
         self._scan_pos = 0
@@ -437,28 +430,10 @@ class Run:
             outcome = self._cached_outcome(state)
             if outcome is None:
                 outcome = RunOutcome(self)
-                self._outcome = (state, weakref.ref(outcome) if self._outcome_weak else outcome)
+                self._cache_outcome(state, outcome)
         if fetch:
             self._prefetch(list(self.workflow.nodes))
         return outcome
-
-    def _state(self) -> tuple:
-        return (self._gen, len(self._known), len(self._handled), self._cancelled, self._timers)
-
-    def _cached_outcome(self, state: tuple | None = None) -> RunOutcome | None:
-        """The cached outcome (of ``state``, default the current one), if still there."""
-        with self._lock:
-            cached = self._outcome
-            if cached is None or cached[0] != (self._state() if state is None else state):
-                return None
-            return cached[1]() if isinstance(cached[1], weakref.ref) else cached[1]
-
-    def _hold_outcome_weakly(self) -> None:
-        """From now on cache the outcome weakly (the engine has used it: the run has ended)."""
-        with self._lock:
-            self._outcome_weak = True
-            if self._outcome is not None and not isinstance(self._outcome[1], weakref.ref):
-                self._outcome = (self._outcome[0], weakref.ref(self._outcome[1]))
 
     def status(self) -> str:
         """``"running"``, ``"succeeded"``, ``"failed"`` (some node failed) or ``"cancelled"``."""
@@ -523,52 +498,6 @@ class Run:
                 self._fetch_metas()
                 self._released.update((k, (f.status, f.exception() if f.status == "error" else None))
                                       for k, f in self._futures.items())
-            release_futures(self._client, list(self._futures.values()))
-            self._futures = {}
-
-    # -- the end of a run: its topic retired, and the engine closing ---------------------------
-    def events(self) -> tuple:
-        """The events of this run's topic (see :mod:`cleo_dask._events`): from the scheduler
-        while the run goes on, from the run's own copy once it has ended."""
-        with self._lock:
-            if self._sealed:
-                return self._event_log or ()
-        try:
-            return tuple(self._client.get_events(run_topic(self.id)))
-        except Exception:  # noqa: BLE001
-            return ()
-
-    def _seal_events(self) -> None:
-        """Keep a copy of the topic's events (announcements left out); the topic may then go."""
-        with self._lock:
-            if self._sealed:
-                return
-            events = self._event_log if self._event_log is not None else self.events()
-            self._event_log = tuple(e for e in events
-                                    if not (isinstance(e[1], dict) and e[1].get("kind") in ("run", "keys")))
-            self._sealed = True
-
-    def _unread_futures(self) -> list[tuple[str, Future]]:
-        """The finished futures whose value this client has not fetched (nor knows otherwise)."""
-        with self._lock:
-            known = self._known
-            return [(k, f) for k, f in self._futures.items()
-                    if f.status == "finished" and k not in self._outputs
-                    and not all(n in known for n in self._units.get(k, ()))]
-
-    def _unkept_nodes(self) -> list[str]:
-        """Nodes whose value was not kept when the engine closed."""
-        return [n for n, (k, _) in self._location.items() if k in self._lost and n not in self._known]
-
-    def _detach(self, values: Mapping[str, Any], detached: Any) -> None:
-        """The engine is closing: keep ``values`` (by key) and ``detached`` (the outcome, the
-        status), then let the cluster forget the run."""
-        with self._lock:
-            unread = {k for k, _ in self._unread_futures()}
-            for k in unread & values.keys():
-                self._outputs[k] = values[k]
-            self._lost = unread - values.keys()
-            self._detached = detached
             release_futures(self._client, list(self._futures.values()))
             self._futures = {}
 
