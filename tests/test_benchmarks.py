@@ -98,10 +98,12 @@ def test_makespan_names_each_trace_task_after_its_program():
 def test_soak_tiny_reports_growth_per_process_and_the_schedulers_state(common):
     out, argv = common
     assert soak.main(argv + ["--runs", "30", "--sample-every", "10"]) == 0
-    rows = {r.get("process"): r for r in _rows(out) if r.get("case") == "address"}
-    assert "mib_per_1000_runs" in rows["client+scheduler"] and rows["client+scheduler"]["runs"] == 30
-    state = rows["scheduler state"]
-    assert state["topics_end"] <= state["topics_start"] + 1   # run topics are retired (+ Dask's "scheduler")
+    rows = {(r.get("contender"), r.get("process")): r for r in _rows(out) if r.get("case") == "address"}
+    cleo = rows[("cleo", "client+scheduler")]
+    assert cleo["runs"] == 30 and "mib_per_1000_runs" in cleo and "raw_mib" in cleo
+    assert ("raw", "client+scheduler") in rows
+    state = rows[("cleo", "scheduler state")]
+    assert state["topics_end"] <= state["topics_start"]   # run topics are retired
     assert state["tasks_end"] == 0 and state["runs_per_s"] > 0
 
 
