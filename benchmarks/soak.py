@@ -216,7 +216,8 @@ def separate_cluster(workers: int, threads: int) -> Iterator[str]:
             time.sleep(0.1)
         for _ in range(workers):
             procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
-                                           sched_file, "--nthreads", str(threads), "--no-nanny"], env=env,
+                                           sched_file, "--nthreads", str(threads), "--no-nanny",
+                                           "--death-timeout", "30"], env=env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         yield sched_file
     finally:
