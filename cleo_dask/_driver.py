@@ -77,3 +77,4 @@ class Driver:
                     on_error(exc)  # reports it
                 except Exception:  # noqa: BLE001
                     logger.exception("cleo_dask driver callback %r failed, and so did its on_error", fn)
+            del fn, args  # while waiting, hold nothing of the last callback (e.g. a finished run)

@@ -277,11 +277,7 @@ class Durability:
             attempts.extend((name, a.number, a.start, a.end, a.worker, a.error, a.error_type) for a in r.attempts)
         self.journal.finish_run(run.id, status=run.status(), ended=run.ended, counts=counts, nodes=nodes,
                                 attempts=attempts)
-        try:
-            events = self.engine.client.get_events(run_topic(run.id))
-        except Exception:  # noqa: BLE001
-            events = ()
-        for _, msg in events:
+        for _, msg in run.events():
             if not isinstance(msg, dict) or msg.get("node") not in run.workflow.nodes:
                 continue
             if msg.get("kind") == "unstorable":

@@ -177,6 +177,8 @@ class Engine:
         ``extra``: more fields of its ``run`` event (``resumed=True``)."""
         with self._lock:
             self._runs[run.id] = run
+        if extra.get("resumed"):
+            self._events.wait_sent()  # an earlier run of this id retires its topic first
         self.client.subscribe_topic(run_topic(run.id), run._on_event)
         run._log("run", **_run_fields(run, compiled), **extra)
 
@@ -296,13 +298,19 @@ class Engine:
         self._listeners.append(fn)
 
     def _run_finished(self, run: Run) -> None:
+        """The run has ended: announce it, tell the listeners, then forget what the client and the
+        scheduler keep of it (its event topic) and hold it weakly (see :mod:`cleo_dask._forget`)."""
+        outcome = None
         try:
-            counts = run.counts()
-            run._log("finished", status=run.status(), counts=counts, ended=run.ended)
-            self.client.unsubscribe_topic(run_topic(run.id))
+            outcome = run.result()  # held while the listeners read it
+            run._log("finished", status=run.status(), counts=outcome.counts(), ended=run.ended)
         except Exception:  # noqa: BLE001
             logger.debug("finishing run %s", run.id, exc_info=True)
+        run._seal_events()
         self._notify("finished", run)
+        self._events.retire(run_topic(run.id))
+        run._hold_outcome_weakly()
+        del outcome
         self._runs.finished(run.id)
 
     # -- monitoring (issue 9: scheduler plugin, dashboard page, logs) -------------------------
@@ -478,6 +486,8 @@ class Engine:
         if getattr(self, "_scheduler", None) is not None:
             self._scheduler.close()  # schedules (issue 7): stop firing before the client goes
         self._driver.close()
+        from ._keep import keep_engine_runs
+        keep_engine_runs(self.client, self._runs, self._events)  # values of outcomes still held
         if self._own_client:
             from ._lost import quiet_if_reconnecting
             with quiet_if_reconnecting(self.client):
@@ -522,6 +532,15 @@ class RunRegistry(MutableMapping):
         run = self._running.pop(run_id, None)
         if run is not None:
             self._done[run_id] = run
+
+    def hold_all_weakly(self) -> None:
+        """Hold every run weakly (the engine is closing: only runs referenced elsewhere stay)."""
+        self._done.update(self._running)
+        self._running.clear()
+
+    def alive(self) -> list[Run]:
+        """Every run still in memory."""
+        return list(self._running.values()) + list(self._done.values())
 
     def __getitem__(self, run_id: str) -> Run:
         run = self._running.get(run_id)

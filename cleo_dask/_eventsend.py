@@ -3,7 +3,8 @@
 ``Client.log_event`` is a round trip.  :class:`EventSender` queues events on the client's event
 loop and sends them one after the other, so they arrive in the order they were sent; a caller
 that needs an event to be on the scheduler before what it does next (a run's announcement before
-its graph) passes ``wait=True``.
+its graph) passes ``wait=True``.  :meth:`EventSender.retire` queues the end of a topic behind
+its last events (see :mod:`cleo_dask._forget`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import logging
 from typing import Any
 
 logger = logging.getLogger("cleo_dask")
+_RETIRE = object()   # a queued retire(topic), in order with the events
+RETIRE_EVERY = 0.5   # seconds: topics of runs ending meanwhile are retired in one call
 
 
 class EventSender:
@@ -29,6 +32,24 @@ class EventSender:
         if done is not None:
             done.result(timeout=timeout)
 
+    def retire(self, topic: str) -> None:
+        """Forget ``topic`` on the scheduler and on this client once every event queued so far
+        for it is sent (topics of runs ending within :data:`RETIRE_EVERY` go in one call)."""
+        self._client.loop.add_callback(self._put, _RETIRE, topic, None)
+
+    def wait_sent(self, timeout: float = 30.0) -> None:
+        """Return once everything queued so far (events, retired topics) has been handled."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._client.loop.add_callback(self._put, None, None, done)
+        done.result(timeout=timeout)
+
+    async def _retire(self, topics: list[str]) -> None:
+        from ._forget import retire
+        try:
+            await retire(self._client, topics)
+        except Exception:  # noqa: BLE001 - forgetting is best effort
+            logger.debug("could not retire topics", exc_info=True)
+
     async def _put(self, topic: str, msg: dict[str, Any], done: concurrent.futures.Future | None) -> None:
         if self._queue is None:
             self._queue = asyncio.Queue()
@@ -36,8 +57,28 @@ class EventSender:
         await self._queue.put((topic, msg, done))
 
     async def _pump(self, queue: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        retiring: list[str] = []   # topics to retire: at most one call per RETIRE_EVERY seconds
+        last = -RETIRE_EVERY
         while True:
-            topic, msg, done = await queue.get()
+            if retiring:
+                try:
+                    item = await asyncio.wait_for(queue.get(), max(0.0, last + RETIRE_EVERY - loop.time()))
+                except asyncio.TimeoutError:
+                    item = None
+            else:
+                item = await queue.get()
+            if item is not None and item[0] is _RETIRE:
+                retiring.append(item[1])
+            if retiring and (item is None or item[0] is None or loop.time() - last >= RETIRE_EVERY):
+                await self._retire(retiring)
+                retiring, last = [], loop.time()
+            if item is None or item[0] is _RETIRE:
+                continue
+            topic, msg, done = item
+            if topic is None:  # wait_sent()'s marker
+                done.set_result(None)
+                continue
             try:
                 await self._client.scheduler.log_event(topic=topic, msg=msg)
             except Exception:  # noqa: BLE001 - monitoring must never break a run

@@ -243,7 +243,9 @@ class CleoMonitor(SchedulerPlugin):
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         entry = self.keys.get(key)
         if entry is None:
-            if isinstance(key, str) and _CLEO_KEY.search(key):
+            if finish == "forgotten":  # e.g. a key of a run evicted from the history: nothing to replay
+                self.early.pop(key, None)
+            elif isinstance(key, str) and _CLEO_KEY.search(key):
                 self.early.setdefault(key, []).append((start, finish, kwargs))
                 if len(self.early) > MAX_EARLY_KEYS:
                     self.early.popitem(last=False)

@@ -30,6 +30,7 @@ from . import _admission
 from . import _estimates
 from ._outcome import SKIP_STATUSES, Attempt, NodeRecord, Status, TaskResult
 from ._trigger import ALL_SUCCESS, skip_decision
+from ._run_end import RunEnd
 from ._worker import FAILED, NodeFailed, NodeOutput, collect_meta, failure_output, skipped_output
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def send_graph(client: Any, compiled: Compiled, priority: float) -> dict[str, Fu
     return dict(zip(keys, client.get(compiled.graph(), keys, sync=False, priority=priority)))
 
 
-class Run(RunGuard):
+class Run(RunGuard, RunEnd):
     """A running (or finished) workflow for one agent.  Returned by :meth:`Engine.submit`."""
 
     def __init__(self, engine: Engine, workflow: Workflow, agent: Any, run_id: str, compiled: Compiled, *,
@@ -87,7 +88,8 @@ class Run(RunGuard):
         self._interrupts: set[asyncio.Event] = set()
         self._attempts_seen: dict[str, int] = {}
         self._code_errors: dict[tuple[str, str], CodeError | None] = {}   # crashes explained (see _load_error)
-        self._outcome: tuple[tuple, RunOutcome] | None = None   # cached while nothing changes
+        self._released: dict[str, tuple[str, Any]] = {}   # key -> (status, error) when release()d
+        self._init_end()
         self.inputs: dict[str, Any] = {}   # keyword inputs of the root nodes (set by the engine)
         self._scan: list[Future] | None = None   # _any_pending's snapshot and cursor
         self._scan_pos = 0
@@ -329,6 +331,8 @@ class Run(RunGuard):
     def _log(self, kind: str, **fields: Any) -> None:
         """Publish an event of this run, in order, without waiting (the monitor plugin replays
         transitions of keys that arrive before the events announcing them)."""
+        if self._sealed:
+            return  # the topic is retired: an event now would only make the scheduler keep it again
         try:
             self._engine._events.send(run_topic(self.id), event(kind, self.id, **fields))
         except Exception:  # noqa: BLE001 - monitoring must never break a run
@@ -435,6 +439,8 @@ class Run(RunGuard):
 
     def done(self) -> bool:
         """True once every node has its final state (or the run's cluster was lost)."""
+        if self._detached is not None:
+            return self._detached.outcome is not None
         with self._lock:
             if self._timers or any(f.status == "pending" for f in self._futures.values()):
                 return False
@@ -448,27 +454,39 @@ class Run(RunGuard):
 
         Raises :class:`ClusterLost` (naming the scheduler) if the client lost its scheduler, or
         was closed, before the run finished."""
+        if self._detached is not None:
+            return self.done()
         return self._settle(timeout)
 
-    def result(self, timeout: float | None = None) -> RunOutcome:
+    def result(self, timeout: float | None = None, fetch: bool = False) -> RunOutcome:
         """Wait for the run and return its outcome: a mapping node name -> :class:`TaskResult`.
 
         Never raises for task failures (they are results with ``status == "failed"``); raises
         :class:`TimeoutError` if the run is not done within ``timeout`` seconds, and
         :class:`ClusterLost` (naming the scheduler) if the client lost its scheduler, or was
         closed, first (with ``store=`` the run is then ``interrupted`` in the journal: resume it).
+        Values are fetched when first read; ``fetch=True`` fetches every value now, in one gather (they
+        then stay readable after the engine closes, whatever ``cleo_dask.close-fetch-limit``).
         """
+        if self._detached is not None:
+            return self._detached.result(self.id, fetch)
         if not self._settle(timeout):
             raise TimeoutError(f"run {self.id} not finished within {timeout} s")
         with self._lock:
-            state = (self._gen, len(self._known), len(self._handled), self._cancelled, self._timers)
-            if self._outcome is None or self._outcome[0] != state:
-                self._outcome = (state, RunOutcome(self))
-            return self._outcome[1]
+            state = self._state()
+            outcome = self._cached_outcome(state)
+            if outcome is None:
+                outcome = RunOutcome(self)
+                self._cache_outcome(state, outcome)
+        if fetch:
+            self._prefetch(list(self.workflow.nodes))
+        return outcome
 
     def status(self) -> str:
         """``"running"``, ``"succeeded"``, ``"failed"`` (some node failed), ``"cancelled"`` or
         ``"interrupted"`` (its cluster was lost: :class:`ClusterLost`)."""
+        if self._detached is not None:
+            return self._detached.status
         if not self.done():
             return "running"
         with self._lock:
@@ -502,6 +520,10 @@ class Run(RunGuard):
     def progress(self) -> dict[str, int]:
         """Counts of nodes by coarse state (``done``, ``error``, ``pending``), without fetching values."""
         counts = {"done": 0, "error": 0, "pending": 0, "total": len(self.workflow)}
+        if self._detached is not None and self._detached.outcome is not None:
+            for r in self._detached.outcome.values():
+                counts["error" if r.status == Status.FAILED else "done"] += 1
+            return counts
         with self._lock:
             for n, (key, _) in self._location.items():
                 if n in self._known:
@@ -520,6 +542,12 @@ class Run(RunGuard):
     def release(self) -> None:
         """Let the cluster forget this run's results (outcomes already fetched stay readable)."""
         with self._lock:
+            if not self._futures:
+                return
+            if self.done():  # what result() needs later, without the futures
+                self._fetch_metas()
+                self._released.update((k, (f.status, f.exception() if f.status == "error" else None))
+                                      for k, f in self._futures.items())
             release_futures(self._client, list(self._futures.values()))
             self._futures = {}
 
@@ -560,6 +588,10 @@ class Run(RunGuard):
     def _output(self, key: str) -> Any:
         if key not in self._outputs:
             fut = self._futures.get(key)
+            if key in self._lost or (fut is None and self._detached is not None and not self._released):
+                from ._keep import value_gone
+                raise value_gone(self.id, " / ".join(repr(n) for n in self._units.get(key, (key,))),
+                                 self._detached.reason or "its value was not kept")
             if fut is None:
                 raise CleoError(f"run {self.id} was released: values not read before release() are gone")
             self._outputs[key] = fut.result()
@@ -583,13 +615,13 @@ class Run(RunGuard):
             return self._from_meta(node, out.meta(), record, value=out.value, losses=record.worker_losses)
         key, idx = self._location[node]
         fut = self._futures.get(key)
-        st = fut.status if fut is not None else "released"
+        st, released_error = (fut.status, None) if fut is not None else self._released.get(key, ("released", None))
         if st == "finished":
             meta = self._metas[key] if idx < 0 else self._metas[key][idx]
             return self._from_meta(node, meta, record, fetch=lambda: self._value_of(key, idx),
                                    losses=max(self._losses.get(key, 0), record.worker_losses))
         if st == "error":
-            exc = erred_exception(fut)
+            exc = erred_exception(fut) if fut is not None else released_error
             err = exc.error if isinstance(exc, NodeFailed) else exc
             return TaskResult(node, Status.FAILED, error=record.error or err, traceback=record.traceback,
                               attempts=_numbered(attempts), start=_first(attempts), end=_last(attempts),
@@ -619,10 +651,9 @@ class Run(RunGuard):
 
     def _collect_attempt_events(self) -> None:
         """Failed attempts retried by Dask itself are known only from the workers' events."""
-        try:
-            events = self._client.get_events(run_topic(self.id))
-        except Exception:  # noqa: BLE001
-            return
+        events = self.events()
+        if not self._sealed:  # the run is done (an outcome is built): _seal_events needs no second call
+            self._event_log = events
         for _, msg in events:
             if isinstance(msg, dict) and msg.get("kind") == "attempt":
                 rec = self._records.setdefault(msg["node"], NodeRecord())

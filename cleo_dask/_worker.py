@@ -8,6 +8,7 @@ retry, the fallback, the trigger rules of the children).  Nothing here waits for
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import traceback as tb
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from collections.abc import Generator
 from typing import Any
 
 import cloudpickle
+from dask.sizeof import sizeof
 
 from . import _resultstore as _durable
 from ._events import event, run_topic
@@ -53,6 +55,13 @@ class NodeOutput:
     def meta(self) -> tuple:
         """Everything but the value (what the client fetches for statuses and timings)."""
         return (self.status, self.start, self.end, self.worker, self.attempt, self.reason, self.upstream_fallbacks)
+
+
+@sizeof.register(NodeOutput)
+def _sizeof_output(out: NodeOutput) -> int:
+    # Dask's default for an object is its shallow size: count the value, so that worker memory
+    # limits, spilling and cleo's close-fetch-limit see what the output really holds
+    return sys.getsizeof(out) + sizeof(out.value)
 
 
 class NodeFailed(Exception):

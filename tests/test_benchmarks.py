@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from benchmarks import _harness, _shapes, failures, makespan, overhead, scale
+from benchmarks import _harness, _shapes, failures, makespan, overhead, scale, soak
 
 
 def _rows(path) -> list[dict]:
@@ -93,3 +93,20 @@ def test_makespan_names_each_trace_task_after_its_program():
     wf = makespan.workflow({"tasks": [{"id": "a_ID1", "runtime_s": 1, "parents": []},
                                       {"id": "b_ID2", "runtime_s": 1, "parents": ["a_ID1"]}]}, 0.1, durations=True)
     assert {n: node.task.name for n, node in wf.nodes.items()} == {"a_ID1": "a", "b_ID2": "b"}
+
+
+def test_soak_tiny_reports_growth_per_process_and_the_schedulers_state(common):
+    out, argv = common
+    assert soak.main(argv + ["--runs", "30", "--sample-every", "10"]) == 0
+    rows = {(r.get("contender"), r.get("process")): r for r in _rows(out) if r.get("case") == "address"}
+    cleo = rows[("cleo", "client+scheduler")]
+    assert cleo["runs"] == 30 and "mib_per_1000_runs" in cleo and "raw_mib" in cleo
+    assert ("raw", "client+scheduler") in rows
+    state = rows[("cleo", "scheduler state")]
+    assert state["topics_end"] <= state["topics_start"]   # run topics are retired
+    assert state["tasks_end"] == 0 and state["runs_per_s"] > 0
+
+
+def test_soak_slope_is_growth_per_thousand_runs():
+    assert soak.slope([0, 1, 2], [10, 12, 14]) == 2.0
+    assert soak.slope([1], [5]) == 0.0
