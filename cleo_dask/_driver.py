@@ -70,11 +70,17 @@ class Driver:
             try:
                 fn(*args)
             except Exception as exc:  # noqa: BLE001 - one failing callback must not stop the engine
-                if on_error is None:
-                    logger.exception("cleo_dask driver callback %r failed", fn)
-                    continue
-                try:
-                    on_error(exc)  # reports it
-                except Exception:  # noqa: BLE001
-                    logger.exception("cleo_dask driver callback %r failed, and so did its on_error", fn)
-            del fn, args  # while waiting, hold nothing of the last callback (e.g. a finished run)
+                _report(fn, exc, on_error)
+            # while waiting, hold nothing of the last callback (e.g. a finished run)
+            del fn, args, on_error
+
+
+def _report(fn: Callable[..., Any], exc: BaseException, on_error: Callable[[BaseException], Any] | None) -> None:
+    """Hand a callback's exception to its ``on_error`` (or log it when it has none)."""
+    if on_error is None:
+        logger.exception("cleo_dask driver callback %r failed", fn, exc_info=exc)
+        return
+    try:
+        on_error(exc)
+    except Exception:  # noqa: BLE001
+        logger.exception("cleo_dask driver callback %r failed, and so did its on_error", fn)

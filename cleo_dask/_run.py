@@ -588,7 +588,7 @@ class Run(RunGuard, RunEnd):
     def _output(self, key: str) -> Any:
         if key not in self._outputs:
             fut = self._futures.get(key)
-            if key in self._lost or (fut is None and self._detached is not None and not self._released):
+            if key in self._unkept or (fut is None and self._detached is not None and not self._released):
                 from ._keep import value_gone
                 raise value_gone(self.id, " / ".join(repr(n) for n in self._units.get(key, (key,))),
                                  self._detached.reason or "its value was not kept")

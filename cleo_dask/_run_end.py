@@ -32,7 +32,7 @@ class RunEnd:
         self._event_log: tuple | None = None   # the topic's events, kept once the run ended (sealed)
         self._sealed = False
         self._detached: Any = None   # a _keep.Detached once the engine closed
-        self._lost: set[str] = set()   # keys whose value was not kept at close
+        self._unkept: set[str] = set()   # keys whose value was not kept at close
 
     # -- the outcome cache ------------------------------------------------------------------------
     def _state(self) -> tuple:
@@ -88,7 +88,7 @@ class RunEnd:
 
     def _unkept_nodes(self) -> list[str]:
         """Nodes whose value was not kept when the engine closed."""
-        return [n for n, (k, _) in self._location.items() if k in self._lost and n not in self._known]
+        return [n for n, (k, _) in self._location.items() if k in self._unkept and n not in self._known]
 
     def _detach(self, values: Mapping[str, Any], detached: Any) -> None:
         """The engine is closing: keep ``values`` (by key) and ``detached`` (the outcome, the
@@ -97,7 +97,7 @@ class RunEnd:
             unread = {k for k, _ in self._unread_futures()}
             for k in unread & values.keys():
                 self._outputs[k] = values[k]
-            self._lost = unread - values.keys()
+            self._unkept = unread - values.keys()
             self._detached = detached
             release_futures(self._client, list(self._futures.values()))
             self._futures = {}
