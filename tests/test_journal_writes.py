@@ -75,7 +75,8 @@ def wait_for_go(agent) -> str:
 def test_submit_refuses_a_run_the_journal_cannot_record(client, small_disk, tmp_path):
     store = cd.RunStore(str(small_disk / "runs.db"), results=str(tmp_path / "results"))
     with cd.Engine(client=client, store=store) as engine:
-        assert engine.submit(greet).result(timeout=60).durable  # journaled to its end while there is room
+        first = engine.submit(greet)  # held: a finished run the user drops is freed
+        assert first.result(timeout=60).durable  # journaled to its end while there is room
         fill(small_disk)
         with pytest.raises(cd.StoreError, match="disk is full") as err:
             engine.submit(cd.task(greet, name="greet_on_a_full_disk"))
