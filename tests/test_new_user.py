@@ -1,0 +1,114 @@
+"""What a new user writes on the first day, beyond the examples the README spells out.
+
+Each test is a case found by trying the fixes of issues 14 and 15 with scripts, spec files and
+clusters written from scratch (numbers written as ``1e3``, an interval too short to fire, a
+scheduler file that is not there yet, ``--input x=NaN``).
+"""
+from __future__ import annotations
+
+import textwrap
+import threading
+import time
+
+import pytest
+
+import cleo_dask as cd
+from _dask_procs import SPECS
+from cleo_dask._inputs import parse_input_args, read_inputs_file
+from cleo_dask._scheduler import make_trigger
+from cleo_dask._spec import load_spec
+from cleo_dask._triggers import IntervalTrigger
+
+
+@pytest.fixture
+def spec_dir(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SPECS))
+    return tmp_path
+
+
+def write_spec(directory, node_options: str) -> str:
+    path = directory / "spec.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        name: s
+        agent: {{id: a, config: {{}}}}
+        nodes:
+          - {{name: fetch, task: "pipeline_tasks:fetch", {node_options}}}
+        """))
+    return str(path)
+
+
+def test_a_spec_number_in_exponent_notation_is_a_number(spec_dir):
+    # YAML 1.1 (PyYAML) reads 1e3 as the string '1e3'; YAML 1.2 and JSON read a number
+    spec = load_spec(write_spec(spec_dir, "timeout: 1e3, backoff: {fixed: 2E-1}, retries: 2"))
+    task = spec.workflow.nodes["fetch"].task
+    assert task.timeout == 1000.0
+    assert task.backoff == cd.fixed(0.2)
+
+
+def test_a_huge_spec_number_in_exponent_notation_is_refused_as_out_of_range(spec_dir):
+    with pytest.raises(cd.WorkflowError) as info:
+        load_spec(write_spec(spec_dir, "timeout: 1e300"))
+    assert "'timeout'" in str(info.value) and "100 years" in str(info.value)
+
+
+def test_an_inputs_file_reads_exponent_notation_as_a_number(tmp_path):
+    path = tmp_path / "inputs.yaml"
+    path.write_text("threshold: 1e-3\nname: 1e3x\n")
+    assert read_inputs_file(path) == {"threshold": 0.001, "name": "1e3x"}
+
+
+@pytest.mark.parametrize("every", [1e-300, 1e-9, 1e-6, 0.0009])
+def test_an_interval_shorter_than_a_millisecond_is_refused(every):
+    # it used to be accepted, and the loop then failed on every tick (duplicate due times)
+    with pytest.raises(cd.ScheduleError, match="every"):
+        make_trigger(time.time(), every=every)
+    with pytest.raises(cd.ScheduleError, match="every"):
+        IntervalTrigger(every, cd_now())
+
+
+def test_a_millisecond_interval_is_a_grid_of_distinct_times():
+    trigger = IntervalTrigger(0.001, cd_now())
+    times = [trigger.next() for _ in range(5)]
+    assert len(set(times)) == 5
+
+
+def cd_now():
+    from datetime import datetime, timezone
+    return datetime.now(timezone.utc)
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity"])
+def test_input_values_that_strict_json_does_not_know_are_plain_text(text):
+    # `--input ticker=NaN` is the string 'NaN' (strict JSON has no NaN), not a float nan that a
+    # persistent schedule store then refuses
+    assert parse_input_args([f"ticker={text}"]) == {"ticker": text}
+
+
+def test_an_input_number_that_overflows_is_refused_naming_the_flag():
+    with pytest.raises(cd.WorkflowError, match=r"--input 'limit'.*finite"):
+        parse_input_args(["limit=1e999"])
+    assert parse_input_args(["limit=1e300"]) == {"limit": 1e300}
+
+
+def test_an_engine_on_a_scheduler_file_that_never_appears_gives_up_within_its_timeout(tmp_path):
+    result: list[BaseException] = []
+
+    def connect():
+        try:
+            cd.Engine(scheduler_file=str(tmp_path / "scheduler.json"), timeout=1).close()
+        except BaseException as exc:  # noqa: BLE001 - what the thread saw
+            result.append(exc)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), "Engine(scheduler_file=...) waited past its timeout"
+    assert isinstance(result[0], cd.ClusterError)
+    assert "scheduler.json" in str(result[0])
+
+
+def test_an_engine_on_a_scheduler_file_without_an_address_is_a_cluster_error(tmp_path):
+    path = tmp_path / "scheduler.json"
+    path.write_text("not json")
+    with pytest.raises(cd.ClusterError, match="scheduler.json"):
+        cd.Engine(scheduler_file=str(path), timeout=1)
