@@ -112,3 +112,47 @@ def test_an_engine_on_a_scheduler_file_without_an_address_is_a_cluster_error(tmp
     path.write_text("not json")
     with pytest.raises(cd.ClusterError, match="scheduler.json"):
         cd.Engine(scheduler_file=str(path), timeout=1)
+
+
+def _boom(agent):
+    raise RuntimeError("nope")
+
+
+def _below(agent, boom):
+    return 1
+
+
+def _leaf(agent, below):
+    return 2
+
+
+def test_the_journal_keeps_why_a_node_is_upstream_failed(client, tmp_path):
+    # `cleo-dask runs show` prints the note: "upstream 'boom' failed (via 'below')"
+    wf = cd.Workflow("uf")
+    wf.add(_boom, name="boom")
+    wf.add(_below, name="below", after="boom")
+    wf.add(_leaf, name="leaf", after="below")
+    with cd.Engine(client=client, store=tmp_path / "runs.db") as engine:
+        run = engine.submit(wf, cd.Agent("a"))
+        outcome = run.result(timeout=60)
+        assert outcome["leaf"].reason == "upstream 'boom' failed (via 'below')"
+        assert engine.durable.wait_journaled(run.id)
+        nodes = engine.durable.journal.nodes(run.id)
+    assert nodes["below"].status == "upstream_failed" and nodes["below"].note == "upstream 'boom' failed"
+    assert nodes["leaf"].note == "upstream 'boom' failed (via 'below')"
+
+
+def test_a_resumed_node_that_runs_loses_its_old_upstream_failed_note(tmp_path):
+    from cleo_dask._journal import Journal
+    journal = Journal(tmp_path / "runs.db")
+    journal.add_run("r1", agent="a", workflow="w", name="w", started=0.0, nodes=["boom", "below"], results="",
+                    spec=None)
+    journal.finish_run("r1", status="failed", ended=1.0, counts={}, nodes=[
+        ("boom", "failed", 1, 0, 1, None, None), ("below", "upstream_failed", 0, None, None, None, None)],
+        notes={"below": "upstream 'boom' failed"})
+    assert journal.nodes("r1")["below"].note == "upstream 'boom' failed"
+    journal.start_resume("r1")
+    assert journal.nodes("r1")["below"].note is None
+    journal.finish_run("r1", status="succeeded", ended=2.0, counts={}, nodes=[
+        ("boom", "succeeded", 1, 0, 1, None, "x"), ("below", "succeeded", 1, 1, 2, None, "y")])
+    assert journal.nodes("r1")["below"].note is None
