@@ -282,7 +282,8 @@ def _run(engine: Any, spec: Any, args: argparse.Namespace, inputs: dict[str, Any
         # Published futures stay alive on the scheduler after this client leaves.  Only Dask's own
         # retries apply then: delayed retries and fallbacks need a waiting client.
         engine.client.publish_dataset(**{f"cleo-run-{run.id}": list(run.futures.values())})
-        print(run.id, flush=True)
+        if args.json_out != "-":  # with --json -, stdout is the JSON only (it holds the run id)
+            print(run.id, flush=True)
         _write_json(args.json_out, {"run_id": run.id, "name": run.name, "status": "submitted",
                                     "dataset": f"cleo-run-{run.id}"})
         return 0
@@ -300,7 +301,8 @@ def _run(engine: Any, spec: Any, args: argparse.Namespace, inputs: dict[str, Any
     unloadable = next((r for r in outcome.values() if isinstance(r.error, CodeError)), None)
     if unloadable is not None:   # the cluster cannot load the code: bad input, not a node failure
         return _fail(str(unloadable.error))
-    print(summary_table(outcome), flush=True)
+    # with --json -, stdout is the JSON only (for jq and other parsers): the table goes to stderr
+    print(summary_table(outcome), file=sys.stderr if args.json_out == "-" else sys.stdout, flush=True)
     if args.json_out:
         _write_json(args.json_out, outcome_json(run, outcome))
     return 1 if failed(outcome) else 0

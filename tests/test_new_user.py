@@ -156,3 +156,18 @@ def test_a_resumed_node_that_runs_loses_its_old_upstream_failed_note(tmp_path):
     journal.finish_run("r1", status="succeeded", ended=2.0, counts={}, nodes=[
         ("boom", "succeeded", 1, 0, 1, None, "x"), ("below", "succeeded", 1, 1, 2, None, "y")])
     assert journal.nodes("r1")["below"].note is None
+
+
+def _not_a_number(agent):
+    return float("nan")
+
+
+def test_run_json_is_strict_json_when_a_value_is_nan(engine):
+    # `cleo-dask run --json` output read by jq or another language: NaN is not JSON
+    import json
+
+    from cleo_dask._progress import outcome_json
+    run = engine.submit(cd.Workflow.chain(_not_a_number), cd.Agent("a"))
+    data = outcome_json(run, run.result(timeout=60))
+    json.dumps(data, allow_nan=False)
+    assert data["nodes"]["_not_a_number"]["value_repr"] == "nan"
