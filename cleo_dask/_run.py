@@ -80,6 +80,7 @@ class Run(RunGuard):
         self._gen = 0
         self._cancelled = False
         self._finished_event_sent = False
+        self._final_status: str | None = None  # set when the run's end is announced
         self._metas: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}
         self._losses: dict[str, int] = {}
@@ -338,6 +339,8 @@ class Run(RunGuard):
     def _settle(self, timeout: float | None) -> bool:
         """Wait until every node has its final state; False on timeout; :class:`ClusterLost` if the
         client lost the scheduler (or was closed) first."""
+        if self._finished_event_sent and self._lost is None:
+            return True  # it ended before its client went (closed, or lost its scheduler): it stays so
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
@@ -431,6 +434,7 @@ class Run(RunGuard):
             if self._finished_event_sent:
                 return
             self._finished_event_sent = True
+            self._final_status = self._status_now()
         self._engine._run_finished(self)
 
     def done(self) -> bool:
@@ -469,8 +473,13 @@ class Run(RunGuard):
     def status(self) -> str:
         """``"running"``, ``"succeeded"``, ``"failed"`` (some node failed), ``"cancelled"`` or
         ``"interrupted"`` (its cluster was lost: :class:`ClusterLost`)."""
+        if self._final_status is not None and self._lost is None:
+            return self._final_status  # its futures may be cancelled since (the client went)
         if not self.done():
             return "running"
+        return self._status_now()
+
+    def _status_now(self) -> str:
         with self._lock:
             if self._lost is not None:
                 return "interrupted"

@@ -171,3 +171,52 @@ def test_run_json_is_strict_json_when_a_value_is_nan(engine):
     data = outcome_json(run, run.result(timeout=60))
     json.dumps(data, allow_nan=False)
     assert data["nodes"]["_not_a_number"]["value_repr"] == "nan"
+
+
+def _one(agent):
+    return 1
+
+
+@pytest.mark.timeout(60)
+def test_submitting_to_a_closed_engine_is_a_cluster_error_naming_why():
+    engine = cd.Engine(processes=False, n_workers=1, threads_per_worker=1)
+    engine.close()
+    with pytest.raises(cd.ClusterError, match="engine is closed"):
+        engine.submit(_one, cd.Agent("a"))
+    result = engine.run(_one, cd.Agent("a"))  # never raises: the same error as a failed result
+    assert result.status == cd.Status.FAILED and isinstance(result.error, cd.ClusterError)
+
+
+@pytest.mark.timeout(60)
+def test_submitting_through_a_client_that_was_closed_is_a_cluster_error(cluster):
+    # Dask closes a client that cannot reconnect to a lost scheduler: later runs used to wait forever
+    from distributed import Client
+    client = Client(cluster, set_as_default=False)
+    engine = cd.Engine(client=client)
+    assert engine.run(_one, cd.Agent("a")).value == 1
+    client.close()
+    with pytest.raises(cd.ClusterError, match="client is closed"):
+        engine.submit(_one, cd.Agent("a"))
+    engine.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_run_that_finished_stays_finished_when_its_client_goes_later(cluster):
+    # status() flipped to "interrupted" and result() raised ClusterLost ("did not finish"), with a
+    # warning, for a run that had succeeded before the client was closed (or lost its scheduler)
+    from distributed import Client
+    client = Client(cluster, set_as_default=False)
+    engine = cd.Engine(client=client)
+    run = engine.submit(_one, cd.Agent("a"))
+    assert run.result(timeout=30)["_one"].status == cd.Status.SUCCEEDED
+    client.close()
+    assert run.status() == "succeeded" and run.done()
+    assert run.result(timeout=5)["_one"].status == cd.Status.SUCCEEDED
+    engine.close()
+
+
+@pytest.mark.parametrize("upload", [[123], [b"/tmp"], 5])
+def test_an_upload_that_is_not_a_path_is_a_code_error(upload):
+    with pytest.raises(cd.CodeError, match="upload"):
+        cd.Engine(processes=False, n_workers=1, upload=upload)
+
