@@ -220,3 +220,24 @@ def test_an_upload_that_is_not_a_path_is_a_code_error(upload):
     with pytest.raises(cd.CodeError, match="upload"):
         cd.Engine(processes=False, n_workers=1, upload=upload)
 
+
+
+def test_cli_output_piped_into_head_stops_quietly(tmp_path):
+    # `cleo-dask runs list --store runs.db | head -1`: no BrokenPipeError traceback
+    import os
+    import subprocess
+
+    from _dask_procs import cleo_dask_command
+    from cleo_dask._journal import Journal
+    journal = Journal(tmp_path / "runs.db")
+    for i in range(300):
+        journal.add_run(f"run{i}", agent="a", workflow="w", name="w", started=float(i), nodes=["n"], results="",
+                        spec=None)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run(cleo_dask_command() + ["runs", "list", "--store", str(tmp_path / "runs.db")],
+                          stdout=write, stderr=subprocess.PIPE, text=True, timeout=60, env=env)
+    os.close(write)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 141
