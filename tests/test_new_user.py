@@ -241,3 +241,24 @@ def test_cli_output_piped_into_head_stops_quietly(tmp_path):
     os.close(write)
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
     assert done.returncode == 141
+
+
+def test_a_spec_finds_the_task_modules_beside_it_from_another_directory(tmp_path):
+    # `cleo-dask run project/spec.yaml` from elsewhere, as `python project/script.py` finds its modules
+    import os
+    import subprocess
+
+    from _dask_procs import cleo_dask_command
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir(), elsewhere.mkdir()
+    (project / "beside_spec_tasks.py").write_text("def hello(agent):\n    return 'hi'\n")
+    (project / "spec.yaml").write_text(textwrap.dedent("""\
+        name: beside
+        agent: {id: a, config: {}}
+        nodes:
+          - {name: hello, task: "beside_spec_tasks:hello"}
+        """))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run(cleo_dask_command() + ["validate", str(project / "spec.yaml")], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
