@@ -339,7 +339,7 @@ class Run(RunGuard):
     def _settle(self, timeout: float | None) -> bool:
         """Wait until every node has its final state; False on timeout; :class:`ClusterLost` if the
         client lost the scheduler (or was closed) first."""
-        if self._finished_event_sent and self._lost is None:
+        if self._final_status is not None and self._lost is None:
             return True  # it ended before its client went (closed, or lost its scheduler): it stays so
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -465,6 +465,8 @@ class Run(RunGuard):
         if not self._settle(timeout):
             raise TimeoutError(f"run {self.id} not finished within {timeout} s")
         with self._lock:
+            if self._final_status is None and self._lost is None:
+                self._final_status = self._status_now()  # the driver may not have announced it yet
             state = (self._gen, len(self._known), len(self._handled), self._cancelled, self._timers)
             if self._outcome is None or self._outcome[0] != state:
                 self._outcome = (state, RunOutcome(self))

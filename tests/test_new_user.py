@@ -262,3 +262,10 @@ def test_a_spec_finds_the_task_modules_beside_it_from_another_directory(tmp_path
     done = subprocess.run(cleo_dask_command() + ["validate", str(project / "spec.yaml")], cwd=elsewhere, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_not_before_past_a_century_and_infinite_durations_are_refused(engine):
+    with pytest.raises(cd.WorkflowError, match="not_before must be at most 100 years"):
+        engine.submit(_one, cd.Agent("a"), not_before=1e300)
+    with pytest.raises(cd.WorkflowError, match="critical_path durations must be finite"):
+        engine.submit(_one, cd.Agent("a"), critical_path={"_one": float("inf")})
