@@ -109,11 +109,17 @@ def _fail(message: str) -> int:
     return BAD_INPUT
 
 
-def _importable_cwd() -> None:
-    """Import paths resolve against the current directory too, as with ``python -m``."""
+def _importable_cwd(spec: str | None = None) -> None:
+    """Import paths resolve against the current directory too, as with ``python -m``; and, last
+    (after installed packages, so it shadows nothing), against the directory of a spec file, so
+    ``cleo-dask run path/to/spec.yaml`` finds the task modules beside it from anywhere."""
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
+    if spec and spec.endswith((".yaml", ".yml", ".json")) and os.path.isfile(spec):
+        where = os.path.dirname(os.path.abspath(spec))
+        if where not in sys.path and where != cwd:
+            sys.path.append(where)
 
 
 def security_from_args(args: argparse.Namespace, role: str = "client") -> Any:
@@ -141,7 +147,7 @@ def security_from_args(args: argparse.Namespace, role: str = "client") -> Any:
 def cmd_run(args: argparse.Namespace) -> int:
     """``cleo-dask run``."""
     from ._spec import load_spec
-    _importable_cwd()
+    _importable_cwd(args.spec)
     try:
         spec = load_spec(args.spec, agent_file=args.agent_file)
         check_json_target(args.json_out)
@@ -282,7 +288,8 @@ def _run(engine: Any, spec: Any, args: argparse.Namespace, inputs: dict[str, Any
         # Published futures stay alive on the scheduler after this client leaves.  Only Dask's own
         # retries apply then: delayed retries and fallbacks need a waiting client.
         engine.client.publish_dataset(**{f"cleo-run-{run.id}": list(run.futures.values())})
-        print(run.id, flush=True)
+        if args.json_out != "-":  # with --json -, stdout is the JSON only (it holds the run id)
+            print(run.id, flush=True)
         _write_json(args.json_out, {"run_id": run.id, "name": run.name, "status": "submitted",
                                     "dataset": f"cleo-run-{run.id}"})
         return 0
@@ -300,7 +307,8 @@ def _run(engine: Any, spec: Any, args: argparse.Namespace, inputs: dict[str, Any
     unloadable = next((r for r in outcome.values() if isinstance(r.error, CodeError)), None)
     if unloadable is not None:   # the cluster cannot load the code: bad input, not a node failure
         return _fail(str(unloadable.error))
-    print(summary_table(outcome), flush=True)
+    # with --json -, stdout is the JSON only (for jq and other parsers): the table goes to stderr
+    print(summary_table(outcome), file=sys.stderr if args.json_out == "-" else sys.stdout, flush=True)
     if args.json_out:
         _write_json(args.json_out, outcome_json(run, outcome))
     return 1 if failed(outcome) else 0
@@ -341,7 +349,7 @@ def _write_json(path: str | None, data: dict[str, Any]) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     """``cleo-dask validate``."""
     from ._spec import load_spec
-    _importable_cwd()
+    _importable_cwd(args.spec)
     try:
         spec = load_spec(args.spec, agent_file=args.agent_file)
     except WorkflowError as exc:

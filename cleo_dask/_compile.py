@@ -233,9 +233,9 @@ def _check_durations(wf: Workflow, durations: Mapping[str, float]) -> None:
     if unknown:
         raise WorkflowError(f"critical_path durations name unknown nodes: {unknown[:5]}")
     bad = {n: d for n, d in durations.items()
-           if isinstance(d, bool) or not isinstance(d, (int, float)) or not d >= 0}
+           if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < float("inf")}
     if bad:
-        raise WorkflowError(f"critical_path durations must be seconds >= 0, got {dict(list(bad.items())[:5])}")
+        raise WorkflowError(f"critical_path durations must be finite seconds >= 0, got {dict(list(bad.items())[:5])}")
 
 
 def compile_resubmission(wf: Workflow, run_id: str, agent: Any, names: Iterable[str], gen: int, *,

@@ -267,16 +267,18 @@ class Durability:
         except Exception:  # noqa: BLE001
             logger.exception("run %s: could not read its outcome for the journal", run.id)
             return
-        nodes, attempts, counts = [], [], {}
+        nodes, attempts, counts, notes = [], [], {}, {}
         for name, r in outcome.items():
             status = r.status.value
             counts[status] = counts.get(status, 0) + 1
+            if status in ("skipped", "upstream_failed") and r.reason:
+                notes[name] = r.reason  # upstream_failed: the failing ancestor
             kept = status in FINISHED
             nodes.append((name, status, len(r.attempts), r.start, r.end, r.worker,
                           self.results.node_path(run.id, name) if kept else None))
             attempts.extend((name, a.number, a.start, a.end, a.worker, a.error, a.error_type) for a in r.attempts)
         self.journal.finish_run(run.id, status=run.status(), ended=run.ended, counts=counts, nodes=nodes,
-                                attempts=attempts)
+                                attempts=attempts, notes=notes)
         for _, msg in run.events():
             if not isinstance(msg, dict) or msg.get("node") not in run.workflow.nodes:
                 continue

@@ -20,7 +20,8 @@ from ._compile import Defaults, compile_workflow
 from ._connect import connect
 from ._driver import Driver
 from ._eventsend import EventSender
-from ._errors import WorkflowError
+from ._errors import ClusterError, WorkflowError
+from ._lost import client_closed, scheduler_address
 from ._events import event, run_topic
 from ._local_cluster import dashboard_link, start_local_cluster
 from ._outcome import Status, TaskResult
@@ -88,6 +89,7 @@ class Engine:
         self._listeners: list[Any] = []
         self.store = store
         self._closed = False
+        self._address = scheduler_address(self.client)  # a closed client forgets it
         self.durable = self._start_durable(store)
         self._monitoring = self._start_monitoring()
         if upload:
@@ -149,6 +151,7 @@ class Engine:
                  not_before: float | None = None, checked: set[int] | None = None) -> tuple[Run, Any]:
         """Validate and compile one run (nothing is sent to the cluster yet); ``checked``: ids of
         agents already known to pickle (a batch checks each agent once)."""
+        self._check_open()
         wf = self._as_workflow(target)
         wf.validate()
         inputs = wf.check_inputs(inputs)
@@ -476,6 +479,15 @@ class Engine:
         return self._durability().runs(agent=agent, status=status, workflow=workflow, limit=limit)
 
     # -- lifecycle ----------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        """A :class:`ClusterError` if runs cannot be sent: the engine or its client is closed (Dask
+        closes a client that could not reconnect to a lost scheduler; its futures never finish)."""
+        if self._closed:
+            raise ClusterError("this engine is closed: nothing was submitted; create a new cd.Engine")
+        if client_closed(self.client):
+            raise ClusterError(f"the engine's client is closed (scheduler {self._address or 'unknown'} lost, or the "
+                               "client closed): nothing was submitted; create a new cd.Engine once a cluster is up")
+
     def close(self) -> None:
         """Stop the driver; close the client and cluster if this engine started them."""
         if self._closed:

@@ -13,6 +13,7 @@ parameter or the file.  Which names are parameters is :mod:`cleo_dask._parameter
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -30,11 +31,32 @@ def parse_input_args(items: Iterable[str] | None, error: type[Exception] = Workf
             raise error(f"--input {item!r}: expected NAME=VALUE (e.g. --input question='why?' or --input n=3)")
         if key in out:
             raise error(f"--input {key!r} is given twice")
-        try:
-            out[key] = json.loads(text)
-        except ValueError:
-            out[key] = text
+        out[key] = _json_or_text(key, text, error)
     return out
+
+
+class _NotFinite(Exception):
+    pass
+
+
+def _json_or_text(key: str, text: str, error: type[Exception]) -> Any:
+    """``text`` read as strict JSON, else as plain text: ``NaN`` / ``Infinity`` are text (they are
+    not JSON); a number too large for a float (``1e999``) is refused rather than becoming ``inf``."""
+    def constant(name: str) -> Any:
+        raise ValueError(name)
+
+    def number(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            raise _NotFinite
+        return value
+
+    try:
+        return json.loads(text, parse_constant=constant, parse_float=number)
+    except ValueError:
+        return text
+    except _NotFinite:
+        raise error(f"--input {key!r}: {text.strip()} is not a finite number (at most about 1.8e308)") from None
 
 
 def read_inputs_file(path: str | os.PathLike[str] | None, error: type[Exception] = WorkflowError) -> dict[str, Any]:
@@ -53,8 +75,8 @@ def read_inputs_file(path: str | os.PathLike[str] | None, error: type[Exception]
         if path.endswith(".json"):
             data = json.loads(text)
         else:
-            import yaml
-            data = yaml.safe_load(text)
+            from ._specread import safe_load
+            data = safe_load(text)
     except Exception as exc:  # noqa: BLE001 - json.JSONDecodeError, yaml.YAMLError
         raise error(f"inputs file {path} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
                     f"{str(exc).splitlines()[0]}") from None

@@ -19,7 +19,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS journal_attempts (
 
 #: Node statuses whose output is a result a resumed run keeps.
 FINISHED = ("succeeded", "fell_back", "skipped")
+#: Statuses of nodes that did not run; their note says why (the failing ancestor of an upstream_failed one).
+_SKIPS = ("skipped", "upstream_failed")
 #: Run statuses (``engine.runs(status=...)``, ``cleo-dask runs list --status``).
 RUN_STATUSES = ("running", "succeeded", "failed", "cancelled", "interrupted")
 
@@ -234,20 +236,28 @@ class Journal:
             (None if resumable is None else int(resumable), note, cache_key, run_id, node)))
 
     def finish_run(self, run_id: str, *, status: str, ended: float | None, counts: dict[str, int],
-                   nodes: Iterable[tuple] = (), attempts: Iterable[tuple] = ()) -> None:
-        """Record a run's end: its status and counts, each node's final row and every attempt
-        (``(node, number, started, ended, worker, error, error_type)``)."""
+                   nodes: Iterable[tuple] = (), attempts: Iterable[tuple] = (),
+                   notes: Mapping[str, str] | None = None) -> None:
+        """Record a run's end: its status and counts, each node's final row, every attempt
+        (``(node, number, started, ended, worker, error, error_type)``) and a note per node
+        (why it was skipped or upstream_failed)."""
         node_rows = [(*r[1:], run_id, r[0]) for r in nodes]
         attempt_rows = [(run_id, *a) for a in attempts]
+        note_rows = [(note, run_id, node) for node, note in (notes or {}).items()]
+        # a node skipped before (an earlier generation) that ran now loses the old reason
+        ran_rows = [(run_id, r[0]) for r in nodes if r[1] not in _SKIPS]
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.execute("UPDATE journal_runs SET status = ?, ended = ?, counts = ? WHERE id = ?",
                          (status, ended, json.dumps(counts), run_id))
+            conn.executemany("UPDATE journal_nodes SET note = NULL WHERE run_id = ? AND node = ? AND status IN "
+                             f"({', '.join(repr(s) for s in _SKIPS)})", ran_rows)
             conn.executemany(
                 "UPDATE journal_nodes SET status = ?, attempts = ?, started = ?, ended = ?, worker = ?, result = ? "
                 "WHERE run_id = ? AND node = ?", node_rows)
             conn.execute("DELETE FROM journal_attempts WHERE run_id = ?", (run_id,))
             conn.executemany("INSERT OR REPLACE INTO journal_attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", attempt_rows)
+            conn.executemany("UPDATE journal_nodes SET note = ? WHERE run_id = ? AND node = ?", note_rows)
         self._write(tx)
 
     def interrupt(self, run_id: str, ended: float | None = None) -> None:
@@ -261,7 +271,8 @@ class Journal:
         def tx(conn: sqlite3.Connection) -> int:
             conn.execute("UPDATE journal_runs SET status = 'running', ended = NULL, resumes = resumes + 1, "
                          "host = ?, pid = ? WHERE id = ?", (_HOST, os.getpid(), run_id))
-            conn.execute("UPDATE journal_nodes SET status = 'pending' WHERE run_id = ? AND status NOT IN "
+            conn.execute("UPDATE journal_nodes SET status = 'pending', note = CASE WHEN status = 'upstream_failed' "
+                         "THEN NULL ELSE note END WHERE run_id = ? AND status NOT IN "
                          f"({', '.join('?' * len(FINISHED))})", (run_id, *FINISHED))
             return conn.execute("SELECT resumes FROM journal_runs WHERE id = ?", (run_id,)).fetchone()[0]
         return self._write(tx)

@@ -121,7 +121,7 @@ def outcome_json(run: Any, outcome: Any) -> dict[str, Any]:
         d["attempts"] = len(r.attempts)
         try:
             value = r.value
-            json.dumps(value)
+            json.dumps(value, allow_nan=False)  # NaN / Infinity are not JSON: their repr instead
             d["value"] = value
         except Exception:  # noqa: BLE001 - a value that is not JSON (or cannot be fetched)
             try:

@@ -81,6 +81,7 @@ class Run(RunGuard, RunEnd):
         self._gen = 0
         self._cancelled = False
         self._finished_event_sent = False
+        self._final_status: str | None = None  # set when the run's end is announced
         self._metas: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}
         self._losses: dict[str, int] = {}
@@ -342,6 +343,8 @@ class Run(RunGuard, RunEnd):
     def _settle(self, timeout: float | None) -> bool:
         """Wait until every node has its final state; False on timeout; :class:`ClusterLost` if the
         client lost the scheduler (or was closed) first."""
+        if self._final_status is not None and self._lost is None:
+            return True  # it ended before its client went (closed, or lost its scheduler): it stays so
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
@@ -435,6 +438,7 @@ class Run(RunGuard, RunEnd):
             if self._finished_event_sent:
                 return
             self._finished_event_sent = True
+            self._final_status = self._status_now()
         self._engine._run_finished(self)
 
     def done(self) -> bool:
@@ -473,6 +477,8 @@ class Run(RunGuard, RunEnd):
         if not self._settle(timeout):
             raise TimeoutError(f"run {self.id} not finished within {timeout} s")
         with self._lock:
+            if self._final_status is None and self._lost is None:
+                self._final_status = self._status_now()  # the driver may not have announced it yet
             state = self._state()
             outcome = self._cached_outcome(state)
             if outcome is None:
@@ -487,8 +493,13 @@ class Run(RunGuard, RunEnd):
         ``"interrupted"`` (its cluster was lost: :class:`ClusterLost`)."""
         if self._detached is not None:
             return self._detached.status
+        if self._final_status is not None and self._lost is None:
+            return self._final_status  # its futures may be cancelled since (the client went)
         if not self.done():
             return "running"
+        return self._status_now()
+
+    def _status_now(self) -> str:
         with self._lock:
             if self._lost is not None:
                 return "interrupted"

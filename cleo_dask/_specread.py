@@ -8,6 +8,7 @@ a problem naming the file (and the line, when YAML knows it); the caller reports
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import yaml
@@ -60,6 +61,24 @@ def _construct_map(loader: _Loader, node: yaml.MappingNode):
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+
+#: Floats in exponent notation without a dot or an exponent sign (``1e3``, ``2E-1``, ``1.0e3``):
+#: numbers in YAML 1.2 and JSON, strings for PyYAML's YAML 1.1 resolver (``timeout: 1e3`` would
+#: be refused as "not a number").
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as :class:`_Loader` does (for inputs files)."""
+
+
+for _cls in (_Loader, _PlainLoader):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2's exponent floats (``1e3`` is a number, as in a spec file)."""
+    return yaml.load(text, Loader=_PlainLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

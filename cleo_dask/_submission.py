@@ -3,11 +3,12 @@ before anything is compiled or sent."""
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._errors import WorkflowError
-from ._numbers import finite_number
+from ._numbers import MAX_SECONDS, finite_number
 
 
 def check_submission(priority: Any, fail_fast: Any, not_before: Any) -> None:
@@ -21,6 +22,8 @@ def check_submission(priority: Any, fail_fast: Any, not_before: Any) -> None:
             finite_number(not_before, "not_before")
         except WorkflowError:
             raise WorkflowError(f"not_before must be epoch seconds (a finite number), got {not_before!r}") from None
+        if not_before > time.time() + MAX_SECONDS:  # held on the scheduler for ever, in effect
+            raise WorkflowError(f"not_before must be at most 100 years from now (epoch seconds), got {not_before!r}")
 
 
 def batch_item(item: Any, index: int, submit: Callable[..., Any]) -> dict[str, Any]:

@@ -86,6 +86,12 @@ class DateTrigger(Trigger):
         return f"at {self.run_time.isoformat()}"
 
 
+#: The shortest interval of an ``every`` schedule.  Fire times are datetimes (microseconds) and
+#: each due time is fired at most once, so a step below a few microseconds repeats one due time;
+#: 1 ms (1,000 runs a second) is far beyond what a schedule fires usefully.
+MIN_INTERVAL = 0.001
+
+
 class IntervalTrigger(Trigger):
     """Fires at ``start + n * interval`` (+ a random 0..``jitter`` s), n = 0, 1, 2, ...
 
@@ -98,6 +104,9 @@ class IntervalTrigger(Trigger):
     def __init__(self, interval: float, start: datetime, *, jitter: float = 0.0, seed: int | None = None,
                  index: int = 0, end: datetime | None = None):
         self.interval = positive_seconds(interval, "every", allow_zero=False)
+        if self.interval < MIN_INTERVAL:
+            raise ScheduleError(f"every must be at least {MIN_INTERVAL:g} seconds (1 ms), got {interval!r}: "
+                                "fire times are kept to the microsecond, so shorter steps would repeat one time")
         self.jitter = positive_seconds(jitter, "jitter")
         if self.jitter >= self.interval:
             raise ScheduleError(f"jitter ({self.jitter} s) must be shorter than the interval ({self.interval} s)")

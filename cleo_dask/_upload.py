@@ -35,8 +35,12 @@ def files_to_send(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[str, st
     """``(path given, file to send)`` for each path (directories zipped); :class:`CodeError` naming a bad one."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    if paths is None or not hasattr(paths, "__iter__"):
+        raise CodeError(f"upload must be a path or a list of paths, got {paths!r}")
     out = []
     for p in paths:
+        if not isinstance(p, (str, os.PathLike)) or isinstance(os.fspath(p), bytes):
+            raise CodeError(f"upload: {p!r} is not a path (a str or os.PathLike)")
         path = os.path.abspath(os.fspath(p))
         if os.path.isdir(path):
             out.append((path, _zip(path)))
@@ -107,13 +111,22 @@ def upload(client: Any, files: list[tuple[str, str]]) -> None:
                     client.register_plugin(SchedulerUploadFile(file, load=True), name=name)
                 client.register_plugin(_WorkerUpload(file, pid), name=name)
             except Exception as exc:  # noqa: BLE001 - e.g. the module fails to import there
+                detail = _syntax(exc) if isinstance(exc, SyntaxError) else exc
                 raise CodeError(f"upload: {given} could not be loaded on the cluster: "
-                                f"{type(exc).__name__}: {exc}") from None
+                                f"{type(exc).__name__}: {detail}") from None
             _shipping.exclude(given)
     finally:
         for given, file in files:
             if file != given:   # a zip made for the upload: the plugins hold its bytes
                 shutil.rmtree(os.path.dirname(file), ignore_errors=True)
+
+
+def _syntax(exc: SyntaxError) -> str:
+    """A SyntaxError pickled back from the cluster keeps only its ``args`` (its ``str`` is "None")."""
+    args = exc.args
+    if len(args) == 2 and isinstance(args[1], tuple) and len(args[1]) >= 2:
+        return f"{args[0]} (line {args[1][1]})"
+    return str(args[0]) if args else str(exc)
 
 
 # -- a task the cluster cannot load ---------------------------------------------------------------------

@@ -289,3 +289,17 @@ def test_sigterm_cancels_the_run_and_exits_130(cluster_address, tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted; the run was cancelled" in err
+
+
+def test_json_to_stdout_is_only_json_so_it_pipes_into_jq(cluster_address, tmp_path):
+    agent = tmp_path / "agent.json"
+    agent.write_text(json.dumps({"id": "cli-agent", "config": {"n": 2}}))
+    done = cleo("run", "pipeline_tasks:workflow", "--agent-file", agent, "--address", cluster_address,
+                "--json", "-", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["agent"] == "cli-agent"  # the table goes to stderr then
+    assert "summarize" in done.stderr and "succeeded" in done.stderr
+    done = cleo("run", "pipeline_tasks:workflow", "--agent-file", agent, "--address", cluster_address,
+                "--json", "-", "--no-wait")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "submitted"

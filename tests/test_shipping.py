@@ -297,3 +297,11 @@ def test_uploads_are_checked_and_directories_zipped(tmp_path):
             _upload.files_to_send([bad])
     for made in (pkg, flat, again):
         shutil.rmtree(Path(made).parent)   # (an upload removes the zips it made once sent)
+
+
+def test_an_upload_with_a_syntax_error_names_it(bare_cluster, tmp_path):
+    # a SyntaxError pickled back from the scheduler prints as "None" unless its args are read
+    address, _, _ = bare_cluster
+    bad = write(tmp_path, {"pipes_bad_syntax.py": "def broken(:\n"}) / "pipes_bad_syntax.py"
+    with pytest.raises(cd.CodeError, match=r"SyntaxError: invalid syntax \(line 1\)"):
+        cd.Engine(address, upload=[bad], timeout=30)
