@@ -627,6 +627,8 @@ class Run(RunGuard, RunEnd):
         key, idx = self._location[node]
         fut = self._futures.get(key)
         st, released_error = (fut.status, None) if fut is not None else self._released.get(key, ("released", None))
+        if st == "cancelled" and self._final_status is not None and key in self._metas:
+            st = "finished"  # it finished before its client went (which cancels every future it holds)
         if st == "finished":
             meta = self._metas[key] if idx < 0 else self._metas[key][idx]
             return self._from_meta(node, meta, record, fetch=lambda: self._value_of(key, idx),
