@@ -528,9 +528,10 @@ def test_serve_survives_sigkill_without_losing_or_duplicating_firings(tmp_path):
     assert len({r["due"] for r in rows}) == len(rows)  # no due time decided twice
     assert len(fired) >= n_before + 4
     # every fired row ran at most once; only the runs handed over ahead of time (pre-staged, within the
-    # lookahead, 1 s) when SIGKILL came may be lost: at most lookahead / interval + 1 of them
+    # lookahead, 1 s) when SIGKILL came may be lost, at most lookahead / interval + 1 of them, and
+    # the one running at that moment (killed before its line was written)
     lost = len(fired) - len(lines(out))
-    assert 0 <= lost <= 3
+    assert 0 <= lost <= 4
     listed = cli("schedule", "list", "--json", "--store", "cleo.db", cwd=tmp_path)
     assert json.loads(listed.stdout.splitlines()[0])["state"] == "active"
 
