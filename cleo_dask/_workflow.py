@@ -8,12 +8,14 @@ from typing import Any
 import networkx as nx
 
 from ._errors import WorkflowError
+from ._nodecheck import NodeChecker
 from ._parameters import Parameter, check_inputs, parameter_table, takes_any_input
 from ._task import TaskSpec, as_spec
-from ._trigger import ALL_SUCCESS, check_trigger
+from ._toposort import CycleFound, topological_order
+from ._trigger import ALL_SUCCESS, TRIGGER_RULES, check_trigger
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
     """One node: its name, task, parents (in the order they were given), condition, trigger."""
 
@@ -94,16 +96,52 @@ class Workflow:
         unknown = sorted(map(str, set(tasks) - set(graph.nodes)))
         if unknown:
             raise WorkflowError(f"tasks given for unknown node(s) {', '.join(map(repr, unknown))}, not in the graph")
-        _check_acyclic(graph)
+        try:
+            order = topological_order(graph, lexicographic=_sortable(graph))
+        except CycleFound as found:
+            names = found.cycle + found.cycle[:1]
+            raise WorkflowError(f"the graph has a cycle: {' -> '.join(map(str, names))}") from None
         missing = [n for n in graph.nodes if n not in tasks and "task" not in graph.nodes[n]]
         if missing:
             raise WorkflowError(f"node(s) without a task: {', '.join(map(repr, missing))}")
         wf = cls(name)
-        for n in nx.lexicographical_topological_sort(graph, key=str) if _sortable(graph) else nx.topological_sort(graph):
-            attrs = graph.nodes[n]
-            wf.add(tasks.get(n, attrs.get("task")), name=str(n), after=[str(p) for p in graph.predecessors(n)],
-                   when=attrs.get("when"), trigger=attrs.get("trigger", ALL_SUCCESS), **attrs.get("options", {}))
+        wf._add_ordered(graph, order, tasks)
         return wf
+
+    def _add_ordered(self, graph: nx.DiGraph, order: list[Any], tasks: Mapping[Any, Any]) -> None:
+        """``graph``'s nodes in topological ``order``, as :meth:`add` would add them one by one (same
+        checks, same errors), with each task's spec and signature worked out once, not per node."""
+        names = None if all(type(n) is str for n in order) else {n: str(n) for n in order}
+        nodes, gnodes = self._nodes, graph.nodes
+        specs: dict[int, tuple[Any, TaskSpec]] = {}   # id(task) -> (task, kept alive; its spec)
+        checker = NodeChecker()
+        for n in order:
+            attrs = gnodes[n]
+            task = tasks.get(n, attrs.get("task"))
+            options = attrs.get("options")
+            hit = specs.get(id(task))
+            if hit is None or hit[0] is not task:
+                hit = specs[id(task)] = (task, as_spec(task))
+            spec = hit[1].with_options(**options) if options else hit[1]
+            if names is None:
+                node_name, parents = n, tuple(graph.predecessors(n))
+            else:
+                node_name, parents = names[n], tuple(names[p] for p in graph.predecessors(n))
+            if not node_name:
+                raise WorkflowError(f"node name must be a non-empty string, got {node_name!r}")
+            if node_name in nodes:
+                raise WorkflowError(f"duplicate node name {node_name!r}: pass name=... to add the task twice")
+            when, trigger = attrs.get("when"), attrs.get("trigger", ALL_SUCCESS)
+            if when is not None and not callable(when):
+                raise WorkflowError(f"node {node_name!r}: 'when' must be callable, got {when!r}")
+            if trigger not in TRIGGER_RULES:
+                check_trigger(trigger)
+            node = Node(node_name, spec, parents, when, trigger)
+            problems = checker.problems(node, known=nodes)
+            if problems:
+                raise WorkflowError("; ".join(problems))
+            nodes[node_name] = node
+        self._params = None
 
     @classmethod
     def chain(cls, *tasks: Any, name: str = "chain") -> Workflow:
@@ -189,8 +227,9 @@ class Workflow:
         ``inputs``: the run's inputs (or their names): checked against :attr:`parameters` too.
         """
         problems: list[str] = []
+        checker = NodeChecker()
         for node in self._nodes.values():
-            problems.extend(node_problems(node))
+            problems.extend(checker.problems(node))
             problems.extend(f"node {node.name!r}: 'after' names unknown node {p!r}"
                             for p in node.parents if p not in self._nodes)
         if not self._nodes:
@@ -243,28 +282,8 @@ def node_problems(node: Node, known: Mapping[str, Node] | None = None) -> list[s
     """Why ``node``'s task (and its condition) cannot be called with its parents' results (other
     arguments are workflow parameters); ``known``: the nodes before it, to catch a forgotten
     ``after`` (a required argument named like a node that is not a parent)."""
-    what = f"node {node.name!r} (task {node.task.name!r})"
-    problems = node.task.signature.problems(node.parents, what, complete=False)
-    if node.when is not None:
-        from ._task import Signature
-        problems.extend(Signature.of(node.when, agent_first=False).problems(node.parents, f"condition 'when' of {what}"))
-    if node.task.fallback is not None:
-        problems.extend(node.task.fallback.signature.problems(node.parents, f"fallback of {what}", complete=False))
-    for name in sorted(node.task.signature.required):
-        if known and name in known and name not in node.parents:
-            problems.append(f"{what} requires argument {name!r}, the name of node {name!r}, which is not "
-                            f"among its parents: add after=[{name!r}] (or rename the argument)")
-    return problems
+    return NodeChecker().problems(node, known)
 
 
 def _sortable(graph: nx.DiGraph) -> bool:
     return all(isinstance(n, str) for n in graph.nodes)
-
-
-def _check_acyclic(graph: nx.DiGraph) -> None:
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
-        return
-    names = [u for u, _ in cycle] + [cycle[0][0]]
-    raise WorkflowError(f"the graph has a cycle: {' -> '.join(map(str, names))}")
