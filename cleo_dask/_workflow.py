@@ -8,6 +8,7 @@ from typing import Any
 import networkx as nx
 
 from ._errors import WorkflowError
+from ._gcpause import gc_paused
 from ._nodecheck import NodeChecker
 from ._parameters import Parameter, check_inputs, parameter_table, takes_any_input
 from ._task import TaskSpec, as_spec
@@ -97,7 +98,8 @@ class Workflow:
         if unknown:
             raise WorkflowError(f"tasks given for unknown node(s) {', '.join(map(repr, unknown))}, not in the graph")
         try:
-            order = topological_order(graph, lexicographic=_sortable(graph))
+            with gc_paused():
+                order = topological_order(graph, lexicographic=_sortable(graph))
         except CycleFound as found:
             names = found.cycle + found.cycle[:1]
             raise WorkflowError(f"the graph has a cycle: {' -> '.join(map(str, names))}") from None
@@ -105,41 +107,53 @@ class Workflow:
         if missing:
             raise WorkflowError(f"node(s) without a task: {', '.join(map(repr, missing))}")
         wf = cls(name)
-        wf._add_ordered(graph, order, tasks)
+        with gc_paused():
+            wf._add_ordered(graph, order, tasks)
         return wf
 
     def _add_ordered(self, graph: nx.DiGraph, order: list[Any], tasks: Mapping[Any, Any]) -> None:
         """``graph``'s nodes in topological ``order``, as :meth:`add` would add them one by one (same
         checks, same errors), with each task's spec and signature worked out once, not per node."""
         names = None if all(type(n) is str for n in order) else {n: str(n) for n in order}
-        nodes, gnodes = self._nodes, graph.nodes
-        specs: dict[int, tuple[Any, TaskSpec]] = {}   # id(task) -> (task, kept alive; its spec)
+        nodes, gnodes, predecessors = self._nodes, graph.nodes, graph.predecessors
+        specs: dict[int, tuple[Any, TaskSpec, bool]] = {}   # id(task) -> (task, kept alive; spec; simple)
         checker = NodeChecker()
+        last: tuple[Any, TaskSpec, bool] = (_MISSING, None, False)   # type: ignore[assignment]
         for n in order:
             attrs = gnodes[n]
-            task = tasks.get(n, attrs.get("task"))
-            options = attrs.get("options")
-            hit = specs.get(id(task))
-            if hit is None or hit[0] is not task:
-                hit = specs[id(task)] = (task, as_spec(task))
-            spec = hit[1].with_options(**options) if options else hit[1]
+            task = tasks.get(n, _MISSING)
+            if task is _MISSING:
+                task = attrs.get("task")
+            if task is not last[0]:
+                last = specs.get(id(task)) or last
+                if last[0] is not task:
+                    spec = as_spec(task)
+                    last = specs[id(task)] = (task, spec, _simple(spec))
+            spec, simple = last[1], last[2]
+            when, trigger = None, ALL_SUCCESS
+            if attrs:
+                options = attrs.get("options")
+                if options:
+                    spec = spec.with_options(**options)
+                    simple = _simple(spec)
+                when, trigger = attrs.get("when"), attrs.get("trigger", ALL_SUCCESS)
             if names is None:
-                node_name, parents = n, tuple(graph.predecessors(n))
+                node_name, parents = n, tuple(predecessors(n))
             else:
-                node_name, parents = names[n], tuple(names[p] for p in graph.predecessors(n))
+                node_name, parents = names[n], tuple([names[p] for p in predecessors(n)])
             if not node_name:
                 raise WorkflowError(f"node name must be a non-empty string, got {node_name!r}")
             if node_name in nodes:
                 raise WorkflowError(f"duplicate node name {node_name!r}: pass name=... to add the task twice")
-            when, trigger = attrs.get("when"), attrs.get("trigger", ALL_SUCCESS)
             if when is not None and not callable(when):
                 raise WorkflowError(f"node {node_name!r}: 'when' must be callable, got {when!r}")
-            if trigger not in TRIGGER_RULES:
+            if trigger is not ALL_SUCCESS and trigger not in TRIGGER_RULES:
                 check_trigger(trigger)
             node = Node(node_name, spec, parents, when, trigger)
-            problems = checker.problems(node, known=nodes)
-            if problems:
-                raise WorkflowError("; ".join(problems))
+            if not simple or when is not None:
+                problems = checker.problems(node, known=nodes)
+                if problems:
+                    raise WorkflowError("; ".join(problems))
             nodes[node_name] = node
         self._params = None
 
@@ -227,11 +241,13 @@ class Workflow:
         ``inputs``: the run's inputs (or their names): checked against :attr:`parameters` too.
         """
         problems: list[str] = []
-        checker = NodeChecker()
-        for node in self._nodes.values():
-            problems.extend(checker.problems(node))
-            problems.extend(f"node {node.name!r}: 'after' names unknown node {p!r}"
-                            for p in node.parents if p not in self._nodes)
+        checker, nodes = NodeChecker(), self._nodes
+        for node in nodes.values():
+            if node.when is not None or not _simple(node.task):
+                problems.extend(checker.problems(node))
+            for p in node.parents:
+                if p not in nodes:
+                    problems.append(f"node {node.name!r}: 'after' names unknown node {p!r}")
         if not self._nodes:
             problems.append("the workflow has no nodes")
         if problems:
@@ -283,6 +299,16 @@ def node_problems(node: Node, known: Mapping[str, Node] | None = None) -> list[s
     arguments are workflow parameters); ``known``: the nodes before it, to catch a forgotten
     ``after`` (a required argument named like a node that is not a parent)."""
     return NodeChecker().problems(node, known)
+
+
+_MISSING = object()
+
+
+def _simple(spec: TaskSpec) -> bool:
+    """Whether any node of ``spec`` without a condition is fine whatever its parents (the task takes
+    the agent and ``**inputs``, requires nothing else, has no fallback)."""
+    sig = spec.signature
+    return spec.fallback is None and sig.takes_agent and sig.var_keyword and not sig.required
 
 
 def _sortable(graph: nx.DiGraph) -> bool:
