@@ -108,6 +108,7 @@ class Compiled:
 
 
 _NO_OVERRIDE: Mapping[str, Any] = {}
+_NO_KWARGS: dict[str, Any] = {}   # shared by every task: never written to (Dask copies it for a new task)
 
 
 class _Lookup:
@@ -324,8 +325,9 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
         # I/O units (async, or io_bound) run on the worker's event loop and free their slot
         head = calls[0].task
         func = run_unit_async if head.is_async or head.io_bound else run_unit
-        dsk[key] = Task(key, func, UnitCall(run_id, key, tuple(calls), store), agent_arg,
-                        *[refs.get(d) or _new_ref(refs, d) for d in deps])
+        dsk[key] = t = Task(key, func, UnitCall(run_id, key, tuple(calls), store), agent_arg,
+                            *[refs.get(d) or _new_ref(refs, d) for d in deps])
+        t.kwargs = _NO_KWARGS   # rather than an empty dict of its own per task (64 bytes a node)
         units[key] = tuple(unit)
         if limited or head.rate_limit is not None or (len(calls) > 1 and any(c.task.rate_limit for c in calls)):
             if (limits := unit_admission([c.task for c in calls], agent)) is not None:
