@@ -42,6 +42,7 @@ class Workflow:
         self.name = name
         self._nodes: dict[str, Node] = {}
         self._params: dict[str, Parameter] | None = None   # computed when first asked for
+        self._below: tuple[dict[str, list[str]], dict[str, int]] | None = None   # for descendants()
 
     # -- building -----------------------------------------------------------------------------
     def add(self, task: Any, name: str | None = None, *, after: Iterable[str] | str | None = (),
@@ -76,7 +77,7 @@ class Workflow:
         if problems:
             raise WorkflowError("; ".join(problems))
         self._nodes[node_name] = node
-        self._params = None
+        self._params = self._below = None
         return node_name
 
     @classmethod
@@ -155,7 +156,7 @@ class Workflow:
                 if problems:
                     raise WorkflowError("; ".join(problems))
             nodes[node_name] = node
-        self._params = None
+        self._params = self._below = None
 
     @classmethod
     def chain(cls, *tasks: Any, name: str = "chain") -> Workflow:
@@ -204,7 +205,9 @@ class Workflow:
 
     def descendants(self, names: Iterable[str]) -> list[str]:
         """All nodes downstream of ``names`` (excluded), in topological order."""
-        children = self.children()
+        if self._below is None:   # computed once (a run asks on every failure), until a node is added
+            self._below = (self.children(), {n: i for i, n in enumerate(self._nodes)})
+        children, position = self._below
         seen: set[str] = set()
         stack = list(names)
         while stack:
@@ -212,6 +215,8 @@ class Workflow:
                 if c not in seen:
                     seen.add(c)
                     stack.append(c)
+        if len(seen) * 16 < len(position):   # a few: sorted, rather than a walk over every node
+            return sorted(seen, key=position.__getitem__)
         return [n for n in self._nodes if n in seen]
 
     @property

@@ -96,3 +96,15 @@ def test_compile_of_100000_nodes_without_a_cluster():
     for key, names in compiled.units.items():   # each Dask task depends on its nodes' parents' tasks
         outside = {compiled.location[p][0] for n in names for p in wf.nodes[n].parents} - {key}
         assert compiled.dsk[key].dependencies == outside
+
+
+def test_descendants_in_topological_order_few_or_many():
+    g = layered(20_000)
+    wf = cd.Workflow.from_networkx(g, dict.fromkeys(g, noop))
+    position = {n: i for i, n in enumerate(wf.nodes)}
+    for start in (["l97-3"], ["l0-1", "l0-2"]):   # a few nodes below; most of the graph below
+        expected = sorted(set().union(*(nx.descendants(g, s) for s in start)), key=position.__getitem__)
+        assert wf.descendants(start) == expected
+    assert wf.descendants(["l99-0"]) == []
+    wf.add(noop, name="late", after=["l99-0"])   # a node added later is seen
+    assert wf.descendants(["l99-0"]) == ["late"]
