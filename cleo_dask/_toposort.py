@@ -30,10 +30,8 @@ def topological_order(graph: nx.DiGraph, lexicographic: bool) -> list[Any]:
     order of ``nx.topological_sort(graph)`` (generation by generation).
     """
     succ = dict(graph.adjacency())        # node -> its successors (networkx's own dicts, not copied)
-    indeg = dict.fromkeys(succ, 0)
-    for nbrs in succ.values():
-        for c in nbrs:                    # distinct successors: a multigraph's parallel edges count once
-            indeg[c] += 1
+    # distinct predecessors: a multigraph's parallel edges count once
+    indeg = {n: len(preds) for n, preds in nx.reverse_view(graph).adjacency()}
     ready = [n for n, d in indeg.items() if d == 0]
     order: list[Any] = []
     if lexicographic:
@@ -43,8 +41,8 @@ def topological_order(graph: nx.DiGraph, lexicographic: bool) -> list[Any]:
             n = pop(ready)
             order.append(n)
             for c in succ[n]:
-                indeg[c] -= 1
-                if not indeg[c]:
+                d = indeg[c] = indeg[c] - 1
+                if not d:
                     push(ready, c)
     else:
         while ready:
@@ -52,8 +50,8 @@ def topological_order(graph: nx.DiGraph, lexicographic: bool) -> list[Any]:
             order.extend(generation)
             for n in generation:
                 for c in succ[n]:
-                    indeg[c] -= 1
-                    if not indeg[c]:
+                    d = indeg[c] = indeg[c] - 1
+                    if not d:
                         ready.append(c)
     if len(order) < len(indeg):
         raise CycleFound(_cycle_among(graph, [n for n, d in indeg.items() if d]))

@@ -95,7 +95,7 @@ class Workflow:
             raise WorkflowError(f"from_networkx: tasks must be a mapping node -> task (a dict), "
                                 f"got {type(tasks).__name__}")
         tasks = dict(tasks or {})
-        unknown = sorted(map(str, set(tasks) - set(graph.nodes)))
+        unknown = sorted(map(str, set(tasks).difference(graph.nodes)))
         if unknown:
             raise WorkflowError(f"tasks given for unknown node(s) {', '.join(map(repr, unknown))}, not in the graph")
         try:
@@ -116,7 +116,9 @@ class Workflow:
         """``graph``'s nodes in topological ``order``, as :meth:`add` would add them one by one (same
         checks, same errors), with each task's spec and signature worked out once, not per node."""
         names = None if all(type(n) is str for n in order) else {n: str(n) for n in order}
-        nodes, gnodes, predecessors = self._nodes, graph.nodes, graph.predecessors
+        nodes = self._nodes
+        gnodes = dict(graph.nodes(data=True))                       # node -> its attributes
+        predecessors = dict(nx.reverse_view(graph).adjacency()).__getitem__   # node -> its parents
         specs: dict[int, tuple[Any, TaskSpec, bool]] = {}   # id(task) -> (task, kept alive; spec; simple)
         checker = NodeChecker()
         last: tuple[Any, TaskSpec, bool] = (_MISSING, None, False)   # type: ignore[assignment]
