@@ -14,7 +14,16 @@ For each size (layered DAG of no-ops, 100 layers, 1-3 parents each from the prev
 
 Memory is the process's resident set size (``gc.collect()`` first), so figures are approximate.
 
+``--from-networkx [SIZES]`` (default 1,000,000; no cluster): the layered DAG as a networkx graph
+built beforehand (the user's own), then ``Workflow.from_networkx`` (``nx_build_s``), ``validate``
+(``validate_s``) and ``compile_workflow`` (``compile_s``): ``total_s``, ``us_per_node`` (wall) and
+``cpu_us_per_node`` (this process's CPU: the machine may be shared), ``kept_b_per_node`` (resident
+memory the workflow and its compiled graph hold, beyond the graph), ``peak_b_per_node`` (peak
+resident memory meanwhile, beyond the graph), ``full_gc_s`` (one full garbage collection
+afterwards: the objects made are examined once, then).
+
     python -m benchmarks.scale [--tiny] [--json FILE] [--complete]
+    python -m benchmarks.scale --from-networkx 1000000
 """
 from __future__ import annotations
 
@@ -64,6 +73,51 @@ def compile_row(n: int) -> tuple[dict[str, Any], Any, Any]:
     return row, wf, shape
 
 
+def networkx_graph(n: int, integer_names: bool = False) -> tuple[Any, dict[Any, Any]]:
+    """The layered DAG of ``n`` no-op nodes as a networkx graph, and its ``tasks`` mapping."""
+    import networkx as nx
+
+    import cleo_dask as cd
+    shape = s.layered(n)
+    if integer_names:
+        number = {name: i for i, name in enumerate(shape)}
+        edges = [(number[p], number[c]) for c, ps in shape.items() for p in ps]
+        nodes: Any = range(n)
+    else:
+        edges, nodes = [(p, c) for c, ps in shape.items() for p in ps], shape
+    graph = nx.DiGraph()
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from(edges)
+    spec = cd.task(s.agent_noop, name="noop")
+    return graph, dict.fromkeys(graph, spec)
+
+
+def networkx_row(n: int, integer_names: bool = False) -> dict[str, Any]:
+    """From a networkx graph built beforehand: build, validate and compile ``n`` nodes (no cluster)."""
+    import cleo_dask as cd
+    from cleo_dask._compile import compile_workflow
+
+    graph, tasks = networkx_graph(n, integer_names)
+    agent = cd.Agent("bench")
+    with h.PeakMemory() as mem:
+        r0 = mem.client_start
+        c0 = time.process_time()
+        t_build, wf = h.timed(lambda: cd.Workflow.from_networkx(graph, tasks))
+        t_validate, _ = h.timed(wf.validate)
+        t_compile, compiled = h.timed(lambda: compile_workflow(wf, uuid.uuid4().hex[:16], agent))
+        cpu = time.process_time() - c0
+        t_gc, _ = h.timed(gc.collect)
+        r1 = psutil.Process().memory_info().rss
+    total = t_build + t_validate + t_compile
+    row = {"case": f"from-networkx-{n}" + ("-int" if integer_names else ""), "contender": "cleo", "tasks": n,
+           "nx_build_s": round(t_build, 3), "validate_s": round(t_validate, 3), "compile_s": round(t_compile, 3),
+           "total_s": round(total, 3), "us_per_node": round(1e6 * total / n, 2),
+           "cpu_us_per_node": round(1e6 * cpu / n, 2), "full_gc_s": round(t_gc, 3),
+           "kept_b_per_node": round((r1 - r0) / n), "peak_b_per_node": round((mem.client_peak - r0) / n)}
+    del compiled, wf
+    return row
+
+
 def submit_row(n: int, wf: Any, engine: Any, client: Any, complete: bool) -> dict[str, Any]:
     """Submit ``wf``; time to return, to the first finished task; memory held by the run."""
     from distributed.client import FIRST_COMPLETED, _wait
@@ -100,7 +154,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="*", default=None, help="compile sizes (default 100000 1000000)")
     p.add_argument("--submit", type=int, nargs="*", default=None, help="sizes also submitted (default 100000)")
     p.add_argument("--complete", action="store_true", help="run submitted workflows to the end")
+    p.add_argument("--from-networkx", type=int, nargs="*", default=None, metavar="SIZE",
+                   help="only time Workflow.from_networkx + validate + compile of SIZE nodes (default 1000000; "
+                        "no cluster): per-node time and memory")
+    p.add_argument("--integer-names", action="store_true", help="with --from-networkx: integer node names")
     args = p.parse_args(argv)
+    if args.from_networkx is not None:
+        sizes = args.from_networkx or ([10_000] if args.tiny else [1_000_000])
+        rows = []
+        for n in sizes:
+            rows.append(networkx_row(n, args.integer_names))
+            if not args.quiet:
+                print(f"# from-networkx {n}: {rows[-1]['total_s']} s", flush=True)
+        h.report(rows, args, "scale",
+                 ["case", "tasks", "nx_build_s", "validate_s", "compile_s", "total_s", "us_per_node",
+                  "cpu_us_per_node", "full_gc_s", "kept_b_per_node", "peak_b_per_node"],
+                 title="scale: from_networkx + validate + compile (layered DAG, 100 layers, no cluster)")
+        return 0
     sizes = args.sizes or ([1000, 10_000] if args.tiny else [100_000, 1_000_000])
     submit = set(args.submit if args.submit is not None else ([1000] if args.tiny else [100_000]))
     rows: list[dict[str, Any]] = []

@@ -12,10 +12,11 @@ tasks plus per-key annotations), without touching a cluster.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from itertools import chain
+from operator import attrgetter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +26,11 @@ from dask.task_spec import Task, TaskRef
 from ._admission import ANNOTATION as ADMISSION, unit_admission, with_not_before
 from ._backoff import NO_BACKOFF, Backoff
 from ._fair import fair_share
+from ._gcpause import gc_paused as _gc_paused
 from ._parameters import receives_inputs
 from ._retry import RetryPolicy
 from ._shipping import data_node, graph_value
+from ._task import TaskSpec
 from ._worker import NodeCall, NodeOutput, UnitCall, run_unit, run_unit_async
 from ._workflow import Node, Workflow
 
@@ -55,19 +58,6 @@ def retry_policy(node: Node, defaults: Defaults) -> RetryPolicy:
 @functools.lru_cache(maxsize=1024)
 def _cached_policy(retries: int, backoff: Backoff, retry_on: tuple) -> RetryPolicy:
     return RetryPolicy(retries, backoff, retry_on)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: compiling allocates a few objects per node and none of
-    them are garbage, yet each full collection walks them all (100,000 nodes compiled 3x slower)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @dataclass
@@ -117,6 +107,10 @@ class Compiled:
         return HighLevelGraph({"cleo": layer}, {"cleo": set()})
 
 
+_NO_OVERRIDE: Mapping[str, Any] = {}
+_NO_KWARGS: dict[str, Any] = {}   # shared by every task: never written to (Dask copies it for a new task)
+
+
 class _Lookup:
     """A picklable ``key -> value`` callable for per-key annotations (Dask calls it per key)."""
 
@@ -132,6 +126,10 @@ def fusable(parent: Node, child: Node, children: Mapping[str, list[str]], defaul
     """Whether ``child`` may run in the same Dask task right after ``parent``."""
     if len(children[parent.name]) != 1 or len(child.parents) != 1:
         return False
+    return _fusable_tasks(parent, child, defaults)
+
+
+def _fusable_tasks(parent: Node, child: Node, defaults: Defaults) -> bool:
     a, b = parent.task, child.task
     if a.is_async != b.is_async or a.io_bound != b.io_bound or a.rate_limit or b.rate_limit:
         return False
@@ -140,27 +138,34 @@ def fusable(parent: Node, child: Node, children: Mapping[str, list[str]], defaul
     return retry_policy(parent, defaults).retries == 0 and retry_policy(child, defaults).retries == 0
 
 
+def child_counts(wf: Workflow) -> Counter:
+    """How many children each node has (nodes without children are absent)."""
+    return Counter(chain.from_iterable(map(attrgetter("parents"), wf.nodes.values())))
+
+
 def plan_units(wf: Workflow, names: Iterable[str], defaults: Defaults, fuse: bool = True) -> list[list[str]]:
     """Group ``names`` (a topologically ordered subset) into units of linear runs."""
     nodes = wf.nodes
     chosen = list(names)
     if not fuse:
         return [[n] for n in chosen]
-    children = wf.children()
-    inside = set(chosen)
+    counts = child_counts(wf)
     unit_of: dict[str, list[str]] = {}
     units: list[list[str]] = []
     for n in chosen:
         node = nodes[n]
-        if len(node.parents) == 1 and node.parents[0] in unit_of and fusable(nodes[node.parents[0]], node, children, defaults):
-            unit = unit_of[node.parents[0]]
-            if unit[-1] == node.parents[0] and node.parents[0] in inside:
+        parents = node.parents
+        if len(parents) == 1 and counts[parents[0]] == 1 and parents[0] in unit_of \
+                and _fusable_tasks(nodes[parents[0]], node, defaults):
+            unit = unit_of[parents[0]]
+            if unit[-1] == parents[0]:   # (unit_of only holds chosen nodes)
                 unit.append(n)
                 unit_of[n] = unit
                 continue
         unit = [n]
         units.append(unit)
-        unit_of[n] = unit
+        if counts[n] == 1:   # only an only child's parent can be fused with it
+            unit_of[n] = unit
     return units
 
 
@@ -171,16 +176,20 @@ def bottom_levels(wf: Workflow, default_duration: float | None = None,
     A node's duration is ``durations[node]`` (estimates, e.g. from an earlier run), else its
     task's ``duration=``, else ``default_duration`` (default: the mean of the known ones, or 1).
     """
-    children = wf.children()
     given = durations or {}
     own = {n: given.get(n, node.task.duration) for n, node in wf.nodes.items()}
     if default_duration is None:
         known = [d for d in own.values() if d is not None]
         default_duration = sum(known) / len(known) if known else 1.0
     level: dict[str, float] = {}
-    for n in reversed(list(wf.nodes)):
+    below: dict[str, float] = {}   # node -> the highest level among its children seen so far
+    nodes = wf.nodes
+    for n in reversed(nodes):      # children before parents: push each level up to the parents
         d = own[n]
-        level[n] = (default_duration if d is None else d) + max((level[c] for c in children[n]), default=0.0)
+        lv = level[n] = (default_duration if d is None else d) + below.get(n, 0.0)
+        for p in nodes[n].parents:
+            if p not in below or lv > below[p]:
+                below[p] = lv
     return level
 
 
@@ -273,45 +282,69 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
     # the run's inputs travel as one data node, handed to each node taking some of them
     inputs_key = f"inputs-{run_id}" if "inputs" in literals else None
     input_names = tuple(literals["inputs"].value) if inputs_key else ()
+    limited = getattr(agent, "max_concurrency", None) is not None
+    store = defaults.store
+    location, dsk, units = compiled.location, compiled.dsk, compiled.units
+    mid, suffix = f"-{run_id}-", (f"-{gen}" if gen else "")
+    policies: dict[int, tuple[TaskSpec, RetryPolicy]] = {}   # id(spec) -> (spec, kept alive; its policy)
+    refs: dict[str, TaskRef] = {}   # one reference per unit, shared by the units depending on it
     for unit in plan_units(wf, names, defaults, fuse):
         # Dask groups tasks by the key's prefix (``key_split``: the words before the run id), so
         # the prefix is the *task's* name: one group per function, as the dashboard shows them,
         # rather than one per node (10,000 prefixes slow the scheduler's duration estimates).
-        key = f"{nodes[unit[0]].task.name}-{run_id}-{unit[0]}" + (f"-{gen}" if gen else "")
+        first = nodes[unit[0]]
+        key = f"{first.task.name}{mid}{unit[0]}{suffix}"
         deps: list[str] = []
         dep_pos: dict[str, int] = {}
         calls = []
         for i, n in enumerate(unit):
-            node = nodes[n]
+            node = first if i == 0 else nodes[n]
             ins = []
             for p in node.parents:
                 if i > 0 and p == unit[i - 1]:
                     ins.append((p, -1, i - 1))
                     continue
-                pkey, idx = compiled.location.get(p) or external[p]
-                if pkey not in dep_pos:
-                    dep_pos[pkey] = len(deps)
+                pkey, idx = location.get(p) or external[p]
+                pos = dep_pos.get(pkey)
+                if pos is None:
+                    pos = dep_pos[pkey] = len(deps)
                     deps.append(pkey)
-                ins.append((p, dep_pos[pkey], idx))
+                ins.append((p, pos, idx))
             if inputs_key and receives_inputs(node, input_names):
                 if inputs_key not in dep_pos:
                     dep_pos[inputs_key] = len(deps)
                     deps.append(inputs_key)
                 ins.append(("**", dep_pos[inputs_key], -1))   # last: the worker unpacks it
-            over = overrides.get(n, {})
+            over = overrides.get(n) if overrides else None
+            if over is None:
+                calls.append(NodeCall(n, node.task, tuple(ins), node.when, node.trigger))
+                continue
             task = node.task if over.get("mode") != "fallback" else node.task.fallback
             calls.append(NodeCall(n, task, tuple(ins), node.when, node.trigger, over.get("attempt", 1),
                                   over.get("mode", "task"), over.get("error")))
         # I/O units (async, or io_bound) run on the worker's event loop and free their slot
-        func = run_unit_async if calls[0].task.is_async or calls[0].task.io_bound else run_unit
-        compiled.dsk[key] = Task(key, func, UnitCall(run_id, key, tuple(calls), defaults.store), agent_arg,
-                                 *(TaskRef(d) for d in deps))
-        compiled.units[key] = tuple(unit)
-        if (limits := unit_admission([c.task for c in calls], agent)) is not None:
-            compiled.admission[key] = limits
-        for i, n in enumerate(unit):
-            compiled.location[n] = (key, -1 if len(unit) == 1 else i)
+        head = calls[0].task
+        func = run_unit_async if head.is_async or head.io_bound else run_unit
+        dsk[key] = t = Task(key, func, UnitCall(run_id, key, tuple(calls), store), agent_arg,
+                            *[refs.get(d) or _new_ref(refs, d) for d in deps])
+        t.kwargs = _NO_KWARGS   # rather than an empty dict of its own per task (64 bytes a node)
+        units[key] = tuple(unit)
+        if limited or head.rate_limit is not None or (len(calls) > 1 and any(c.task.rate_limit for c in calls)):
+            if (limits := unit_admission([c.task for c in calls], agent)) is not None:
+                compiled.admission[key] = limits
         if len(unit) == 1:
-            policy = retry_policy(nodes[unit[0]], defaults)
-            if policy.uses_dask_retries and overrides.get(unit[0], {}).get("mode", "task") == "task":
-                compiled.retries[key] = policy.retries
+            location[unit[0]] = (key, -1)
+            spec = first.task
+            hit = policies.get(id(spec))
+            if hit is None or hit[0] is not spec:
+                hit = policies[id(spec)] = (spec, retry_policy(first, defaults))
+            if hit[1].uses_dask_retries and overrides.get(unit[0], _NO_OVERRIDE).get("mode", "task") == "task":
+                compiled.retries[key] = hit[1].retries
+        else:
+            for i, n in enumerate(unit):
+                location[n] = (key, i)
+
+
+def _new_ref(refs: dict[str, TaskRef], key: str) -> TaskRef:
+    ref = refs[key] = TaskRef(key)
+    return ref

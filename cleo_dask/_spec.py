@@ -42,6 +42,7 @@ from ._numbers import count, finite_number, seconds
 from ._specread import MISSING as _MISSING, LineMap as _Map, read as _read
 from ._parameters import takes_any_input
 from ._task import TaskSpec, as_spec
+from ._toposort import CycleFound, topological_order
 from ._trigger import TRIGGER_RULES
 from ._workflow import Workflow
 
@@ -456,7 +457,11 @@ def _build(name: str, checked: dict[str, tuple[_Where, dict[str, Any], bool, Any
                 problems.add(w.at("after", raw), "a node cannot come after itself")
             else:
                 graph.add_edge(parent, n)
-    cycles = list(itertools.islice(nx.simple_cycles(graph), 5))
+    try:
+        topological_order(graph, lexicographic=False)   # linear; the cycles are only listed if there are some
+        cycles: list[list[str]] = []
+    except CycleFound:
+        cycles = list(itertools.islice(nx.simple_cycles(graph), 5))
     for cycle in cycles:
         i = cycle.index(min(cycle))
         cycle = cycle[i:] + cycle[:i]

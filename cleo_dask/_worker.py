@@ -82,7 +82,7 @@ class NodeFailed(Exception):
         return (NodeFailed, (self.node, self.key, self.attempt, self.error, self.traceback, self.completed))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)  # not frozen: a million of them are made per compile
 class NodeCall:
     """How to run one node inside a unit: its spec, and where each parent's output comes from.
 
@@ -108,7 +108,7 @@ class NodeCall:
                            self.mode, portable(self.error)))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)  # not frozen: a million of them are made per compile
 class UnitCall:
     """A Dask task's worth of nodes (a linear run), for one run of a workflow."""
 

@@ -8,12 +8,15 @@ from typing import Any
 import networkx as nx
 
 from ._errors import WorkflowError
+from ._gcpause import gc_paused
+from ._nodecheck import NodeChecker
 from ._parameters import Parameter, check_inputs, parameter_table, takes_any_input
 from ._task import TaskSpec, as_spec
-from ._trigger import ALL_SUCCESS, check_trigger
+from ._toposort import CycleFound, topological_order
+from ._trigger import ALL_SUCCESS, TRIGGER_RULES, check_trigger
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Node:
     """One node: its name, task, parents (in the order they were given), condition, trigger."""
 
@@ -39,6 +42,7 @@ class Workflow:
         self.name = name
         self._nodes: dict[str, Node] = {}
         self._params: dict[str, Parameter] | None = None   # computed when first asked for
+        self._below: tuple[dict[str, list[str]], dict[str, int]] | None = None   # for descendants()
 
     # -- building -----------------------------------------------------------------------------
     def add(self, task: Any, name: str | None = None, *, after: Iterable[str] | str | None = (),
@@ -73,7 +77,7 @@ class Workflow:
         if problems:
             raise WorkflowError("; ".join(problems))
         self._nodes[node_name] = node
-        self._params = None
+        self._params = self._below = None
         return node_name
 
     @classmethod
@@ -91,19 +95,70 @@ class Workflow:
             raise WorkflowError(f"from_networkx: tasks must be a mapping node -> task (a dict), "
                                 f"got {type(tasks).__name__}")
         tasks = dict(tasks or {})
-        unknown = sorted(map(str, set(tasks) - set(graph.nodes)))
+        unknown = sorted(map(str, set(tasks).difference(graph.nodes)))
         if unknown:
             raise WorkflowError(f"tasks given for unknown node(s) {', '.join(map(repr, unknown))}, not in the graph")
-        _check_acyclic(graph)
+        try:
+            with gc_paused():
+                order = topological_order(graph, lexicographic=_sortable(graph))
+        except CycleFound as found:
+            names = found.cycle + found.cycle[:1]
+            raise WorkflowError(f"the graph has a cycle: {' -> '.join(map(str, names))}") from None
         missing = [n for n in graph.nodes if n not in tasks and "task" not in graph.nodes[n]]
         if missing:
             raise WorkflowError(f"node(s) without a task: {', '.join(map(repr, missing))}")
         wf = cls(name)
-        for n in nx.lexicographical_topological_sort(graph, key=str) if _sortable(graph) else nx.topological_sort(graph):
-            attrs = graph.nodes[n]
-            wf.add(tasks.get(n, attrs.get("task")), name=str(n), after=[str(p) for p in graph.predecessors(n)],
-                   when=attrs.get("when"), trigger=attrs.get("trigger", ALL_SUCCESS), **attrs.get("options", {}))
+        with gc_paused():
+            wf._add_ordered(graph, order, tasks)
         return wf
+
+    def _add_ordered(self, graph: nx.DiGraph, order: list[Any], tasks: Mapping[Any, Any]) -> None:
+        """``graph``'s nodes in topological ``order``, as :meth:`add` would add them one by one (same
+        checks, same errors), with each task's spec and signature worked out once, not per node."""
+        names = None if all(type(n) is str for n in order) else {n: str(n) for n in order}
+        nodes = self._nodes
+        gnodes = dict(graph.nodes(data=True))                       # node -> its attributes
+        predecessors = dict(nx.reverse_view(graph).adjacency()).__getitem__   # node -> its parents
+        specs: dict[int, tuple[Any, TaskSpec, bool]] = {}   # id(task) -> (task, kept alive; spec; simple)
+        checker = NodeChecker()
+        last: tuple[Any, TaskSpec, bool] = (_MISSING, None, False)   # type: ignore[assignment]
+        for n in order:
+            attrs = gnodes[n]
+            task = tasks.get(n, _MISSING)
+            if task is _MISSING:
+                task = attrs.get("task")
+            if task is not last[0]:
+                last = specs.get(id(task)) or last
+                if last[0] is not task:
+                    spec = as_spec(task)
+                    last = specs[id(task)] = (task, spec, _simple(spec))
+            spec, simple = last[1], last[2]
+            when, trigger = None, ALL_SUCCESS
+            if attrs:
+                options = attrs.get("options")
+                if options:
+                    spec = spec.with_options(**options)
+                    simple = _simple(spec)
+                when, trigger = attrs.get("when"), attrs.get("trigger", ALL_SUCCESS)
+            if names is None:
+                node_name, parents = n, tuple(predecessors(n))
+            else:
+                node_name, parents = names[n], tuple([names[p] for p in predecessors(n)])
+            if not node_name:
+                raise WorkflowError(f"node name must be a non-empty string, got {node_name!r}")
+            if node_name in nodes:
+                raise WorkflowError(f"duplicate node name {node_name!r}: pass name=... to add the task twice")
+            if when is not None and not callable(when):
+                raise WorkflowError(f"node {node_name!r}: 'when' must be callable, got {when!r}")
+            if trigger is not ALL_SUCCESS and trigger not in TRIGGER_RULES:
+                check_trigger(trigger)
+            node = Node(node_name, spec, parents, when, trigger)
+            if not simple or when is not None:
+                problems = checker.problems(node, known=nodes)
+                if problems:
+                    raise WorkflowError("; ".join(problems))
+            nodes[node_name] = node
+        self._params = self._below = None
 
     @classmethod
     def chain(cls, *tasks: Any, name: str = "chain") -> Workflow:
@@ -152,7 +207,9 @@ class Workflow:
 
     def descendants(self, names: Iterable[str]) -> list[str]:
         """All nodes downstream of ``names`` (excluded), in topological order."""
-        children = self.children()
+        if self._below is None:   # computed once (a run asks on every failure), until a node is added
+            self._below = (self.children(), {n: i for i, n in enumerate(self._nodes)})
+        children, position = self._below
         seen: set[str] = set()
         stack = list(names)
         while stack:
@@ -160,6 +217,8 @@ class Workflow:
                 if c not in seen:
                     seen.add(c)
                     stack.append(c)
+        if len(seen) * 16 < len(position):   # a few: sorted, rather than a walk over every node
+            return sorted(seen, key=position.__getitem__)
         return [n for n in self._nodes if n in seen]
 
     @property
@@ -189,10 +248,13 @@ class Workflow:
         ``inputs``: the run's inputs (or their names): checked against :attr:`parameters` too.
         """
         problems: list[str] = []
-        for node in self._nodes.values():
-            problems.extend(node_problems(node))
-            problems.extend(f"node {node.name!r}: 'after' names unknown node {p!r}"
-                            for p in node.parents if p not in self._nodes)
+        checker, nodes = NodeChecker(), self._nodes
+        for node in nodes.values():
+            if node.when is not None or not _simple(node.task):
+                problems.extend(checker.problems(node))
+            for p in node.parents:
+                if p not in nodes:
+                    problems.append(f"node {node.name!r}: 'after' names unknown node {p!r}")
         if not self._nodes:
             problems.append("the workflow has no nodes")
         if problems:
@@ -243,28 +305,18 @@ def node_problems(node: Node, known: Mapping[str, Node] | None = None) -> list[s
     """Why ``node``'s task (and its condition) cannot be called with its parents' results (other
     arguments are workflow parameters); ``known``: the nodes before it, to catch a forgotten
     ``after`` (a required argument named like a node that is not a parent)."""
-    what = f"node {node.name!r} (task {node.task.name!r})"
-    problems = node.task.signature.problems(node.parents, what, complete=False)
-    if node.when is not None:
-        from ._task import Signature
-        problems.extend(Signature.of(node.when, agent_first=False).problems(node.parents, f"condition 'when' of {what}"))
-    if node.task.fallback is not None:
-        problems.extend(node.task.fallback.signature.problems(node.parents, f"fallback of {what}", complete=False))
-    for name in sorted(node.task.signature.required):
-        if known and name in known and name not in node.parents:
-            problems.append(f"{what} requires argument {name!r}, the name of node {name!r}, which is not "
-                            f"among its parents: add after=[{name!r}] (or rename the argument)")
-    return problems
+    return NodeChecker().problems(node, known)
+
+
+_MISSING = object()
+
+
+def _simple(spec: TaskSpec) -> bool:
+    """Whether any node of ``spec`` without a condition is fine whatever its parents (the task takes
+    the agent and ``**inputs``, requires nothing else, has no fallback)."""
+    sig = spec.signature
+    return spec.fallback is None and sig.takes_agent and sig.var_keyword and not sig.required
 
 
 def _sortable(graph: nx.DiGraph) -> bool:
     return all(isinstance(n, str) for n in graph.nodes)
-
-
-def _check_acyclic(graph: nx.DiGraph) -> None:
-    try:
-        cycle = nx.find_cycle(graph)
-    except nx.NetworkXNoCycle:
-        return
-    names = [u for u, _ in cycle] + [cycle[0][0]]
-    raise WorkflowError(f"the graph has a cycle: {' -> '.join(map(str, names))}")
