@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import StoreError
-from ._sqlite import connect
+from ._sqlite import connect, transient
 
 SCHEMA_VERSION = 1
 _HOST = socket.gethostname()
@@ -157,7 +157,7 @@ class Journal:
                     self._conn.execute("COMMIT")
                     return out
                 except sqlite3.OperationalError as exc:
-                    if "locked" in str(exc) or "busy" in str(exc):
+                    if transient(exc):
                         time.sleep(min(0.05 * (attempt + 1), 1.0))
                         continue
                     raise self._fail(exc) from None
