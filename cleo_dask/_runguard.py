@@ -49,6 +49,8 @@ class RunGuard:
 
     def _raise_if_lost(self, futures: list[Any]) -> None:
         """Raise :class:`ClusterLost` if the client took this run's futures away (see ``_lost``)."""
+        if self._lost is None and getattr(self, "_final_status", None) is not None:
+            return  # it had finished before its client went: nothing of it was lost
         if self._lost is None and not self._cancelled:
             why = _lost.lost_reason(self._client, futures)
             if why is not None:
