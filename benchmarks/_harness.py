@@ -263,7 +263,7 @@ def compare(case: str, contenders: Mapping[str, Contender], args: argparse.Names
             med = statistics.median(t.times)
             row.update(median_s=round(med, 4), min_s=round(min(t.times), 4), reps=len(t.times),
                        per_task_ms=round(1000 * med / max(tasks, 1), 4),
-                       ratio=round(med / base_med, 3) if base_med else None)
+                       ratio=float(f"{med / base_med:.4g}") if base_med else None)
         if t.error:
             row["error"] = t.error
         if contenders[name].note:
