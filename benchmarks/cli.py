@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from . import _harness as h
+from cleo_dask import _harness as h
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "benchmarks._shapes:agent_noop"
@@ -76,7 +76,7 @@ def contenders(address: str, spec: Path, n: int, env: dict[str, str]) -> dict[st
 
 def load_rows(sizes: list[int], tmp: Path) -> list[dict[str, Any]]:
     """Seconds to load and fully validate specs of ``sizes`` nodes, in this process."""
-    from cleo_dask._spec import load_spec
+    from cleo_dask.core.spec import load_spec
     rows = []
     for n in sizes:
         spec = write_spec(tmp / f"load-{n}.yaml", n)

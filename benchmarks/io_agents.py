@@ -1,7 +1,7 @@
 """I/O-bound agents: calls in flight, per-agent concurrency and rate limits, beside raw Dask.
 
 On ``LocalCluster(n_workers=2, threads_per_worker=1)`` with worker processes and the scheduler settings
-``Engine()`` gives the clusters it starts (no root-task queuing, see ``cleo_dask._cluster_needs``):
+``Engine()`` gives the clusters it starts (no root-task queuing, see ``cleo_dask.admission.cluster_needs``):
 
 1. ``async``: one agent, 2,000 async tasks each awaiting ``asyncio.sleep(0.5)`` (an LLM call).
    Makespan; ideal 0.5 s, target <= 2 s.
@@ -31,9 +31,9 @@ from typing import Any
 
 import dask
 
-from cleo_dask._cluster_needs import scheduler_settings
+from cleo_dask.admission.cluster_needs import scheduler_settings
 
-from . import _harness as h
+from cleo_dask import _harness as h
 
 CALL_S = 0.5
 

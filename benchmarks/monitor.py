@@ -13,13 +13,13 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from . import _harness as h
-from . import _shapes as s
+from cleo_dask import _harness as h
+from cleo_dask import _shapes as s
 
 
 
 def _set_monitor(client: Any, on: bool) -> None:
-    from cleo_dask._plugin import PLUGIN_NAME, register
+    from cleo_dask.monitor.state import PLUGIN_NAME, register
     present = client.run_on_scheduler(lambda dask_scheduler: PLUGIN_NAME in dask_scheduler.plugins)
     if on and not present:
         register(client)

@@ -20,8 +20,8 @@ import time
 import uuid
 from typing import Any
 
-from . import _harness as h
-from . import _shapes as s
+from cleo_dask import _harness as h
+from cleo_dask import _shapes as s
 
 DELAYED_MAX = 10_000
 _counter = itertools.count()
@@ -79,7 +79,7 @@ def _ray_noop(ray: Any) -> Any:
 def compile_rows(sizes: list[int]) -> list[dict[str, Any]]:
     """Seconds to build (``Workflow.add`` per node) and to compile layered workflows; no cluster."""
     import cleo_dask as cd
-    from cleo_dask._compile import compile_workflow
+    from cleo_dask.core.compile import compile_workflow
 
     rows = []
     agent = cd.Agent("bench")

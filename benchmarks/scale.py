@@ -34,8 +34,8 @@ from typing import Any
 
 import psutil
 
-from . import _harness as h
-from . import _shapes as s
+from cleo_dask import _harness as h
+from cleo_dask import _shapes as s
 
 
 def _rss() -> int:
@@ -52,7 +52,7 @@ def raw_task_graph(shape: s.Shape) -> dict[str, Any]:
 def compile_row(n: int) -> tuple[dict[str, Any], Any, Any]:
     """Build and compile an ``n``-node layered workflow; returns (row, workflow, shape)."""
     import cleo_dask as cd
-    from cleo_dask._compile import compile_workflow
+    from cleo_dask.core.compile import compile_workflow
 
     shape = s.layered(n)
     with h.PeakMemory() as mem:
@@ -95,7 +95,7 @@ def networkx_graph(n: int, integer_names: bool = False) -> tuple[Any, dict[Any, 
 def networkx_row(n: int, integer_names: bool = False) -> dict[str, Any]:
     """From a networkx graph built beforehand: build, validate and compile ``n`` nodes (no cluster)."""
     import cleo_dask as cd
-    from cleo_dask._compile import compile_workflow
+    from cleo_dask.core.compile import compile_workflow
 
     graph, tasks = networkx_graph(n, integer_names)
     agent = cd.Agent("bench")

@@ -37,7 +37,7 @@ import dask
 from distributed import fire_and_forget
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from . import _harness as h
+from cleo_dask import _harness as h
 
 #: Run objects (futures) each schedule keeps in the benchmark (config ``cleo_dask.schedules.keep-runs``)
 KEEP_RUNS = 2
@@ -123,7 +123,7 @@ def _starts_of(client: Any, due_of_key: dict[Any, float], wait: float = 120.0) -
 
 def _releases(client: Any) -> list[float]:
     """The release lateness the admission plugin kept since the last call (and forget them)."""
-    from cleo_dask._admission import release_lateness
+    from cleo_dask.admission.plugin import release_lateness
     try:
         return release_lateness(client, clear=True)
     except Exception:  # noqa: BLE001 - no plugin: nothing was pre-staged
@@ -182,10 +182,10 @@ def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
     from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
     from dask.task_spec import Task
 
-    from cleo_dask import _config
-    from cleo_dask._admission import ANNOTATION, ensure_installed
-    from cleo_dask._schedule_store import ScheduleStore
-    from cleo_dask._scheduler import Scheduler
+    from cleo_dask import config as _config
+    from cleo_dask.admission.plugin import ANNOTATION, ensure_installed
+    from cleo_dask.schedules.store import ScheduleStore
+    from cleo_dask.schedules.schedule import Scheduler
 
     submitted: dict[Any, float] = {}
 
@@ -236,7 +236,7 @@ def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
 def _add_loop_schedules(loop: Any, n: int, layout: str, base: float) -> list[str]:
     """The ``cleo-loop`` contender's N interval schedules; their ids."""
     import cleo_dask as cd
-    from cleo_dask._scheduler import make_options, make_trigger, new_record
+    from cleo_dask.schedules.schedule import make_options, make_trigger, new_record
 
     ids = []
     for t in _starts(n, layout, base):
@@ -292,7 +292,7 @@ def run(argv: list[str] | None = None) -> list[dict[str, Any]]:
     n = args.schedules or (50 if args.tiny else 1000)
     seconds = args.seconds or (3 if args.tiny else 60)
     rows: list[dict[str, Any]] = []
-    from cleo_dask._cluster_needs import scheduler_settings
+    from cleo_dask.admission.cluster_needs import scheduler_settings
 
     # the cluster an Engine would start (no root-task queuing), for every contender alike
     with dask.config.set(scheduler_settings()), h.cluster(args) as client, cd.Engine(client=client) as engine:

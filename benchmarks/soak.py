@@ -45,8 +45,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import _harness as h
-from . import _shapes as s
+from cleo_dask import _harness as h
+from cleo_dask import _shapes as s
 
 TARGET_MIB_PER_1000 = 2.0
 
@@ -78,8 +78,8 @@ def _scheduler_fill(dask_scheduler: Any = None) -> int:
 
 
 def _scheduler_sample(dask_scheduler: Any = None) -> dict[str, Any]:
-    from cleo_dask._forget import topic_count
-    from cleo_dask._spans import count
+    from cleo_dask.runs.forget import topic_count
+    from cleo_dask.monitor.spans import count
     return {"pid": os.getpid(), "rss": _rss(), "tasks": len(dask_scheduler.tasks),
             "topics": topic_count(dask_scheduler), "spans": count(dask_scheduler)}
 

@@ -4,23 +4,23 @@ A workflow of tasks is validated with networkx, compiled into one Dask graph and
 one call; failures are handled on the client (delayed retries, fallbacks, trigger rules) so that
 nothing waiting holds a worker.
 """
-from . import _config  # noqa: F401 - registers cleo_dask's defaults in dask.config
-from ._agent import Agent
-from ._backoff import Backoff, exponential, fixed
-from ._cluster_needs import ClusterWarning
-from ._durable import RunStore
-from ._engine import Engine
-from ._journal import RunRecord
-from ._logs import JsonFormatter, configure_logging
-from ._errors import CleoError, ClusterError, CodeError, ClusterLost, Retry, ScheduleError, StoreError, TaskTimeout, WorkflowError
-from ._outcome import Attempt, Failure, Status, TaskResult
-from ._run import Run, RunOutcome
-from ._schedule_store import Firing
-from ._spec import Spec, load_spec
-from ._scheduler import Schedule
-from ._task import Task, TaskSpec, task
-from ._timeout import deadline, time_left
-from ._workflow import Node, Workflow
+from cleo_dask import config as _config  # noqa: F401 - registers cleo_dask's defaults in dask.config
+from cleo_dask.core.agent import Agent
+from cleo_dask.failures.backoff import Backoff, exponential, fixed
+from cleo_dask.admission.cluster_needs import ClusterWarning
+from cleo_dask.durable.durability import RunStore
+from cleo_dask.engine import Engine
+from cleo_dask.durable.journal import RunRecord
+from cleo_dask.monitor.logs import JsonFormatter, configure_logging
+from cleo_dask.errors import CleoError, ClusterError, CodeError, ClusterLost, Retry, ScheduleError, StoreError, TaskTimeout, WorkflowError
+from cleo_dask.core.outcome import Attempt, Failure, Status, TaskResult
+from cleo_dask.runs.run import Run, RunOutcome
+from cleo_dask.schedules.store import Firing
+from cleo_dask.core.spec import Spec, load_spec
+from cleo_dask.schedules.schedule import Schedule
+from cleo_dask.core.task import Task, TaskSpec, task
+from cleo_dask.failures.timeout import deadline, time_left
+from cleo_dask.core.workflow import Node, Workflow
 
 __version__ = "0.1.0"
 

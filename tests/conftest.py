@@ -6,7 +6,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 import cleo_dask as cd
-from cleo_dask._cluster_needs import scheduler_settings
+from cleo_dask.admission.cluster_needs import scheduler_settings
 
 
 @pytest.fixture(scope="session")

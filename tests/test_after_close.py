@@ -107,7 +107,7 @@ def test_a_run_unfinished_at_close_has_no_outcome(client, agent):
 
 
 def test_a_bad_close_fetch_limit_is_named():
-    from cleo_dask._keep import fetch_limit
+    from cleo_dask.runs.keep import fetch_limit
     with dask.config.set({"cleo_dask.close-fetch-limit": "lots"}):
         with pytest.raises(cd.CleoError, match="close-fetch-limit"):
             fetch_limit()

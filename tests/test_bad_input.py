@@ -14,11 +14,11 @@ import pytest
 
 import cleo_dask as cd
 from _dask_procs import SPECS
-from cleo_dask._numbers import MAX_SECONDS
-from cleo_dask._resultstore import ResultStore, encode
-from cleo_dask._retry import RetryPolicy
-from cleo_dask._scheduler import make_options, make_trigger
-from cleo_dask._spec import load_spec
+from cleo_dask.util.numbers import MAX_SECONDS
+from cleo_dask.durable.resultstore import ResultStore, encode
+from cleo_dask.failures.retry import RetryPolicy
+from cleo_dask.schedules.schedule import make_options, make_trigger
+from cleo_dask.core.spec import load_spec
 
 INF, NAN = float("inf"), float("nan")
 
@@ -34,7 +34,7 @@ def tasks_importable(monkeypatch):
 
 def cli(args, capsys):
     """``cleo-dask ARGS`` in this process: (exit code, stderr).  argparse's errors exit 2 too."""
-    from cleo_dask.cli import main
+    from cleo_dask.cli.main import main
     try:
         code = main([str(a) for a in args])
     except SystemExit as exc:
@@ -243,8 +243,8 @@ def test_schedule_add_reads_a_yaml_agent_file(tmp_path, capsys, monkeypatch):
     code, err = cli(["schedule", "add", "pipeline_tasks:fetch", "--every", "60", "--agent-file", "a.yaml",
                      "--store", "s.db"], capsys)
     assert code == 0, err
-    from cleo_dask._schedule_store import ScheduleStore
-    from cleo_dask._scheduler import load_agent
+    from cleo_dask.schedules.store import ScheduleStore
+    from cleo_dask.schedules.schedule import load_agent
     store = ScheduleStore(str(tmp_path / "s.db"))
     [record] = store.all()
     assert load_agent(record.agent, record.agent_format) == cd.Agent("yaml-agent", {"topic": "dask"}, 2)
@@ -279,7 +279,7 @@ def test_resuming_over_a_foreign_result_file_is_refused(client, tmp_path):
 
 
 def test_the_numbers_validator_names_the_field():
-    from cleo_dask._numbers import count, finite_number, seconds
+    from cleo_dask.util.numbers import count, finite_number, seconds
     assert seconds(1.5, "x") == 1.5 and count(3, "n") == 3 and finite_number(10**20, "p") == 1e20
     for call, message in [(lambda: seconds(INF, "timeout"), "timeout must be a finite number of seconds"),
                           (lambda: seconds(-1, "delay"), "delay must be >= 0 seconds"),

@@ -150,7 +150,7 @@ def test_run_gives_the_workflow_its_inputs(cluster_address, tmp_path):
     (["--inputs-file", "pipeline_tasks.py"], "is not valid YAML"),
 ])
 def test_run_refuses_bad_inputs_with_exit_2_before_starting_a_cluster(args, message, monkeypatch, capsys):
-    from cleo_dask.cli import main   # in this process: the same code, without a subprocess's start-up
+    from cleo_dask.cli.main import main   # in this process: the same code, without a subprocess's start-up
     monkeypatch.chdir(SPECS)
     monkeypatch.syspath_prepend(str(SPECS))
     assert main(["run", "qa.yaml", *args]) == 2
@@ -159,7 +159,7 @@ def test_run_refuses_bad_inputs_with_exit_2_before_starting_a_cluster(args, mess
 
 
 def test_validate_lists_the_workflows_parameters(monkeypatch, capsys):
-    from cleo_dask.cli import main
+    from cleo_dask.cli.main import main
     monkeypatch.chdir(SPECS)
     monkeypatch.syspath_prepend(str(SPECS))
     assert main(["validate", "qa.yaml"]) == 0

@@ -19,8 +19,8 @@ from _dask_procs import Processes, cleo_dask_command, dask_command, env_with_tas
 from distributed import Client
 
 import cleo_dask as cd
-from cleo_dask._journal import Journal
-from cleo_dask.cli import main
+from cleo_dask.durable.journal import Journal
+from cleo_dask.cli.main import main
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,7 +8,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 import cleo_dask as cd
-from cleo_dask._compile import bottom_levels, compile_workflow
+from cleo_dask.core.compile import bottom_levels, compile_workflow
 
 
 def nap(agent, **inputs):
@@ -61,7 +61,7 @@ def test_scheduler_runs_the_longest_path_first_on_one_slot():
 
 
 def test_declared_durations_become_the_schedulers_first_estimates(engine, client, agent):
-    from cleo_dask._estimates import prefix_durations
+    from cleo_dask.admission.estimates import prefix_durations
 
     assert prefix_durations({"fetch-0123456789abcdef-a": 1.0, "fetch-0123456789abcdef-b": 3.0,
                              "parse-0123456789abcdef-c": 0.5}) == {"fetch": 2.0, "parse": 0.5}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from _dask_procs import MAKE_CERTS, ROOT, cleo_dask_command, dask_command, env_with_tasks, make_certs
-from cleo_dask.cli import build_parser
+from cleo_dask.cli.main import build_parser
 
 DEPLOY = ROOT / "deploy"
 PYPROJECT = (ROOT / "pyproject.toml").read_text()  # (tomllib is Python 3.11+)
@@ -209,7 +209,7 @@ def test_the_example_workflow_validates_and_runs(engine, monkeypatch):
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     monkeypatch.syspath_prepend(str(DEPLOY / "workflows"))
-    from cleo_dask._spec import load_spec
+    from cleo_dask.core.spec import load_spec
     spec = load_spec(DEPLOY / "workflows" / "example.yaml")
     outcome = engine.submit(spec.workflow, spec.agent).result(timeout=60)
     assert outcome.ok

@@ -103,7 +103,7 @@ def test_an_erred_key_reported_without_an_exception_is_not_a_crash(engine, tmp_p
 
 
 def test_a_driver_callback_that_raises_is_reported_to_its_owner():
-    from cleo_dask._driver import Driver
+    from cleo_dask.runs.driver import Driver
     seen = []
     done = threading.Event()
     driver = Driver()

@@ -14,8 +14,8 @@ import durable_tasks as dt
 import pytest
 
 import cleo_dask as cd
-from cleo_dask._journal import Journal
-from cleo_dask._resultstore import ResultStore
+from cleo_dask.durable.journal import Journal
+from cleo_dask.durable.resultstore import ResultStore
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

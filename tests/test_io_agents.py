@@ -12,9 +12,9 @@ from distributed import Client, LocalCluster
 
 import cleo_dask as cd
 from benchmarks.io_agents import max_in_flight as in_flight   # the benchmark's own measure
-from cleo_dask._cluster_needs import ClusterWarning, needs_io, problems
-from cleo_dask._fair import STEP
-from cleo_dask._ratelimit import Rate, next_start, parse_rate
+from cleo_dask.admission.cluster_needs import ClusterWarning, needs_io, problems
+from cleo_dask.admission.fair import STEP
+from cleo_dask.admission.ratelimit import Rate, next_start, parse_rate
 
 
 # the session's `cluster` / `client` fixtures (conftest.py): 2 in-process workers x 1 thread, with
@@ -78,7 +78,7 @@ def test_spacing_keeps_the_average_rate_when_starts_come_late():
 
 def test_never_more_than_count_in_a_window_even_when_catching_up():
     from collections import deque
-    from cleo_dask._ratelimit import window_allows
+    from cleo_dask.admission.ratelimit import window_allows
     rate, recent, due, starts = Rate(10, 1.0), deque(), None, []
     now = 0.0
     while len(starts) < 40:
@@ -110,7 +110,7 @@ def test_bad_limits_are_workflow_errors():
 
 
 def test_fair_share_ranks_roots_below_user_priorities(agent):
-    from cleo_dask._compile import compile_workflow
+    from cleo_dask.core.compile import compile_workflow
     wf = many(block_a_bit, 3)
     wf.add(block_a_bit, name="after", after=["t0", "t1"])
     compiled = compile_workflow(wf, "r1", agent, priority=5)
@@ -246,7 +246,7 @@ def test_retried_task_takes_a_new_lease(engine, backoff):
 
 
 def test_cancelling_waiting_tasks_returns_nothing_borrowed(engine, client):
-    from cleo_dask._admission import snapshot
+    from cleo_dask.admission.plugin import snapshot
     agent = cd.Agent("cancelled", max_concurrency=1)
     run = engine.submit(many(cd.task(wait_a_bit), 5), agent)
     time.sleep(0.05)
@@ -330,7 +330,7 @@ def started_at(agent):
 
 
 def test_not_before_holds_a_task_without_a_slot_and_composes_with_max_concurrency(engine):
-    from cleo_dask._admission import snapshot
+    from cleo_dask.admission.plugin import snapshot
 
     when = time.time() + 1.0
     held = engine.submit(cd.task(started_at), cd.Agent("held"), not_before=when)
@@ -364,7 +364,7 @@ def test_a_key_withdrawn_before_its_graph_arrives_is_never_released(client):
 
     import dask
 
-    from cleo_dask._admission import ANNOTATION, ensure_installed, withdraw
+    from cleo_dask.admission.plugin import ANNOTATION, ensure_installed, withdraw
 
     ensure_installed(client)
     key = f"started_at-withdrawn-{uuid.uuid4().hex}"

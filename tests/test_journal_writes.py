@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import cleo_dask as cd
-from cleo_dask._journal import Journal
+from cleo_dask.durable.journal import Journal
 
 HERE = Path(__file__).resolve().parent
 

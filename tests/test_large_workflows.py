@@ -12,7 +12,7 @@ import networkx as nx
 import pytest
 
 import cleo_dask as cd
-from cleo_dask._compile import compile_workflow
+from cleo_dask.core.compile import compile_workflow
 
 
 def noop(agent, **parents):

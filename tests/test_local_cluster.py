@@ -17,7 +17,7 @@ from nbclient import NotebookClient
 
 import cleo_dask as cd
 from _dask_procs import ROOT, cleo_dask_command, env_with_tasks
-from cleo_dask.cli import build_parser
+from cleo_dask.cli.main import build_parser
 
 #: what the Quick start prints: the summary's value and the dashboard's link
 EXPECTED = re.compile(r"^NEWS ABOUT DASK http://127\.0\.0\.1:\d+/status$")

@@ -7,7 +7,7 @@ import time
 import weakref
 
 import cleo_dask as cd
-from cleo_dask._forget import topic_count
+from cleo_dask.runs.forget import topic_count
 
 
 @cd.task

@@ -14,9 +14,9 @@ from distributed import Client, LocalCluster
 from prometheus_client.parser import text_string_to_metric_families
 
 import cleo_dask as cd
-from cleo_dask._notebook import progress_html
-from cleo_dask._plugin import snapshot
-from cleo_dask._visualize import COLORS, layout
+from cleo_dask.monitor.notebook import progress_html
+from cleo_dask.monitor.state import snapshot
+from cleo_dask.monitor.pictures import COLORS, layout
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -140,8 +140,8 @@ def test_json_formatter_writes_one_object_per_record():
 def test_monitor_state_machine_from_events_and_transitions():
     """The plugin alone, fed what a scheduler would hand it (no cluster): a fused unit a>b, a
     retried node, and the oldest finished run dropped past max_runs."""
-    from cleo_dask._events import event, run_topic
-    from cleo_dask._plugin import CleoMonitor
+    from cleo_dask.core.events import event, run_topic
+    from cleo_dask.monitor.state import CleoMonitor
 
     mon = CleoMonitor(max_runs=2, dashboard=False)
 
@@ -183,8 +183,8 @@ def test_monitor_state_machine_from_events_and_transitions():
 
 def test_monitor_replays_transitions_that_arrive_before_the_run_event():
     """The engine does not wait for its events: a fast task can finish before its run is announced."""
-    from cleo_dask._events import event, run_topic
-    from cleo_dask._plugin import CleoMonitor
+    from cleo_dask.core.events import event, run_topic
+    from cleo_dask.monitor.state import CleoMonitor
 
     mon = CleoMonitor(dashboard=False)
     rid = "0123456789abcdef"

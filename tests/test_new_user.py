@@ -14,10 +14,10 @@ import pytest
 
 import cleo_dask as cd
 from _dask_procs import SPECS
-from cleo_dask._inputs import parse_input_args, read_inputs_file
-from cleo_dask._scheduler import make_trigger
-from cleo_dask._spec import load_spec
-from cleo_dask._triggers import IntervalTrigger
+from cleo_dask.core.inputs import parse_input_args, read_inputs_file
+from cleo_dask.schedules.schedule import make_trigger
+from cleo_dask.core.spec import load_spec
+from cleo_dask.schedules.triggers import IntervalTrigger
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_the_journal_keeps_why_a_node_is_upstream_failed(client, tmp_path):
 
 
 def test_a_resumed_node_that_runs_loses_its_old_upstream_failed_note(tmp_path):
-    from cleo_dask._journal import Journal
+    from cleo_dask.durable.journal import Journal
     journal = Journal(tmp_path / "runs.db")
     journal.add_run("r1", agent="a", workflow="w", name="w", started=0.0, nodes=["boom", "below"], results="",
                     spec=None)
@@ -166,7 +166,7 @@ def test_run_json_is_strict_json_when_a_value_is_nan(engine):
     # `cleo-dask run --json` output read by jq or another language: NaN is not JSON
     import json
 
-    from cleo_dask._progress import outcome_json
+    from cleo_dask.monitor.progress import outcome_json
     run = engine.submit(cd.Workflow.chain(_not_a_number), cd.Agent("a"))
     data = outcome_json(run, run.result(timeout=60))
     json.dumps(data, allow_nan=False)
@@ -228,7 +228,7 @@ def test_cli_output_piped_into_head_stops_quietly(tmp_path):
     import subprocess
 
     from _dask_procs import cleo_dask_command
-    from cleo_dask._journal import Journal
+    from cleo_dask.durable.journal import Journal
     journal = Journal(tmp_path / "runs.db")
     for i in range(300):
         journal.add_run(f"run{i}", agent="a", workflow="w", name="w", started=float(i), nodes=["n"], results="",

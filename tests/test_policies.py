@@ -8,9 +8,9 @@ import networkx as nx
 import pytest
 
 import cleo_dask as cd
-from cleo_dask._driver import Driver
-from cleo_dask._retry import RetryPolicy
-from cleo_dask._trigger import skip_reason
+from cleo_dask.runs.driver import Driver
+from cleo_dask.failures.retry import RetryPolicy
+from cleo_dask.failures.rules import skip_reason
 
 
 def test_fixed_backoff_is_constant():

@@ -18,10 +18,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import cleo_dask as cd
-from cleo_dask._misfire import plan
-from cleo_dask._schedule_store import ScheduleStore
-from cleo_dask._scheduler import Scheduler, make_options, make_trigger, new_record
-from cleo_dask._triggers import CronTrigger, IntervalTrigger, trigger_from_state
+from cleo_dask.schedules.misfire import plan
+from cleo_dask.schedules.store import ScheduleStore
+from cleo_dask.schedules.schedule import Scheduler, make_options, make_trigger, new_record
+from cleo_dask.schedules.triggers import CronTrigger, IntervalTrigger, trigger_from_state
 
 UTC = timezone.utc
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
@@ -274,7 +274,7 @@ def test_sqlite_store_keeps_schedules_and_one_process_holds_the_lease(tmp_path):
 
 def test_a_dead_holders_lease_is_taken_over_at_once(tmp_path):
     path = tmp_path / "cleo.db"
-    code = ("import sys; from cleo_dask._schedule_store import ScheduleStore; "
+    code = ("import sys; from cleo_dask.schedules.store import ScheduleStore; "
             "print(ScheduleStore(sys.argv[1]).acquire_lease(3600)[0])")
     out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "True"  # that process exited without releasing a one-hour lease
@@ -393,7 +393,7 @@ def test_submit_many_sends_ordinary_runs_together(engine, agent):
     runs = engine.submit_many(items)
     assert [r.result(timeout=30)["inc"].value for r in runs[:20]] == list(range(1, 21))
     assert runs[20].name == "with a fallback" and runs[20].result(timeout=30)["broken"].value == -5
-    from cleo_dask._plugin import snapshot  # the monitor knows them (announced together) and sees them end
+    from cleo_dask.monitor.state import snapshot  # the monitor knows them (announced together) and sees them end
 
     def states():
         return [engine.client.run_on_scheduler(snapshot, r.id)["run"]["state"] for r in (runs[0], runs[20])]
@@ -571,7 +571,7 @@ def test_schedule_cli_add_list_pause_resume_remove(tmp_path, capsys, monkeypatch
         (["pause", "no-such-id"], "no schedule 'no-such-id'"),
     ]:
         # bad input, in this process (the same code as the subprocesses above, without their start-up time)
-        from cleo_dask.cli import main
+        from cleo_dask.cli.main import main
         monkeypatch.chdir(tmp_path)
         assert main(["schedule", *bad, "--store", "cleo.db"]) == 2
         assert message in capsys.readouterr().err, bad

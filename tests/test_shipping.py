@@ -20,7 +20,8 @@ import pytest
 
 import cleo_dask as cd
 from _dask_procs import Processes, cleo_dask_command, dask_command, env_with_cleo_only, wait_for_file
-from cleo_dask import _shipping, _upload
+from cleo_dask.cluster import shipping as _shipping
+from cleo_dask.cluster import upload as _upload
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +275,7 @@ def test_what_counts_as_the_users_own_code(tmp_path, monkeypatch):
     assert _shipping.user_module("pkg.sub", fake["pkg.sub"], roots) is not None
     assert _shipping.user_module("theirs", fake["theirs"], roots) is None            # site-packages
     assert _shipping.user_module("json", sys.modules["json"], roots) is None         # the standard library
-    assert _shipping.user_module("cleo_dask._task", sys.modules["cleo_dask._task"], roots) is None
+    assert _shipping.user_module("cleo_dask.core.task", sys.modules["cleo_dask.core.task"], roots) is None
     assert _shipping.user_module("pytest", sys.modules["pytest"], roots) is None
     assert _shipping.user_module("__main__", sys.modules["__main__"], roots) is None  # cloudpickle's own case
     for name in modules:

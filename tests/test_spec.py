@@ -8,8 +8,8 @@ import pytest
 
 import cleo_dask as cd
 from _dask_procs import SPECS
-from cleo_dask._backoff import Exponential, Fixed
-from cleo_dask._spec import load_agent, load_spec
+from cleo_dask.failures.backoff import Exponential, Fixed
+from cleo_dask.core.spec import load_agent, load_spec
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,7 @@ def problems_of(target, **kwargs):
 
 
 def test_a_yaml_spec_becomes_a_workflow_and_an_agent():
-    spec = cd.load_spec(SPECS / "pipeline.yaml")  # also cleo_dask._spec.load_spec
+    spec = cd.load_spec(SPECS / "pipeline.yaml")  # also cleo_dask.core.spec.load_spec
     wf = spec.workflow
     assert isinstance(wf, cd.Workflow) and wf.name == "research"
     assert spec.agent == cd.Agent("researcher-1", config={"n": 4})

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import cleo_dask as cd
 from _dask_procs import SPECS
-from cleo_dask._spec import AGENT_KEYS, EXPONENTIAL_KEYS, NODE_KEYS, TOP_KEYS, load_agent, load_spec
+from cleo_dask.core.spec import AGENT_KEYS, EXPONENTIAL_KEYS, NODE_KEYS, TOP_KEYS, load_agent, load_spec
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 

@@ -1,0 +1,1 @@
+"""Scheduler-side admission: concurrency caps, rate limits, fair share, estimates, I/O slots."""

@@ -1,0 +1,82 @@
+"""I/O-bound work on the workers: it waits, so it must not hold one of the cores' slots.
+
+A Dask worker runs at most ``nthreads`` tasks at once (its slots).  An ``async`` task, or a sync
+one marked ``io_bound=True``, mostly waits (an LLM, an HTTP API), so holding a slot while it
+waits would cap a 2-core ``LocalCluster`` at two calls in flight.  cleo_dask therefore runs every
+I/O unit as a coroutine on the worker's event loop and, as its first step, *secedes* it: the
+same state change ``distributed.secede()`` makes for a thread (the worker state machine's
+``SecedeEvent``; the scheduler hears ``long-running``).  The slot is freed at once for CPU work
+and for the next I/O task, so hundreds of calls can be in flight per worker, and CPU-bound
+tasks still run ``nthreads`` at a time.
+
+* ``async def`` bodies are awaited on the loop; a timeout cancels the coroutine
+  (``asyncio.CancelledError`` is raised inside it).
+* Blocking ``io_bound`` bodies run in a per-process thread pool of ``cleo_dask.io-threads``
+  threads (Dask config, read on the worker), not in the worker's own pool.  Python cannot stop a
+  thread: over its time limit the attempt fails and the body runs on, abandoned.
+
+Nothing needs configuring on remote workers beyond having cleo_dask installed (which running any
+cleo_dask task already requires); ``io-threads`` may be raised in the workers' Dask config.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from cleo_dask import config as _config
+from cleo_dask.errors import TaskTimeout
+from cleo_dask.failures.timeout import _deadline
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def io_pool() -> ThreadPoolExecutor:
+    """This process's thread pool for blocking ``io_bound`` bodies (created on first use)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(int(_config.get("io-threads", 512) or 512), thread_name_prefix="cleo-io")
+        return _pool
+
+
+def release_slot(key: str) -> bool:
+    """Free the worker slot held by the running task ``key`` (call it from that task's coroutine).
+
+    Returns False outside a worker or if the task is not executing there (e.g. a direct call).
+    """
+    try:
+        from distributed import get_worker
+        from distributed.worker_state_machine import SecedeEvent
+        worker = get_worker()
+    except Exception:  # noqa: BLE001 - not on a worker: nothing to free
+        return False
+    ts = worker.state.tasks.get(key)
+    if ts is None or ts.state != "executing":
+        return False
+    worker.loop.add_callback(worker.handle_stimulus,
+                             SecedeEvent(key=key, compute_duration=0.0, stimulus_id=f"cleo-io-{time.time()}"))
+    return True
+
+
+async def run_blocking(fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: float | None) -> Any:
+    """Run a blocking body in :func:`io_pool` and await it; past ``timeout`` raise :class:`TaskTimeout`."""
+    ends = None if timeout is None else time.time() + timeout
+
+    def body() -> Any:
+        _deadline.set(ends)
+        return fn(*args, **kwargs)
+
+    ctx = contextvars.copy_context()
+    fut = asyncio.get_running_loop().run_in_executor(io_pool(), ctx.run, body)
+    if timeout is None:
+        return await fut
+    try:
+        return await asyncio.wait_for(fut, timeout)
+    except asyncio.TimeoutError:
+        raise TaskTimeout(f"attempt exceeded its time limit of {timeout:g} s (the body was abandoned)") from None

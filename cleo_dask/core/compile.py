@@ -1,0 +1,350 @@
+"""Compile a validated :class:`Workflow` into one Dask graph (a plain dict of ``dask.task_spec``
+tasks plus per-key annotations), without touching a cluster.
+
+* One Dask task per *unit*: a linear run of nodes (each the only child of the one before, each
+  the only parent of the one after) is fused into one task, so a chain costs one scheduler
+  round trip per run of nodes, not per node.  Every node still gets its own record.
+* The agent is embedded in the graph (pickled once per submission, memoised by pickle), as a
+  plain argument of each task, not a Dask key: a key every root depended on would pull all roots
+  onto the worker holding it (``decide_worker`` only considers workers holding dependencies).
+* Per-key annotations carry Dask's ``retries`` (immediate retries) and ``priority`` (the user's,
+  plus critical-path bottom levels when durations are known).
+"""
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from itertools import chain
+from operator import attrgetter
+from dataclasses import dataclass, field
+from typing import Any
+
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+from dask.task_spec import Task, TaskRef
+
+from cleo_dask.admission.plugin import ANNOTATION as ADMISSION, unit_admission, with_not_before
+from cleo_dask.failures.backoff import NO_BACKOFF, Backoff
+from cleo_dask.admission.fair import fair_share
+from cleo_dask.util.gcpause import gc_paused as _gc_paused
+from cleo_dask.core.parameters import receives_inputs
+from cleo_dask.failures.retry import RetryPolicy
+from cleo_dask.cluster.shipping import data_node, graph_value
+from cleo_dask.core.task import TaskSpec
+from cleo_dask.core.worker import NodeCall, NodeOutput, UnitCall, run_unit, run_unit_async
+from cleo_dask.core.workflow import Node, Workflow
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Engine-wide defaults for tasks that set no ``retries`` / ``backoff`` of their own."""
+
+    retries: int = 0
+    backoff: Backoff = NO_BACKOFF
+    store: Any = None  # durable runs: the ResultStore workers write outputs to
+
+
+def retry_policy(node: Node, defaults: Defaults) -> RetryPolicy:
+    """The retry policy a node runs under, engine defaults filled in."""
+    t = node.task
+    args = (defaults.retries if t.retries is None else t.retries,
+            defaults.backoff if t.backoff is None else t.backoff, t.retry_on)
+    try:
+        return _cached_policy(*args)  # compiling asks once or twice per node: skip re-validating
+    except TypeError:  # an unhashable custom backoff
+        return RetryPolicy(*args)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_policy(retries: int, backoff: Backoff, retry_on: tuple) -> RetryPolicy:
+    return RetryPolicy(retries, backoff, retry_on)
+
+
+@dataclass
+class Compiled:
+    """A compiled (sub)graph: the tasks, where each node's output lives, and the annotations."""
+
+    dsk: dict[str, Any]
+    units: dict[str, tuple[str, ...]]          # unit key -> node names
+    location: dict[str, tuple[str, int]]       # node -> (unit key, index in unit or -1)
+    retries: dict[str, int] = field(default_factory=dict)
+    priority: dict[str, float] = field(default_factory=dict)
+    agent_key: str | None = None
+    admission: dict[str, Any] = field(default_factory=dict)  # unit key -> limits (see _admission)
+    durations: dict[str, float] = field(default_factory=dict)  # unit key -> known seconds (see _estimates)
+
+    @property
+    def keys(self) -> list[str]:
+        """The unit keys (the futures a run holds)."""
+        return list(self.units)
+
+    @classmethod
+    def merge(cls, parts: list[Compiled]) -> Compiled:
+        """One graph for several runs (their keys never collide: each holds its run id).  Node
+        locations are per run and are not merged."""
+        if len(parts) == 1:
+            return parts[0]
+        merged = cls({}, {}, {})
+        for c in parts:
+            merged.dsk.update(c.dsk)
+            merged.units.update(c.units)
+            merged.retries.update(c.retries)
+            merged.priority.update(c.priority)
+            merged.admission.update(c.admission)
+            merged.durations.update(c.durations)
+        return merged
+
+    def graph(self) -> HighLevelGraph:
+        """The graph as one HighLevelGraph layer with per-key annotations."""
+        annotations: dict[str, Any] = {}
+        if self.retries:
+            annotations["retries"] = _Lookup(self.retries, 0)
+        if self.priority:
+            annotations["priority"] = _Lookup(self.priority, 0)
+        if self.admission:
+            annotations[ADMISSION] = _Lookup(self.admission, None)
+        layer = MaterializedLayer(self.dsk, annotations=annotations or None)
+        return HighLevelGraph({"cleo": layer}, {"cleo": set()})
+
+
+_NO_OVERRIDE: Mapping[str, Any] = {}
+_NO_KWARGS: dict[str, Any] = {}   # shared by every task: never written to (Dask copies it for a new task)
+
+
+class _Lookup:
+    """A picklable ``key -> value`` callable for per-key annotations (Dask calls it per key)."""
+
+    def __init__(self, table: Mapping[str, Any], default: Any):
+        self.table = dict(table)
+        self.default = default
+
+    def __call__(self, key: str) -> Any:
+        return self.table.get(key, self.default)
+
+
+def fusable(parent: Node, child: Node, children: Mapping[str, list[str]], defaults: Defaults) -> bool:
+    """Whether ``child`` may run in the same Dask task right after ``parent``."""
+    if len(children[parent.name]) != 1 or len(child.parents) != 1:
+        return False
+    return _fusable_tasks(parent, child, defaults)
+
+
+def _fusable_tasks(parent: Node, child: Node, defaults: Defaults) -> bool:
+    a, b = parent.task, child.task
+    if a.is_async != b.is_async or a.io_bound != b.io_bound or a.rate_limit or b.rate_limit:
+        return False
+    # any retry (Dask's own, or the engine's ``Client.retry`` after a backoff) reruns the whole
+    # Dask task, so only nodes without retries are fused
+    return retry_policy(parent, defaults).retries == 0 and retry_policy(child, defaults).retries == 0
+
+
+def child_counts(wf: Workflow) -> Counter:
+    """How many children each node has (nodes without children are absent)."""
+    return Counter(chain.from_iterable(map(attrgetter("parents"), wf.nodes.values())))
+
+
+def plan_units(wf: Workflow, names: Iterable[str], defaults: Defaults, fuse: bool = True) -> list[list[str]]:
+    """Group ``names`` (a topologically ordered subset) into units of linear runs."""
+    nodes = wf.nodes
+    chosen = list(names)
+    if not fuse:
+        return [[n] for n in chosen]
+    counts = child_counts(wf)
+    unit_of: dict[str, list[str]] = {}
+    units: list[list[str]] = []
+    for n in chosen:
+        node = nodes[n]
+        parents = node.parents
+        if len(parents) == 1 and counts[parents[0]] == 1 and parents[0] in unit_of \
+                and _fusable_tasks(nodes[parents[0]], node, defaults):
+            unit = unit_of[parents[0]]
+            if unit[-1] == parents[0]:   # (unit_of only holds chosen nodes)
+                unit.append(n)
+                unit_of[n] = unit
+                continue
+        unit = [n]
+        units.append(unit)
+        if counts[n] == 1:   # only an only child's parent can be fused with it
+            unit_of[n] = unit
+    return units
+
+
+def bottom_levels(wf: Workflow, default_duration: float | None = None,
+                  durations: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Each node's bottom level: the longest path (by estimated duration) from it to a sink.
+
+    A node's duration is ``durations[node]`` (estimates, e.g. from an earlier run), else its
+    task's ``duration=``, else ``default_duration`` (default: the mean of the known ones, or 1).
+    """
+    given = durations or {}
+    own = {n: given.get(n, node.task.duration) for n, node in wf.nodes.items()}
+    if default_duration is None:
+        known = [d for d in own.values() if d is not None]
+        default_duration = sum(known) / len(known) if known else 1.0
+    level: dict[str, float] = {}
+    below: dict[str, float] = {}   # node -> the highest level among its children seen so far
+    nodes = wf.nodes
+    for n in reversed(nodes):      # children before parents: push each level up to the parents
+        d = own[n]
+        lv = level[n] = (default_duration if d is None else d) + below.get(n, 0.0)
+        for p in nodes[n].parents:
+            if p not in below or lv > below[p]:
+                below[p] = lv
+    return level
+
+
+@_gc_paused()
+def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Defaults = Defaults(),
+                     priority: float = 0, fuse: bool = True,
+                     critical_path: bool | Mapping[str, float] | None = None,
+                     inputs: Mapping[str, Any] | None = None, not_before: float | None = None) -> Compiled:
+    """Compile every node of ``wf`` for run ``run_id``; ``agent`` is embedded once.
+
+    ``not_before``: epoch seconds before which the run's root units are held on the scheduler
+    (holding no slot; see :mod:`cleo_dask.admission.plugin`): scheduled runs handed over ahead of time.
+
+    ``inputs``: the run's inputs (the workflow parameters' values), handed to every node taking some.
+    ``critical_path``: prioritise by bottom level (default: when any task declares a ``duration``);
+    a mapping ``node -> seconds`` does so with those estimated durations (e.g. an earlier run's).
+    """
+    compiled = Compiled({}, {}, {})
+    literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
+    _add_units(compiled, wf, list(wf.nodes), run_id, agent, defaults, fuse, gen=0, literals=literals,
+               external={}, overrides={})
+    if not_before is not None:
+        for key, names in compiled.units.items():
+            if not wf.nodes[names[0]].parents:
+                compiled.admission[key] = with_not_before(compiled.admission.get(key), not_before)
+    if critical_path is None:
+        critical_path = any(node.task.duration is not None for node in wf.nodes.values())
+    if isinstance(critical_path, Mapping):
+        _check_durations(wf, critical_path)
+    if critical_path:
+        given = critical_path if isinstance(critical_path, Mapping) else {}
+        levels = bottom_levels(wf, durations=given)
+        top = max(levels.values(), default=0.0) or 1.0
+        for key, names in compiled.units.items():
+            compiled.priority[key] = priority + levels[names[0]] / (top * 1.001)
+            known = [given.get(n, wf.nodes[n].task.duration) for n in names]
+            if all(d is not None for d in known):
+                compiled.durations[key] = float(sum(known))
+    elif priority:
+        for key in compiled.units:
+            compiled.priority[key] = priority
+    if not critical_path:
+        fair_share(compiled, wf, priority)
+    return compiled
+
+
+def _check_durations(wf: Workflow, durations: Mapping[str, float]) -> None:
+    from cleo_dask.errors import WorkflowError
+    unknown = sorted(set(durations) - set(wf.nodes))
+    if unknown:
+        raise WorkflowError(f"critical_path durations name unknown nodes: {unknown[:5]}")
+    bad = {n: d for n, d in durations.items()
+           if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < float("inf")}
+    if bad:
+        raise WorkflowError(f"critical_path durations must be finite seconds >= 0, got {dict(list(bad.items())[:5])}")
+
+
+def compile_resubmission(wf: Workflow, run_id: str, agent: Any, names: Iterable[str], gen: int, *,
+                         defaults: Defaults, external: Mapping[str, tuple[str, int]],
+                         literals: Mapping[str, NodeOutput], overrides: Mapping[str, dict[str, Any]],
+                         priority: float = 0, inputs: Mapping[str, Any] | None = None) -> Compiled:
+    """Compile a subset of nodes again under new keys (generation ``gen``), for the slow path.
+
+    Parents outside the subset come from ``external`` (their current key and index) or, when
+    their output is known on the client, from ``literals`` (embedded as data).  ``overrides``
+    sets per-node ``attempt``, ``mode`` ("fallback") and ``error``.  ``inputs``: the run's inputs
+    (the workflow parameters' values).
+    """
+    compiled = Compiled({}, {}, {})
+    lit = {}
+    for name, out in literals.items():
+        key = f"{name}-{run_id}-v{gen}"
+        compiled.dsk[key] = data_node(key, out)
+        lit[name] = key
+    _add_units(compiled, wf, list(names), run_id, agent, defaults, fuse=False, gen=gen,
+               literals={"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {},
+               external={**external, **{n: (k, -1) for n, k in lit.items()}}, overrides=overrides)
+    if priority:
+        compiled.priority = {k: priority for k in compiled.units}
+    return compiled
+
+
+def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, agent: Any,
+               defaults: Defaults, fuse: bool, gen: int, literals: Mapping[str, NodeOutput],
+               external: Mapping[str, tuple[str, int]], overrides: Mapping[str, dict[str, Any]]) -> None:
+    nodes = wf.nodes
+    agent_arg = graph_value(agent)   # the agent itself, unless its class is sent by value
+    for lit_key, out in literals.items():
+        compiled.dsk[f"{lit_key}-{run_id}"] = data_node(f"{lit_key}-{run_id}", out)
+    # the run's inputs travel as one data node, handed to each node taking some of them
+    inputs_key = f"inputs-{run_id}" if "inputs" in literals else None
+    input_names = tuple(literals["inputs"].value) if inputs_key else ()
+    limited = getattr(agent, "max_concurrency", None) is not None
+    store = defaults.store
+    location, dsk, units = compiled.location, compiled.dsk, compiled.units
+    mid, suffix = f"-{run_id}-", (f"-{gen}" if gen else "")
+    policies: dict[int, tuple[TaskSpec, RetryPolicy]] = {}   # id(spec) -> (spec, kept alive; its policy)
+    refs: dict[str, TaskRef] = {}   # one reference per unit, shared by the units depending on it
+    for unit in plan_units(wf, names, defaults, fuse):
+        # Dask groups tasks by the key's prefix (``key_split``: the words before the run id), so
+        # the prefix is the *task's* name: one group per function, as the dashboard shows them,
+        # rather than one per node (10,000 prefixes slow the scheduler's duration estimates).
+        first = nodes[unit[0]]
+        key = f"{first.task.name}{mid}{unit[0]}{suffix}"
+        deps: list[str] = []
+        dep_pos: dict[str, int] = {}
+        calls = []
+        for i, n in enumerate(unit):
+            node = first if i == 0 else nodes[n]
+            ins = []
+            for p in node.parents:
+                if i > 0 and p == unit[i - 1]:
+                    ins.append((p, -1, i - 1))
+                    continue
+                pkey, idx = location.get(p) or external[p]
+                pos = dep_pos.get(pkey)
+                if pos is None:
+                    pos = dep_pos[pkey] = len(deps)
+                    deps.append(pkey)
+                ins.append((p, pos, idx))
+            if inputs_key and receives_inputs(node, input_names):
+                if inputs_key not in dep_pos:
+                    dep_pos[inputs_key] = len(deps)
+                    deps.append(inputs_key)
+                ins.append(("**", dep_pos[inputs_key], -1))   # last: the worker unpacks it
+            over = overrides.get(n) if overrides else None
+            if over is None:
+                calls.append(NodeCall(n, node.task, tuple(ins), node.when, node.trigger))
+                continue
+            task = node.task if over.get("mode") != "fallback" else node.task.fallback
+            calls.append(NodeCall(n, task, tuple(ins), node.when, node.trigger, over.get("attempt", 1),
+                                  over.get("mode", "task"), over.get("error")))
+        # I/O units (async, or io_bound) run on the worker's event loop and free their slot
+        head = calls[0].task
+        func = run_unit_async if head.is_async or head.io_bound else run_unit
+        dsk[key] = t = Task(key, func, UnitCall(run_id, key, tuple(calls), store), agent_arg,
+                            *[refs.get(d) or _new_ref(refs, d) for d in deps])
+        t.kwargs = _NO_KWARGS   # rather than an empty dict of its own per task (64 bytes a node)
+        units[key] = tuple(unit)
+        if limited or head.rate_limit is not None or (len(calls) > 1 and any(c.task.rate_limit for c in calls)):
+            if (limits := unit_admission([c.task for c in calls], agent)) is not None:
+                compiled.admission[key] = limits
+        if len(unit) == 1:
+            location[unit[0]] = (key, -1)
+            spec = first.task
+            hit = policies.get(id(spec))
+            if hit is None or hit[0] is not spec:
+                hit = policies[id(spec)] = (spec, retry_policy(first, defaults))
+            if hit[1].uses_dask_retries and overrides.get(unit[0], _NO_OVERRIDE).get("mode", "task") == "task":
+                compiled.retries[key] = hit[1].retries
+        else:
+            for i, n in enumerate(unit):
+                location[n] = (key, i)
+
+
+def _new_ref(refs: dict[str, TaskRef], key: str) -> TaskRef:
+    ref = refs[key] = TaskRef(key)
+    return ref

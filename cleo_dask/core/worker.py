@@ -1,0 +1,347 @@
+"""What runs on the workers: one Dask task runs a *unit*, a linear run of one or more nodes.
+
+Each node's output is kept in Dask memory as a :class:`NodeOutput` (value plus a small record);
+children unwrap it.  A node that fails raises :class:`NodeFailed`, so Dask marks the key erred
+(and applies its own ``retries=``); the engine on the client decides what follows (a delayed
+retry, the fallback, the trigger rules of the children).  Nothing here waits for a retry.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import traceback as tb
+from dataclasses import dataclass
+from collections.abc import Generator
+from typing import Any
+
+import cloudpickle
+from dask.sizeof import sizeof
+
+from cleo_dask.durable import resultstore as _durable
+from cleo_dask.core.events import event, run_topic
+from cleo_dask.admission.io import release_slot, run_blocking
+from cleo_dask.core.outcome import SKIP_STATUSES, Attempt, Failure
+from cleo_dask.cluster.shipping import portable
+from cleo_dask.core.task import TaskSpec
+from cleo_dask.failures.timeout import await_with_timeout, call_with_timeout
+from cleo_dask.failures.rules import ALL_SUCCESS, skip_decision
+
+SUCCEEDED, FELL_BACK, SKIPPED, FAILED = "succeeded", "fell_back", "skipped", "failed"
+UPSTREAM_FAILED = "upstream_failed"
+
+
+class NodeOutput:
+    """A node's output as stored in Dask memory: the value and the record of how it came."""
+
+    __slots__ = ("value", "status", "start", "end", "worker", "attempt", "reason", "upstream_fallbacks")
+
+    def __init__(self, value: Any, status: str, start: float | None = None, end: float | None = None,
+                 worker: str | None = None, attempt: int = 1, reason: str | None = None,
+                 upstream_fallbacks: tuple[str, ...] = ()):
+        self.value = value
+        self.status = status
+        self.start = start
+        self.end = end
+        self.worker = worker
+        self.attempt = attempt
+        self.reason = reason
+        self.upstream_fallbacks = upstream_fallbacks
+
+    def __reduce__(self):
+        return (NodeOutput, (self.value, self.status, self.start, self.end, self.worker, self.attempt,
+                             self.reason, self.upstream_fallbacks))
+
+    def meta(self) -> tuple:
+        """Everything but the value (what the client fetches for statuses and timings)."""
+        return (self.status, self.start, self.end, self.worker, self.attempt, self.reason, self.upstream_fallbacks)
+
+
+@sizeof.register(NodeOutput)
+def _sizeof_output(out: NodeOutput) -> int:
+    # Dask's default for an object is its shallow size: count the value, so that worker memory
+    # limits, spilling and cleo's close-fetch-limit see what the output really holds
+    return sys.getsizeof(out) + sizeof(out.value)
+
+
+class NodeFailed(Exception):
+    """Raised on a worker when a node's attempt fails; carries the record and the earlier outputs
+    of its unit (the nodes before it in a fused linear run, which did succeed)."""
+
+    def __init__(self, node: str, key: str, attempt: Attempt, error: BaseException | None,
+                 traceback: str, completed: dict[str, NodeOutput] | None = None):
+        super().__init__(f"node {node!r} failed: {attempt.error}")
+        self.node = node
+        self.key = key
+        self.attempt = attempt
+        self.error = error
+        self.traceback = traceback
+        self.completed = completed or {}
+
+    def __reduce__(self):
+        return (NodeFailed, (self.node, self.key, self.attempt, self.error, self.traceback, self.completed))
+
+
+@dataclass(slots=True, eq=False)  # not frozen: a million of them are made per compile
+class NodeCall:
+    """How to run one node inside a unit: its spec, and where each parent's output comes from.
+
+    ``inputs``: ``(parent name, dependency position, index)`` triples; position ``-1`` means an
+    earlier node of the same unit (``index`` into the unit), otherwise the ``position``-th
+    dependency of the Dask task (``index`` into a multi-node unit's outputs, ``-1`` for a single).
+    ``mode`` is ``"task"`` or ``"fallback"`` (then ``error`` is the final failure).
+    """
+
+    name: str
+    task: TaskSpec
+    inputs: tuple[tuple[str, int, int], ...]
+    when: Any = None
+    trigger: str = ALL_SUCCESS
+    attempt: int = 1
+    mode: str = "task"
+    error: BaseException | None = None
+
+    def __reduce__(self):
+        # a positional tuple: every Dask task carries one per node, pickled by the scheduler
+        # for each worker; the default (class + field-name dict) is larger and slower
+        return (NodeCall, (self.name, self.task, self.inputs, portable(self.when), self.trigger, self.attempt,
+                           self.mode, portable(self.error)))
+
+
+@dataclass(slots=True, eq=False)  # not frozen: a million of them are made per compile
+class UnitCall:
+    """A Dask task's worth of nodes (a linear run), for one run of a workflow."""
+
+    run_id: str
+    key: str
+    nodes: tuple[NodeCall, ...]
+    store: Any = None  # a ResultStore for durable runs (outputs written there, cache=)
+
+    def __reduce__(self):
+        return (UnitCall, (self.run_id, self.key, self.nodes, self.store))
+
+
+def _worker_address() -> str | None:
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except Exception:  # noqa: BLE001 - outside a worker (tests, local calls)
+        return None
+
+
+def _log(msg: dict[str, Any]) -> None:
+    try:
+        from distributed import get_worker
+        get_worker().log_event(run_topic(msg["run"]), msg)
+    except Exception:  # noqa: BLE001 - no worker (direct call): nothing to report to
+        pass
+
+
+def _gather_inputs(call: NodeCall, deps: tuple, local: list[NodeOutput]) -> list[tuple[str, NodeOutput]]:
+    out = []
+    for parent, pos, idx in call.inputs:
+        if pos < 0:
+            out.append((parent, local[idx]))
+        else:
+            dep = deps[pos]
+            out.append((parent, dep if idx < 0 else dep[idx]))
+    return out
+
+
+def _prepare(call: NodeCall, parents: list[tuple[str, NodeOutput]]):
+    """Decide skip or run; returns ((skip status, reason) or None, kwargs, upstream fallbacks)."""
+    upstream: tuple[str, ...] = ()
+    given: dict[str, Any] = {}
+    if parents and parents[-1][0] == "**":  # the run's inputs (workflow parameters' values)
+        given = dict(parents[-1][1].value)
+        parents = parents[:-1]
+        if parents:  # below the roots, a node gets the parameters it names (its parents' results aside)
+            names = call.task.signature.names
+            given = {k: v for k, v in given.items() if k in names}
+    for name, out in parents:
+        if out.upstream_fallbacks or out.status == FELL_BACK:
+            upstream = tuple(dict.fromkeys(upstream + out.upstream_fallbacks + ((name,) if out.status == FELL_BACK else ())))
+    if call.mode == "fallback":
+        return None, {**given, **{n: o.value for n, o in parents}}, upstream
+    skip = skip_decision(call.trigger, [(n, o.status, o.reason) for n, o in parents]) if parents else None
+    if skip is not None:
+        return skip, {}, upstream
+    kwargs = {n: (o.value if o.status not in SKIP_STATUSES else None) for n, o in parents}
+    return None, {**given, **kwargs} if given else kwargs, upstream
+
+
+def _when_holds(call: NodeCall, kwargs: dict[str, Any]) -> bool:
+    if call.when is None:
+        return True
+    from cleo_dask.core.task import Signature
+    return bool(call.when(**Signature.of(call.when, agent_first=False).select(kwargs)))
+
+
+def _failed(call: NodeCall, key: str, start: float, worker: str | None, exc: BaseException,
+            completed: dict[str, NodeOutput], run_id: str) -> NodeFailed:
+    from cleo_dask.errors import TaskTimeout
+    end = time.time()
+    attempt = Attempt(call.attempt, start, end, worker, repr(exc), type(exc).__name__,
+                      timed_out=isinstance(exc, TaskTimeout), kind=call.mode)
+    text = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        cloudpickle.dumps(exc)
+        error: BaseException | None = exc
+    except Exception:  # noqa: BLE001 - an exception that does not pickle travels as text
+        error = RuntimeError(f"{type(exc).__name__}: {exc}")
+    _log(event("attempt", run_id, node=call.name, key=key, attempt=call.attempt, worker=worker, start=start,
+               end=end, error=repr(exc)[:500], error_type=type(exc).__name__, timed_out=attempt.timed_out,
+               mode=call.mode))
+    return NodeFailed(call.name, key, attempt, error, text, dict(completed))
+
+
+def _finish(call: NodeCall, value: Any, start: float, worker: str | None, upstream: tuple[str, ...]) -> NodeOutput:
+    status = FELL_BACK if call.mode == "fallback" else SUCCEEDED
+    return NodeOutput(value, status, start, time.time(), worker, call.attempt, None, upstream)
+
+
+def _skip(call: NodeCall, key: str, skip: tuple[str, str], worker: str | None, upstream: tuple[str, ...],
+          run_id: str) -> NodeOutput:
+    status, reason = skip
+    now = time.time()
+    _log(event("skipped", run_id, node=call.name, key=key, reason=reason, status=status))
+    return NodeOutput(None, status, now, now, worker, call.attempt, reason, upstream)
+
+
+def _args(call: NodeCall, agent: Any, kwargs: dict[str, Any]) -> tuple[tuple, dict]:
+    kw = call.task.signature.select(kwargs)
+    if call.mode == "fallback":
+        return (agent, call.error), kw
+    return (agent,), kw
+
+
+def _cache_lookup(unit: UnitCall, call: NodeCall, args: tuple, kw: dict[str, Any]):
+    """Durable runs only: the cache key of a ``cache=`` task's call and ``(value,)`` on a hit."""
+    if unit.store is None or not call.task.cache:
+        return None, None
+    key = _durable.cache_key(call, args, kw, unit.run_id)
+    return key, (_durable.cache_get(unit.store, key, call.name, unit.run_id) if key else None)
+
+
+def _cache_store(unit: UnitCall, call: NodeCall, key: str | None, hit: Any, value: Any, out: NodeOutput) -> None:
+    if hit is not None:
+        out.reason = "cache hit"
+    elif key is not None:
+        _durable.cache_put(unit.store, key, value, call.name, unit.run_id)
+
+
+def _unit_steps(unit: UnitCall, agent: Any, deps: tuple, worker: str | None) -> Generator[tuple, Any, Any]:
+    """The loop over a unit's nodes, shared by the sync and the async Dask task.
+
+    It yields what its driver must run — ``("body", call, args, kwargs)`` for a task body,
+    ``("io", fn, args)`` for blocking I/O — and is sent the result or thrown the exception; it
+    returns the unit's output.  Each driver only decides *how* to run those (in this thread, or
+    awaited on the worker's event loop).
+    """
+    outputs: list[NodeOutput] = []
+    completed: dict[str, NodeOutput] = {}
+    for call in unit.nodes:
+        start = time.time()
+        try:
+            skip, kwargs, upstream = _prepare(call, _gather_inputs(call, deps, outputs))
+            if skip is None and not _when_holds(call, kwargs):
+                skip = (SKIPPED, "condition 'when' is false")
+            if skip is not None:
+                out = _skip(call, unit.key, skip, worker, upstream, unit.run_id)
+            else:
+                args, kw = _args(call, agent, kwargs)
+                ckey, hit = _cache_lookup(unit, call, args, kw)
+                value = hit[0] if hit is not None else (yield ("body", call, args, kw))
+                out = _finish(call, value, start, worker, upstream)
+                _cache_store(unit, call, ckey, hit, value, out)
+            if unit.store is not None:
+                yield ("io", _durable.save_output, (unit.store, unit.run_id, unit.key, call.name, out))
+        except Exception as exc:  # noqa: BLE001 - every task error becomes a NodeFailed
+            raise _failed(call, unit.key, start, worker, exc, completed, unit.run_id) from None
+        outputs.append(out)
+        completed[call.name] = out
+    return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+def _next_step(steps: Generator[tuple, Any, Any], reply: Any, error: BaseException | None) -> tuple[bool, Any]:
+    """Send ``reply`` (or throw ``error``) into the steps: ``(False, request)``, or ``(True, output)``."""
+    try:
+        return False, (steps.throw(error) if error is not None else steps.send(reply))
+    except StopIteration as done:
+        return True, done.value
+
+
+def run_unit(unit: UnitCall, agent: Any, *deps: Any) -> Any:
+    """Run a unit of synchronous nodes; the Dask task function of every sync unit."""
+    steps = _unit_steps(unit, agent, deps, _worker_address())
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        finished, request = _next_step(steps, reply, error)
+        if finished:
+            return request
+        reply, error = None, None
+        try:
+            if request[0] == "io":
+                reply = request[1](*request[2])
+                continue
+            _, call, args, kw = request
+            if call.task.is_async:
+                reply = asyncio.run(await_with_timeout(call.task.fn(*args, **kw), call.task.timeout))
+            else:
+                reply = call_with_timeout(call.task.fn, args, kw, call.task.timeout)
+        except Exception as exc:  # noqa: BLE001 - handed back to the loop, which records it
+            error = exc
+
+
+async def run_unit_async(unit: UnitCall, agent: Any, *deps: Any) -> Any:
+    """Run a unit of ``async`` nodes on the worker's event loop (Dask awaits coroutine tasks).
+
+    Also the Dask task of ``io_bound`` sync units (their bodies run in cleo's I/O thread pool).
+    Either way the unit first frees its worker slot (:func:`cleo_dask.admission.io.release_slot`).
+    """
+    worker = _worker_address()
+    release_slot(unit.key)
+    steps = _unit_steps(unit, agent, deps, worker)
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        finished, request = _next_step(steps, reply, error)
+        if finished:
+            return request
+        reply, error = None, None
+        try:
+            if request[0] == "io":   # file I/O off the worker's event loop
+                reply = await asyncio.to_thread(request[1], *request[2])
+                continue
+            _, call, args, kw = request
+            if call.task.is_async:
+                reply = await await_with_timeout(call.task.fn(*args, **kw), call.task.timeout)
+            else:  # a blocking io_bound body
+                reply = await run_blocking(call.task.fn, args, kw, call.task.timeout)
+        except Exception as exc:  # noqa: BLE001
+            error = exc
+
+
+def failure_output(node: str, error: BaseException | None, traceback: str | None) -> NodeOutput:
+    """The stand-in output of a finally failed node (no fallback): children see a :class:`Failure`."""
+    now = time.time()
+    return NodeOutput(Failure(node, error, traceback), FAILED, now, now, None, 0, "failed")
+
+
+def skipped_output(reason: str, status: str = SKIPPED) -> NodeOutput:
+    """The output of a node the client decided not to run (its trigger rule said no):
+    ``skipped``, or ``upstream_failed`` below a failure."""
+    now = time.time()
+    return NodeOutput(None, status, now, now, None, 0, reason)
+
+
+def collect_meta(keys: list[str], dask_worker: Any = None) -> dict[str, Any]:
+    """On a worker (``Client.run``): the records of the given keys it holds, without the values."""
+    data = dask_worker.data
+    out: dict[str, Any] = {}
+    for k in keys:
+        if k in data:
+            v = data[k]
+            out[k] = v.meta() if isinstance(v, NodeOutput) else tuple(o.meta() for o in v)
+    return out

@@ -1,0 +1,1 @@
+"""Durable runs: the journal, the result store, resuming after a crash."""

@@ -1,0 +1,610 @@
+"""The engine: a Dask client (and the cluster it started, if any) that runs workflows for agents."""
+from __future__ import annotations
+
+import html
+import logging
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
+
+from distributed import Client, LocalCluster
+
+from cleo_dask import config as _config
+from cleo_dask.cluster import shipping as _shipping
+from cleo_dask.core.agent import Agent, agent_id, check_picklable
+from cleo_dask.failures.backoff import Backoff, fixed
+from cleo_dask.admission.cluster_needs import check_cluster, check_run
+from cleo_dask.core.compile import Defaults, compile_workflow
+from cleo_dask.cluster.connect import connect
+from cleo_dask.runs.driver import Driver
+from cleo_dask.runs.eventsend import EventSender
+from cleo_dask.errors import ClusterError, WorkflowError
+from cleo_dask.runs.lost import client_closed, scheduler_address
+from cleo_dask.core.events import event, run_topic
+from cleo_dask.cluster.local import dashboard_link, start_local_cluster
+from cleo_dask.core.outcome import Status, TaskResult
+from cleo_dask.runs.run import Run, send_graph
+from cleo_dask.runs.submission import batch_item, check_submission
+from cleo_dask.core.task import as_spec
+from cleo_dask.core.workflow import Workflow
+
+logger = logging.getLogger("cleo_dask")
+#: Engine.submit_many sends at most this many runs per graph
+GRAPH_RUNS = 100
+
+
+class Engine:
+    """Runs workflows and tasks on a Dask cluster.
+
+    * ``Engine()``: starts a ``LocalCluster`` sized to this machine (settings under
+      ``cleo_dask.local-cluster`` in Dask's config, overridable with ``**cluster_kwargs``).
+    * ``Engine(address="tcp://host:8786")`` (or ``tls://``, with ``security=``): a running scheduler;
+      ``Engine(scheduler_file=...)`` likewise.
+    * ``Engine(client=c)``: a ``distributed.Client`` you already have.
+
+    ``upload=[path, ...]``: modules (``.py``), packages (directories with ``__init__.py``), other
+    directories (their modules) or ``.zip`` / ``.egg`` files, sent to the scheduler and the workers
+    (``Client.upload_file``) for code the cluster cannot import and that cannot travel by value.
+
+    The engine closes only what it started.  Use it as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, address: str | None = None, *, client: Client | None = None,
+                 scheduler_file: str | None = None, security: Any = None,
+                 default_retries: int | None = None, default_backoff: Backoff | float | None = None,
+                 store: str | None = None, timeout: float | None = None,
+                 upload: Iterable[str | os.PathLike[str]] | None = None, **cluster_kwargs: Any):
+        retries = _config.get("default-retries", 0) if default_retries is None else default_retries
+        backoff = default_backoff if default_backoff is not None else _config.get("default-backoff", 0)
+        if not isinstance(backoff, Backoff):
+            try:
+                backoff = fixed(float(backoff))
+            except (TypeError, ValueError):
+                raise WorkflowError(f"default_backoff must be cd.fixed/cd.exponential or seconds, got {backoff!r}") from None
+        from cleo_dask.failures.retry import RetryPolicy
+        RetryPolicy(retries, backoff)  # validates both
+        if upload:
+            from cleo_dask.cluster.upload import files_to_send
+            upload = files_to_send(upload)   # a bad path is bad input before any cluster starts
+        self.defaults = Defaults(retries, backoff)
+        self.cluster: LocalCluster | None = None
+        self._own_client = client is None
+        if client is not None:
+            if address or scheduler_file or cluster_kwargs:
+                raise WorkflowError("give either client= or an address / scheduler_file / cluster options, not both")
+            self.client = client
+        elif address or scheduler_file:
+            self.client = connect(address, scheduler_file, security, timeout)
+        else:
+            self.cluster = start_local_cluster(cluster_kwargs)  # workers never re-import __main__
+            self.client = Client(self.cluster, set_as_default=False)
+        if self.cluster is None:
+            check_cluster(self.client)  # warn about what the cluster lacks (I/O-bound needs: at submit)
+        self._driver = Driver()
+        self._runs = RunRegistry()
+        self._events = EventSender(self.client)
+        self._lock = threading.Lock()
+        self._listeners: list[Any] = []
+        self.store = store
+        self._closed = False
+        self._address = scheduler_address(self.client)  # a closed client forgets it
+        self.durable = self._start_durable(store)
+        self._monitoring = self._start_monitoring()
+        if upload:
+            self._upload(upload)
+
+    def _upload(self, files: list[tuple[str, str]]) -> None:
+        from cleo_dask.cluster.upload import upload
+        try:
+            upload(self.client, files)
+        except BaseException:
+            self.close()  # a bad path: do not leave the cluster we started behind
+            raise
+
+    # -- submitting ---------------------------------------------------------------------------
+    def submit(self, target: Any, agent: Any = None, *, priority: float = 0, fail_fast: bool = False,
+               name: str | None = None, inputs: Mapping[str, Any] | None = None,
+               critical_path: bool | Mapping[str, float] | None = None, not_before: float | None = None) -> Run:
+        """Submit a workflow (or a single task, as a one-node workflow) for ``agent``; returns at once.
+
+        Validation happens first: a :class:`WorkflowError` is raised before anything is submitted;
+        so is a :class:`StoreError` when the engine's journal (``store=``) cannot record the run.
+        ``priority``: higher runs first when workers are busy.  ``fail_fast``: at the first final
+        failure cancel what is left.  ``inputs``: values of the workflow's parameters
+        (:attr:`Workflow.parameters`: task arguments no parent provides), each handed to every
+        node taking it; a missing required one or an unknown one is a :class:`WorkflowError`.
+        ``critical_path``: order ready tasks by their longest path to the end (estimated from
+        task ``duration`` options; default: when any task declares one); or a mapping
+        ``node -> estimated seconds``, e.g. ``{n: r.duration for n, r in earlier.items()}``.
+        ``not_before``: epoch seconds; the Dask scheduler holds the run's root tasks (on no
+        worker, holding no slot) until then (cleo_dask must be importable on the scheduler).
+        """
+        prepared = self._prepare(target, agent, priority=priority, fail_fast=fail_fast, name=name,
+                                 inputs=inputs, critical_path=critical_path, not_before=not_before)
+        return self._launch([prepared])[0]
+
+    def submit_many(self, items: Iterable[Mapping[str, Any]]) -> list[Run]:
+        """Submit many runs at once: one graph submission to the cluster for all of them.
+
+        Each item is a mapping of :meth:`submit`'s arguments (``target``, optional ``agent``,
+        ``priority``, ``name``, ``inputs``, ``not_before``, ...).  Every item is validated first
+        (a :class:`WorkflowError` names the first bad one; nothing is submitted); each returned
+        :class:`Run` is an ordinary run (results, retries, fallbacks, monitoring).
+        """
+        prepared, checked = [], set()
+        for i, item in enumerate(items):
+            kwargs = batch_item(item, i, self.submit)
+            try:
+                prepared.append(self._prepare(kwargs.pop("target"), kwargs.pop("agent", None), checked=checked,
+                                              **kwargs))
+            except KeyError:
+                raise WorkflowError(f"submit_many: item {i} has no 'target'") from None
+            except WorkflowError as exc:
+                raise WorkflowError(f"submit_many: item {i}: {exc}") from exc
+        return self._launch(prepared)
+
+    def _prepare(self, target: Any, agent: Any = None, *, priority: float = 0, fail_fast: bool = False,
+                 name: str | None = None, inputs: Mapping[str, Any] | None = None,
+                 critical_path: bool | Mapping[str, float] | None = None,
+                 not_before: float | None = None, checked: set[int] | None = None) -> tuple[Run, Any]:
+        """Validate and compile one run (nothing is sent to the cluster yet); ``checked``: ids of
+        agents already known to pickle (a batch checks each agent once)."""
+        self._check_open()
+        wf = self._as_workflow(target)
+        wf.validate()
+        inputs = wf.check_inputs(inputs)
+        _shipping.ensure(self.client)   # the user's modules the cluster lacks travel by value
+        _shipping.check_travel(wf.nodes.values())
+        if agent is None:
+            agent = Agent("default")
+        if self.cluster is None:
+            check_run(self.client, wf, agent)   # warns once per cluster, if this run needs what it lacks
+        if checked is None or id(agent) not in checked:
+            check_picklable(agent)
+            if checked is not None:
+                checked.add(id(agent))
+        check_submission(priority, fail_fast, not_before)
+        run_id = uuid.uuid4().hex[:16]
+        compiled = compile_workflow(wf, run_id, agent, defaults=self.defaults, priority=priority,
+                                    fuse=bool(_config.get("fuse-chains", True)), critical_path=critical_path,
+                                    inputs=inputs, not_before=not_before)
+        run = Run(self, wf, agent, run_id, compiled, priority=priority, fail_fast=fail_fast,
+                  defaults=self.defaults, name=name)
+        run.inputs = dict(inputs) if inputs else {}  # kept by the journal to resume the run
+        return run, compiled
+
+    def _announce(self, run: Run, compiled: Any, **extra: Any) -> None:
+        """Register a run, follow its events and announce it (before its graph is sent);
+        ``extra``: more fields of its ``run`` event (``resumed=True``)."""
+        with self._lock:
+            self._runs[run.id] = run
+        if extra.get("resumed"):
+            self._events.wait_sent()  # an earlier run of this id retires its topic first
+        self.client.subscribe_topic(run_topic(run.id), run._on_event)
+        run._log("run", **_run_fields(run, compiled), **extra)
+
+    def _announce_many(self, prepared: list[tuple[Run, Any]]) -> None:
+        """:meth:`_announce` for a batch: the ``run`` events in one call that returns once the
+        scheduler has them (so they precede every other event of these runs), then the
+        subscriptions in one hop to the client's loop (ahead of the graphs, on the same stream)."""
+        try:
+            self.client.run_on_scheduler(_log_events, [(run_topic(run.id), event("run", run.id, **_run_fields(run, c)))
+                                                       for run, c in prepared])
+        except Exception:  # noqa: BLE001 - cleo_dask not importable on the scheduler: one event per run
+            for run, compiled in prepared:
+                self._announce(run, compiled)
+            return
+        with self._lock:
+            for run, _ in prepared:
+                self._runs[run.id] = run
+        client = self.client
+        if not (hasattr(client, "_event_handlers") and hasattr(client, "_send_to_scheduler_safe")):
+            for run, _ in prepared:
+                client.subscribe_topic(run_topic(run.id), run._on_event)
+            return
+        msgs = []
+        for run, _ in prepared:  # what Client.subscribe_topic does, without a loop hop per run
+            client._event_handlers[run_topic(run.id)] = run._on_event
+            msgs.append({"op": "subscribe-topic", "topic": run_topic(run.id), "client": client.id})
+        client.loop.add_callback(_send_all, client, msgs)
+
+    def _launch(self, prepared: list[tuple[Run, Any]]) -> list[Run]:
+        """Announce prepared runs and send their graphs in one ``client.get`` per priority.
+
+        With ``store=`` the runs are journaled first: a :class:`StoreError` then, and nothing is sent."""
+        from cleo_dask.core.compile import Compiled
+        if self.durable is not None:
+            self.durable.record([run for run, _ in prepared])
+        sent: set[str] = set()
+        try:
+            if len(prepared) > 1:
+                self._announce_many(prepared)
+            else:
+                for run, compiled in prepared:
+                    self._announce(run, compiled)
+            by_priority: dict[float, list[tuple[Run, Any]]] = {}
+            for run, compiled in prepared:
+                by_priority.setdefault(run.priority, []).append((run, compiled))
+            # graphs of at most GRAPH_RUNS runs: the scheduler handles each graph in one go on its event
+            # loop, and smaller graphs let its timers (runs due now) through in between
+            chunks = [(p, g[i:i + GRAPH_RUNS]) for p, g in by_priority.items() for i in range(0, len(g), GRAPH_RUNS)]
+            for priority, group in chunks:
+                futures = send_graph(self.client, Compiled.merge([c for _, c in group]), priority)
+                sent.update(run.id for run, _ in group)
+                watch = [(run, run._adopt(futures, c.keys)) for run, c in group]
+                self.client.loop.add_callback(_await_runs, watch)  # one hop to the loop for the batch
+        except BaseException as exc:
+            if self.durable is not None:  # journaled as running, never sent: not running under this process
+                self.durable.not_submitted([run for run, _ in prepared if run.id not in sent], exc)
+            raise
+        runs = [run for run, _ in prepared]
+        for run in runs:
+            self._notify("submitted", run)
+        return runs
+
+    def _notify(self, kind: str, run: Run) -> None:
+        for listener in self._listeners:
+            _safe(listener, kind, run)
+
+    def run(self, task: Any, agent: Any = None, *, timeout: float | None = None, **inputs: Any) -> TaskResult:
+        """Run one task now and wait for it: a :class:`TaskResult`, never an exception.
+
+        ``inputs`` are passed to the task as keyword arguments.  Invalid input, too, comes back as
+        a failed result (with a :class:`WorkflowError` as its ``error``).
+        """
+        name = getattr(getattr(task, "spec", None), "name", None) or getattr(task, "__name__", "task")
+        try:
+            run = self.submit(task, agent, inputs=inputs)
+            outcome = run.result(timeout=timeout)
+            return next(iter(outcome.values()))
+        except Exception as exc:  # noqa: BLE001 - the contract: never raises
+            return TaskResult(str(name), Status.FAILED, error=exc, traceback=None)
+
+    def _as_workflow(self, target: Any) -> Workflow:
+        """``target`` as a workflow: a single task is a one-node workflow (its arguments its parameters)."""
+        if isinstance(target, Workflow):
+            return target
+        if isinstance(target, str):
+            from cleo_dask.util.imports import resolve
+            return self._as_workflow(resolve(target))
+        spec = as_spec(target)
+        wf = Workflow(spec.name)
+        wf.add(spec)
+        return wf
+
+    # -- reading ------------------------------------------------------------------------------
+    @property
+    def dashboard_link(self) -> str | None:
+        """The Dask dashboard's address (``None`` if the scheduler serves none)."""
+        try:  # our own cluster: where its dashboard really listens (127.0.0.1 by default)
+            return dashboard_link(self.cluster) if self.cluster is not None else self.client.dashboard_link
+        except Exception:  # noqa: BLE001
+            return None
+
+    @property
+    def runs_in_memory(self) -> dict[str, Run]:
+        """The runs submitted through this engine (by id)."""
+        with self._lock:
+            return dict(self._runs)
+
+    def get_run(self, run_id: str) -> Run:
+        """A run of this engine by id."""
+        try:
+            return self._runs[run_id]
+        except KeyError:
+            raise WorkflowError(f"no run {run_id!r} in this engine") from None
+
+    def add_listener(self, fn: Any) -> None:
+        """Call ``fn(kind, run)`` on ``"submitted"`` and ``"finished"`` (journal, monitoring)."""
+        self._listeners.append(fn)
+
+    def _run_finished(self, run: Run) -> None:
+        """The run has ended: announce it, tell the listeners, then forget what the client and the
+        scheduler keep of it (its event topic) and hold it weakly (see :mod:`cleo_dask.runs.forget`)."""
+        outcome = None
+        try:
+            outcome = run.result()  # held while the listeners read it
+            run._log("finished", status=run.status(), counts=outcome.counts(), ended=run.ended)
+        except Exception:  # noqa: BLE001
+            logger.debug("finishing run %s", run.id, exc_info=True)
+        run._seal_events()
+        self._notify("finished", run)
+        self._events.retire(run_topic(run.id))
+        run._hold_outcome_weakly()
+        del outcome
+        self._runs.finished(run.id)
+
+    # -- monitoring (issue 9: scheduler plugin, dashboard page, logs) -------------------------
+    def _start_monitoring(self) -> bool:
+        from cleo_dask.monitor import logs as _logs
+        from cleo_dask.monitor import state as _plugin
+        self.add_listener(_logs.on_run)
+        _logs.quiet_worker_errors(self.client)   # cleo logs failed attempts itself
+        if not _config.get("monitor.enabled", True):
+            return False
+        _logs.setup_client(self.client)
+        return _plugin.register(self.client)
+
+    @property
+    def cleo_dashboard_link(self) -> str | None:
+        """The cleo page of the Dask dashboard (runs, DAGs by state, attempts per worker)."""
+        from cleo_dask.monitor.dashboard import page_path
+        link = self.dashboard_link
+        if not link or not self._monitoring:
+            return None
+        base = link.rsplit("/status", 1)[0] if link.endswith("/status") else link.rstrip("/")
+        return base + page_path()
+
+    # -- schedules (issue 7: delay / at / every / cron, misfire policy, persistent store) ------
+    def schedule(self, target: Any, agent: Any = None, *, delay: Any = None, at: Any = None, every: Any = None,
+                 cron: str | None = None, timezone: Any = None, jitter: Any = 0, misfire_grace: Any = ...,
+                 coalesce: Any = ..., max_running: int | None = None, name: str | None = None,
+                 start: Any = None, inputs: Mapping[str, Any] | None = None) -> Any:
+        """Run ``target`` (a task, a workflow or ``"package.module:name"``) for ``agent`` on a schedule.
+
+        Exactly one of ``delay`` (seconds or timedelta), ``at`` (aware datetime), ``every``
+        (seconds or timedelta, optional ``jitter`` and ``start``) or ``cron`` (in ``timezone``).
+        ``misfire_grace`` (default: config ``cleo_dask.schedules.misfire-grace``), ``coalesce``
+        and ``max_running`` set the misfire policy.  ``inputs``: the workflow parameters' values
+        of every run (checked now: :class:`ScheduleError` naming a missing or unknown one; JSON
+        values with a persistent store).  Returns a :class:`cleo_dask.Schedule`; its runs are
+        ordinary :meth:`submit` runs.  In-memory unless the engine has ``store=``.
+        """
+        from cleo_dask.core.inputs import check_schedule_inputs
+        from cleo_dask.schedules.schedule import _UNSET, make_options, make_trigger, new_record
+        scheduler = self._get_scheduler()
+        options = make_options(_UNSET if misfire_grace is ... else misfire_grace,
+                               _UNSET if coalesce is ... else coalesce, max_running)
+        now = scheduler._clock()
+        trigger, tzname = make_trigger(now, delay=delay, at=at, every=every, cron=cron, timezone=timezone,
+                                       jitter=jitter, start=start, misfire_grace=options.misfire_grace)
+        if isinstance(target, str):
+            from cleo_dask.errors import ScheduleError
+            from cleo_dask.util.imports import resolve
+            resolved = resolve(target, error=ScheduleError)
+        else:
+            resolved = target
+        wf = self._as_workflow(resolved)
+        wf.validate()
+        inputs = check_schedule_inputs(wf, inputs)
+        if agent is None:
+            agent = Agent("default")
+        check_picklable(agent)
+        record = new_record(scheduler.store, target, agent, trigger, tzname, options, name=name, now=now,
+                            inputs=inputs)
+        return scheduler.add(record, resolved, agent, inputs=inputs)
+
+    def schedules(self) -> list[Any]:
+        """The engine's active and paused schedules (those of its store, if it has one)."""
+        return self._get_scheduler().schedules()
+
+    def _get_scheduler(self) -> Any:
+        with self._lock:
+            if getattr(self, "_scheduler", None) is None:
+                from cleo_dask.schedules.store import ScheduleStore
+                self._scheduler = self._new_scheduler(ScheduleStore(self.store))
+            return self._scheduler
+
+    def _new_scheduler(self, store: Any, **kwargs: Any) -> Any:
+        """The scheduling loop of ``store`` firing this engine's runs (pre-staged when the cluster can hold them)."""
+        from cleo_dask.schedules.schedule import Scheduler
+        self._prestage = self._can_hold_runs()
+        lookahead = float(_config.get("schedules.lookahead", 1.0) or 0.0) if self._prestage else 0.0
+        return Scheduler(store, self._submit_scheduled, submit_many=self._submit_scheduled_many,
+                         withdraw=self._withdraw_scheduled, lookahead=lookahead, **kwargs)
+
+    def _can_hold_runs(self) -> bool:
+        """Whether the cluster's scheduler can hold runs until a not-before time (the admission plugin)."""
+        from cleo_dask.admission.plugin import ensure_installed
+        from cleo_dask.errors import CleoError
+        try:
+            ensure_installed(self.client)
+            return True
+        except CleoError as exc:
+            logger.warning("schedules: runs are submitted at their due time, not ahead of it: %s", exc)
+            return False
+
+    def _submit_scheduled(self, target: Any, agent: Any, schedule: Any, due: float) -> Run:
+        return self._submit_scheduled_many([(target, agent, schedule, due)])[0]
+
+    def _submit_scheduled_many(self, items: list[tuple[Any, Any, Any, float]]) -> list[Any]:
+        """Submit the runs of a tick's firings in one go: a run, or the exception that stopped it, each.
+
+        With the admission plugin, each run is held until its due time (``not_before``) and the
+        plugin reports the lateness of its release to the ``cleo_schedule_lateness_seconds``
+        metric; without it the lateness of the hand-off is sent instead."""
+        from datetime import datetime, timezone
+        out: list[Any] = []
+        prepared, checked = [], set()
+        for target, agent, schedule, due in items:
+            when = datetime.fromtimestamp(due, timezone.utc).isoformat(timespec="seconds")
+            try:
+                prepared.append(self._prepare(target, agent, name=f"{schedule.name} @ {when}", checked=checked,
+                                              inputs=schedule.inputs, not_before=due if self._prestage else None))
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - this firing is recorded as skipped, the others go on
+                out.append(exc)
+        runs = iter(self._launch(prepared))
+        out = [next(runs) if o is None else o for o in out]
+        if not self._prestage:
+            now = time.time()
+            for (_, _, _, due), run in zip(items, out):
+                if isinstance(run, Run):
+                    # the monitor plugin turns this event into the cleo_schedule_lateness_seconds histogram
+                    self._events.send("cleo-schedules", {"kind": "lateness", "run": run.id, "seconds": max(0.0, now - due)})
+        return out
+
+    def _withdraw_scheduled(self, runs: list[Run]) -> list[bool]:
+        """Cancel the pre-staged ``runs`` the cluster has not released yet; True for each one cancelled."""
+        from cleo_dask.admission.plugin import withdraw
+        roots = {run.id: run._root_keys() for run in runs}
+        gone = set(withdraw(self.client, [k for keys in roots.values() for k in keys]))
+        out = []
+        for run in runs:
+            withdrawn = any(k in gone for k in roots[run.id])
+            if withdrawn:
+                run.cancel()
+            out.append(withdrawn)
+        return out
+
+    # -- durable runs (issue 10: journal, result store, resume, history) ---------------------
+    def _start_durable(self, store: Any) -> Any:
+        if store is None:
+            return None
+        from cleo_dask.durable.durability import Durability
+        try:
+            return Durability(self, store)
+        except BaseException:
+            self.close()  # a bad store: do not leave the cluster we started behind
+            raise
+
+    def _durability(self) -> Any:
+        if self.durable is None:
+            from cleo_dask.errors import StoreError
+            raise StoreError("this engine keeps no journal: create it with Engine(store='runs.db')")
+        return self.durable
+
+    def resume(self, run_id: str, *, force: bool = False) -> Run:
+        """Resume a journaled run (e.g. after the client crashed): nodes that finished keep their
+        stored results, only the others run.  :class:`StoreError` for an unknown run id, a run
+        still running in another live process of this host (unless ``force``), or a damaged
+        journal or result file (naming it)."""
+        return self._durability().resume(run_id, force=force)
+
+    def runs(self, *, agent: str | None = None, status: str | None = None, workflow: str | None = None,
+             limit: int | None = None) -> list[Any]:
+        """Run history from the journal, newest first: :class:`RunRecord` s, optionally only of one
+        ``agent`` id, ``status`` (running, succeeded, failed, cancelled, interrupted) or ``workflow`` name."""
+        return self._durability().runs(agent=agent, status=status, workflow=workflow, limit=limit)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        """A :class:`ClusterError` if runs cannot be sent: the engine or its client is closed (Dask
+        closes a client that could not reconnect to a lost scheduler; its futures never finish)."""
+        if self._closed:
+            raise ClusterError("this engine is closed: nothing was submitted; create a new cd.Engine")
+        if client_closed(self.client):
+            raise ClusterError(f"the engine's client is closed (scheduler {self._address or 'unknown'} lost, or the "
+                               "client closed): nothing was submitted; create a new cd.Engine once a cluster is up")
+
+    def close(self) -> None:
+        """Stop the driver; close the client and cluster if this engine started them."""
+        if self._closed:
+            return
+        self._closed = True
+        if getattr(self, "durable", None) is not None:
+            self.durable.close()
+        if getattr(self, "_scheduler", None) is not None:
+            self._scheduler.close()  # schedules (issue 7): stop firing before the client goes
+        self._driver.close()
+        from cleo_dask.runs.keep import keep_engine_runs
+        keep_engine_runs(self.client, self._runs, self._events)  # values of outcomes still held
+        if self._own_client:
+            from cleo_dask.runs.lost import quiet_if_reconnecting
+            with quiet_if_reconnecting(self.client):
+                self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<cleo_dask.Engine scheduler={self.client.scheduler.address if self.client.scheduler else None} " \
+               f"runs={len(self._runs)}>"
+
+    def _repr_html_(self) -> str:
+        link = self.dashboard_link
+        return (f"<div><strong>cleo_dask Engine</strong><br>scheduler: <code>"
+                f"{html.escape(str(self.client.scheduler.address if self.client.scheduler else ''))}</code>"
+                f"<br>workers: {len(self.client.scheduler_info().get('workers', {}))}, runs: {len(self._runs)}"
+                + (f"<br>dashboard: <a href='{html.escape(link)}' target='_blank'>{html.escape(link)}</a>" if link else "")
+                + "</div>")
+
+
+class RunRegistry(MutableMapping):
+    """The engine's runs by id: held strongly while they run, weakly once finished.
+
+    A running run must stay referenced (dropping its futures would cancel its tasks, and
+    ``engine.submit(...)`` without keeping the result is a normal way to fire and forget); a
+    finished one is kept only as long as the user holds it, so a long-lived engine (a
+    ``cleo-dask serve``) does not pin every result it ever produced in the cluster's memory.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[str, Run] = {}
+        self._done: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
+
+    def finished(self, run_id: str) -> None:
+        """Keep ``run_id`` only weakly from now on."""
+        run = self._running.pop(run_id, None)
+        if run is not None:
+            self._done[run_id] = run
+
+    def hold_all_weakly(self) -> None:
+        """Hold every run weakly (the engine is closing: only runs referenced elsewhere stay)."""
+        self._done.update(self._running)
+        self._running.clear()
+
+    def alive(self) -> list[Run]:
+        """Every run still in memory."""
+        return list(self._running.values()) + list(self._done.values())
+
+    def __getitem__(self, run_id: str) -> Run:
+        run = self._running.get(run_id)
+        return run if run is not None else self._done[run_id]
+
+    def __setitem__(self, run_id: str, run: Run) -> None:
+        self._done.pop(run_id, None)
+        self._running[run_id] = run
+
+    def __delitem__(self, run_id: str) -> None:
+        if self._running.pop(run_id, None) is None:
+            del self._done[run_id]
+
+    def __iter__(self):
+        return iter(list(self._running) + [k for k in list(self._done) if k not in self._running])
+
+    def __len__(self) -> int:
+        return len(self._running) + len(self._done)
+
+
+async def _await_runs(watch: list[tuple[Run, list[Any]]]) -> None:
+    """On the client's loop: each run of a batch looks at itself once its sinks are done."""
+    import asyncio
+    for run, sinks in watch:
+        if sinks:
+            asyncio.ensure_future(run._await_done(sinks))
+
+
+def _send_all(client: Any, msgs: list[dict[str, Any]]) -> None:
+    for msg in msgs:
+        client._send_to_scheduler_safe(msg)
+
+
+def _run_fields(run: Run, compiled: Any) -> dict[str, Any]:
+    """The fields of a run's ``run`` event (see :mod:`cleo_dask.core.events`)."""
+    wf = run.workflow
+    return {"agent": agent_id(run.agent), "name": run.name, "started": run.started,
+            "nodes": {n: k for n, (k, _) in compiled.location.items()},
+            "edges": [[p, n] for n, node in wf.nodes.items() for p in node.parents]}
+
+
+def _log_events(events: list[tuple[str, dict[str, Any]]], dask_scheduler: Any = None) -> int:
+    """On the scheduler: log many events at once."""
+    for topic, msg in events:
+        dask_scheduler.log_event(topic, msg)
+    return len(events)
+
+
+def _safe(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001
+        logger.exception("cleo_dask listener %r failed", fn)

@@ -1,0 +1,1 @@
+"""Retry, backoff, time limits, trigger rules and the pure failure decision a Run carries out."""

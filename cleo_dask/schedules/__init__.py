@@ -1,0 +1,1 @@
+"""Runs later: triggers, misfire, the schedule store and the loop that fires schedules."""

@@ -1,0 +1,78 @@
+"""``cleo-dask serve``: a long-running process that fires the schedules kept in a store.
+
+It takes the store's lease first (refusing, exit 2, when another live process holds it), then
+connects to the cluster (``--address`` / ``--scheduler-file``, else a ``LocalCluster`` from the
+``cleo_dask.local-cluster`` config) and runs the scheduling loop until SIGTERM / SIGINT.  On start
+it reloads every schedule and applies the misfire policy to what fell due while it was down.
+Schedules added, paused or removed meanwhile with ``cleo-dask schedule ...`` are picked up
+within ``cleo_dask.schedules.poll-interval`` seconds.
+"""
+from __future__ import annotations
+
+import gc
+import signal
+import sys
+import threading
+from typing import Any
+
+from cleo_dask.errors import CleoError
+
+
+def serve(args: Any, *, stop: threading.Event | None = None) -> int:
+    """Serve the schedules of ``args.store`` until ``stop`` is set or a signal arrives; the exit code."""
+    from cleo_dask.cli import run as _cli_run
+    from cleo_dask.schedules.store import ScheduleStore
+    from cleo_dask.schedules.schedule import _setting
+
+    _cli_run._importable_cwd()
+    try:
+        store = ScheduleStore(args.store)
+        ok, who = store.acquire_lease(float(_setting("lease-ttl", 30)))
+    except CleoError as exc:
+        return _fail(str(exc))
+    if not ok:
+        store.close()
+        return _fail(f"refusing to serve {args.store}: {who}. Only one serve process may fire the schedules of a "
+                     "store; stop the other one (or wait until its lease expires)")
+    try:
+        args.wait_workers = getattr(args, "wait_workers", 0)
+        engine = _cli_run._engine(args)
+    except CleoError as exc:
+        store.release_lease()
+        store.close()
+        return _fail(str(exc))
+    stop = stop or threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        if getattr(engine, "durable", None) is None and hasattr(engine, "_start_durable"):
+            engine.store = args.store  # the run journal (issue 10) shares the file: scheduled runs are journaled
+            engine.durable = engine._start_durable(args.store)
+        with engine._lock:
+            engine._scheduler = engine._new_scheduler(store, require_lease=True)
+        scheduler = engine._scheduler
+        # a long-lived daemon: what exists now (modules, the cluster) lives as long as it does, so keep it
+        # out of the garbage collector's full passes, whose pauses would stall every thread (and so firings)
+        gc.collect()
+        gc.freeze()
+        active = scheduler.schedules()
+        address = engine.client.scheduler.address if engine.client.scheduler else "?"
+        print(f"cleo-dask serve: {len(active)} schedule(s) from {args.store}; scheduler {address}"
+              + (f"; dashboard {engine.dashboard_link}" if engine.dashboard_link else ""), flush=True)
+        while not stop.wait(0.5):
+            pass
+        print("cleo-dask serve: stopping", flush=True)
+        return 0
+    except CleoError as exc:
+        return _fail(str(exc))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        engine.close()
+
+
+def _fail(message: str) -> int:
+    print(f"cleo-dask: error: {message}", file=sys.stderr, flush=True)
+    return 2

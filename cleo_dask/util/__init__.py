@@ -1,0 +1,1 @@
+"""Small helpers with no cleo concepts: numbers, SQLite files, import paths, futures in bulk."""
