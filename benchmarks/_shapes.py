@@ -91,7 +91,7 @@ _runs = itertools.count()
 def raw_contender(shape: Shape, client: Any, before: Callable[[], Any] | None = None) -> Any:
     """The baseline of every ratio: ``shape`` as a raw Dask dict graph, ``client.get(dsk, sinks)``
     (fresh keys each run; ``before()`` runs untimed first)."""
-    from cleo_dask import _harness as h
+    from . import _harness as h
 
     out_sinks = sinks(shape)
 

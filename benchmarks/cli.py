@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from cleo_dask import _harness as h
+from . import _harness as h
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = "benchmarks._shapes:agent_noop"

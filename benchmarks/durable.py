@@ -19,8 +19,8 @@ import shutil
 import tempfile
 from typing import Any
 
-from cleo_dask import _harness as h
-from cleo_dask import _shapes as s
+from . import _harness as h
+from . import _shapes as s
 
 
 

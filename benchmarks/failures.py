@@ -22,8 +22,8 @@ import tempfile
 import time
 from typing import Any
 
-from cleo_dask import _harness as h
-from cleo_dask import _shapes as s
+from . import _harness as h
+from . import _shapes as s
 
 
 class Work:

@@ -33,7 +33,7 @@ import dask
 
 from cleo_dask.admission.cluster_needs import scheduler_settings
 
-from cleo_dask import _harness as h
+from . import _harness as h
 
 CALL_S = 0.5
 

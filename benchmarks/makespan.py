@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cleo_dask import _harness as h
+from . import _harness as h
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "bench"
 TRACES = SHARED / "workloads" / "wfinstances"

@@ -13,8 +13,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from cleo_dask import _harness as h
-from cleo_dask import _shapes as s
+from . import _harness as h
+from . import _shapes as s
 
 
 

@@ -20,8 +20,8 @@ import time
 import uuid
 from typing import Any
 
-from cleo_dask import _harness as h
-from cleo_dask import _shapes as s
+from . import _harness as h
+from . import _shapes as s
 
 DELAYED_MAX = 10_000
 _counter = itertools.count()

@@ -34,8 +34,8 @@ from typing import Any
 
 import psutil
 
-from cleo_dask import _harness as h
-from cleo_dask import _shapes as s
+from . import _harness as h
+from . import _shapes as s
 
 
 def _rss() -> int:

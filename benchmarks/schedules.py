@@ -37,7 +37,7 @@ import dask
 from distributed import fire_and_forget
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from cleo_dask import _harness as h
+from . import _harness as h
 
 #: Run objects (futures) each schedule keeps in the benchmark (config ``cleo_dask.schedules.keep-runs``)
 KEEP_RUNS = 2

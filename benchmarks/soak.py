@@ -45,8 +45,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from cleo_dask import _harness as h
-from cleo_dask import _shapes as s
+from . import _harness as h
+from . import _shapes as s
 
 TARGET_MIB_PER_1000 = 2.0
 
