@@ -13,7 +13,7 @@ from typing import Any
 from distributed import Client, LocalCluster
 
 from cleo_dask import config as _config
-from cleo_dask.cluster import shipping as _shipping
+from cleo_dask.core import shipping as _shipping
 from cleo_dask.core.agent import Agent, agent_id, check_picklable
 from cleo_dask.failures.backoff import Backoff, fixed
 from cleo_dask.admission.cluster_needs import check_cluster, check_run

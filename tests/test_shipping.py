@@ -20,7 +20,7 @@ import pytest
 
 import cleo_dask as cd
 from _dask_procs import Processes, cleo_dask_command, dask_command, env_with_cleo_only, wait_for_file
-from cleo_dask.cluster import shipping as _shipping
+from cleo_dask.core import shipping as _shipping
 from cleo_dask.cluster import upload as _upload
 
 

@@ -177,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _user_code_roots(target: str) -> None:
     """The spec's directory, and the directory the module named on the command line comes from,
     hold the user's own code (sent by value to a cluster that cannot import it)."""
-    from cleo_dask.cluster import shipping as _shipping
+    from cleo_dask.core import shipping as _shipping
     if os.path.exists(target):
         _shipping.add_root(os.path.dirname(os.path.abspath(target)))
         return

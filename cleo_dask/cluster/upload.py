@@ -24,7 +24,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerUploadFile, UploadFile
 
-from cleo_dask.cluster import shipping as _shipping
+from cleo_dask.core import shipping as _shipping
 from cleo_dask.errors import CodeError
 
 SUFFIXES = (".py", ".zip", ".egg", ".pyz")

@@ -29,7 +29,7 @@ from cleo_dask.admission.fair import fair_share
 from cleo_dask.util.gcpause import gc_paused as _gc_paused
 from cleo_dask.core.parameters import receives_inputs
 from cleo_dask.failures.retry import RetryPolicy
-from cleo_dask.cluster.shipping import data_node, graph_value
+from cleo_dask.core.shipping import data_node, graph_value
 from cleo_dask.core.task import TaskSpec
 from cleo_dask.core.worker import NodeCall, NodeOutput, UnitCall, run_unit, run_unit_async
 from cleo_dask.core.workflow import Node, Workflow

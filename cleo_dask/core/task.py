@@ -16,7 +16,7 @@ from typing import Any
 
 import cloudpickle
 
-from cleo_dask.cluster import shipping as _shipping
+from cleo_dask.core import shipping as _shipping
 from cleo_dask.failures.backoff import Backoff
 from cleo_dask.errors import WorkflowError
 from cleo_dask.util.numbers import count, seconds

@@ -22,7 +22,7 @@ from cleo_dask.durable import resultstore as _durable
 from cleo_dask.core.events import event, run_topic
 from cleo_dask.admission.io import release_slot, run_blocking
 from cleo_dask.core.outcome import SKIP_STATUSES, Attempt, Failure
-from cleo_dask.cluster.shipping import portable
+from cleo_dask.core.shipping import portable
 from cleo_dask.core.task import TaskSpec
 from cleo_dask.failures.timeout import await_with_timeout, call_with_timeout
 from cleo_dask.failures.rules import ALL_SUCCESS, skip_decision
