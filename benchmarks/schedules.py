@@ -185,7 +185,7 @@ def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
     from cleo_dask import config as _config
     from cleo_dask.admission.plugin import ANNOTATION, ensure_installed
     from cleo_dask.schedules.store import ScheduleStore
-    from cleo_dask.schedules.schedule import Scheduler
+    from cleo_dask.schedules.loop import Scheduler
 
     submitted: dict[Any, float] = {}
 
@@ -236,7 +236,7 @@ def run_loop(client: Any, n: int, seconds: int, layout: str) -> dict[str, Any]:
 def _add_loop_schedules(loop: Any, n: int, layout: str, base: float) -> list[str]:
     """The ``cleo-loop`` contender's N interval schedules; their ids."""
     import cleo_dask as cd
-    from cleo_dask.schedules.schedule import make_options, make_trigger, new_record
+    from cleo_dask.schedules.build import make_options, make_trigger, new_record
 
     ids = []
     for t in _starts(n, layout, base):

@@ -15,9 +15,9 @@ from cleo_dask.monitor.logs import JsonFormatter, configure_logging
 from cleo_dask.errors import CleoError, ClusterError, CodeError, ClusterLost, Retry, ScheduleError, StoreError, TaskTimeout, WorkflowError
 from cleo_dask.core.outcome import Attempt, Failure, Status, TaskResult
 from cleo_dask.runs.run import Run, RunOutcome
-from cleo_dask.schedules.store import Firing
+from cleo_dask.schedules.records import Firing
 from cleo_dask.core.spec import Spec, load_spec
-from cleo_dask.schedules.schedule import Schedule
+from cleo_dask.schedules.handle import Schedule
 from cleo_dask.core.task import Task, TaskSpec, task
 from cleo_dask.failures.timeout import deadline, time_left
 from cleo_dask.core.workflow import Node, Workflow

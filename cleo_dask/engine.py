@@ -4,7 +4,6 @@ from __future__ import annotations
 import html
 import logging
 import threading
-import time
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping, MutableMapping
@@ -353,29 +352,10 @@ class Engine:
         values with a persistent store).  Returns a :class:`cleo_dask.Schedule`; its runs are
         ordinary :meth:`submit` runs.  In-memory unless the engine has ``store=``.
         """
-        from cleo_dask.core.inputs import check_schedule_inputs
-        from cleo_dask.schedules.schedule import _UNSET, make_options, make_trigger, new_record
-        scheduler = self._get_scheduler()
-        options = make_options(_UNSET if misfire_grace is ... else misfire_grace,
-                               _UNSET if coalesce is ... else coalesce, max_running)
-        now = scheduler._clock()
-        trigger, tzname = make_trigger(now, delay=delay, at=at, every=every, cron=cron, timezone=timezone,
-                                       jitter=jitter, start=start, misfire_grace=options.misfire_grace)
-        if isinstance(target, str):
-            from cleo_dask.errors import ScheduleError
-            from cleo_dask.util.imports import resolve
-            resolved = resolve(target, error=ScheduleError)
-        else:
-            resolved = target
-        wf = self._as_workflow(resolved)
-        wf.validate()
-        inputs = check_schedule_inputs(wf, inputs)
-        if agent is None:
-            agent = Agent("default")
-        check_picklable(agent)
-        record = new_record(scheduler.store, target, agent, trigger, tzname, options, name=name, now=now,
-                            inputs=inputs)
-        return scheduler.add(record, resolved, agent, inputs=inputs)
+        return self._scheduled_runs().schedule(
+            self._get_scheduler(), target, agent, delay=delay, at=at, every=every, cron=cron, timezone=timezone,
+            jitter=jitter, misfire_grace=misfire_grace, coalesce=coalesce, max_running=max_running, name=name,
+            start=start, inputs=inputs)
 
     def schedules(self) -> list[Any]:
         """The engine's active and paused schedules (those of its store, if it has one)."""
@@ -390,65 +370,15 @@ class Engine:
 
     def _new_scheduler(self, store: Any, **kwargs: Any) -> Any:
         """The scheduling loop of ``store`` firing this engine's runs (pre-staged when the cluster can hold them)."""
-        from cleo_dask.schedules.schedule import Scheduler
-        self._prestage = self._can_hold_runs()
-        lookahead = float(_config.get("schedules.lookahead", 1.0) or 0.0) if self._prestage else 0.0
-        return Scheduler(store, self._submit_scheduled, submit_many=self._submit_scheduled_many,
-                         withdraw=self._withdraw_scheduled, lookahead=lookahead, **kwargs)
+        return self._scheduled_runs().new_scheduler(store, **kwargs)
 
-    def _can_hold_runs(self) -> bool:
-        """Whether the cluster's scheduler can hold runs until a not-before time (the admission plugin)."""
-        from cleo_dask.admission.plugin import ensure_installed
-        from cleo_dask.errors import CleoError
-        try:
-            ensure_installed(self.client)
-            return True
-        except CleoError as exc:
-            logger.warning("schedules: runs are submitted at their due time, not ahead of it: %s", exc)
-            return False
-
-    def _submit_scheduled(self, target: Any, agent: Any, schedule: Any, due: float) -> Run:
-        return self._submit_scheduled_many([(target, agent, schedule, due)])[0]
-
-    def _submit_scheduled_many(self, items: list[tuple[Any, Any, Any, float]]) -> list[Any]:
-        """Submit the runs of a tick's firings in one go: a run, or the exception that stopped it, each.
-
-        With the admission plugin, each run is held until its due time (``not_before``) and the
-        plugin reports the lateness of its release to the ``cleo_schedule_lateness_seconds``
-        metric; without it the lateness of the hand-off is sent instead."""
-        from datetime import datetime, timezone
-        out: list[Any] = []
-        prepared, checked = [], set()
-        for target, agent, schedule, due in items:
-            when = datetime.fromtimestamp(due, timezone.utc).isoformat(timespec="seconds")
-            try:
-                prepared.append(self._prepare(target, agent, name=f"{schedule.name} @ {when}", checked=checked,
-                                              inputs=schedule.inputs, not_before=due if self._prestage else None))
-                out.append(None)
-            except Exception as exc:  # noqa: BLE001 - this firing is recorded as skipped, the others go on
-                out.append(exc)
-        runs = iter(self._launch(prepared))
-        out = [next(runs) if o is None else o for o in out]
-        if not self._prestage:
-            now = time.time()
-            for (_, _, _, due), run in zip(items, out):
-                if isinstance(run, Run):
-                    # the monitor plugin turns this event into the cleo_schedule_lateness_seconds histogram
-                    self._events.send("cleo-schedules", {"kind": "lateness", "run": run.id, "seconds": max(0.0, now - due)})
-        return out
-
-    def _withdraw_scheduled(self, runs: list[Run]) -> list[bool]:
-        """Cancel the pre-staged ``runs`` the cluster has not released yet; True for each one cancelled."""
-        from cleo_dask.admission.plugin import withdraw
-        roots = {run.id: run._root_keys() for run in runs}
-        gone = set(withdraw(self.client, [k for keys in roots.values() for k in keys]))
-        out = []
-        for run in runs:
-            withdrawn = any(k in gone for k in roots[run.id])
-            if withdrawn:
-                run.cancel()
-            out.append(withdrawn)
-        return out
+    def _scheduled_runs(self) -> Any:
+        """The schedules' side of this engine (:class:`cleo_dask.schedules.engine_side.ScheduledRuns`)."""
+        if getattr(self, "_scheduled", None) is None:
+            from cleo_dask.schedules.engine_side import ScheduledRuns
+            self._scheduled = ScheduledRuns(self.client, prepare=self._prepare, launch=self._launch,
+                                            send_event=self._events.send, as_workflow=self._as_workflow)
+        return self._scheduled
 
     # -- durable runs (issue 10: journal, result store, resume, history) ---------------------
     def _start_durable(self, store: Any) -> Any:

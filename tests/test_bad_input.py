@@ -17,7 +17,7 @@ from _dask_procs import SPECS
 from cleo_dask.util.numbers import MAX_SECONDS
 from cleo_dask.durable.resultstore import ResultStore, encode
 from cleo_dask.failures.retry import RetryPolicy
-from cleo_dask.schedules.schedule import make_options, make_trigger
+from cleo_dask.schedules.build import make_options, make_trigger
 from cleo_dask.core.spec import load_spec
 
 INF, NAN = float("inf"), float("nan")
@@ -244,7 +244,7 @@ def test_schedule_add_reads_a_yaml_agent_file(tmp_path, capsys, monkeypatch):
                      "--store", "s.db"], capsys)
     assert code == 0, err
     from cleo_dask.schedules.store import ScheduleStore
-    from cleo_dask.schedules.schedule import load_agent
+    from cleo_dask.schedules.agents import agent_from_bytes as load_agent
     store = ScheduleStore(str(tmp_path / "s.db"))
     [record] = store.all()
     assert load_agent(record.agent, record.agent_format) == cd.Agent("yaml-agent", {"topic": "dask"}, 2)

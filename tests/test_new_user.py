@@ -15,7 +15,7 @@ import pytest
 import cleo_dask as cd
 from _dask_procs import SPECS
 from cleo_dask.core.inputs import parse_input_args, read_inputs_file
-from cleo_dask.schedules.schedule import make_trigger
+from cleo_dask.schedules.build import make_trigger
 from cleo_dask.core.spec import load_spec
 from cleo_dask.schedules.triggers import IntervalTrigger
 

@@ -20,7 +20,8 @@ import pytest
 import cleo_dask as cd
 from cleo_dask.schedules.misfire import plan
 from cleo_dask.schedules.store import ScheduleStore
-from cleo_dask.schedules.schedule import Scheduler, make_options, make_trigger, new_record
+from cleo_dask.schedules.build import make_options, make_trigger, new_record
+from cleo_dask.schedules.loop import Scheduler
 from cleo_dask.schedules.triggers import CronTrigger, IntervalTrigger, trigger_from_state
 
 UTC = timezone.utc

@@ -86,14 +86,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_add(args: argparse.Namespace) -> int:
     """``cleo-dask schedule add``."""
     from cleo_dask.cli.run import _importable_cwd, inputs_from_args
-    from cleo_dask.schedules.schedule import _UNSET, agent_from_file, make_options, make_trigger, new_record
+    from cleo_dask.schedules.agents import agent_from_file
+    from cleo_dask.schedules.build import make_options, make_trigger, new_record
+    from cleo_dask.schedules.settings import UNSET
 
     _importable_cwd()
     try:
-        grace: Any = _UNSET
+        grace: Any = UNSET
         if args.misfire_grace is not None:
             grace = None if args.misfire_grace.lower() == "none" else _seconds(args.misfire_grace, "--misfire-grace")
-        options = make_options(grace, False if args.no_coalesce else _UNSET, args.max_running)
+        options = make_options(grace, False if args.no_coalesce else UNSET, args.max_running)
         tz = args.timezone
         now = time.time()
         trigger, tzname = make_trigger(
@@ -123,7 +125,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     try:
         with _store(args.store, must_exist=True) as store:
             records = store.all(include_ended=args.all)
-            counts = _counts(store)
+            counts = store.outcome_counts()
     except CleoError as exc:
         return _fail(str(exc))
     rows = []
@@ -144,7 +146,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_change(args: argparse.Namespace) -> int:
     """``cleo-dask schedule pause|resume|remove``."""
-    from cleo_dask.schedules.schedule import cancel_record, pause_record, resume_record
+    from cleo_dask.schedules.changes import cancel_record, pause_record, resume_record
     try:
         with _store(args.store, must_exist=True) as store:
             if args.action == "pause":
@@ -195,14 +197,6 @@ class _store:
 
     def __exit__(self, *exc: Any) -> None:
         self.store.close()
-
-
-def _counts(store: Any) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for sid, outcome, n in store._query("SELECT schedule_id, outcome, SUM(count) FROM schedule_firings "
-                                        "GROUP BY schedule_id, outcome"):
-        out.setdefault(sid, {})[outcome] = int(n)
-    return out
 
 
 def _check_target(path: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -15,26 +15,9 @@ every second that was down for a day makes one history row, not 86,400.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
-FIRED, MISSED, SKIPPED = "fired", "missed", "skipped"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What happens to one due time (or ``count`` consecutive ones, ``due`` .. ``last_due``)."""
-
-    due: float
-    outcome: str
-    reason: str | None = None
-    count: int = 1
-    last_due: float | None = None
-
-    @property
-    def fires(self) -> bool:
-        """True if this decision starts a run."""
-        return self.outcome == FIRED
+from cleo_dask.schedules.records import FIRED, MISSED, SKIPPED, Decision
 
 
 def plan(due: Sequence[float], now: float, *, grace: float | None, coalesce: bool, running: int = 0,

@@ -22,12 +22,12 @@ def serve(args: Any, *, stop: threading.Event | None = None) -> int:
     """Serve the schedules of ``args.store`` until ``stop`` is set or a signal arrives; the exit code."""
     from cleo_dask.cli import run as _cli_run
     from cleo_dask.schedules.store import ScheduleStore
-    from cleo_dask.schedules.schedule import _setting
+    from cleo_dask.schedules.settings import setting
 
     _cli_run._importable_cwd()
     try:
         store = ScheduleStore(args.store)
-        ok, who = store.acquire_lease(float(_setting("lease-ttl", 30)))
+        ok, who = store.acquire_lease(float(setting("lease-ttl", 30)))
     except CleoError as exc:
         return _fail(str(exc))
     if not ok:

@@ -21,11 +21,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from cleo_dask.errors import StoreError
-from cleo_dask.schedules.misfire import FIRED
+from cleo_dask.schedules.records import ACTIVE, CANCELLED, PAUSED, Firing, Outcome, ScheduleRecord, ScheduleState, Update
 from cleo_dask.util.sqlite import connect
 
 SCHEMA_VERSION = 1
@@ -73,68 +73,6 @@ CREATE TABLE IF NOT EXISTS schedule_lease (
     expires REAL NOT NULL
 );
 """
-
-ACTIVE, PAUSED, FINISHED, CANCELLED = "active", "paused", "finished", "cancelled"
-
-
-@dataclass(frozen=True)
-class ScheduleRecord:
-    """A stored schedule.  ``next_fire`` is epoch seconds (``None``: no more firings)."""
-
-    id: str
-    name: str
-    target: str
-    trigger: dict[str, Any]
-    next_fire: float | None
-    state: str = ACTIVE
-    misfire_grace: float | None = None
-    coalesce: bool = True
-    max_running: int | None = None
-    timezone: str = "UTC"
-    created: float = 0.0
-    version: int = 0
-    agent: bytes | None = None
-    agent_format: str | None = None
-    inputs: str | None = None   # the runs' inputs (workflow parameters' values) as JSON text
-
-
-@dataclass(frozen=True)
-class Firing:
-    """One decision about a due time (epoch seconds): ``fired``, ``missed`` or ``skipped``.
-
-    ``lateness``: for a fired one, hand-off (submission) minus due time; otherwise decision
-    time minus due time.  ``count`` > 1: that many consecutive due times (``due`` .. ``last_due``).
-    """
-
-    schedule_id: str
-    due: float
-    outcome: str
-    reason: str | None = None
-    count: int = 1
-    last_due: float | None = None
-    decided: float = 0.0
-    handoff: float | None = None
-    run_id: str | None = None
-    id: int | None = None
-
-    @property
-    def lateness(self) -> float | None:
-        """Seconds between the due time and the hand-off (fired) or the decision (otherwise)."""
-        if self.outcome == FIRED:
-            return None if self.handoff is None else self.handoff - self.due
-        return self.decided - self.due
-
-
-@dataclass(frozen=True)
-class Update:
-    """A compare-and-set of one schedule after a tick: applied only if its version is still ``version``."""
-
-    id: str
-    version: int
-    trigger: dict[str, Any]
-    next_fire: float | None
-    state: str
-
 
 class ScheduleStore:
     """A schedule store on SQLite: ``path`` a file, or ``None`` for an in-memory database.
@@ -299,7 +237,15 @@ class ScheduleStore:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(int(limit))
-        return [Firing(*r) for r in reversed(self._query(sql, args))]
+        return [_firing(r) for r in reversed(self._query(sql, args))]
+
+    def outcome_counts(self) -> dict[str, dict[str, int]]:
+        """How many due times each schedule had of each outcome: ``{schedule id: {"fired": n, ...}}``."""
+        out: dict[str, dict[str, int]] = {}
+        for sid, outcome, n in self._query("SELECT schedule_id, outcome, SUM(count) FROM schedule_firings "
+                                           "GROUP BY schedule_id, outcome"):
+            out.setdefault(sid, {})[outcome] = int(n)
+        return out
 
     def changes(self) -> int:
         """A number that changes when another connection (process) has committed to the file."""
@@ -348,8 +294,13 @@ _FCOLS = "schedule_id, due, outcome, reason, count, last_due, decided, handoff, 
 def _record(row: tuple) -> ScheduleRecord:
     (id_, name, target, trigger, next_fire, state, grace, coalesce, max_running, tz, created, version, agent,
      agent_format, inputs) = row
-    return ScheduleRecord(id_, name, target, json.loads(trigger), next_fire, state, grace, bool(coalesce),
-                          max_running, tz, created, version, agent, agent_format, inputs)
+    return ScheduleRecord(id_, name, target, json.loads(trigger), next_fire, ScheduleState(state), grace,
+                          bool(coalesce), max_running, tz, created, version, agent, agent_format, inputs)
+
+
+def _firing(row: tuple) -> Firing:
+    schedule_id, due, outcome, *rest = row
+    return Firing(schedule_id, due, Outcome(outcome), *rest)
 
 
 def _dead(host: str, pid: int) -> bool:

@@ -1,16 +1,13 @@
-"""The scheduling loop and the :class:`Schedule` handle.
-
-A :class:`Scheduler` owns a :class:`~cleo_dask.schedules.store.ScheduleStore` and one thread.
-Each :meth:`Scheduler.tick` takes the schedules that are due at ``now`` (from an in-memory heap of
-next fire times), asks each trigger for every fire time up to ``now``, lets the pure misfire
-policy (:func:`cleo_dask.schedules.misfire.plan`) decide, commits the decisions to the store in one
-transaction (compare-and-set per schedule, lease checked) and only then hands the runs to the
-``submit`` function (a small thread pool, so a slow submission does not delay the next firing).
-The clock and the submit function are passed in, so the arithmetic is testable with a fixed time.
-
-With ``lookahead > 0`` firings are *pre-staged* (:mod:`cleo_dask.schedules.prestage`): decided up to
-``lookahead`` seconds before they are due and handed over in one batch per tick
-(``submit_many``), the submit function making the cluster hold each run until its due time.
+"""The scheduling loop: a :class:`Scheduler` owns a :class:`~cleo_dask.schedules.store.ScheduleStore`
+and one thread that fires its schedules.  Each :meth:`Scheduler.tick` takes the schedules due at
+``now`` (from an in-memory heap of next fire times), asks each trigger for every fire time up to
+``now``, lets the pure misfire policy (:func:`cleo_dask.schedules.misfire.plan`) decide, commits
+the decisions to the store in one transaction (compare-and-set per schedule, lease checked) and
+only then hands the runs to the ``submit`` function (a small thread pool, so a slow submission
+does not delay the next firing).  The clock and the submit function are passed in, so the
+arithmetic is testable with a fixed time.  With ``lookahead > 0`` firings are *pre-staged*
+(:mod:`cleo_dask.schedules.prestage`): decided up to ``lookahead`` seconds before they are due and
+handed over in one batch per tick (``submit_many``), the cluster holding each run until due.
 
 A persistent store is shared with other processes (``cleo-dask schedule add/pause/...``): the loop
 notices their commits (SQLite's ``data_version``) and reloads.  Only the process holding the
@@ -19,248 +16,32 @@ store's lease fires; the others stand by and retry.
 from __future__ import annotations
 
 import heapq
-import html
 import itertools
-import json
 import logging
-import pickle
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from cleo_dask import config as _config
-from cleo_dask.core.agent import Agent
-from cleo_dask.errors import ScheduleError, WorkflowError
-from cleo_dask.core.inputs import dump_inputs, load_inputs
-from cleo_dask.schedules.misfire import FIRED, MISSED, SKIPPED, Decision, plan
-from cleo_dask.util.numbers import count
+from cleo_dask.core.inputs import load_inputs
+from cleo_dask.errors import ScheduleError
+from cleo_dask.schedules.agents import agent_from_bytes
+from cleo_dask.schedules.changes import cancel_record, pause_record, resume_record
+from cleo_dask.schedules.handle import Schedule
+from cleo_dask.schedules.misfire import plan
 from cleo_dask.schedules.prestage import Prestaged, decide_at
-from cleo_dask.schedules.store import (ACTIVE, CANCELLED, FINISHED, PAUSED, Firing, ScheduleRecord, ScheduleStore,
-                              Update)
-from cleo_dask.schedules.triggers import (CronTrigger, DateTrigger, IntervalTrigger, Trigger, aware, positive_seconds,
-                        trigger_from_state, zone)
+from cleo_dask.schedules.records import (ACTIVE, FINISHED, FIRED, MISSED, SKIPPED, STOPPED, Decision, Firing,
+                                         ScheduleRecord, Update)
+from cleo_dask.schedules.settings import MAX_CATCH_UP, setting
+from cleo_dask.schedules.store import ScheduleStore
+from cleo_dask.schedules.triggers import Trigger, trigger_from_state
 
 logger = logging.getLogger("cleo_dask")
 
-UTC = timezone.utc
-#: At most this many past fire times of one schedule are examined per tick (the rest next tick).
-MAX_CATCH_UP = 100_000
-_STOPPED = (PAUSED, CANCELLED)  # a schedule in these states has its pre-staged runs withdrawn
-_UNSET: Any = type("Unset", (), {"__repr__": lambda self: "<config default>"})()
 
-
-def _setting(name: str, default: Any) -> Any:
-    return _config.get(f"schedules.{name}", default)
-
-
-# -- building schedules (shared by Engine.schedule and the CLI) -----------------------------------------
-@dataclass(frozen=True)
-class Options:
-    """A schedule's policy, validated."""
-
-    misfire_grace: float | None
-    coalesce: bool
-    max_running: int | None
-
-
-def make_options(misfire_grace: Any = _UNSET, coalesce: Any = _UNSET, max_running: Any = None) -> Options:
-    """Validate the misfire / concurrency policy (``_UNSET``: the ``cleo_dask.schedules`` config)."""
-    if misfire_grace is _UNSET:
-        misfire_grace = _setting("misfire-grace", 60)
-    if misfire_grace is not None:
-        misfire_grace = positive_seconds(misfire_grace, "misfire_grace")
-    if coalesce is _UNSET:
-        coalesce = bool(_setting("coalesce", True))
-    if not isinstance(coalesce, bool):
-        raise ScheduleError(f"coalesce must be True or False, got {coalesce!r}")
-    if max_running is not None:
-        count(max_running, "max_running", minimum=1, error=ScheduleError)
-    return Options(misfire_grace, coalesce, max_running)
-
-
-def make_trigger(now: float, *, delay: Any = None, at: Any = None, every: Any = None, cron: Any = None,
-                 timezone: Any = None, jitter: Any = 0, start: Any = None,
-                 misfire_grace: float | None = None) -> tuple[Trigger, str]:
-    """The trigger for exactly one of ``delay`` / ``at`` / ``every`` / ``cron``, and its time zone name."""
-    given = [k for k, v in (("delay", delay), ("at", at), ("every", every), ("cron", cron)) if v is not None]
-    if len(given) != 1:
-        raise ScheduleError("give exactly one of delay=, at=, every=, cron=" +
-                            (f" (got {', '.join(given)})" if given else " (got none)"))
-    tz = zone(timezone) if timezone is not None else None
-    if jitter and every is None:
-        raise ScheduleError("jitter= applies to every= schedules only")
-    if start is not None and every is None and cron is None:
-        raise ScheduleError("start= applies to every= and cron= schedules only")
-    now_dt = datetime.fromtimestamp(now, UTC)
-    if delay is not None:
-        seconds = positive_seconds(delay, "delay")
-        return DateTrigger(now_dt + timedelta(seconds=seconds)), (tz.key if tz else "UTC")
-    if at is not None:
-        when = aware(at, "at")
-        late = now - when.timestamp()
-        if late > 0 and (misfire_grace is not None and late > misfire_grace):
-            raise ScheduleError(f"at={when.isoformat()} is {late:.1f} s in the past, beyond misfire_grace="
-                                f"{misfire_grace:g} s (raise misfire_grace to run it anyway)")
-        return DateTrigger(when), (tz.key if tz else _tz_name(when))
-    begin = aware(start, "start") if start is not None else None
-    if every is not None:
-        interval = positive_seconds(every, "every", allow_zero=False)
-        first = begin or now_dt + timedelta(seconds=interval)
-        return IntervalTrigger(interval, first, jitter=positive_seconds(jitter, "jitter")), (tz.key if tz else "UTC")
-    tzname = tz.key if tz else "UTC"
-    after = (begin or now_dt) - timedelta(microseconds=1) if begin else now_dt
-    trigger = CronTrigger(cron, tzname, after=after)
-    trigger.check_fires()
-    return trigger, tzname
-
-
-def _tz_name(dt: datetime) -> str:
-    key = getattr(dt.tzinfo, "key", None)
-    return key if key else "UTC"
-
-
-def import_path_of(target: Any) -> str | None:
-    """The ``"module:name"`` that imports back to ``target`` (``None`` if there is none)."""
-    from cleo_dask.util.imports import resolve
-
-    if isinstance(target, str):
-        return target
-    fn = getattr(getattr(target, "spec", None), "fn", None) or target
-    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
-    if not module or not qualname or module == "__main__" or "<" in qualname:
-        return None
-    path = f"{module}:{qualname}"
-    try:
-        found = resolve(path, error=ScheduleError)
-    except ScheduleError:
-        return None
-    return path if found is target or getattr(found, "spec", None) is getattr(target, "spec", object()) else None
-
-
-def target_label(target: Any) -> str:
-    """A short name for a target (its import path, workflow or task name)."""
-    if isinstance(target, str):
-        return target
-    name = getattr(target, "name", None) or getattr(getattr(target, "spec", None), "name", None)
-    return str(name or getattr(target, "__name__", type(target).__name__))
-
-
-def dump_agent(agent: Any) -> tuple[bytes, str]:
-    """Serialize an agent for a persistent store: JSON for a plain :class:`Agent`, else pickle by reference."""
-    if isinstance(agent, Agent):
-        try:
-            return json.dumps({"id": agent.id, "config": agent.config,
-                               "max_concurrency": agent.max_concurrency}).encode(), "json"
-        except (TypeError, ValueError):
-            pass
-    cls = type(agent)
-    if cls.__module__ == "__main__":
-        raise ScheduleError(f"agent {getattr(agent, 'id', agent)!r} is an instance of {cls.__qualname__!r} defined in "
-                            "__main__ (a notebook or script): a persistent store can keep only agents whose class "
-                            "can be imported by another process; define it in a module or use a cd.Agent")
-    try:
-        data = pickle.dumps(agent)
-        pickle.loads(data)
-    except Exception as exc:  # noqa: BLE001 - any pickling failure is the same user error
-        raise ScheduleError(f"agent {getattr(agent, 'id', agent)!r} cannot be kept in a persistent store: it does "
-                            f"not pickle ({exc})") from exc
-    return data, "pickle"
-
-
-def load_agent(data: bytes | None, fmt: str | None) -> Any:
-    """The agent :func:`dump_agent` stored (a default agent if none)."""
-    if data is None:
-        return Agent("default")
-    if fmt == "json":
-        d = json.loads(data)
-        return Agent(d["id"], config=d.get("config") or {}, max_concurrency=d.get("max_concurrency"))
-    return pickle.loads(data)  # noqa: S301 - written by this store's own users
-
-
-def agent_from_file(path: str) -> Agent:
-    """An :class:`Agent` from a YAML or JSON file (``id``, ``config``, ``max_concurrency``), read as
-    ``cleo-dask run --agent-file`` reads it; a :class:`ScheduleError` listing its problems."""
-    from cleo_dask.core.spec import load_agent
-    try:
-        return load_agent(path)
-    except WorkflowError as exc:
-        raise ScheduleError(str(exc)) from None
-
-
-def new_record(store: ScheduleStore, target: Any, agent: Any, trigger: Trigger, tzname: str, options: Options, *,
-               name: str | None, now: float, inputs: dict[str, Any] | None = None) -> ScheduleRecord:
-    """Validate persistence rules and build the record of a new schedule (not yet stored);
-    ``inputs``: the workflow parameters' values of its runs (already checked against them)."""
-    if store.persistent:
-        path = import_path_of(target)
-        if path is None:
-            raise ScheduleError(
-                f"cannot keep {target_label(target)!r} in the persistent store {store.path}: only import paths "
-                "('package.module:name') can be stored, and this target is an object defined in a notebook, a "
-                "script (__main__) or a closure, which another process cannot import. Move it into a module and "
-                "pass its import path, or use an Engine without store= (schedules then live while the engine does)")
-        agent_data, agent_format = dump_agent(agent)
-        target_text = path
-    else:
-        agent_data, agent_format, target_text = None, None, target_label(target)
-    first = trigger.next()
-    return ScheduleRecord(
-        id=uuid.uuid4().hex[:12], name=name or target_label(target), target=target_text, trigger=trigger.state(),
-        next_fire=None if first is None else first.timestamp(), state=ACTIVE if first is not None else FINISHED,
-        misfire_grace=options.misfire_grace, coalesce=options.coalesce, max_running=options.max_running,
-        timezone=tzname, created=now, version=0, agent=agent_data, agent_format=agent_format,
-        inputs=dump_inputs(inputs, store.persistent))
-
-
-def resume_record(store: ScheduleStore, key: str, now: float) -> ScheduleRecord:
-    """Resume a paused schedule: the fire times that fell due while it was paused are skipped (one row)."""
-    rec = store.get(key)
-    if rec is None:
-        raise ScheduleError(f"no schedule {key!r}")
-    if rec.state != PAUSED:
-        if rec.state == ACTIVE:
-            return rec
-        raise ScheduleError(f"schedule {rec.id} is {rec.state}: only a paused schedule can be resumed")
-    trig = trigger_from_state(rec.trigger)
-    nxt, skipped = rec.next_fire, []
-    while nxt is not None and nxt < now and len(skipped) < MAX_CATCH_UP:
-        skipped.append(nxt)
-        t = trig.next()
-        nxt = None if t is None else t.timestamp()
-    firing = None
-    if skipped:
-        firing = Firing(rec.id, skipped[0], SKIPPED, "due while the schedule was paused", len(skipped),
-                        skipped[-1] if len(skipped) > 1 else None, decided=now)
-    return store.set_state(rec.id, ACTIVE if nxt is not None else FINISHED, trigger=trig.state(), next_fire=nxt,
-                           firing=firing)
-
-
-def cancel_record(store: ScheduleStore, key: str) -> ScheduleRecord:
-    """Cancel a schedule for good (its history stays)."""
-    rec = store.get(key)
-    if rec is None:
-        raise ScheduleError(f"no schedule {key!r}")
-    return store.set_state(rec.id, CANCELLED, trigger=rec.trigger, next_fire=None)
-
-
-def pause_record(store: ScheduleStore, key: str) -> ScheduleRecord:
-    """Pause a schedule (no firing until resumed)."""
-    rec = store.get(key)
-    if rec is None:
-        raise ScheduleError(f"no schedule {key!r}")
-    if rec.state not in (ACTIVE, PAUSED):
-        raise ScheduleError(f"schedule {rec.id} is {rec.state}: it cannot be paused")
-    return store.set_state(rec.id, PAUSED)
-
-
-# -- the loop -----------------------------------------------------------------------------------------------
 @dataclass
 class _Entry:
     record: ScheduleRecord
@@ -268,7 +49,7 @@ class _Entry:
     target: Any = None
     agent: Any = None
     inputs: dict[str, Any] | None = None   # in memory (also values a store cannot keep as JSON)
-    runs: deque = field(default_factory=lambda: deque(maxlen=int(_setting("keep-runs", 100))))
+    runs: deque = field(default_factory=lambda: deque(maxlen=int(setting("keep-runs", 100))))
     inflight: int = 0
 
 
@@ -305,8 +86,8 @@ class Scheduler:
         self._seq = itertools.count()
         self._handoffs: list[tuple[int, float, str | None, str | None, str | None]] = []
         self._closed = False
-        self._lease_ttl = float(lease_ttl if lease_ttl is not None else _setting("lease-ttl", 30))
-        self._poll = float(_setting("poll-interval", 0.5))
+        self._lease_ttl = float(lease_ttl if lease_ttl is not None else setting("lease-ttl", 30))
+        self._poll = float(setting("poll-interval", 0.5))
         self._lease_at = 0.0
         self._changes = -1
         self.leader = not store.persistent
@@ -316,7 +97,7 @@ class Scheduler:
             if require_lease and not self.leader:
                 raise ScheduleError(f"refusing to serve {store.path}: {self.lease_error}")
         self._reload()
-        threads = int(submit_threads if submit_threads is not None else _setting("submit-threads", 8))
+        threads = int(submit_threads if submit_threads is not None else setting("submit-threads", 8))
         self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="cleo-schedule-submit") if start else None
         self._thread = None
         if start:
@@ -341,10 +122,7 @@ class Scheduler:
 
     def get(self, key: str) -> Schedule:
         """The handle of schedule ``key`` (id or unique name)."""
-        rec = self.store.get(key)
-        if rec is None:
-            raise ScheduleError(f"no schedule {key!r}")
-        return Schedule(self, rec.id)
+        return Schedule(self, self.record(key).id)
 
     def _apply(self, rec: ScheduleRecord) -> None:
         with self._cv:
@@ -354,7 +132,7 @@ class Scheduler:
             e.record, e.trigger = rec, trigger_from_state(rec.trigger)
             self._push(e)
             self._cv.notify_all()
-        if rec.state in _STOPPED:
+        if rec.state in STOPPED:
             self._withdraw_prestaged(rec.id, f"the schedule was {rec.state} before its due time: the run "
                                              "handed over ahead of time was cancelled")
 
@@ -385,7 +163,7 @@ class Scheduler:
                 if e is None or e.record.version != rec.version:
                     if e is None:
                         e = self._entries[rec.id] = _Entry(rec, trigger_from_state(rec.trigger))
-                    elif e.record.state not in _STOPPED and rec.state in _STOPPED:
+                    elif e.record.state not in STOPPED and rec.state in STOPPED:
                         stopped.append((rec.id, rec.state))
                     e.record, e.trigger = rec, trigger_from_state(rec.trigger)
                     self._push(e)
@@ -483,19 +261,12 @@ class Scheduler:
         return decisions + [Decision(t, FIRED) for t in times if t > now]
 
     def _hand_off(self, e: _Entry, due_at: float, fid: int | None) -> None:
-        run, outcome, reason = None, None, None
-        grace = e.record.misfire_grace
-        late = self._clock() - due_at
-        if self._closed:
-            outcome, reason = SKIPPED, "the scheduler was closed before the run could be submitted"
-        elif grace is not None and late > grace:
-            # the submit threads fell behind (an overloaded client): a recorded miss, not an ever-growing delay
-            outcome, reason = MISSED, (f"{late:.3f} s late when its turn to be submitted came, beyond "
-                                       f"misfire_grace={grace:g} s (submissions fell behind)")
-        else:
+        run = None
+        outcome, reason = self._refusal(e, due_at, self._clock(), ahead=False)
+        if outcome is None:
             try:
                 target, agent = self._target_and_agent(e)
-                run = self._submit(target, agent, Schedule(self, e.record.id, e), due_at)
+                run = self._submit(target, agent, Schedule(self, e.record.id), due_at)
             except Exception as exc:  # noqa: BLE001 - recorded as a skipped firing
                 outcome, reason = SKIPPED, f"could not submit the run: {type(exc).__name__}: {exc}"
                 logger.warning("schedule %s: %s", e.record.id, reason)
@@ -507,8 +278,9 @@ class Scheduler:
             if fid is not None:
                 self._handoffs.append((fid, at, getattr(run, "id", None), outcome, reason))
 
-    def _refusal(self, e: _Entry, due_at: float, now: float) -> tuple[str | None, str | None]:
-        """Why a decided firing is not handed over after all (``(None, None)``: it is)."""
+    def _refusal(self, e: _Entry, due_at: float, now: float, *, ahead: bool = True) -> tuple[str | None, str | None]:
+        """Why a decided firing is not handed over after all (``(None, None)``: it is); ``ahead``:
+        a run handed over before its due time is refused once its schedule stopped."""
         grace = e.record.misfire_grace
         if self._closed:
             return SKIPPED, "the scheduler was closed before the run could be submitted"
@@ -516,7 +288,7 @@ class Scheduler:
             # the submit threads fell behind (an overloaded client): a recorded miss, not an ever-growing delay
             return MISSED, (f"{now - due_at:.3f} s late when its turn to be submitted came, beyond "
                             f"misfire_grace={grace:g} s (submissions fell behind)")
-        if e.record.state in _STOPPED and due_at > now:
+        if ahead and e.record.state in STOPPED and due_at > now:
             return SKIPPED, f"the schedule was {e.record.state} before its run was handed over"
         return None, None
 
@@ -526,7 +298,7 @@ class Scheduler:
         for e, due_at, _ in items:
             try:
                 target, agent = self._target_and_agent(e)
-                calls.append((target, agent, Schedule(self, e.record.id, e), due_at))
+                calls.append((target, agent, Schedule(self, e.record.id), due_at))
                 out.append(None)
             except Exception as exc:  # noqa: BLE001 - recorded as a skipped firing
                 out.append(exc)
@@ -571,7 +343,7 @@ class Scheduler:
                     e.runs.append(run)
                     if due_at > at and self.lookahead > 0:
                         self._prestaged.add(e.record.id, due_at, run, fid)
-                        if e.record.state in _STOPPED or self._closed:  # paused meanwhile: withdraw it now
+                        if e.record.state in STOPPED or self._closed:  # paused meanwhile: withdraw it now
                             stopped.add((e.record.id, e.record.state))
                 if fid is not None:
                     self._handoffs.append((fid, at, getattr(run, "id", None), outcome, reason))
@@ -669,7 +441,51 @@ class Scheduler:
             if self.store.persistent:  # an in-memory store stays readable (Schedule.firings()) after close
                 self.store.close()
 
-    # -- helpers for the handle -------------------------------------------------------------------
+    # -- the handle's side (what :class:`~cleo_dask.schedules.handle.Schedule` calls) --------------------
+    def now(self) -> float:
+        """The loop's clock (epoch seconds)."""
+        return self._clock()
+
+    def record(self, schedule_id: str) -> ScheduleRecord:
+        """The current record of ``schedule_id`` (this loop's view, else the store's)."""
+        e = self._entry(schedule_id)
+        if e is not None:
+            return e.record
+        rec = self.store.get(schedule_id)
+        if rec is None:
+            raise ScheduleError(f"no schedule {schedule_id!r}")
+        return rec
+
+    def inputs_of(self, schedule_id: str) -> dict[str, Any]:
+        """The workflow parameters' values the runs of ``schedule_id`` are submitted with."""
+        e = self._entry(schedule_id)
+        if e is not None and e.inputs is not None:
+            return dict(e.inputs)
+        return load_inputs(self.record(schedule_id).inputs)
+
+    def runs_of(self, schedule_id: str) -> list[Any]:
+        """The runs ``schedule_id`` started through this loop (the last ``keep-runs``), oldest first."""
+        with self._cv:
+            e = self._entries.get(schedule_id)
+            return [] if e is None else list(e.runs)
+
+    def pause(self, schedule_id: str) -> None:
+        """Pause ``schedule_id`` (its pre-staged runs are withdrawn)."""
+        self._apply(pause_record(self.store, schedule_id))
+
+    def resume(self, schedule_id: str) -> None:
+        """Resume ``schedule_id``; the fire times that passed while paused are recorded as skipped."""
+        self._apply(resume_record(self.store, schedule_id, self._clock()))
+
+    def cancel(self, schedule_id: str) -> None:
+        """Cancel ``schedule_id`` for good (its pre-staged runs are withdrawn)."""
+        self._apply(cancel_record(self.store, schedule_id))
+
+    def firings(self, schedule_id: str, limit: int | None = None) -> list[Firing]:
+        """The recorded firings of ``schedule_id``, oldest first (pending hand-offs written first)."""
+        self.flush()
+        return self.store.firings(schedule_id, limit=limit)
+
     def _entry(self, sid: str) -> _Entry | None:
         with self._cv:
             return self._entries.get(sid)
@@ -679,111 +495,5 @@ class Scheduler:
             from cleo_dask.util.imports import resolve
             e.target = resolve(e.record.target, error=ScheduleError)
         if e.agent is None:
-            e.agent = load_agent(e.record.agent, e.record.agent_format)
+            e.agent = agent_from_bytes(e.record.agent, e.record.agent_format)
         return e.target, e.agent
-
-
-class Schedule:
-    """A handle on one schedule: returned by :meth:`Engine.schedule`, listed by :meth:`Engine.schedules`."""
-
-    def __init__(self, scheduler: Scheduler, schedule_id: str, entry: _Entry | None = None):
-        self._scheduler = scheduler
-        self.id = schedule_id
-        self._e = entry
-
-    @property
-    def _record(self) -> ScheduleRecord:
-        e = self._scheduler._entry(self.id)
-        if e is not None:
-            return e.record
-        rec = self._scheduler.store.get(self.id)
-        if rec is None:
-            raise ScheduleError(f"no schedule {self.id!r}")
-        return rec
-
-    @property
-    def name(self) -> str:
-        """The schedule's name (default: its target's)."""
-        return self._record.name
-
-    @property
-    def target(self) -> str:
-        """The target: its import path, or its name for an in-memory object."""
-        return self._record.target
-
-    @property
-    def trigger(self) -> str:
-        """When it fires, in words ("every 5s", "cron '0 2 * * *' UTC", "at ...")."""
-        return trigger_from_state(self._record.trigger).describe()
-
-    @property
-    def state(self) -> str:
-        """``"active"``, ``"paused"``, ``"finished"`` (no more fire times) or ``"cancelled"``."""
-        return self._record.state
-
-    @property
-    def inputs(self) -> dict[str, Any]:
-        """The workflow parameters' values each of its runs is submitted with."""
-        e = self._scheduler._entry(self.id)
-        if e is not None and e.inputs is not None:
-            return dict(e.inputs)
-        return load_inputs(self._record.inputs)
-
-    @property
-    def next_fire_time(self) -> datetime | None:
-        """When it fires next (aware, in the schedule's time zone); ``None`` if paused or ended."""
-        rec = self._record
-        if rec.state != ACTIVE or rec.next_fire is None:
-            return None
-        return datetime.fromtimestamp(rec.next_fire, ZoneInfo(rec.timezone))
-
-    def pause(self) -> None:
-        """Stop firing until :meth:`resume`."""
-        self._scheduler._apply(pause_record(self._scheduler.store, self.id))
-
-    def resume(self) -> None:
-        """Fire again; the fire times that passed while paused are skipped (and recorded so)."""
-        self._scheduler._apply(resume_record(self._scheduler.store, self.id, self._scheduler._clock()))
-
-    def cancel(self) -> None:
-        """Stop for good; runs already started go on, the history stays."""
-        self._scheduler._apply(cancel_record(self._scheduler.store, self.id))
-
-    def runs(self) -> list[Any]:
-        """The :class:`Run` objects this schedule started in this process, oldest first (runs handed
-        over ahead of their due time included; withdrawn ones, when paused or cancelled, removed)."""
-        e = self._scheduler._entry(self.id)
-        if e is None:
-            return []
-        with self._scheduler._cv:
-            return list(e.runs)
-
-    def firings(self, limit: int | None = None) -> list[Firing]:
-        """The recorded decisions (fired / missed / skipped, with reasons and lateness), oldest first."""
-        self._scheduler.flush()
-        return self._scheduler.store.firings(self.id, limit=limit)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Schedule) and other.id == self.id and other._scheduler is self._scheduler
-
-    def __hash__(self) -> int:
-        return hash(self.id)
-
-    def __repr__(self) -> str:
-        rec = self._record
-        nxt = self.next_fire_time
-        return (f"<cleo_dask.Schedule {rec.id} {rec.name!r} {trigger_from_state(rec.trigger).describe()} "
-                f"state={rec.state} next={nxt.isoformat() if nxt else None}>")
-
-    def _repr_html_(self) -> str:
-        rec = self._record
-        nxt = self.next_fire_time
-        return (f"<div><strong>cleo_dask Schedule</strong> <code>{html.escape(rec.id)}</code> "
-                f"({html.escape(rec.name)})<br>{html.escape(trigger_from_state(rec.trigger).describe())}; "
-                f"state: <b>{rec.state}</b>; next: {html.escape(nxt.isoformat() if nxt else '-')}; "
-                f"runs here: {len(self.runs())}</div>")
-
-
-def due_label(due: float, tzname: str = "UTC") -> str:
-    """A due time (epoch seconds) as ISO text in ``tzname``."""
-    return datetime.fromtimestamp(due, ZoneInfo(tzname)).isoformat(timespec="milliseconds")
