@@ -18,6 +18,10 @@ from typing import Any
 
 from dask.utils import key_split
 
+from cleo_dask.errors import WorkflowError
+from cleo_dask.util.numbers import seconds as check_seconds
+from cleo_dask.util.options import Field, OptionPolicy, read_checked
+
 logger = logging.getLogger("cleo_dask")
 
 
@@ -50,3 +54,26 @@ def _seed(durations: dict[str, float], dask_scheduler: Any = None) -> None:
         if prefix is None:
             prefix = dask_scheduler.task_prefixes[name] = TaskPrefix(name)
         prefix.duration_average = seconds
+
+
+class DurationOptions(OptionPolicy):
+    """The option ``duration`` of a task: its expected seconds (``None``: unknown)."""
+
+    names = ("duration",)
+
+    def check(self, options: Any, what: str) -> None:
+        """``duration``: ``None`` or a number of seconds >= 0."""
+        if options.duration is not None:
+            try:
+                check_seconds(options.duration, "duration")
+            except WorkflowError as exc:
+                raise WorkflowError(f"{what}: {exc}") from None
+
+    def read(self, data: Mapping[str, Any], field: Field, out: dict[str, Any]) -> None:
+        """``duration: 12.5`` (``null``: unknown)."""
+        if data.get("duration") is not None:
+            read_checked(data, "duration", lambda v: check_seconds(v, ""), field, out)
+
+
+#: The duration estimate's option.
+DURATION_OPTIONS = DurationOptions()

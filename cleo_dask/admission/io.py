@@ -24,13 +24,14 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cleo_dask import config as _config
-from cleo_dask.errors import TaskTimeout
-from cleo_dask.failures.timeout import _deadline
+from cleo_dask.errors import TaskTimeout, WorkflowError
+from cleo_dask.failures.timeout import set_deadline
+from cleo_dask.util.options import Field, OptionPolicy
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -69,7 +70,7 @@ async def run_blocking(fn: Callable[..., Any], args: tuple, kwargs: dict, timeou
     ends = None if timeout is None else time.time() + timeout
 
     def body() -> Any:
-        _deadline.set(ends)
+        set_deadline(ends)
         return fn(*args, **kwargs)
 
     ctx = contextvars.copy_context()
@@ -80,3 +81,26 @@ async def run_blocking(fn: Callable[..., Any], args: tuple, kwargs: dict, timeou
         return await asyncio.wait_for(fut, timeout)
     except asyncio.TimeoutError:
         raise TaskTimeout(f"attempt exceeded its time limit of {timeout:g} s (the body was abandoned)") from None
+
+
+class IoBoundOptions(OptionPolicy):
+    """The option ``io_bound`` of a task: a blocking body that mostly waits (see the module)."""
+
+    names = ("io_bound",)
+
+    def check(self, options: Any, what: str) -> None:
+        """``io_bound``: True or False."""
+        if not isinstance(options.io_bound, bool):
+            raise WorkflowError(f"{what}: io_bound must be True or False, got {options.io_bound!r}")
+
+    def read(self, data: Mapping[str, Any], field: Field, out: dict[str, Any]) -> None:
+        """``io_bound: true``."""
+        if "io_bound" in data:
+            if not isinstance(data["io_bound"], bool):
+                field.at("io_bound", data).problem(f"must be true or false, got {data['io_bound']!r}")
+            else:
+                out["io_bound"] = data["io_bound"]
+
+
+#: The I/O-bound policy's option.
+IO_BOUND_OPTIONS = IoBoundOptions()

@@ -42,7 +42,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from cleo_dask.core.agent import agent_id
+from cleo_dask.admission.concurrency import agent_id
 from cleo_dask.errors import CleoError
 from cleo_dask.admission.ratelimit import Rate, next_start, parse_rate, window_allows
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 import math
 import re
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cleo_dask.errors import WorkflowError
 from cleo_dask.util.numbers import MAX_SECONDS, finite_number
+from cleo_dask.util.options import Field, OptionPolicy
 
 _UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
           "h": 3600.0, "hr": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
@@ -104,3 +107,30 @@ def next_start(due: float | None, now: float, interval: float) -> tuple[bool, fl
     if now >= due:
         return True, due + interval
     return False, due
+
+
+class RateLimitOptions(OptionPolicy):
+    """The option ``rate_limit`` of a task: ``"10/minute"`` (``None``: no limit)."""
+
+    names = ("rate_limit",)
+
+    def check(self, options: Any, what: str) -> None:
+        """``rate_limit``: ``None`` or a rate :func:`parse_rate` accepts."""
+        if options.rate_limit is not None:
+            try:
+                parse_rate(options.rate_limit)
+            except WorkflowError as exc:
+                raise WorkflowError(f"{what}: {exc}") from None
+
+    def read(self, data: Mapping[str, Any], field: Field, out: dict[str, Any]) -> None:
+        """``rate_limit: 10/minute`` (a string; parsed when the task is built)."""
+        if data.get("rate_limit") is not None:
+            if not isinstance(data["rate_limit"], str):
+                field.at("rate_limit", data).problem(
+                    f"must be a string such as '10/minute', got {data['rate_limit']!r}")
+            else:
+                out["rate_limit"] = data["rate_limit"]
+
+
+#: The rate-limit policy's option.
+RATE_LIMIT_OPTIONS = RateLimitOptions()

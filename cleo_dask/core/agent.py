@@ -7,8 +7,8 @@ from typing import Any
 
 import cloudpickle
 
+from cleo_dask.admission.concurrency import agent_id, check_max_concurrency
 from cleo_dask.errors import WorkflowError
-from cleo_dask.util.numbers import count
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,7 @@ class Agent:
         if not isinstance(self.config, Mapping):
             raise WorkflowError(f"Agent {self.id!r}: config must be a mapping (e.g. a dict), "
                                 f"got {type(self.config).__name__}")
-        if self.max_concurrency is not None:
-            count(self.max_concurrency, f"Agent {self.id!r}: max_concurrency", minimum=1)
+        check_max_concurrency(self.max_concurrency, f"Agent {self.id!r}: max_concurrency")
 
 
 def check_picklable(agent: Any) -> None:
@@ -44,6 +43,4 @@ def check_picklable(agent: Any) -> None:
         raise WorkflowError(f"agent {name!r} cannot be pickled and so cannot be sent to the cluster: {exc}") from exc
 
 
-def agent_id(agent: Any) -> str:
-    """The id used for ``agent`` in events and history (``str(agent)`` for non-``Agent`` objects)."""
-    return agent.id if isinstance(agent, Agent) else str(getattr(agent, "id", agent))
+__all__ = ["Agent", "agent_id", "check_picklable"]

@@ -17,12 +17,9 @@ from typing import Any
 import cloudpickle
 
 from cleo_dask.core import shipping as _shipping
+from cleo_dask.core.options import TASK_OPTIONS, check_options, check_unknown, convert_options
 from cleo_dask.failures.backoff import Backoff
 from cleo_dask.errors import WorkflowError
-from cleo_dask.util.numbers import count, seconds
-from cleo_dask.failures.retry import check_retry_on
-from cleo_dask.admission.ratelimit import parse_rate
-from cleo_dask.failures.timeout import check_timeout
 
 
 @dataclass(frozen=True)
@@ -97,17 +94,14 @@ class Signature:
 
 _REDUCING = threading.local()   # ids of the specs being cloudpickled by value in this thread
 
-#: Option names a task (``@cd.task(...)``, ``wf.add(..., **options)``, a spec file) may set.
-TASK_OPTIONS = ("retries", "backoff", "retry_on", "timeout", "fallback", "on_error", "io_bound",
-                "rate_limit", "cache", "duration")
-
 
 @dataclass(frozen=True, eq=False)
 class TaskSpec:
     """A task: the callable and its policies.  Frozen; runs are recorded apart (:class:`TaskResult`).
 
     ``retries`` / ``backoff`` left ``None`` take the engine's defaults.  ``duration`` is an
-    estimate in seconds used to prioritise the critical path.
+    estimate in seconds used to prioritise the critical path.  The options (the fields after
+    ``is_async``) are owned by their policies, listed in :mod:`cleo_dask.core.options`.
     """
 
     fn: Callable[..., Any]
@@ -130,15 +124,8 @@ class TaskSpec:
 
     def with_options(self, **options: Any) -> TaskSpec:
         """A copy with some options replaced; unknown option names are a :class:`WorkflowError`."""
-        unknown = sorted(set(options) - set(TASK_OPTIONS))
-        if unknown:
-            raise WorkflowError(f"task {self.name!r}: unknown option(s) {', '.join(unknown)}; "
-                                f"known: {', '.join(TASK_OPTIONS)}")
-        if "fallback" in options and options["fallback"] is not None:
-            options["fallback"] = fallback_spec(options["fallback"], self.name)
-        if "retry_on" in options:
-            options["retry_on"] = check_retry_on(options["retry_on"])
-        return dataclasses.replace(self, **options)
+        check_unknown(options, self.name)
+        return dataclasses.replace(self, **convert_options(options, self.name, as_spec))
 
     def __call__(self, agent: Any, **inputs: Any) -> Any:
         """Call the task body directly (no Dask), as ``fn(agent, **inputs)``."""
@@ -223,79 +210,14 @@ def _SPEC_FIELDS() -> tuple[str, ...]:  # noqa: N802 - a constant, computed once
     return tuple(f.name for f in dataclasses.fields(TaskSpec))
 
 
-def check_options(spec: TaskSpec) -> None:
-    """Check every policy option of ``spec``; raise :class:`WorkflowError` naming the bad one."""
-    what = f"task {spec.name!r}"
-    if spec.backoff is not None and not isinstance(spec.backoff, Backoff):
-        raise WorkflowError(f"{what}: backoff must be cd.fixed(...) or cd.exponential(...), got {spec.backoff!r}")
-    try:
-        if spec.retries is not None:
-            count(spec.retries, "retries")
-        check_retry_on(spec.retry_on)
-        check_timeout(spec.timeout)
-        if spec.rate_limit is not None:
-            parse_rate(spec.rate_limit)
-        if spec.duration is not None:
-            seconds(spec.duration, "duration")
-    except WorkflowError as exc:
-        raise WorkflowError(f"{what}: {exc}") from None
-    if spec.fallback is not None and not isinstance(spec.fallback, TaskSpec):
-        raise WorkflowError(f"{what}: fallback must be a task, got {spec.fallback!r}")
-    if not isinstance(spec.io_bound, bool):
-        raise WorkflowError(f"{what}: io_bound must be True or False, got {spec.io_bound!r}")
-    if not isinstance(spec.cache, bool) and not callable(spec.cache):
-        raise WorkflowError(f"{what}: cache must be True, False or a key function (agent, **inputs) -> key, "
-                            f"got {spec.cache!r}")
-    if spec.on_error is not None and not callable(spec.on_error):
-        raise WorkflowError(f"{what}: on_error must be callable (agent, task name, error), got {spec.on_error!r}")
-    if spec.fallback is not None and spec.fallback.is_async != spec.is_async:
-        kind = "async" if spec.fallback.is_async else "sync"
-        raise WorkflowError(f"{what}: its fallback {spec.fallback.name!r} is {kind}, the task is not; "
-                            "a fallback must be of the same kind (sync or async) as its task")
-
-
 def _spec_from_callable(fn: Callable[..., Any], name: str | None, options: dict[str, Any]) -> TaskSpec:
     if not callable(fn):
         raise WorkflowError(f"task {name or fn!r} is not callable")
     target = fn
     is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
     label = name or getattr(fn, "__name__", None) or type(fn).__name__
-    if "fallback" in options and options["fallback"] is not None:
-        options["fallback"] = fallback_spec(options["fallback"], label)
-    if "retry_on" in options:
-        options["retry_on"] = check_retry_on(options["retry_on"])
+    convert_options(options, label, as_spec)
     return TaskSpec(fn=target, name=label, signature=Signature.of(target), is_async=is_async, **options)
-
-
-def fallback_spec(fallback: Any, of: str) -> TaskSpec:
-    """The :class:`TaskSpec` of a fallback; it is called as ``fallback(agent, error, **inputs)``."""
-    try:
-        spec = as_spec(fallback)
-    except WorkflowError:
-        raise WorkflowError(f"task {of!r}: fallback must be a task (a callable), got {fallback!r}") from None
-    sig = spec.signature
-    # the error takes the first parameter after the agent; it is passed positionally
-    params = [p for p in _positional_params(spec.fn)]
-    if len(params) < 2 and not _has_var_positional(spec.fn):
-        raise WorkflowError(f"task {of!r}: fallback {spec.name!r} must accept (agent, error, **inputs)")
-    if params[1:2]:
-        sig = sig.without(params[1])
-    return dataclasses.replace(spec, signature=sig)
-
-
-def _positional_params(fn: Callable[..., Any]) -> list[str]:
-    try:
-        return [p.name for p in inspect.signature(fn).parameters.values()
-                if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError):
-        return ["agent", "error"]
-
-
-def _has_var_positional(fn: Callable[..., Any]) -> bool:
-    try:
-        return any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return True
 
 
 class Task:
@@ -339,8 +261,8 @@ def task(fn: Callable[..., Any] | None = None, *, name: str | None = None, retri
     **inputs)`` runs when the task has finally failed and its result stands in;
     ``on_error(agent, task_name, error)`` is called on the client once per final failure.
     """
-    options = dict(retries=retries, backoff=backoff, retry_on=retry_on, timeout=timeout, fallback=fallback,
-                   on_error=on_error, io_bound=io_bound, rate_limit=rate_limit, cache=cache, duration=duration)
+    given = locals()  # the keyword parameters above are the options, named once in core/options.py
+    options = {name: given[name] for name in TASK_OPTIONS}
 
     def wrap(f: Callable[..., Any]) -> Task:
         return Task(_spec_from_callable(f, name, dict(options)))

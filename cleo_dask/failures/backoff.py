@@ -1,12 +1,15 @@
-"""Backoff policies: pure functions from the number of the failed attempt to a delay in seconds."""
+"""Backoff policies: pure functions from the number of the failed attempt to a delay in seconds
+(and how a spec file writes them)."""
 from __future__ import annotations
 
 import math
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from cleo_dask.errors import WorkflowError
 from cleo_dask.util.numbers import is_real, seconds as check_seconds
+from cleo_dask.util.options import Field
 
 
 @dataclass(frozen=True)
@@ -87,3 +90,37 @@ def exponential(first: float = 1.0, factor: float = 2.0, max: float = 60.0, jitt
 
 
 NO_BACKOFF = Fixed(0.0)
+
+
+#: The keys of ``{exponential: {...}}`` in a spec file.
+EXPONENTIAL_KEYS = ("first", "factor", "max", "jitter")
+
+
+def read_backoff(data: Any, field: Field) -> Backoff | None:
+    """The backoff a data file gives (seconds, ``{fixed: SECONDS}`` or ``{exponential: {first,
+    factor, max, jitter}}``), or ``None`` after reporting what is wrong at ``field``."""
+    try:
+        if is_real(data):
+            return fixed(data)
+        if isinstance(data, dict) and len(data) == 1:
+            kind, args = next(iter(data.items()))
+            inner = field.at(kind, data)
+            if kind == "fixed":
+                if not is_real(args):
+                    inner.problem(f"fixed backoff must be a number of seconds, got {args!r}")
+                    return None
+                return fixed(args)
+            if kind == "exponential":
+                args = {} if args is None else args
+                if not isinstance(args, dict):
+                    inner.problem(f"must be a mapping of {', '.join(EXPONENTIAL_KEYS)}, got {args!r}")
+                    return None
+                bad = [k for k in args if k not in EXPONENTIAL_KEYS]
+                for k in bad:
+                    inner.at(k, args).problem(f"unknown key {k!r}; expected one of {', '.join(EXPONENTIAL_KEYS)}")
+                return None if bad else exponential(**args)
+        field.problem("backoff must be seconds, {fixed: SECONDS} or "
+                      f"{{exponential: {{first, factor, max, jitter}}}}, got {data!r}")
+    except WorkflowError as exc:
+        field.problem(str(exc))
+    return None

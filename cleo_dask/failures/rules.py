@@ -1,9 +1,11 @@
 """Trigger rules: whether a node runs given what happened to its parents."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from cleo_dask.errors import WorkflowError
+from cleo_dask.util.options import Field, OptionPolicy
 
 ALL_SUCCESS = "all_success"
 ALL_DONE = "all_done"
@@ -17,6 +19,28 @@ def check_trigger(rule: object) -> str:
     if rule not in TRIGGER_RULES:
         raise WorkflowError(f"unknown trigger rule {rule!r}; expected one of {', '.join(TRIGGER_RULES)}")
     return rule  # type: ignore[return-value]
+
+
+class TriggerOptions(OptionPolicy):
+    """The option ``trigger`` of a node (``Workflow.add(..., trigger=)``, a spec file's node)."""
+
+    names = ("trigger",)
+
+    def check(self, options: Any, what: str) -> None:
+        """``trigger``: a known rule (:func:`check_trigger`)."""
+        check_trigger(options.trigger)
+
+    def read(self, data: Mapping[str, Any], field: Field, out: dict[str, Any]) -> None:
+        """``trigger: all_done``."""
+        if "trigger" in data:
+            try:
+                out["trigger"] = check_trigger(data["trigger"])
+            except WorkflowError as exc:
+                field.at("trigger", data).problem(str(exc))
+
+
+#: The trigger rule's option.
+TRIGGER_OPTIONS = TriggerOptions()
 
 
 def skip_reason(rule: str, parents: Sequence[tuple[str, str]]) -> str | None:

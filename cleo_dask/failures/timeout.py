@@ -12,11 +12,12 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from cleo_dask.errors import TaskTimeout
+from cleo_dask.errors import TaskTimeout, WorkflowError
 from cleo_dask.util.numbers import seconds
+from cleo_dask.util.options import Field, OptionPolicy, read_checked
 
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("cleo_deadline", default=None)
 
@@ -24,6 +25,11 @@ _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("cleo_d
 def deadline() -> float | None:
     """The epoch time (``time.time()``) by which the current attempt must end, or ``None``."""
     return _deadline.get()
+
+
+def set_deadline(ends: float | None) -> None:
+    """Set the deadline of the attempt running in this context (epoch seconds; ``None``: none)."""
+    _deadline.set(ends)
 
 
 def time_left() -> float | None:
@@ -38,6 +44,28 @@ def check_timeout(timeout: object) -> float | None:
     if timeout is None:
         return None
     return seconds(timeout, "timeout", positive=True)
+
+
+class TimeoutOptions(OptionPolicy):
+    """The option ``timeout`` of a task: seconds per attempt (``None``: no limit)."""
+
+    names = ("timeout",)
+
+    def check(self, options: Any, what: str) -> None:
+        """``timeout``: ``None`` or a number of seconds > 0 (:func:`check_timeout`)."""
+        try:
+            check_timeout(options.timeout)
+        except WorkflowError as exc:
+            raise WorkflowError(f"{what}: {exc}") from None
+
+    def read(self, data: Mapping[str, Any], field: Field, out: dict[str, Any]) -> None:
+        """``timeout: 30`` (``null``: no limit)."""
+        if data.get("timeout") is not None:
+            read_checked(data, "timeout", lambda v: seconds(v, "", positive=True), field, out)
+
+
+#: The time-limit policy's option.
+TIMEOUT_OPTIONS = TimeoutOptions()
 
 
 def call_with_timeout(fn: Callable[..., Any], args: tuple, kwargs: dict, timeout: float | None) -> Any:
