@@ -30,7 +30,7 @@ from typing import Any
 
 from cleo_dask import config as _config
 from cleo_dask.errors import TaskTimeout
-from cleo_dask.failures.timeout import _deadline
+from cleo_dask.failures.timeout import set_deadline
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -69,7 +69,7 @@ async def run_blocking(fn: Callable[..., Any], args: tuple, kwargs: dict, timeou
     ends = None if timeout is None else time.time() + timeout
 
     def body() -> Any:
-        _deadline.set(ends)
+        set_deadline(ends)
         return fn(*args, **kwargs)
 
     ctx = contextvars.copy_context()

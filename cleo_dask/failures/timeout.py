@@ -26,6 +26,11 @@ def deadline() -> float | None:
     return _deadline.get()
 
 
+def set_deadline(ends: float | None) -> None:
+    """Set the epoch time by which the current attempt (this thread or task context) must end."""
+    _deadline.set(ends)
+
+
 def time_left() -> float | None:
     """Seconds left to the current attempt, or ``None`` if it has no time limit."""
     d = _deadline.get()
