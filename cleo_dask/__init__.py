@@ -20,7 +20,8 @@ from cleo_dask.core.spec import Spec, load_spec
 from cleo_dask.schedules.schedule import Schedule
 from cleo_dask.core.task import Task, TaskSpec, task
 from cleo_dask.failures.timeout import deadline, time_left
-from cleo_dask.core.workflow import Node, Workflow
+from cleo_dask.core.node import Node
+from cleo_dask.core.workflow import Workflow
 
 __version__ = "0.1.0"
 

@@ -33,7 +33,8 @@ from cleo_dask.core.shipping import data_node, graph_value
 from cleo_dask.core.task import TaskSpec
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.worker import NodeCall, UnitCall, run_unit, run_unit_async
-from cleo_dask.core.workflow import Node, Workflow
+from cleo_dask.core.node import Node
+from cleo_dask.core.workflow import Workflow
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from cleo_dask.core.task import Signature
 
 if TYPE_CHECKING:
-    from cleo_dask.core.workflow import Node
+    from cleo_dask.core.node import Node
 
 
 class NodeChecker:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from cleo_dask.errors import WorkflowError
 
 if TYPE_CHECKING:
-    from cleo_dask.core.workflow import Node
+    from cleo_dask.core.node import Node
 
 
 @dataclass

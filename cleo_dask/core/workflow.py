@@ -2,29 +2,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 
 from cleo_dask.errors import WorkflowError
 from cleo_dask.util.gcpause import gc_paused
+from cleo_dask.core.node import Node
 from cleo_dask.core.nodecheck import NodeChecker
 from cleo_dask.core.parameters import Parameter, check_inputs, parameter_table, takes_any_input
 from cleo_dask.core.task import TaskSpec, as_spec
 from cleo_dask.core.toposort import CycleFound, topological_order
 from cleo_dask.failures.rules import ALL_SUCCESS, TRIGGER_RULES, check_trigger
-
-
-@dataclass(frozen=True, slots=True)
-class Node:
-    """One node: its name, task, parents (in the order they were given), condition, trigger."""
-
-    name: str
-    task: TaskSpec
-    parents: tuple[str, ...] = ()
-    when: Callable[..., Any] | None = None
-    trigger: str = ALL_SUCCESS
 
 
 class Workflow:

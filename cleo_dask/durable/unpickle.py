@@ -52,6 +52,7 @@ MODULES: dict[str, str] = {
 #: Single objects that moved since (looked up after :data:`MODULES`): (module, name) -> (module, name).
 NAMES: dict[tuple[str, str], tuple[str, str]] = {
     ("cleo_dask.core.worker", "NodeOutput"): ("cleo_dask.core.nodeoutput", "NodeOutput"),
+    ("cleo_dask.core.workflow", "Node"): ("cleo_dask.core.node", "Node"),
 }
 
 
