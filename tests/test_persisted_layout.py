@@ -126,3 +126,12 @@ def test_a_task_spec_sent_by_value_in_the_flat_layout_loads(tmp_path):
     outer = b"\x80\x03ccleo_dask._task\n_rebuild_shipped\nB" + struct.pack("<I", len(blob)) + blob + b"\x85R."
     spec = loads(outer, where="test", schema="test")
     assert spec.backoff == old.backoff and spec.retries == 2 and spec.fallback.fn.__name__ == "recover"
+
+
+def test_an_agent_a_schedule_store_kept_in_the_flat_layout_loads():
+    from cleo_dask.schedules.schedule import dump_agent, load_agent
+    data, fmt = dump_agent(cd.Agent("a", config={"when": {1, 2}}))   # not JSON: kept as a pickle
+    assert fmt == "pickle"
+    old = pickle.dumps(pickle.loads(data), protocol=0).replace(b"ccleo_dask.core.agent\n", b"ccleo_dask._agent\n")
+    assert b"ccleo_dask._agent\n" in old
+    assert load_agent(old, fmt) == cd.Agent("a", config={"when": {1, 2}})
