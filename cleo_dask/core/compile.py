@@ -26,12 +26,13 @@ from dask.task_spec import Task, TaskRef
 from cleo_dask.admission.plugin import ANNOTATION as ADMISSION, unit_admission, with_not_before
 from cleo_dask.failures.backoff import NO_BACKOFF, Backoff
 from cleo_dask.admission.fair import fair_share
-from cleo_dask.util.gcpause import gc_paused as _gc_paused
+from cleo_dask.util.gcpause import gc_paused
 from cleo_dask.core.parameters import receives_inputs
 from cleo_dask.failures.retry import RetryPolicy
 from cleo_dask.core.shipping import data_node, graph_value
 from cleo_dask.core.task import TaskSpec
-from cleo_dask.core.worker import NodeCall, NodeOutput, UnitCall, run_unit, run_unit_async
+from cleo_dask.core.nodeoutput import NodeOutput
+from cleo_dask.core.worker import NodeCall, UnitCall, run_unit, run_unit_async
 from cleo_dask.core.node import Node
 from cleo_dask.core.workflow import Workflow
 
@@ -194,7 +195,7 @@ def bottom_levels(wf: Workflow, default_duration: float | None = None,
     return level
 
 
-@_gc_paused()
+@gc_paused()
 def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Defaults = Defaults(),
                      priority: float = 0, fuse: bool = True,
                      critical_path: bool | Mapping[str, float] | None = None,

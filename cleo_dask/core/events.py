@@ -48,3 +48,12 @@ def event(kind: str, run: str, **fields: Any) -> dict[str, Any]:
     msg: dict[str, Any] = {"kind": kind, "run": run, "time": time.time()}
     msg.update(fields)
     return msg
+
+
+def send_from_worker(msg: dict[str, Any]) -> None:
+    """Send ``msg`` to its run's topic from the worker running this task (nothing outside a worker)."""
+    try:
+        from distributed import get_worker
+        get_worker().log_event(run_topic(msg["run"]), msg)
+    except Exception:  # noqa: BLE001 - no worker (direct call): nothing to report to
+        pass

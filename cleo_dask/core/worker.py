@@ -8,7 +8,6 @@ retry, the fallback, the trigger rules of the children).  Nothing here waits for
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 import traceback as tb
 from dataclasses import dataclass
@@ -16,12 +15,12 @@ from collections.abc import Generator
 from typing import Any
 
 import cloudpickle
-from dask.sizeof import sizeof
 
-from cleo_dask.durable import resultstore as _durable
-from cleo_dask.core.events import event, run_topic
+from cleo_dask.core.events import event, send_from_worker
 from cleo_dask.admission.io import release_slot, run_blocking
+from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.outcome import SKIP_STATUSES, Attempt, Failure
+from cleo_dask.core.outputstore import OutputStore
 from cleo_dask.core.shipping import portable
 from cleo_dask.core.task import TaskSpec
 from cleo_dask.failures.timeout import await_with_timeout, call_with_timeout
@@ -29,39 +28,6 @@ from cleo_dask.failures.rules import ALL_SUCCESS, skip_decision
 
 SUCCEEDED, FELL_BACK, SKIPPED, FAILED = "succeeded", "fell_back", "skipped", "failed"
 UPSTREAM_FAILED = "upstream_failed"
-
-
-class NodeOutput:
-    """A node's output as stored in Dask memory: the value and the record of how it came."""
-
-    __slots__ = ("value", "status", "start", "end", "worker", "attempt", "reason", "upstream_fallbacks")
-
-    def __init__(self, value: Any, status: str, start: float | None = None, end: float | None = None,
-                 worker: str | None = None, attempt: int = 1, reason: str | None = None,
-                 upstream_fallbacks: tuple[str, ...] = ()):
-        self.value = value
-        self.status = status
-        self.start = start
-        self.end = end
-        self.worker = worker
-        self.attempt = attempt
-        self.reason = reason
-        self.upstream_fallbacks = upstream_fallbacks
-
-    def __reduce__(self):
-        return (NodeOutput, (self.value, self.status, self.start, self.end, self.worker, self.attempt,
-                             self.reason, self.upstream_fallbacks))
-
-    def meta(self) -> tuple:
-        """Everything but the value (what the client fetches for statuses and timings)."""
-        return (self.status, self.start, self.end, self.worker, self.attempt, self.reason, self.upstream_fallbacks)
-
-
-@sizeof.register(NodeOutput)
-def _sizeof_output(out: NodeOutput) -> int:
-    # Dask's default for an object is its shallow size: count the value, so that worker memory
-    # limits, spilling and cleo's close-fetch-limit see what the output really holds
-    return sys.getsizeof(out) + sizeof(out.value)
 
 
 class NodeFailed(Exception):
@@ -115,7 +81,7 @@ class UnitCall:
     run_id: str
     key: str
     nodes: tuple[NodeCall, ...]
-    store: Any = None  # a ResultStore for durable runs (outputs written there, cache=)
+    store: OutputStore | None = None  # durable runs: where outputs are written (and cache= values)
 
     def __reduce__(self):
         return (UnitCall, (self.run_id, self.key, self.nodes, self.store))
@@ -127,14 +93,6 @@ def _worker_address() -> str | None:
         return get_worker().address
     except Exception:  # noqa: BLE001 - outside a worker (tests, local calls)
         return None
-
-
-def _log(msg: dict[str, Any]) -> None:
-    try:
-        from distributed import get_worker
-        get_worker().log_event(run_topic(msg["run"]), msg)
-    except Exception:  # noqa: BLE001 - no worker (direct call): nothing to report to
-        pass
 
 
 def _gather_inputs(call: NodeCall, deps: tuple, local: list[NodeOutput]) -> list[tuple[str, NodeOutput]]:
@@ -189,7 +147,7 @@ def _failed(call: NodeCall, key: str, start: float, worker: str | None, exc: Bas
         error: BaseException | None = exc
     except Exception:  # noqa: BLE001 - an exception that does not pickle travels as text
         error = RuntimeError(f"{type(exc).__name__}: {exc}")
-    _log(event("attempt", run_id, node=call.name, key=key, attempt=call.attempt, worker=worker, start=start,
+    send_from_worker(event("attempt", run_id, node=call.name, key=key, attempt=call.attempt, worker=worker, start=start,
                end=end, error=repr(exc)[:500], error_type=type(exc).__name__, timed_out=attempt.timed_out,
                mode=call.mode))
     return NodeFailed(call.name, key, attempt, error, text, dict(completed))
@@ -204,7 +162,7 @@ def _skip(call: NodeCall, key: str, skip: tuple[str, str], worker: str | None, u
           run_id: str) -> NodeOutput:
     status, reason = skip
     now = time.time()
-    _log(event("skipped", run_id, node=call.name, key=key, reason=reason, status=status))
+    send_from_worker(event("skipped", run_id, node=call.name, key=key, reason=reason, status=status))
     return NodeOutput(None, status, now, now, worker, call.attempt, reason, upstream)
 
 
@@ -219,15 +177,15 @@ def _cache_lookup(unit: UnitCall, call: NodeCall, args: tuple, kw: dict[str, Any
     """Durable runs only: the cache key of a ``cache=`` task's call and ``(value,)`` on a hit."""
     if unit.store is None or not call.task.cache:
         return None, None
-    key = _durable.cache_key(call, args, kw, unit.run_id)
-    return key, (_durable.cache_get(unit.store, key, call.name, unit.run_id) if key else None)
+    key = unit.store.cache_key(call, args, kw, unit.run_id)
+    return key, (unit.store.cache_get(key, call.name, unit.run_id) if key else None)
 
 
 def _cache_store(unit: UnitCall, call: NodeCall, key: str | None, hit: Any, value: Any, out: NodeOutput) -> None:
     if hit is not None:
         out.reason = "cache hit"
     elif key is not None:
-        _durable.cache_put(unit.store, key, value, call.name, unit.run_id)
+        unit.store.cache_put(key, value, call.name, unit.run_id)
 
 
 def _unit_steps(unit: UnitCall, agent: Any, deps: tuple, worker: str | None) -> Generator[tuple, Any, Any]:
@@ -255,7 +213,7 @@ def _unit_steps(unit: UnitCall, agent: Any, deps: tuple, worker: str | None) -> 
                 out = _finish(call, value, start, worker, upstream)
                 _cache_store(unit, call, ckey, hit, value, out)
             if unit.store is not None:
-                yield ("io", _durable.save_output, (unit.store, unit.run_id, unit.key, call.name, out))
+                yield ("io", unit.store.save_output, (unit.run_id, unit.key, call.name, out))
         except Exception as exc:  # noqa: BLE001 - every task error becomes a NodeFailed
             raise _failed(call, unit.key, start, worker, exc, completed, unit.run_id) from None
         outputs.append(out)

@@ -31,7 +31,7 @@ from cleo_dask.core.agent import agent_id
 from cleo_dask.core.compile import compile_resubmission
 from cleo_dask.errors import ClusterLost, StoreError
 from cleo_dask.core.events import run_topic
-from cleo_dask.durable.journal import _HOST as HOST
+from cleo_dask.durable.journal import HOST
 from cleo_dask.durable.journal import FINISHED, Journal, RunRecord
 from cleo_dask.durable.resultstore import ResultStore, load_output
 from cleo_dask.core.worker import collect_meta
@@ -379,7 +379,7 @@ class Durability:
                 raise StoreError(f"run {run_id!r} is still running in this engine")
             self.wait_journaled(run_id)  # its end is in the journal before it starts again
         try:
-            spec = cloudpickle.loads(self.journal.spec(run_id))
+            spec = self.journal.load_spec(run_id)
             wf, agent = spec["workflow"], spec["agent"]
         except StoreError:
             raise

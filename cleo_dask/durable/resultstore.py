@@ -24,11 +24,16 @@ from typing import Any
 
 import cloudpickle
 
+from cleo_dask.core.events import event, send_from_worker
+from cleo_dask.core.nodeoutput import NodeOutput
+from cleo_dask.durable.unpickle import current_name, loads
 from cleo_dask.errors import StoreError
 
 MAGIC = b"CLEORES1"
 HEADER = struct.Struct(">8sQ32s")  # magic, payload length, sha256(payload)
 SUFFIX = ".res"
+#: The format version a :class:`StoreError` names when a result file cannot be read.
+SCHEMA = f"result files {MAGIC.decode()}"
 
 
 def encode(payload: bytes) -> bytes:
@@ -135,7 +140,8 @@ class ResultStore:
     def read_output(self, path: str) -> bytes:
         """The payload at ``path`` if it is a node's output (checksum and content); else :class:`StoreError`."""
         payload = self.read(path)
-        if first_global(payload) != OUTPUT_CLASS:
+        first = first_global(payload)
+        if first is None or current_name(*first) != OUTPUT_CLASS:
             raise StoreError(f"result file {path} does not hold a node's output (a file from elsewhere?)")
         return payload
 
@@ -156,68 +162,65 @@ class ResultStore:
         """The object stored at ``path`` (checked, then unpickled)."""
         payload = self.read(path)
         try:
-            return cloudpickle.loads(payload)
+            return loads(payload, where=f"result file {path}", schema=SCHEMA)
+        except StoreError:
+            raise
         except Exception as exc:  # noqa: BLE001 - e.g. the task's module is gone
             raise StoreError(f"result file {path} cannot be unpickled: {type(exc).__name__}: {exc}") from None
 
+    # -- worker side: called by the task wrapper (cleo_dask.core.worker) for durable runs -----------
+    def save_output(self, run_id: str, key: str, node: str, out: Any) -> None:
+        """Store a finished node's output; an output that cannot be pickled (or written) is reported
+        with an ``unstorable`` event and the node stays not resumable; the run goes on."""
+        try:
+            payload = cloudpickle.dumps(out)
+        except Exception as exc:  # noqa: BLE001
+            _report("unstorable", run_id, node=node, key=key,
+                    error=f"its result cannot be pickled ({type(exc).__name__}: {exc})"[:500])
+            return
+        try:
+            self.write(self.node_path(run_id, node), payload)
+        except Exception as exc:  # noqa: BLE001 - a full disk must not fail the node itself
+            _report("unstorable", run_id, node=node, key=key, error=f"its result could not be written: {exc!r}"[:500])
 
-# -- worker side: called by the task wrapper (cleo_dask.core.worker) for durable runs ---------------
-def save_output(store: ResultStore, run_id: str, key: str, node: str, out: Any) -> None:
-    """Store a finished node's output; an output that cannot be pickled (or written) is reported
-    with an ``unstorable`` event and the node stays not resumable; the run goes on."""
-    try:
-        payload = cloudpickle.dumps(out)
-    except Exception as exc:  # noqa: BLE001
-        _report("unstorable", run_id, node=node, key=key,
-                error=f"its result cannot be pickled ({type(exc).__name__}: {exc})"[:500])
-        return
-    try:
-        store.write(store.node_path(run_id, node), payload)
-    except Exception as exc:  # noqa: BLE001 - a full disk must not fail the node itself
-        _report("unstorable", run_id, node=node, key=key, error=f"its result could not be written: {exc!r}"[:500])
+    def cache_key(self, call: Any, args: tuple, kwargs: dict[str, Any], run_id: str) -> str | None:
+        """The cache key of one call of a ``cache=`` task (``None``: not cacheable this time).
 
+        ``cache=True``: SHA-256 of the task's module, qualified name and code plus the cloudpickle of
+        the agent and the inputs.  ``cache=fn``: ``fn(agent, **inputs)`` replaces agent and inputs.
+        """
+        spec = call.task
+        if not spec.cache or call.mode != "task":
+            return None
+        h = hashlib.sha256(code_fingerprint(spec.fn))
+        try:
+            material = spec.cache(*args, **kwargs) if callable(spec.cache) else (args, sorted(kwargs.items()))
+            h.update(cloudpickle.dumps(material))
+        except Exception as exc:  # noqa: BLE001 - inputs that do not pickle: just not cached
+            _report("cache", run_id, node=call.name, hit=False, cache_key=None, error=repr(exc)[:300])
+            return None
+        return h.hexdigest()
 
-def cache_key(call: Any, args: tuple, kwargs: dict[str, Any], run_id: str) -> str | None:
-    """The cache key of one call of a ``cache=`` task (``None``: not cacheable this time).
+    def cache_get(self, key: str, node: str, run_id: str) -> tuple[Any] | None:
+        """``(value,)`` if the cache holds ``key`` (a damaged entry raises :class:`StoreError`)."""
+        path = self.cache_path(key)
+        if not self.exists(path):
+            return None
+        value = self.load(path)
+        _report("cache", run_id, node=node, hit=True, cache_key=key)
+        return (value,)
 
-    ``cache=True``: SHA-256 of the task's module, qualified name and code plus the cloudpickle of
-    the agent and the inputs.  ``cache=fn``: ``fn(agent, **inputs)`` replaces agent and inputs.
-    """
-    spec = call.task
-    if not spec.cache or call.mode != "task":
-        return None
-    h = hashlib.sha256(code_fingerprint(spec.fn))
-    try:
-        material = spec.cache(*args, **kwargs) if callable(spec.cache) else (args, sorted(kwargs.items()))
-        h.update(cloudpickle.dumps(material))
-    except Exception as exc:  # noqa: BLE001 - inputs that do not pickle: just not cached
-        _report("cache", run_id, node=call.name, hit=False, cache_key=None, error=repr(exc)[:300])
-        return None
-    return h.hexdigest()
-
-
-def cache_get(store: ResultStore, key: str, node: str, run_id: str) -> tuple[Any] | None:
-    """``(value,)`` if the cache holds ``key`` (a damaged entry raises :class:`StoreError`)."""
-    path = store.cache_path(key)
-    if not store.exists(path):
-        return None
-    value = store.load(path)
-    _report("cache", run_id, node=node, hit=True, cache_key=key)
-    return (value,)
-
-
-def cache_put(store: ResultStore, key: str, value: Any, node: str, run_id: str) -> None:
-    """Keep ``value`` under ``key`` (silently skipped if it cannot be pickled or written)."""
-    try:
-        store.write(store.cache_path(key), cloudpickle.dumps(value))
-        _report("cache", run_id, node=node, hit=False, cache_key=key)
-    except Exception as exc:  # noqa: BLE001
-        _report("cache", run_id, node=node, hit=False, cache_key=None, error=repr(exc)[:300])
+    def cache_put(self, key: str, value: Any, node: str, run_id: str) -> None:
+        """Keep ``value`` under ``key`` (silently skipped if it cannot be pickled or written)."""
+        try:
+            self.write(self.cache_path(key), cloudpickle.dumps(value))
+            _report("cache", run_id, node=node, hit=False, cache_key=key)
+        except Exception as exc:  # noqa: BLE001
+            _report("cache", run_id, node=node, hit=False, cache_key=None, error=repr(exc)[:300])
 
 
 def load_output(store: ResultStore, run_id: str, node: str) -> Any:
     """The Dask task of a resumed run's already finished node: its stored output, read on a worker."""
-    from cleo_dask.core.worker import NodeOutput
     path = store.node_path(run_id, node)
     out = store.load(path)
     if not isinstance(out, NodeOutput):
@@ -226,7 +229,7 @@ def load_output(store: ResultStore, run_id: str, node: str) -> Any:
 
 
 #: The class a node's output file unpickles to, as (module, name).
-OUTPUT_CLASS = ("cleo_dask.core.worker", "NodeOutput")
+OUTPUT_CLASS = ("cleo_dask.core.nodeoutput", "NodeOutput")
 
 
 def first_global(payload: bytes) -> tuple[str, str] | None:
@@ -270,6 +273,4 @@ def _code_text(code: Any) -> str:
 
 
 def _report(kind: str, run_id: str, **fields: Any) -> None:
-    from cleo_dask.core.events import event
-    from cleo_dask.core.worker import _log
-    _log(event(kind, run_id, **fields))
+    send_from_worker(event(kind, run_id, **fields))

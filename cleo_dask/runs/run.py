@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from distributed import Future
 
-from cleo_dask.core.compile import Compiled, Defaults, _gc_paused, compile_resubmission, retry_policy
+from cleo_dask.core.compile import Compiled, Defaults, compile_resubmission, retry_policy
+from cleo_dask.util.gcpause import gc_paused as _gc_paused
 from cleo_dask.errors import CleoError, ClusterLost, CodeError
 from cleo_dask.runs.guard import RunGuard
 from cleo_dask.core.events import event, run_topic

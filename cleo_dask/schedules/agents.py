@@ -40,7 +40,8 @@ def agent_from_bytes(data: bytes | None, fmt: str | None) -> Any:
     if fmt == "json":
         d = json.loads(data)
         return Agent(d["id"], config=d.get("config") or {}, max_concurrency=d.get("max_concurrency"))
-    return pickle.loads(data)  # noqa: S301 - written by this store's own users
+    from cleo_dask.durable.unpickle import loads  # also an agent pickled by the flat module layout
+    return loads(data, where="a schedule store's agent", schema="schedule store schema 1")
 
 
 def agent_from_file(path: str) -> Agent:
