@@ -1,8 +1,9 @@
 """The ``cleo-dask`` command line.
 
-Each group of commands lives in its own module exposing ``register(subparsers)``; the chosen
-subcommand's ``func(args) -> int`` is the exit code.  Exit codes: 0 success, 1 some task failed,
-2 bad input (spec, arguments, unreachable scheduler, ...).
+Each command lives in its own module exposing ``register(subparsers)`` (what they share is in
+``cli.common``); the chosen subcommand's ``func(args) -> int`` is the exit code.  Exit codes:
+0 success, 1 some task failed, 2 bad input (spec, arguments, unreachable scheduler, ...),
+130 interrupted.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import sys
 from cleo_dask import __version__
 
 #: Modules that add subcommands (each has ``register(subparsers)``).
-COMMAND_MODULES: list[str] = ["cleo_dask.cli.run", "cleo_dask.cli.runs", "cleo_dask.cli.schedule"]
+COMMAND_MODULES: list[str] = ["cleo_dask.cli.run", "cleo_dask.cli.validate", "cleo_dask.cli.cluster",
+                               "cleo_dask.cli.runs", "cleo_dask.cli.resume", "cleo_dask.cli.serve",
+                               "cleo_dask.cli.schedule"]
 
 
 def build_parser() -> argparse.ArgumentParser:

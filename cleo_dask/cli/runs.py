@@ -1,32 +1,29 @@
-"""``cleo-dask runs list``, ``cleo-dask runs show RUN_ID`` and ``cleo-dask resume RUN_ID``.
+"""``cleo-dask runs list``, ``cleo-dask runs show RUN_ID`` and ``cleo-dask runs forget``: read a run journal.
 
-Exit codes: 0 ok (for ``resume``: every node succeeded, fell back or was skipped by its
-condition), 1 some node failed, 2 bad input (unknown run id, missing / damaged / incompatible
-/ empty journal, damaged result file, unreachable or lost scheduler).
+Exit codes: 0 ok, 2 bad input (unknown run id, missing / damaged / incompatible / empty journal,
+a running run to forget).
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
-import sys
 from typing import Any
 
-from cleo_dask.cli.types import count_type, days_type, seconds_type
+from cleo_dask.cli.common import fail, store_args
+from cleo_dask.cli.types import count_type, days_type
 from cleo_dask.durable.durability import RunStore
-from cleo_dask.errors import CleoError, ClusterLost, StoreError, WorkflowError
 from cleo_dask.durable.journal import RUN_STATUSES
-
-BAD_INPUT = 2
+from cleo_dask.errors import StoreError
 
 
 def register(sub: Any) -> None:
-    """Add ``runs`` (``list``, ``show``) and ``resume`` to the ``cleo-dask`` parser."""
+    """Add ``runs`` (``list``, ``show``, ``forget``) to the ``cleo-dask`` parser."""
     runs = sub.add_parser("runs", help="run history from a journal (Engine(store=...))",
                           description="Read the run journal: list runs, show one run's nodes.")
     rsub = runs.add_subparsers(dest="runs_command", metavar="COMMAND")
     ls = rsub.add_parser("list", help="list runs, newest first")
-    _store_arg(ls)
+    store_args(ls)
     ls.add_argument("--agent", help="only runs of this agent id")
     ls.add_argument("--status", choices=RUN_STATUSES, help="only runs with this status (interrupted: resume those)")
     ls.add_argument("--workflow", help="only runs of this workflow name")
@@ -35,41 +32,18 @@ def register(sub: Any) -> None:
     ls.set_defaults(func=cmd_list)
     show = rsub.add_parser("show", help="one run: its nodes, statuses, attempts and stored results")
     show.add_argument("run_id")
-    _store_arg(show)
+    store_args(show)
     show.add_argument("--json", action="store_true", help="one JSON object")
     show.set_defaults(func=cmd_show)
     forget = rsub.add_parser("forget", help="delete runs from the journal and their stored results",
                              description="Delete runs (given by id, or every finished run older than "
                                          "--older-than days) and their result files; cache entries stay.")
     forget.add_argument("run_ids", nargs="*", metavar="RUN_ID")
-    _store_arg(forget)
+    store_args(forget)
     forget.add_argument("--older-than", type=days_type(), metavar="DAYS",
                         help="every finished run started more than DAYS days ago (DAYS >= 0)")
     forget.set_defaults(func=cmd_forget)
     runs.set_defaults(func=lambda args: (runs.print_help(), 0)[1])
-
-    res = sub.add_parser("resume", help="resume a journaled run: only unfinished nodes run again",
-                         description="Resume a run recorded in a journal.  Nodes that finished keep their "
-                                     "stored results.  Exit 0 if every node succeeded, 1 if any failed, 2 on bad input.")
-    res.add_argument("run_id")
-    _store_arg(res)
-    from cleo_dask.cli.run import _connection_args
-    _connection_args(res)
-    res.add_argument("--timeout", type=seconds_type(), default=None, metavar="SECONDS",
-                     help="give up waiting after this long")
-    res.add_argument("--force", action="store_true",
-                     help="resume even if the journal says another live process of this host runs it")
-    res.set_defaults(func=cmd_resume, wait_workers=0)
-
-
-def _store_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", required=True, metavar="JOURNAL", help="the journal file (e.g. runs.db)")
-    p.add_argument("--results", metavar="URL", help="the result store (default: JOURNAL.results)")
-
-
-def _fail(message: str) -> int:
-    print(f"cleo-dask: error: {message}", file=sys.stderr, flush=True)
-    return BAD_INPUT
 
 
 def _when(t: float | None) -> str:
@@ -89,7 +63,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         records = Journal(args.store, create=False).runs(agent=args.agent, status=args.status,
                                                          workflow=args.workflow, limit=args.limit)
     except StoreError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if args.json:
         for r in records:
             print(json.dumps(r.to_dict()))
@@ -109,7 +83,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         nodes = journal.nodes(args.run_id)
         attempts = journal.attempts(args.run_id)
     except StoreError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if args.json:
         print(json.dumps({"run": record.to_dict(), "nodes": [n.to_dict() for n in nodes.values()],
                           "attempts": [list(a) for a in attempts]}))
@@ -136,7 +110,7 @@ def cmd_forget(args: argparse.Namespace) -> int:
     from cleo_dask.durable.journal import Journal
     from cleo_dask.durable.resultstore import ResultStore
     if not args.run_ids and args.older_than is None:
-        return _fail("give run ids or --older-than DAYS")
+        return fail("give run ids or --older-than DAYS")
     try:
         journal = Journal(args.store, create=False)
         records = [journal.run(r) for r in args.run_ids]
@@ -146,52 +120,11 @@ def cmd_forget(args: argparse.Namespace) -> int:
                         and r.status not in ("running", "interrupted")]
         for r in {r.id: r for r in records}.values():
             if r.status == "running":
-                return _fail(f"run {r.id} is running; it cannot be forgotten")
+                return fail(f"run {r.id} is running; it cannot be forgotten")
             ResultStore(r.results or RunStore(args.store, args.results).results_url).remove_run(r.id)
             journal.forget(r.id)
             print(f"forgot run {r.id}")
     except StoreError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     return 0
 
-
-def make_durable(engine: Any, store: Any) -> None:
-    """Give an engine made by the CLI a journal (as ``Engine(store=...)`` does); a bad store
-    closes the engine and is bad input (exit 2)."""
-    from cleo_dask.cli.run import BadInput
-    try:
-        engine.store = store
-        engine.durable = engine._start_durable(store)
-    except StoreError as exc:
-        raise BadInput(str(exc)) from None
-
-
-def cmd_resume(args: argparse.Namespace) -> int:
-    """``cleo-dask resume RUN_ID``."""
-    from cleo_dask.cli.run import BadInput, _engine, _importable_cwd
-    from cleo_dask.durable.journal import Journal
-    from cleo_dask.monitor.progress import failed, summary_table
-    _importable_cwd()
-    try:  # check the journal and the run before starting or reaching a cluster
-        journal = Journal(args.store, create=False)
-        journal.run(args.run_id)
-        journal.close()
-        engine = _engine(args)
-    except (CleoError, BadInput) as exc:
-        return _fail(str(exc))
-    try:
-        make_durable(engine, RunStore(args.store, args.results))
-        run = engine.resume(args.run_id, force=args.force)
-        kept = getattr(run, "resumed_from", {})
-        print(f"run {run.id} resumed: {kept.get('kept', 0)} node(s) kept, {kept.get('again', 0)} to run",
-              file=sys.stderr, flush=True)
-        outcome = run.result(timeout=args.timeout)
-        print(summary_table(outcome), flush=True)
-        engine.durable.wait_journaled(run.id)  # the journal has the end before this process exits
-        return 1 if failed(outcome) else 0
-    except (StoreError, WorkflowError, BadInput, ClusterLost) as exc:
-        return _fail(str(exc))
-    except TimeoutError as exc:
-        return _fail(str(exc))
-    finally:
-        engine.close()

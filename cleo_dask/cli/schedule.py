@@ -1,7 +1,7 @@
-"""``cleo-dask serve`` and ``cleo-dask schedule add|list|pause|resume|remove|history``.
+"""``cleo-dask schedule add|list|pause|resume|remove|history``: the schedules kept in a store.
 
-The schedule commands edit the store directly (a SQLite file); a running ``serve`` on that file
-picks the change up within ``cleo_dask.schedules.poll-interval`` seconds.
+The schedule commands edit the store directly (a SQLite file); a running ``cleo-dask serve`` on
+that file picks the change up within ``cleo_dask.schedules.poll-interval`` seconds.
 Exit codes: 0 success, 2 bad input (invalid schedule, unknown id, unusable store).
 """
 from __future__ import annotations
@@ -9,29 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from datetime import datetime
 from typing import Any
 
+from cleo_dask.cli.common import fail, importable_cwd, input_args, inputs_from_args
 from cleo_dask.cli.types import count_type
 from cleo_dask.errors import CleoError, ScheduleError
 
-BAD_INPUT = 2
-
 
 def register(sub: Any) -> None:
-    """Add ``serve`` and ``schedule`` to the ``cleo-dask`` parser."""
-    from cleo_dask.cli.run import _connection_args, input_args
-
-    s = sub.add_parser("serve", help="fire the schedules kept in a store until stopped",
-                       description="Hold the schedules of --store and start their runs on the cluster "
-                                   "(--address / --scheduler-file, else a LocalCluster) until SIGTERM/Ctrl+C. "
-                                   "A second serve on the same store is refused (exit 2).")
-    s.add_argument("--store", required=True, help="the SQLite store (created if missing)")
-    _connection_args(s)
-    s.set_defaults(func=cmd_serve)
-
+    """Add ``schedule`` to the ``cleo-dask`` parser."""
     p = sub.add_parser("schedule", help="add, list, pause, resume or remove schedules in a store")
     ssub = p.add_subparsers(dest="schedule_command", metavar="ACTION", required=True)
 
@@ -77,25 +65,20 @@ def register(sub: Any) -> None:
 
 
 # -- commands -----------------------------------------------------------------------------------------
-def cmd_serve(args: argparse.Namespace) -> int:
-    """``cleo-dask serve``."""
-    from cleo_dask.schedules.serve import serve
-    return serve(args)
-
-
 def cmd_add(args: argparse.Namespace) -> int:
     """``cleo-dask schedule add``."""
-    from cleo_dask.cli.run import _importable_cwd, inputs_from_args
     from cleo_dask.schedules.agents import agent_from_file
     from cleo_dask.schedules.build import make_options, make_trigger, new_record
-    from cleo_dask.schedules.settings import UNSET
 
-    _importable_cwd()
+    importable_cwd()
     try:
-        grace: Any = UNSET
+        policy: dict[str, Any] = {"max_running": args.max_running}   # what is not given: from the config
         if args.misfire_grace is not None:
-            grace = None if args.misfire_grace.lower() == "none" else _seconds(args.misfire_grace, "--misfire-grace")
-        options = make_options(grace, False if args.no_coalesce else UNSET, args.max_running)
+            policy["misfire_grace"] = (None if args.misfire_grace.lower() == "none"
+                                       else _seconds(args.misfire_grace, "--misfire-grace"))
+        if args.no_coalesce:
+            policy["coalesce"] = False
+        options = make_options(**policy)
         tz = args.timezone
         now = time.time()
         trigger, tzname = make_trigger(
@@ -112,7 +95,7 @@ def cmd_add(args: argparse.Namespace) -> int:
                              inputs=inputs)
             store.add(rec)
     except CleoError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     nxt = _fmt(rec.next_fire, rec.timezone)
     print(f"{rec.id}\t{rec.name}\t{target}\tnext {nxt}")
     return 0
@@ -127,7 +110,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             records = store.all(include_ended=args.all)
             counts = store.outcome_counts()
     except CleoError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     rows = []
     for r in records:
         c = counts.get(r.id, {})
@@ -156,7 +139,7 @@ def cmd_change(args: argparse.Namespace) -> int:
             else:
                 rec = cancel_record(store, args.schedule)
     except CleoError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     print(f"{rec.id}\t{rec.name}\t{rec.state}")
     return 0
 
@@ -170,7 +153,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                 raise ScheduleError(f"no schedule {args.schedule!r} in {args.store}")
             firings = store.firings(rec.id, limit=args.limit)
     except CleoError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     rows = [{"due": _fmt(f.due, rec.timezone, "milliseconds"), "outcome": f.outcome, "count": f.count,
              "lateness_ms": None if f.lateness is None else round(f.lateness * 1000, 1), "run": f.run_id or "",
              "reason": f.reason or ""} for f in firings]
@@ -264,9 +247,3 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> None:
     print("  ".join(c.ljust(widths[c]) for c in cols))
     for r in rows:
         print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
-
-
-def _fail(message: str) -> int:
-    print(f"cleo-dask: error: {message}", file=sys.stderr, flush=True)
-    return BAD_INPUT
-

@@ -6,41 +6,59 @@ connects to the cluster (``--address`` / ``--scheduler-file``, else a ``LocalClu
 it reloads every schedule and applies the misfire policy to what fell due while it was down.
 Schedules added, paused or removed meanwhile with ``cleo-dask schedule ...`` are picked up
 within ``cleo_dask.schedules.poll-interval`` seconds.
+Exit codes: 0 stopped by a signal, 2 bad input (unusable store, another serve holds it,
+unreachable scheduler).
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import signal
-import sys
 import threading
 from typing import Any
 
+from cleo_dask.cli.common import OK, connection_args, engine_from_args, fail, importable_cwd
 from cleo_dask.errors import CleoError
+
+
+def register(sub: Any) -> None:
+    """Add ``serve`` to the ``cleo-dask`` parser."""
+    s = sub.add_parser("serve", help="fire the schedules kept in a store until stopped",
+                       description="Hold the schedules of --store and start their runs on the cluster "
+                                   "(--address / --scheduler-file, else a LocalCluster) until SIGTERM/Ctrl+C. "
+                                   "A second serve on the same store is refused (exit 2).")
+    s.add_argument("--store", required=True, help="the SQLite store (created if missing)")
+    connection_args(s)
+    s.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``cleo-dask serve``."""
+    return serve(args)
 
 
 def serve(args: Any, *, stop: threading.Event | None = None) -> int:
     """Serve the schedules of ``args.store`` until ``stop`` is set or a signal arrives; the exit code."""
-    from cleo_dask.cli import run as _cli_run
     from cleo_dask.schedules.store import ScheduleStore
     from cleo_dask.schedules.settings import setting
 
-    _cli_run._importable_cwd()
+    importable_cwd()
     try:
         store = ScheduleStore(args.store)
         ok, who = store.acquire_lease(float(setting("lease-ttl", 30)))
     except CleoError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     if not ok:
         store.close()
-        return _fail(f"refusing to serve {args.store}: {who}. Only one serve process may fire the schedules of a "
-                     "store; stop the other one (or wait until its lease expires)")
+        return fail(f"refusing to serve {args.store}: {who}. Only one serve process may fire the schedules of a "
+                    "store; stop the other one (or wait until its lease expires)")
     try:
         args.wait_workers = getattr(args, "wait_workers", 0)
-        engine = _cli_run._engine(args)
+        engine = engine_from_args(args)
     except CleoError as exc:
         store.release_lease()
         store.close()
-        return _fail(str(exc))
+        return fail(str(exc))
     stop = stop or threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -64,15 +82,10 @@ def serve(args: Any, *, stop: threading.Event | None = None) -> int:
         while not stop.wait(0.5):
             pass
         print("cleo-dask serve: stopping", flush=True)
-        return 0
+        return OK
     except CleoError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         engine.close()
-
-
-def _fail(message: str) -> int:
-    print(f"cleo-dask: error: {message}", file=sys.stderr, flush=True)
-    return 2
