@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cleo_dask import config as _config
-from cleo_dask.monitor.pictures import COLORS, layout
+from cleo_dask.core.picture import COLORS, layout
 
 if TYPE_CHECKING:
     from cleo_dask.monitor.state import CleoMonitor

@@ -525,8 +525,8 @@ class Run(RunGuard, RunEnd):
     def show_progress(self, **kwargs: Any) -> bool:
         """Show a progress bar until the run is done (True) or ``timeout=`` passes (False): an
         updating HTML bar in a notebook, a tqdm bar on a terminal, plain lines otherwise."""
-        from cleo_dask.monitor.notebook import show_progress
-        return show_progress(self, **kwargs)
+        from cleo_dask.monitor.notebook import display_progress
+        return display_progress(self, **kwargs)
 
     def progress(self) -> dict[str, int]:
         """Counts of nodes by coarse state (``done``, ``error``, ``pending``), without fetching values."""
