@@ -2,12 +2,16 @@
 them.  What the page shows is computed by pure functions of the plugin's state (no browser)."""
 from __future__ import annotations
 
+import os
+import time
 import urllib.error
 import urllib.request
+import xml.etree.ElementTree as ET
 
 import pytest
 from distributed import Client, LocalCluster
 
+import cleo_dask as cd
 from cleo_dask.cluster.local import dashboard_link
 from cleo_dask.core.events import event, run_topic
 from cleo_dask.monitor import page_data
@@ -83,3 +87,33 @@ def test_the_installer_serves_the_page_of_a_monitor_built_with_one():
         client.unregister_scheduler_plugin(PLUGIN_NAME)
         assert install(client) is True
         assert "Dask: cleo runs" in urllib.request.urlopen(page, timeout=30).read().decode()
+
+
+def test_the_picture_of_a_live_run_colours_nodes_by_the_monitors_view(engine, tmp_path):
+    gate = str(tmp_path / "go")
+
+    def slow(agent):
+        while not os.path.exists(gate):
+            time.sleep(0.02)
+        return 1
+
+    def then(agent, slow):
+        return slow + 1
+
+    wf = cd.Workflow("live")
+    wf.add(slow)
+    wf.add(then, name="next", after=["slow"])
+    run = engine.submit(wf, cd.Agent("painter"))
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            root = ET.fromstring(run.visualize().data)
+            states = {g.get("data-node"): g.get("data-state") for g in root.iter("{http://www.w3.org/2000/svg}g")
+                      if g.get("class") == "node"}
+            if states["slow"] == "running":
+                break
+            time.sleep(0.05)
+        assert states == {"slow": "running", "next": "pending"}   # the futures alone say "pending" for both
+    finally:
+        open(gate, "w").close()
+    assert run.result(timeout=30).counts() == {"succeeded": 2}

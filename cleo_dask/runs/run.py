@@ -520,7 +520,7 @@ class Run(RunGuard, RunEnd):
     def visualize(self) -> Any:
         """A picture of the workflow with each node coloured by its state (SVG; inline in notebooks)."""
         from cleo_dask.monitor.pictures import visualize_run
-        return visualize_run(self)
+        return visualize_run(self, self._client)
 
     def show_progress(self, **kwargs: Any) -> bool:
         """Show a progress bar until the run is done (True) or ``timeout=`` passes (False): an
