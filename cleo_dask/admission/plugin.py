@@ -38,7 +38,8 @@ import itertools
 import logging
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
