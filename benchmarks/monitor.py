@@ -19,10 +19,11 @@ from . import _shapes as s
 
 
 def _set_monitor(client: Any, on: bool) -> None:
-    from cleo_dask.monitor.state import PLUGIN_NAME, register
+    from cleo_dask.monitor.install import install
+    from cleo_dask.monitor.state import PLUGIN_NAME
     present = client.run_on_scheduler(lambda dask_scheduler: PLUGIN_NAME in dask_scheduler.plugins)
     if on and not present:
-        register(client)
+        install(client)
     elif not on and present:
         client.unregister_scheduler_plugin(PLUGIN_NAME)
 

@@ -319,13 +319,13 @@ class Engine:
     # -- monitoring (issue 9: scheduler plugin, dashboard page, logs) -------------------------
     def _start_monitoring(self) -> bool:
         from cleo_dask.monitor import logs as _logs
-        from cleo_dask.monitor import state as _plugin
+        from cleo_dask.monitor.install import install
         self.add_listener(_logs.on_run)
         _logs.quiet_worker_errors(self.client)   # cleo logs failed attempts itself
         if not _config.get("monitor.enabled", True):
             return False
         _logs.setup_client(self.client)
-        return _plugin.register(self.client)
+        return install(self.client)
 
     @property
     def cleo_dashboard_link(self) -> str | None:

@@ -246,7 +246,7 @@ def test_retried_task_takes_a_new_lease(engine, backoff):
 
 
 def test_cancelling_waiting_tasks_returns_nothing_borrowed(engine, client):
-    from cleo_dask.admission.plugin import snapshot
+    from cleo_dask.admission.plugin import admission_state as snapshot
     agent = cd.Agent("cancelled", max_concurrency=1)
     run = engine.submit(many(cd.task(wait_a_bit), 5), agent)
     time.sleep(0.05)
@@ -330,7 +330,7 @@ def started_at(agent):
 
 
 def test_not_before_holds_a_task_without_a_slot_and_composes_with_max_concurrency(engine):
-    from cleo_dask.admission.plugin import snapshot
+    from cleo_dask.admission.plugin import admission_state as snapshot
 
     when = time.time() + 1.0
     held = engine.submit(cd.task(started_at), cd.Agent("held"), not_before=when)

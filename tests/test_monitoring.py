@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import cleo_dask as cd
 from cleo_dask.monitor.notebook import progress_html
 from cleo_dask.monitor.state import snapshot
-from cleo_dask.monitor.pictures import COLORS, layout
+from cleo_dask.core.picture import COLORS, layout
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -23,8 +23,8 @@ would sit on a slot while it waits):
   without limits is then admitted at once), so until then it holds no slot and no lease.  The
   plugin sleeps on one timer for the earliest such time.  Once released, a task that runs again
   (retries, lost worker) is not held again.  The lateness of each release (release time minus
-  ``t``) is kept (:func:`release_lateness`) and observed by the ``cleo_schedule_lateness_seconds``
-  metric.
+  ``t``) is kept (:func:`release_lateness`) and handed to the observers of :func:`observe_releases`
+  (the monitor's ``cleo_schedule_lateness_seconds`` metric).
 
 The plugin lives on the scheduler, so cleo_dask must be importable there (it already is
 wherever cleo's per-key annotations are used); :func:`ensure_installed` installs it once per
@@ -38,6 +38,7 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -48,10 +49,9 @@ from cleo_dask.admission.ratelimit import Rate, next_start, parse_rate, window_a
 
 logger = logging.getLogger("cleo_dask")
 
-try:  # the scheduled runs' lateness metric (prometheus_client is a dependency, but stay usable without)
-    from cleo_dask.monitor.metrics import observe_schedule_lateness as _observe
-except ImportError:  # pragma: no cover
-    _observe = None
+# who hears the lateness of each not-before release in this process (the monitor adds its metric:
+# admission never imports the monitor)
+_release_observers: list[Callable[[float], None]] = []
 
 PLUGIN_NAME = "cleo-admission"
 ANNOTATION = "cleo_admission"
@@ -115,12 +115,19 @@ def _install(dask_scheduler: Any = None) -> bool:
     return True
 
 
-def snapshot(client: Any) -> dict[str, Any]:
+def observe_releases(fn: Callable[[float], None]) -> None:
+    """Call ``fn(seconds)`` with the lateness of each not-before release made in this process
+    (release time minus ``not_before``); adding the same ``fn`` again changes nothing."""
+    if fn not in _release_observers:
+        _release_observers.append(fn)
+
+
+def admission_state(client: Any) -> dict[str, Any]:
     """The plugin's state (running counts, queued tasks per limit) as seen on the scheduler."""
-    return client.run_on_scheduler(_snapshot)
+    return client.run_on_scheduler(_state_on_scheduler)
 
 
-def _snapshot(dask_scheduler: Any = None) -> dict[str, Any]:
+def _state_on_scheduler(dask_scheduler: Any = None) -> dict[str, Any]:
     plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
     if plugin is None:
         return {}
@@ -294,9 +301,9 @@ class AdmissionPlugin(SchedulerPlugin):
             return
         late = time.time() - nb
         self.released.append(late)
-        if _observe is not None:
+        for observe in _release_observers:
             try:
-                _observe(late)
+                observe(late)
             except Exception:  # noqa: BLE001 - metrics must never hold a task back
                 pass
 

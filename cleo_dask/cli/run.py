@@ -96,7 +96,7 @@ def _interrupt(*_: Any) -> None:
 
 
 def _run(engine: Any, spec: Any, args: argparse.Namespace, inputs: dict[str, Any]) -> int:
-    from cleo_dask.monitor.progress import failed, outcome_json, show_progress, summary_table
+    from cleo_dask.monitor.progress import failed, outcome_json, summary_table, terminal_progress
     try:
         run = engine.submit(spec.workflow, spec.agent, priority=spec.priority, fail_fast=spec.fail_fast,
                             inputs=inputs)
@@ -117,7 +117,7 @@ def _run(engine: Any, spec: Any, args: argparse.Namespace, inputs: dict[str, Any
         if args.no_progress:
             run.wait()
         else:
-            show_progress(run, file=sys.stderr, interval=float((_config.get("cli", {}) or {}).get("progress-interval", 0.25)))
+            terminal_progress(run, file=sys.stderr, interval=float((_config.get("cli", {}) or {}).get("progress-interval", 0.25)))
         outcome = run.result()
     except KeyboardInterrupt:
         run.cancel()

@@ -253,8 +253,8 @@ class Workflow:
 
     def visualize(self) -> Any:
         """A picture of the workflow (SVG with node names and edges; shown inline in notebooks)."""
-        from cleo_dask.monitor.pictures import visualize_workflow
-        return visualize_workflow(self)
+        from cleo_dask.core.picture import draw_workflow
+        return draw_workflow(self)
 
     def __repr__(self) -> str:
         edges = sum(len(n.parents) for n in self._nodes.values())

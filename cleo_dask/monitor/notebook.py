@@ -1,6 +1,6 @@
 """Progress in a Jupyter notebook: an HTML bar updated in place (no ipywidgets needed).
 
-Outside a notebook :func:`show_progress` hands over to the terminal version in
+Outside a notebook :func:`display_progress` hands over to the terminal version in
 :mod:`cleo_dask.monitor.progress` (a tqdm bar on a terminal, plain lines otherwise).
 """
 from __future__ import annotations
@@ -54,9 +54,10 @@ def notebook_progress(run: Any, *, interval: float = 0.25, timeout: float | None
             return False
 
 
-def show_progress(run: Any, *, notebook: bool | None = None, **kwargs: Any) -> bool:
-    """Show ``run``'s progress until done: the notebook bar in Jupyter, else the terminal one."""
+def display_progress(run: Any, *, notebook: bool | None = None, **kwargs: Any) -> bool:
+    """Show ``run``'s progress until done (what :meth:`Run.show_progress` does): the notebook bar
+    in Jupyter, else the terminal one."""
     if notebook if notebook is not None else in_notebook():
         return notebook_progress(run, **{k: v for k, v in kwargs.items() if k in ("interval", "timeout")})
-    from cleo_dask.monitor.progress import show_progress as terminal
-    return terminal(run, **kwargs)
+    from cleo_dask.monitor.progress import terminal_progress
+    return terminal_progress(run, **kwargs)

@@ -1,6 +1,6 @@
 """Showing a run's progress while it runs, and its outcome as a table or JSON when it is done.
 
-:func:`show_progress` draws a tqdm bar on a terminal and prints plain lines otherwise (logs, CI);
+:func:`terminal_progress` draws a tqdm bar on a terminal and prints plain lines otherwise (logs, CI);
 it only reads :meth:`Run.progress` counts, so it never moves results off the cluster.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from cleo_dask.core.outcome import Status
 
 
-def show_progress(run: Any, *, file: TextIO | None = None, interval: float = 0.25, tty: bool | None = None,
+def terminal_progress(run: Any, *, file: TextIO | None = None, interval: float = 0.25, tty: bool | None = None,
                   timeout: float | None = None, tqdm_class: Any = None) -> bool:
     """Show the progress of ``run`` until it is done (True) or ``timeout`` seconds pass (False).
 

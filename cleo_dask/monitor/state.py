@@ -6,7 +6,8 @@ announced.  From them it keeps, for the last N runs (``cleo_dask.monitor.max-run
 at most ``max-nodes`` nodes in all), each
 run's agent, start, state and counts, and each node's state (pending, running, retrying,
 succeeded, fell_back, failed, skipped, upstream_failed, cancelled) with its attempts per worker.  The dashboard
-page and the Prometheus metrics read it; clients read a copy with :func:`snapshot`.
+page and the Prometheus metrics read it; clients read a copy with :func:`snapshot`.  It never imports the page:
+:mod:`cleo_dask.monitor.install` registers it and adds the page.
 
 Everything runs on the scheduler's event loop, so no locks; every hook is a dict lookup for keys
 that are not cleo's.
@@ -16,11 +17,13 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from cleo_dask import config as _config
+from cleo_dask.admission.plugin import observe_releases
 from cleo_dask.monitor import metrics as _metrics
 from cleo_dask.core.events import TOPIC
 
@@ -32,6 +35,24 @@ STATES = ("pending", "running", "retrying", "succeeded", "fell_back", "failed", 
           "cancelled")
 FINAL = frozenset({"succeeded", "fell_back", "failed", "skipped", "upstream_failed", "cancelled"})
 SKIPS = frozenset({"skipped", "upstream_failed"})
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A monitored run at a glance: a row of the runs table (``counts``: nodes by state)."""
+
+    id: str
+    name: str
+    agent: str
+    started: float
+    ended: float | None
+    state: str
+    counts: dict[str, int]
+    nodes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain-dict copy (what :func:`snapshot` sends)."""
+        return asdict(self)
 
 
 class NodeState:
@@ -88,6 +109,11 @@ class RunState:
         if len(self.bars) > self.max_bars:
             del self.bars[: len(self.bars) - self.max_bars]
 
+    def summary(self) -> RunSummary:
+        """The run at a glance (what the runs table shows)."""
+        return RunSummary(self.id, self.name, self.agent, self.started, self.ended, self.state, self.counts(),
+                          len(self.nodes))
+
     def to_dict(self) -> dict[str, Any]:
         """A plain-dict copy (msgpack-able)."""
         return {"id": self.id, "name": self.name, "agent": self.agent, "started": self.started,
@@ -103,6 +129,8 @@ class CleoMonitor(SchedulerPlugin):
     name = PLUGIN_NAME
 
     def __init__(self, max_runs: int | None = None, max_bars: int | None = None, dashboard: bool | None = None):
+        """``dashboard``: whether the installer (:mod:`cleo_dask.monitor.install`) serves this
+        monitor's page (default ``cleo_dask.monitor.dashboard``); the plugin itself never does."""
         self.max_runs = int(max_runs if max_runs is not None else _config.get("monitor.max-runs", 100))
         self.max_bars = int(max_bars if max_bars is not None else _config.get("monitor.max-bars", 2000))
         self.max_nodes = int(_config.get("monitor.max-nodes", 200_000))
@@ -119,13 +147,7 @@ class CleoMonitor(SchedulerPlugin):
     async def start(self, scheduler: Any) -> None:
         self.scheduler = scheduler
         _metrics.metrics()
-        if self.dashboard:
-            try:
-                from cleo_dask.monitor.dashboard import add_page
-                add_page(scheduler, self)
-            except Exception:  # noqa: BLE001 - no bokeh / no dashboard: monitoring still works
-                import logging
-                logging.getLogger("cleo_dask").info("cleo dashboard page not added", exc_info=True)
+        observe_releases(_metrics.observe_schedule_lateness)   # pre-staged runs' lateness, from admission
 
     # -- events ----------------------------------------------------------------------------
     def log_event(self, topic: str, msg: Any) -> None:
@@ -299,12 +321,13 @@ class CleoMonitor(SchedulerPlugin):
         self.version += 1
 
     # -- reading ---------------------------------------------------------------------------
+    def summaries(self) -> list[RunSummary]:
+        """One summary per kept run, newest first."""
+        return [r.summary() for r in reversed(self.runs.values())]
+
     def snapshot(self, run_id: str | None = None) -> dict[str, Any]:
         """``{"runs": [summary...]}`` newest first, plus ``"run"`` (full copy) for ``run_id``."""
-        out: dict[str, Any] = {"runs": [
-            {"id": r.id, "name": r.name, "agent": r.agent, "started": r.started, "ended": r.ended,
-             "state": r.state, "counts": r.counts(), "nodes": len(r.nodes)}
-            for r in reversed(self.runs.values())]}
+        out: dict[str, Any] = {"runs": [s.to_dict() for s in self.summaries()]}
         if run_id is not None and run_id in self.runs:
             out["run"] = self.runs[run_id].to_dict()
         return out
@@ -323,16 +346,3 @@ def snapshot(run_id: str | None = None, dask_scheduler: Any = None) -> dict[str,
     if plugin is None:
         return {"runs": [], "missing": True}
     return plugin.snapshot(run_id)
-
-
-def register(client: Any) -> bool:
-    """Register the monitor on ``client``'s scheduler (idempotent); False if that failed
-    (typically: cleo_dask is not installed where the scheduler runs)."""
-    try:
-        client.register_plugin(CleoMonitor(), name=PLUGIN_NAME)
-        return True
-    except Exception:  # noqa: BLE001
-        import logging
-        logging.getLogger("cleo_dask").warning(
-            "cleo_dask monitor not registered on the scheduler (is cleo_dask installed there?)", exc_info=True)
-        return False
