@@ -6,8 +6,7 @@ import logging
 import threading
 import time
 import uuid
-import weakref
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from distributed import Client, LocalCluster
@@ -26,6 +25,7 @@ from cleo_dask.runs.lost import client_closed, scheduler_address
 from cleo_dask.core.events import event, run_topic
 from cleo_dask.cluster.local import dashboard_link, start_local_cluster
 from cleo_dask.core.outcome import Status, TaskResult
+from cleo_dask.runs.registry import RunRegistry
 from cleo_dask.runs.run import Run, send_graph
 from cleo_dask.runs.submission import batch_item, check_submission
 from cleo_dask.core.task import as_spec
@@ -526,53 +526,6 @@ class Engine:
                 f"<br>workers: {len(self.client.scheduler_info().get('workers', {}))}, runs: {len(self._runs)}"
                 + (f"<br>dashboard: <a href='{html.escape(link)}' target='_blank'>{html.escape(link)}</a>" if link else "")
                 + "</div>")
-
-
-class RunRegistry(MutableMapping):
-    """The engine's runs by id: held strongly while they run, weakly once finished.
-
-    A running run must stay referenced (dropping its futures would cancel its tasks, and
-    ``engine.submit(...)`` without keeping the result is a normal way to fire and forget); a
-    finished one is kept only as long as the user holds it, so a long-lived engine (a
-    ``cleo-dask serve``) does not pin every result it ever produced in the cluster's memory.
-    """
-
-    def __init__(self) -> None:
-        self._running: dict[str, Run] = {}
-        self._done: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
-
-    def finished(self, run_id: str) -> None:
-        """Keep ``run_id`` only weakly from now on."""
-        run = self._running.pop(run_id, None)
-        if run is not None:
-            self._done[run_id] = run
-
-    def hold_all_weakly(self) -> None:
-        """Hold every run weakly (the engine is closing: only runs referenced elsewhere stay)."""
-        self._done.update(self._running)
-        self._running.clear()
-
-    def alive(self) -> list[Run]:
-        """Every run still in memory."""
-        return list(self._running.values()) + list(self._done.values())
-
-    def __getitem__(self, run_id: str) -> Run:
-        run = self._running.get(run_id)
-        return run if run is not None else self._done[run_id]
-
-    def __setitem__(self, run_id: str, run: Run) -> None:
-        self._done.pop(run_id, None)
-        self._running[run_id] = run
-
-    def __delitem__(self, run_id: str) -> None:
-        if self._running.pop(run_id, None) is None:
-            del self._done[run_id]
-
-    def __iter__(self):
-        return iter(list(self._running) + [k for k in list(self._done) if k not in self._running])
-
-    def __len__(self) -> int:
-        return len(self._running) + len(self._done)
 
 
 async def _await_runs(watch: list[tuple[Run, list[Any]]]) -> None:
