@@ -27,7 +27,7 @@ from cleo_dask.errors import StoreError
 from cleo_dask.util.sqlite import connect, transient
 
 SCHEMA_VERSION = 1
-_HOST = socket.gethostname()
+HOST = socket.gethostname()   # this machine, as the journal names the host running a run
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal_runs (
@@ -213,7 +213,7 @@ class Journal:
                 conn.execute("INSERT INTO journal_runs (id, agent, workflow, name, status, started, results, nodes, "
                              "spec, spec_sha256, note, host, pid) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
                              (r["run_id"], r["agent"], r["workflow"], r["name"], r["started"], r["results"],
-                              len(r["nodes"]), spec, digest, r.get("note"), _HOST, os.getpid()))
+                              len(r["nodes"]), spec, digest, r.get("note"), HOST, os.getpid()))
                 conn.executemany("INSERT INTO journal_nodes (run_id, node, status) VALUES (?, ?, 'pending')",
                                  [(r["run_id"], n) for n in r["nodes"]])
         if runs:
@@ -270,7 +270,7 @@ class Journal:
         """Mark a run running again; returns its resume count (1 for the first resume)."""
         def tx(conn: sqlite3.Connection) -> int:
             conn.execute("UPDATE journal_runs SET status = 'running', ended = NULL, resumes = resumes + 1, "
-                         "host = ?, pid = ? WHERE id = ?", (_HOST, os.getpid(), run_id))
+                         "host = ?, pid = ? WHERE id = ?", (HOST, os.getpid(), run_id))
             conn.execute("UPDATE journal_nodes SET status = 'pending', note = CASE WHEN status = 'upstream_failed' "
                          "THEN NULL ELSE note END WHERE run_id = ? AND status NOT IN "
                          f"({', '.join('?' * len(FINISHED))})", (run_id, *FINISHED))
@@ -291,7 +291,7 @@ class Journal:
     def _record(self, row: tuple) -> RunRecord:
         counts = json.loads(row[9]) if row[9] else {}
         status = row[4]
-        if status == "running" and row[12] == _HOST and row[13] is not None and not _alive(row[13]):
+        if status == "running" and row[12] == HOST and row[13] is not None and not _alive(row[13]):
             status = "interrupted"  # its process is gone: resume it
         return RunRecord(row[0], row[1] or "", row[2] or "", row[3] or "", status, row[5], row[6], row[7] or 0,
                          row[8] or 0, counts, row[10], row[11], row[12], row[13])
