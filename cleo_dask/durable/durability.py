@@ -29,7 +29,6 @@ from cleo_dask import config as _config
 from cleo_dask.core.agent import agent_id
 from cleo_dask.core.compile import compile_resubmission
 from cleo_dask.errors import ClusterLost, StoreError
-from cleo_dask.core.events import run_topic
 from cleo_dask.durable.journal import FINISHED, HOST, Journal, RunRecord
 from cleo_dask.durable.resultstore import ResultStore, load_output
 from cleo_dask.core.worker import collect_meta
