@@ -1,19 +1,19 @@
 """The engine: a Dask client (and the cluster it started, if any) that runs workflows for agents."""
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import threading
 import uuid
-import weakref
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from distributed import Client, LocalCluster
 
 from cleo_dask import config as _config
 from cleo_dask.core import shipping as _shipping
-from cleo_dask.core.agent import Agent, agent_id, check_picklable
+from cleo_dask.core.agent import Agent, check_picklable
 from cleo_dask.failures.backoff import Backoff, fixed
 from cleo_dask.admission.cluster_needs import check_cluster, check_run
 from cleo_dask.core.compile import Defaults, compile_workflow
@@ -22,17 +22,16 @@ from cleo_dask.runs.driver import Driver
 from cleo_dask.runs.eventsend import EventSender
 from cleo_dask.errors import ClusterError, WorkflowError
 from cleo_dask.runs.lost import client_closed, scheduler_address
-from cleo_dask.core.events import event, run_topic
 from cleo_dask.cluster.local import dashboard_link, start_local_cluster
 from cleo_dask.core.outcome import Status, TaskResult
-from cleo_dask.runs.run import Run, send_graph
+from cleo_dask.runs.registry import RunRegistry
+from cleo_dask.runs.launch import Launcher
+from cleo_dask.runs.run import Run
 from cleo_dask.runs.submission import batch_item, check_submission
 from cleo_dask.core.task import as_spec
 from cleo_dask.core.workflow import Workflow
 
 logger = logging.getLogger("cleo_dask")
-#: Engine.submit_many sends at most this many runs per graph
-GRAPH_RUNS = 100
 
 
 class Engine:
@@ -86,7 +85,9 @@ class Engine:
         self._runs = RunRegistry()
         self._events = EventSender(self.client)
         self._lock = threading.Lock()
-        self._listeners: list[Any] = []
+        self.launcher = Launcher(self.client, self._driver, self._events, self._runs, self._lock,
+                                 journal=lambda: getattr(self, "durable", None),
+                                 dashboard_link=lambda: self.dashboard_link)   # its runs get launcher.context
         self.store = store
         self._closed = False
         self._address = scheduler_address(self.client)  # a closed client forgets it
@@ -170,83 +171,14 @@ class Engine:
         compiled = compile_workflow(wf, run_id, agent, defaults=self.defaults, priority=priority,
                                     fuse=bool(_config.get("fuse-chains", True)), critical_path=critical_path,
                                     inputs=inputs, not_before=not_before)
-        run = Run(self, wf, agent, run_id, compiled, priority=priority, fail_fast=fail_fast,
-                  defaults=self.defaults, name=name)
+        run = self.launcher.new_run(wf, agent, run_id, compiled, priority=priority, fail_fast=fail_fast,
+                                    defaults=self.defaults, name=name)
         run.inputs = dict(inputs) if inputs else {}  # kept by the journal to resume the run
         return run, compiled
 
-    def _announce(self, run: Run, compiled: Any, **extra: Any) -> None:
-        """Register a run, follow its events and announce it (before its graph is sent);
-        ``extra``: more fields of its ``run`` event (``resumed=True``)."""
-        with self._lock:
-            self._runs[run.id] = run
-        if extra.get("resumed"):
-            self._events.wait_sent()  # an earlier run of this id retires its topic first
-        self.client.subscribe_topic(run_topic(run.id), run._on_event)
-        run._log("run", **_run_fields(run, compiled), **extra)
-
-    def _announce_many(self, prepared: list[tuple[Run, Any]]) -> None:
-        """:meth:`_announce` for a batch: the ``run`` events in one call that returns once the
-        scheduler has them (so they precede every other event of these runs), then the
-        subscriptions in one hop to the client's loop (ahead of the graphs, on the same stream)."""
-        try:
-            self.client.run_on_scheduler(_log_events, [(run_topic(run.id), event("run", run.id, **_run_fields(run, c)))
-                                                       for run, c in prepared])
-        except Exception:  # noqa: BLE001 - cleo_dask not importable on the scheduler: one event per run
-            for run, compiled in prepared:
-                self._announce(run, compiled)
-            return
-        with self._lock:
-            for run, _ in prepared:
-                self._runs[run.id] = run
-        client = self.client
-        if not (hasattr(client, "_event_handlers") and hasattr(client, "_send_to_scheduler_safe")):
-            for run, _ in prepared:
-                client.subscribe_topic(run_topic(run.id), run._on_event)
-            return
-        msgs = []
-        for run, _ in prepared:  # what Client.subscribe_topic does, without a loop hop per run
-            client._event_handlers[run_topic(run.id)] = run._on_event
-            msgs.append({"op": "subscribe-topic", "topic": run_topic(run.id), "client": client.id})
-        client.loop.add_callback(_send_all, client, msgs)
-
     def _launch(self, prepared: list[tuple[Run, Any]]) -> list[Run]:
-        """Announce prepared runs and send their graphs in one ``client.get`` per priority.
-
-        With ``store=`` the runs are journaled first: a :class:`StoreError` then, and nothing is sent."""
-        from cleo_dask.core.compile import Compiled
-        if self.durable is not None:
-            self.durable.record([run for run, _ in prepared])
-        sent: set[str] = set()
-        try:
-            if len(prepared) > 1:
-                self._announce_many(prepared)
-            else:
-                for run, compiled in prepared:
-                    self._announce(run, compiled)
-            by_priority: dict[float, list[tuple[Run, Any]]] = {}
-            for run, compiled in prepared:
-                by_priority.setdefault(run.priority, []).append((run, compiled))
-            # graphs of at most GRAPH_RUNS runs: the scheduler handles each graph in one go on its event
-            # loop, and smaller graphs let its timers (runs due now) through in between
-            chunks = [(p, g[i:i + GRAPH_RUNS]) for p, g in by_priority.items() for i in range(0, len(g), GRAPH_RUNS)]
-            for priority, group in chunks:
-                futures = send_graph(self.client, Compiled.merge([c for _, c in group]), priority)
-                sent.update(run.id for run, _ in group)
-                watch = [(run, run._adopt(futures, c.keys)) for run, c in group]
-                self.client.loop.add_callback(_await_runs, watch)  # one hop to the loop for the batch
-        except BaseException as exc:
-            if self.durable is not None:  # journaled as running, never sent: not running under this process
-                self.durable.not_submitted([run for run, _ in prepared if run.id not in sent], exc)
-            raise
-        runs = [run for run, _ in prepared]
-        for run in runs:
-            self._notify("submitted", run)
-        return runs
-
-    def _notify(self, kind: str, run: Run) -> None:
-        for listener in self._listeners:
-            _safe(listener, kind, run)
+        """Announce prepared runs and send their graphs (see :meth:`Launcher.launch`)."""
+        return self.launcher.launch(prepared)
 
     def run(self, task: Any, agent: Any = None, *, timeout: float | None = None, **inputs: Any) -> TaskResult:
         """Run one task now and wait for it: a :class:`TaskResult`, never an exception.
@@ -298,23 +230,7 @@ class Engine:
 
     def add_listener(self, fn: Any) -> None:
         """Call ``fn(kind, run)`` on ``"submitted"`` and ``"finished"`` (journal, monitoring)."""
-        self._listeners.append(fn)
-
-    def _run_finished(self, run: Run) -> None:
-        """The run has ended: announce it, tell the listeners, then forget what the client and the
-        scheduler keep of it (its event topic) and hold it weakly (see :mod:`cleo_dask.runs.forget`)."""
-        outcome = None
-        try:
-            outcome = run.result()  # held while the listeners read it
-            run._log("finished", status=run.status(), counts=outcome.counts(), ended=run.ended)
-        except Exception:  # noqa: BLE001
-            logger.debug("finishing run %s", run.id, exc_info=True)
-        run._seal_events()
-        self._notify("finished", run)
-        self._events.retire(run_topic(run.id))
-        run._hold_outcome_weakly()
-        del outcome
-        self._runs.finished(run.id)
+        self.launcher.listeners.append(fn)
 
     # -- monitoring (issue 9: scheduler plugin, dashboard page, logs) -------------------------
     def _start_monitoring(self) -> bool:
@@ -386,10 +302,12 @@ class Engine:
             return None
         from cleo_dask.durable.durability import Durability
         try:
-            return Durability(self, store)
+            durability = Durability(self, store)
         except BaseException:
             self.close()  # a bad store: do not leave the cluster we started behind
             raise
+        self.defaults = dataclasses.replace(self.defaults, store=durability.results)  # workers keep outputs
+        return durability
 
     def _durability(self) -> Any:
         if self.durable is None:
@@ -411,6 +329,11 @@ class Engine:
         return self._durability().runs(agent=agent, status=status, workflow=workflow, limit=limit)
 
     # -- lifecycle ----------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closed
+
     def _check_open(self) -> None:
         """A :class:`ClusterError` if runs cannot be sent: the engine or its client is closed (Dask
         closes a client that could not reconnect to a lost scheduler; its futures never finish)."""
@@ -456,85 +379,3 @@ class Engine:
                 f"<br>workers: {len(self.client.scheduler_info().get('workers', {}))}, runs: {len(self._runs)}"
                 + (f"<br>dashboard: <a href='{html.escape(link)}' target='_blank'>{html.escape(link)}</a>" if link else "")
                 + "</div>")
-
-
-class RunRegistry(MutableMapping):
-    """The engine's runs by id: held strongly while they run, weakly once finished.
-
-    A running run must stay referenced (dropping its futures would cancel its tasks, and
-    ``engine.submit(...)`` without keeping the result is a normal way to fire and forget); a
-    finished one is kept only as long as the user holds it, so a long-lived engine (a
-    ``cleo-dask serve``) does not pin every result it ever produced in the cluster's memory.
-    """
-
-    def __init__(self) -> None:
-        self._running: dict[str, Run] = {}
-        self._done: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
-
-    def finished(self, run_id: str) -> None:
-        """Keep ``run_id`` only weakly from now on."""
-        run = self._running.pop(run_id, None)
-        if run is not None:
-            self._done[run_id] = run
-
-    def hold_all_weakly(self) -> None:
-        """Hold every run weakly (the engine is closing: only runs referenced elsewhere stay)."""
-        self._done.update(self._running)
-        self._running.clear()
-
-    def alive(self) -> list[Run]:
-        """Every run still in memory."""
-        return list(self._running.values()) + list(self._done.values())
-
-    def __getitem__(self, run_id: str) -> Run:
-        run = self._running.get(run_id)
-        return run if run is not None else self._done[run_id]
-
-    def __setitem__(self, run_id: str, run: Run) -> None:
-        self._done.pop(run_id, None)
-        self._running[run_id] = run
-
-    def __delitem__(self, run_id: str) -> None:
-        if self._running.pop(run_id, None) is None:
-            del self._done[run_id]
-
-    def __iter__(self):
-        return iter(list(self._running) + [k for k in list(self._done) if k not in self._running])
-
-    def __len__(self) -> int:
-        return len(self._running) + len(self._done)
-
-
-async def _await_runs(watch: list[tuple[Run, list[Any]]]) -> None:
-    """On the client's loop: each run of a batch looks at itself once its sinks are done."""
-    import asyncio
-    for run, sinks in watch:
-        if sinks:
-            asyncio.ensure_future(run._await_done(sinks))
-
-
-def _send_all(client: Any, msgs: list[dict[str, Any]]) -> None:
-    for msg in msgs:
-        client._send_to_scheduler_safe(msg)
-
-
-def _run_fields(run: Run, compiled: Any) -> dict[str, Any]:
-    """The fields of a run's ``run`` event (see :mod:`cleo_dask.core.events`)."""
-    wf = run.workflow
-    return {"agent": agent_id(run.agent), "name": run.name, "started": run.started,
-            "nodes": {n: k for n, (k, _) in compiled.location.items()},
-            "edges": [[p, n] for n, node in wf.nodes.items() for p in node.parents]}
-
-
-def _log_events(events: list[tuple[str, dict[str, Any]]], dask_scheduler: Any = None) -> int:
-    """On the scheduler: log many events at once."""
-    for topic, msg in events:
-        dask_scheduler.log_event(topic, msg)
-    return len(events)
-
-
-def _safe(fn: Any, *args: Any) -> None:
-    try:
-        fn(*args)
-    except Exception:  # noqa: BLE001
-        logger.exception("cleo_dask listener %r failed", fn)

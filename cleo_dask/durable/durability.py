@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -30,14 +29,11 @@ from cleo_dask import config as _config
 from cleo_dask.core.agent import agent_id
 from cleo_dask.core.compile import compile_resubmission
 from cleo_dask.errors import ClusterLost, StoreError
-from cleo_dask.core.events import run_topic
-from cleo_dask.durable.journal import HOST
-from cleo_dask.durable.journal import FINISHED, Journal, RunRecord
+from cleo_dask.durable.journal import FINISHED, HOST, Journal, RunRecord
 from cleo_dask.durable.resultstore import ResultStore, load_output
 from cleo_dask.core.worker import collect_meta
 
 if TYPE_CHECKING:
-    from cleo_dask.engine import Engine
     from cleo_dask.runs.run import Run
 
 logger = logging.getLogger("cleo_dask")
@@ -87,15 +83,19 @@ class _Tracked:
 
 
 class Durability:
-    """Journals every run of ``engine`` into ``store``; resumes runs from it."""
+    """Journals every run of ``engine`` into ``store``; resumes runs from it.
 
-    def __init__(self, engine: Engine, store: Any):
+    ``engine``: a :class:`cleo_dask.Engine` (its public ``client``, ``closed``, ``defaults``,
+    ``add_listener``, ``runs_in_memory`` and ``launcher``); it gives its runs' tasks this
+    journal's result store (``defaults.store``) itself.
+    """
+
+    def __init__(self, engine: Any, store: Any):
         self.engine = engine
         self.store = as_run_store(store)
         self.journal = Journal(self.store.journal)
         self.results = ResultStore(self.store.results_url, fsync=bool(_config.get("durable.fsync", True)))
         self.poll_interval = float(_config.get("durable.poll-interval", 0.25))
-        engine.defaults = dataclasses.replace(engine.defaults, store=self.results)
         self._lock = threading.Lock()
         self._active: dict[str, _Tracked] = {}
         self._resuming: dict[str, set[str]] = {}
@@ -209,7 +209,7 @@ class Durability:
 
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_interval):
-            if self.engine._closed:
+            if self.engine.closed:
                 return
             with self._lock:
                 active = list(self._active.values())
@@ -223,10 +223,8 @@ class Durability:
 
     def _poll(self, tracked: _Tracked) -> None:
         run = tracked.run
-        with run._lock:
-            units = dict(run._units)
-            new = [k for k, f in run._futures.items()
-                   if f.status == "finished" and k not in tracked.seen and k in units]
+        units = run.finished_units(tracked.seen)
+        new = list(units)
         if not new:
             return
         metas: dict[str, Any] = {}
@@ -373,7 +371,7 @@ class Durability:
         if record.status == "running" and record.host == HOST and record.pid not in (None, os.getpid()) and not force:
             raise StoreError(f"run {run_id!r} is still running in process {record.pid} on this host; "
                              "resume it when that process is gone (or pass force=True)")
-        existing = engine._runs.get(run_id)
+        existing = engine.runs_in_memory.get(run_id)
         if existing is not None:
             if not existing.done():
                 raise StoreError(f"run {run_id!r} is still running in this engine")
@@ -411,7 +409,8 @@ class Durability:
 
     def _resubmit(self, run_id: str, spec: dict[str, Any], wf: Any, agent: Any, kept: list[str], again: list[str],
                   resumes: int) -> Run:
-        from cleo_dask.runs.run import Run
+        """Compile what runs again (and a loader task per kept node) and launch it the way a
+        submission is launched, as a resume."""
         engine = self.engine
         gen = f"r{resumes}"
         loaders = {n: f"{n}-{run_id}-{gen}-stored" for n in kept}
@@ -422,17 +421,15 @@ class Durability:
             compiled.dsk[key] = Task(key, load_output, self.results, run_id, n)
             compiled.units[key] = (n,)
             compiled.location[n] = (key, -1)
-        run = Run(engine, wf, agent, run_id, compiled, priority=spec.get("priority", 0),
-                  fail_fast=spec.get("fail_fast", False), defaults=engine.defaults, name=spec.get("name"))
-        run._gen = resumes * 1_000_000  # slow-path keys of this resume never meet an earlier attempt's
+        # slow-path keys of this resume never meet an earlier attempt's
+        run = engine.launcher.new_run(wf, agent, run_id, compiled, priority=spec.get("priority", 0),
+                                      fail_fast=spec.get("fail_fast", False), defaults=engine.defaults,
+                                      name=spec.get("name"), generation=resumes * 1_000_000)
         run.inputs = spec.get("inputs") or {}
         run.resumed_from = {"kept": len(kept), "again": len(again)}
         with self._lock:
             self._resuming[run_id] = set(kept)
-        engine._announce(run, compiled, resumed=True)
-        run._submit(compiled)
-        run._watch([run._futures[key] for key in loaders.values()])  # the run may end with its loaders
-        engine._notify("submitted", run)
+        engine.launcher.launch([(run, compiled)], resumed=True)
+        run.watch_keys(list(loaders.values()))  # the run may end with its loaders
         logger.info("run %s resumed: %d node(s) kept, %d to run", run_id, len(kept), len(again))
         return run
-

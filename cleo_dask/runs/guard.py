@@ -29,11 +29,11 @@ class RunGuard:
 
     def _soon(self, fn: Any, *args: Any) -> None:
         """Run ``fn(*args)`` on the driver; an exception there ends this run (:meth:`_fail_internal`)."""
-        self._engine._driver.call_soon(fn, *args, on_error=self._fail_internal)
+        self._context.driver.call_soon(fn, *args, on_error=self._fail_internal)
 
     def _later(self, delay: float, fn: Any, *args: Any) -> None:
         """:meth:`_soon`, ``delay`` seconds from now."""
-        self._engine._driver.call_later(delay, fn, *args, on_error=self._fail_internal)
+        self._context.driver.call_later(delay, fn, *args, on_error=self._fail_internal)
 
     def _handle_erred_safely(self, key: str) -> bool:
         """:meth:`_handle_erred`, where a bug ends the run rather than escaping to the caller.
@@ -56,7 +56,7 @@ class RunGuard:
             if why is not None:
                 with self._lock:
                     if self._lost is None:
-                        self._lost = _lost.cluster_lost(self.id, self._address, why, self._engine.durable is not None)
+                        self._lost = _lost.cluster_lost(self.id, self._address, why, self._context.journal() is not None)
                         logger.warning("%s", self._lost)
         if self._lost is not None:
             raise ClusterLost(str(self._lost), self._lost.address, self.id)
@@ -91,4 +91,4 @@ class RunGuard:
             self._finished_event_sent = True
             if self.ended is None:
                 self.ended = time.time()
-        self._engine._run_finished(self)
+        self._context.on_finished(self)

@@ -17,16 +17,14 @@ finished runs weakly, so a run nobody holds is gone already, its values with it)
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 from dask.utils import format_bytes, parse_bytes
 
 from cleo_dask import config as _config
 from cleo_dask.errors import CleoError
 
-if TYPE_CHECKING:
-    from cleo_dask.runs.run import Run, RunOutcome
 
 logger = logging.getLogger("cleo_dask")
 
@@ -34,17 +32,33 @@ HOW = ("read values before closing the engine, or get them with the outcome: "
        "run.result(fetch=True) fetches every value in one go")
 
 
+class KeptRun(Protocol):
+    """What keeping a :class:`cleo_dask.Run` at close uses of it (this module sits below the run)."""
+
+    id: str
+    started: float
+
+    def done(self) -> bool: ...
+    def result(self, timeout: float | None = None, fetch: bool = False) -> Any: ...
+    def status(self) -> str: ...
+    def _cached_outcome(self) -> Any: ...
+    def _hold_outcome_weakly(self) -> None: ...
+    def _unread_futures(self) -> list[tuple[str, Any]]: ...
+    def _unkept_nodes(self) -> list[str]: ...
+    def _detach(self, values: Mapping[str, Any], detached: Detached) -> None: ...
+
+
 class Detached:
     """What a run keeps once its engine closed (see the module docstring)."""
 
     __slots__ = ("outcome", "status", "reason")
 
-    def __init__(self, outcome: RunOutcome | None, status: str, reason: str):
+    def __init__(self, outcome: Any, status: str, reason: str):
         self.outcome = outcome
         self.status = status
         self.reason = reason   # why a value not kept is gone, for the error
 
-    def result(self, run_id: str, fetch: bool) -> RunOutcome:
+    def result(self, run_id: str, fetch: bool) -> Any:
         """The kept outcome (:class:`CleoError` if the run had not finished, or if ``fetch`` and
         some values were not kept)."""
         if self.outcome is None:
@@ -104,7 +118,7 @@ def _let_go(client: Any, registry: Any) -> list[str]:
     return topics
 
 
-def keep_runs(client: Any, runs: Iterable[Run]) -> None:
+def keep_runs(client: Any, runs: Iterable[KeptRun]) -> None:
     """Keep the outcomes and unread values of ``runs`` (those still referenced at close), then
     detach them from the cluster.  Never raises: what cannot be kept raises when read."""
     runs = list(runs)
@@ -112,7 +126,7 @@ def keep_runs(client: Any, runs: Iterable[Run]) -> None:
         return
     usable = getattr(client, "status", None) == "running"
     reason = "" if usable else f"its cluster was already gone (client {getattr(client, 'status', None)})"
-    outcomes: dict[str, RunOutcome] = {}
+    outcomes: dict[str, Any] = {}
     for run in runs:
         try:
             if not usable:  # no call to a cluster that is gone: an outcome built already, if any
@@ -138,7 +152,7 @@ def keep_runs(client: Any, runs: Iterable[Run]) -> None:
             logger.debug("run %s: detaching at close failed", run.id, exc_info=True)
 
 
-def _fetch(client: Any, runs: list[Run]) -> tuple[dict[str, Any], str]:
+def _fetch(client: Any, runs: list[KeptRun]) -> tuple[dict[str, Any], str]:
     """One gather of the unread values of ``runs`` (newest first) within the size limit:
     ``(values by key, reason given for those left out)``."""
     limit = fetch_limit()
@@ -163,7 +177,7 @@ def _fetch(client: Any, runs: list[Run]) -> tuple[dict[str, Any], str]:
     return dict(zip((k for k, _ in chosen), values)), reason
 
 
-def _status(run: Run) -> str:
+def _status(run: KeptRun) -> str:
     try:
         return run.status()
     except Exception:  # noqa: BLE001

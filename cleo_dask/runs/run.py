@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import traceback as tb
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distributed import Future
@@ -35,7 +35,7 @@ from cleo_dask.runs.end import RunEnd
 from cleo_dask.core.worker import FAILED, NodeFailed, NodeOutput, collect_meta, failure_output, skipped_output
 
 if TYPE_CHECKING:
-    from cleo_dask.engine import Engine
+    from cleo_dask.runs.context import RunContext
     from cleo_dask.core.workflow import Workflow
 
 logger = logging.getLogger("cleo_dask")
@@ -55,9 +55,9 @@ def send_graph(client: Any, compiled: Compiled, priority: float) -> dict[str, Fu
 class Run(RunGuard, RunEnd):
     """A running (or finished) workflow for one agent.  Returned by :meth:`Engine.submit`."""
 
-    def __init__(self, engine: Engine, workflow: Workflow, agent: Any, run_id: str, compiled: Compiled, *,
+    def __init__(self, context: RunContext, workflow: Workflow, agent: Any, run_id: str, compiled: Compiled, *,
                  priority: float = 0, fail_fast: bool = False, defaults: Defaults = Defaults(),
-                 name: str | None = None):
+                 name: str | None = None, generation: int = 0):
         self.id = run_id
         self.workflow = workflow
         self.agent = agent
@@ -66,8 +66,8 @@ class Run(RunGuard, RunEnd):
         self.fail_fast = fail_fast
         self.started = time.time()
         self.ended: float | None = None
-        self._engine = engine
-        self._client = engine.client
+        self._context = context
+        self._client = context.client
         self._defaults = defaults
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -79,7 +79,7 @@ class Run(RunGuard, RunEnd):
         self._mode: dict[str, str] = {}
         self._handled: set[str] = set()
         self._timers = 0
-        self._gen = 0
+        self._gen = generation   # of slow-path keys (a resume starts past every earlier attempt's)
         self._cancelled = False
         self._finished_event_sent = False
         self._final_status: str | None = None  # set when the run's end is announced
@@ -122,6 +122,17 @@ class Run(RunGuard, RunEnd):
         """The Dask keys of the units the run starts with (those a not-before time holds)."""
         nodes = self.workflow.nodes
         return [k for k, names in self._units.items() if not nodes[names[0]].parents]
+
+    def watch_keys(self, keys: Iterable[str]) -> None:
+        """Look at the run once the futures of ``keys`` are done (e.g. a resume's loaders of kept nodes)."""
+        with self._lock:
+            self._watch([self._futures[k] for k in keys if k in self._futures])
+
+    def finished_units(self, seen: Container[str] = ()) -> dict[str, tuple[str, ...]]:
+        """The units whose futures have finished, but those in ``seen``: key -> node names (the journal's poller)."""
+        with self._lock:
+            return {k: self._units[k] for k, f in self._futures.items()
+                    if f.status == "finished" and k not in seen and k in self._units}
 
     def _watch(self, futures: list[Future]) -> None:
         """Look at the run on the driver once all ``futures`` are done (erred ones are handled)."""
@@ -336,7 +347,7 @@ class Run(RunGuard, RunEnd):
         if self._sealed:
             return  # the topic is retired: an event now would only make the scheduler keep it again
         try:
-            self._engine._events.send(run_topic(self.id), event(kind, self.id, **fields))
+            self._context.events.send(run_topic(self.id), event(kind, self.id, **fields))
         except Exception:  # noqa: BLE001 - monitoring must never break a run
             logger.debug("could not log event %s", kind, exc_info=True)
 
@@ -440,7 +451,7 @@ class Run(RunGuard, RunEnd):
                 return
             self._finished_event_sent = True
             self._final_status = self._status_now()
-        self._engine._run_finished(self)
+        self._context.on_finished(self)
 
     def done(self) -> bool:
         """True once every node has its final state (or the run's cluster was lost)."""
@@ -688,7 +699,7 @@ class Run(RunGuard, RunEnd):
 
     def _repr_html_(self) -> str:
         p = self.progress()
-        link = self._engine.dashboard_link
+        link = self._context.dashboard_link()
         return (f"<div><strong>cleo_dask Run</strong> <code>{html.escape(self.id)}</code> "
                 f"({html.escape(self.name)}, agent <code>{html.escape(_agent_label(self.agent))}</code>)<br>"
                 f"status: <b>{self.status()}</b>; nodes: {p['total']} — done {p['done']}, "
@@ -733,7 +744,7 @@ class RunOutcome(Mapping[str, TaskResult]):
     @property
     def durable_reason(self) -> str | None:
         """Why the run is not durable (``None`` if it is); waits for the end of the run to be journaled."""
-        durability = self.run._engine.durable
+        durability = self.run._context.journal()
         if durability is None:
             return "the engine keeps no journal (create it with Engine(store=...))"
         return durability.problem(self.run)
