@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
