@@ -22,7 +22,7 @@ from cleo_dask.core.task import Task, TaskSpec, task
 from cleo_dask.failures.timeout import deadline, time_left
 from cleo_dask.core.workflow import Node, Workflow
 
-__version__ = "0.1.0"
+from cleo_dask.version import __version__
 
 __all__ = [
     "Agent", "Attempt", "Backoff", "CleoError", "ClusterError", "CodeError", "Engine", "Failure", "JsonFormatter", "Node", "Retry", "Run", "RunOutcome",

@@ -136,6 +136,7 @@ def _namespaces_unavailable() -> str | None:
     return None
 
 
+@pytest.mark.netns  # root + iproute2: one network namespace per host
 def test_multihost_cluster_over_tls_in_network_namespaces(tmp_path, certs):
     reason = _namespaces_unavailable()
     if reason:
