@@ -267,6 +267,7 @@ def short(agent, **inputs):
     return start, time.time()
 
 
+@pytest.mark.slow
 def test_a_small_agent_is_not_stuck_behind_a_big_backlog(engine):
     big = engine.submit(many(cd.task(short), 500), cd.Agent("big"))
     small = engine.submit(many(cd.task(short), 5), cd.Agent("small"))
@@ -316,6 +317,7 @@ def test_which_runs_need_an_io_ready_cluster():
 
 
 # -- benchmark smoke ----------------------------------------------------------------------------
+@pytest.mark.benchmark
 def test_io_agents_benchmark_runs_tiny(client):
     from benchmarks import io_agents
     rows = io_agents.run(client, tiny=True)

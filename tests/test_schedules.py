@@ -496,6 +496,7 @@ def lines(path):
     return path.read_text().splitlines() if path.exists() else []
 
 
+@pytest.mark.slow
 def test_serve_survives_sigkill_without_losing_or_duplicating_firings(tmp_path):
     out = tmp_path / "out.txt"
     (tmp_path / "agent.json").write_text(json.dumps({"id": "svc", "config": {"path": str(out)}}))
@@ -536,6 +537,7 @@ def test_serve_survives_sigkill_without_losing_or_duplicating_firings(tmp_path):
     assert json.loads(listed.stdout.splitlines()[0])["state"] == "active"
 
 
+@pytest.mark.slow
 def test_schedule_cli_add_list_pause_resume_remove(tmp_path, capsys, monkeypatch):
     add = cli("schedule", "add", "schedule_jobs:nightly", "--cron", "0 2 * * *", "--timezone", "Europe/Paris",
               "--name", "nightly", "--store", "cleo.db", cwd=tmp_path)
@@ -577,6 +579,7 @@ def test_schedule_cli_add_list_pause_resume_remove(tmp_path, capsys, monkeypatch
         assert message in capsys.readouterr().err, bad
 
 
+@pytest.mark.benchmark
 def test_benchmark_smoke():
     from benchmarks import schedules
 

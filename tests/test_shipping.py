@@ -101,6 +101,7 @@ MYPIPES = """
 """
 
 
+@pytest.mark.slow
 def test_own_modules_travel_by_value_to_a_stock_cluster(bare_cluster, tmp_path):
     address, _, procs = bare_cluster
     proj = write(tmp_path / "proj", {"mypipes.py": MYPIPES,
@@ -138,6 +139,7 @@ LOCKPKG = {
 }
 
 
+@pytest.mark.slow
 def test_code_that_cannot_travel_is_bad_input_until_uploaded(bare_cluster, tmp_path):
     address, _, procs = bare_cluster
     proj = write(tmp_path / "proj", LOCKPKG)
@@ -153,6 +155,7 @@ def test_code_that_cannot_travel_is_bad_input_until_uploaded(bare_cluster, tmp_p
     assert json.loads(done.stdout[done.stdout.index("{"):])["nodes"]["answer"]["value"] == "hello from u2"
 
 
+@pytest.mark.slow
 def test_a_task_the_cluster_cannot_load_exits_2_naming_the_module(bare_cluster, tmp_path):
     address, _, procs = bare_cluster
     lib = write(tmp_path / "lib", {"helperlib_c.py": "def shout(x):\n    return str(x).upper()\n"})
