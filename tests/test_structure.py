@@ -103,10 +103,12 @@ def _read_imports(graph: Graph, module: str, is_init: bool, tree: ast.Module, li
             dotted = dotted.rpartition(".")[0]
         return dotted or None
 
+    def statement(node: ast.AST) -> str:
+        return " ".join(line.strip() for line in lines[node.lineno - 1:node.end_lineno])
+
     def add(node: ast.AST, target: str | None) -> None:
         if target and target != module:
-            text = " ".join(line.strip() for line in lines[node.lineno - 1:node.end_lineno])
-            graph.imports.append(Import(module, target, node.lineno, text))
+            graph.imports.append(Import(module, target, node.lineno, statement(node)))
 
     aliases: dict[str, str] = {}        # local name bound to a module of the package -> that module
     for node in ast.walk(tree):
@@ -125,7 +127,7 @@ def _read_imports(graph: Graph, module: str, is_init: bool, tree: ast.Module, li
                 else:
                     add(node, owner(base))
                     if _is_private(alias.name) and owner(base) != module:
-                        graph.private.append(Import(module, owner(base), node.lineno, graph.imports[-1].text))
+                        graph.private.append(Import(module, owner(base), node.lineno, statement(node)))
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name == package or alias.name.startswith(package + "."):
