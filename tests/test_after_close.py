@@ -39,6 +39,7 @@ def quickstart() -> cd.Workflow:
     return wf
 
 
+@pytest.mark.slow
 def test_outcomes_and_task_results_of_a_started_cluster_work_after_the_with_block(agent):
     with cd.Engine(n_workers=1) as engine:
         out = engine.submit(quickstart(), agent).result()
@@ -115,6 +116,7 @@ def test_a_bad_close_fetch_limit_is_named():
         assert fetch_limit() == 1024 * 1024
 
 
+@pytest.mark.slow
 def test_after_the_remote_scheduler_is_gone_a_value_read_says_the_engine_is_closed(tmp_path, agent):
     """Real ``dask scheduler`` / ``dask worker`` processes; the scheduler is killed before close."""
     from _dask_procs import Processes, dask_command, env_with_tasks, wait_for_file

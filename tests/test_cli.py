@@ -168,6 +168,7 @@ def test_validate_lists_the_workflows_parameters(monkeypatch, capsys):
     assert 'parameter tone (optional) = "polite" (spec inputs)' in out
 
 
+@pytest.mark.slow
 def test_no_wait_prints_the_run_id_and_the_run_goes_on(cluster_address):
     done = cleo("run", "fanout.yaml", "--address", cluster_address, "--no-wait")
     assert done.returncode == 0, done.stderr
@@ -185,6 +186,7 @@ def test_no_wait_needs_a_running_cluster():
     assert done.returncode == 2 and "--no-wait needs a running cluster" in done.stderr
 
 
+@pytest.mark.slow
 def test_run_starts_a_local_cluster_configured_through_dask_config(tmp_path):
     env = env_with_tasks(DASK_CLEO_DASK__LOCAL_CLUSTER__PROCESSES="False",
                          DASK_CLEO_DASK__LOCAL_CLUSTER__N_WORKERS="1")
@@ -226,6 +228,7 @@ def test_usage_errors_exit_2_and_no_command_prints_help():
     assert done.returncode == 0 and "run" in done.stdout and "validate" in done.stdout and "cluster" in done.stdout
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(cluster_address):
     """On a pseudo-terminal ``run`` draws a tqdm bar (carriage returns, n/total, the unit)."""
     master, slave = pty.openpty()
@@ -282,6 +285,7 @@ def test_cluster_over_tls_with_a_scheduler_file(tmp_path):
     assert proc.returncode == 0 and "cluster stopped" in out
 
 
+@pytest.mark.slow
 def test_sigterm_cancels_the_run_and_exits_130(cluster_address, tmp_path):
     """``docker stop`` / ``kubectl delete job`` send SIGTERM: the run is cancelled, exit 130."""
     spec = tmp_path / "slow.yaml"

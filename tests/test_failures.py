@@ -191,6 +191,7 @@ def test_trigger_rules(engine, agent):
     assert out.counts() == {"succeeded": 3, "failed": 1, "upstream_failed": 2, "skipped": 1}
 
 
+@pytest.mark.slow
 def test_fail_fast_cancels_what_is_left(engine, agent):
     def boom(agent):
         raise ValueError("boom")

@@ -214,6 +214,7 @@ def block_longer(agent, **inputs):
     return start, time.time()
 
 
+@pytest.mark.slow
 def test_tasks_waiting_for_a_lease_hold_no_slot(engine):
     # 4 sync tasks of a limit-1 agent: one runs on a slot, three wait in the scheduler (a
     # semaphore inside the task would have them sit on the other slot); so another agent's
@@ -226,6 +227,7 @@ def test_tasks_waiting_for_a_lease_hold_no_slot(engine):
     assert in_flight(intervals(busy.result(timeout=60))) == 1
 
 
+@pytest.mark.slow
 def test_rate_limit_holds_within_ten_percent(engine, agent):
     search = cd.task(wait_a_bit, rate_limit="20/s")
     outcome = engine.submit(many(search, 30), agent).result(timeout=60)

@@ -285,6 +285,7 @@ def test_a_dead_holders_lease_is_taken_over_at_once(tmp_path):
 
 
 # -- on the cluster -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_engine_schedules_runs_on_the_cluster(engine, agent, tmp_path):
     from schedule_jobs import append_line
 
@@ -359,6 +360,7 @@ def test_a_prestaged_firing_is_handed_over_early_and_starts_at_its_due_time(engi
         assert f.due <= start < f.due + 0.5  # held by the scheduler until due, released then
 
 
+@pytest.mark.slow
 def test_pausing_cancels_a_prestaged_run_and_records_the_skip(engine):
     s = engine.schedule(cd.task(stamp), cd.Agent("paused"), every=0.5,
                         start=datetime.fromtimestamp(time.time() + 1.5, UTC))

@@ -194,6 +194,7 @@ def own_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> ob
     return importlib.import_module(name)
 
 
+@pytest.mark.slow
 def test_engine_sends_own_code_and_a_journaled_run_resumes_elsewhere(bare_cluster, tmp_path, monkeypatch):
     address, elsewhere, procs = bare_cluster
     mod = own_module(tmp_path, monkeypatch, """
