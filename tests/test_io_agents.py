@@ -333,6 +333,7 @@ def started_at(agent):
     return time.time()
 
 
+@pytest.mark.slow
 def test_not_before_holds_a_task_without_a_slot_and_composes_with_max_concurrency(engine):
     from cleo_dask.admission.plugin import snapshot
 

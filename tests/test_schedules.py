@@ -346,6 +346,7 @@ def stamp(agent):
     return time.time()
 
 
+@pytest.mark.slow
 def test_a_prestaged_firing_is_handed_over_early_and_starts_at_its_due_time(engine):
     s = engine.schedule(cd.task(stamp), cd.Agent("punctual"), every=0.4,
                         start=datetime.fromtimestamp(time.time() + 0.6, UTC))

@@ -240,6 +240,7 @@ def test_engine_sends_own_code_and_a_journaled_run_resumes_elsewhere(bare_cluste
     assert "write_up" in done.stdout and "succeeded" in done.stdout
 
 
+@pytest.mark.slow
 def test_engine_upload_and_code_errors(bare_cluster, tmp_path, monkeypatch):
     address = bare_cluster[0]
     lib = write(tmp_path / "lib", {"helperlib_py.py": "def twice(x):\n    return 2 * x\n"})
