@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import dask
@@ -27,9 +28,12 @@ def blob(agent, size: int = 100_000):
     return b"x" * size
 
 
+_release = threading.Event()   # the session's workers run in this process: frees slow()'s thread
+
+
 @cd.task
 def slow(agent):
-    time.sleep(30)
+    _release.wait(30)
 
 
 def quickstart() -> cd.Workflow:
@@ -100,11 +104,14 @@ def test_only_the_newest_values_fit_under_the_limit(client, agent):
 
 
 def test_a_run_unfinished_at_close_has_no_outcome(client, agent):
-    with cd.Engine(client=client) as engine:
-        run = engine.submit(slow, agent)
-    with pytest.raises(cd.CleoError, match="closed before the run finished"):
-        run.result()
-    assert run.status() == "cancelled" and not run.done()
+    try:
+        with cd.Engine(client=client) as engine:
+            run = engine.submit(slow, agent)
+        with pytest.raises(cd.CleoError, match="closed before the run finished"):
+            run.result()
+        assert run.status() == "cancelled" and not run.done()
+    finally:
+        _release.set()   # a cancelled task keeps its worker thread until it returns: later tests need it
 
 
 def test_a_bad_close_fetch_limit_is_named():
