@@ -305,6 +305,7 @@ def test_uploads_are_checked_and_directories_zipped(tmp_path):
         shutil.rmtree(Path(made).parent)   # (an upload removes the zips it made once sent)
 
 
+@pytest.mark.slow
 def test_an_upload_with_a_syntax_error_names_it(bare_cluster, tmp_path):
     # a SyntaxError pickled back from the scheduler prints as "None" unless its args are read
     address, _, _ = bare_cluster
