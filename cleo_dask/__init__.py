@@ -23,7 +23,7 @@ from cleo_dask.failures.timeout import deadline, time_left
 from cleo_dask.core.node import Node
 from cleo_dask.core.workflow import Workflow
 
-__version__ = "0.1.0"
+from cleo_dask.version import __version__
 
 __all__ = [
     "Agent", "Attempt", "Backoff", "CleoError", "ClusterError", "CodeError", "Engine", "Failure", "JsonFormatter", "Node", "Retry", "Run", "RunOutcome",

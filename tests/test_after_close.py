@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import dask
@@ -27,9 +28,12 @@ def blob(agent, size: int = 100_000):
     return b"x" * size
 
 
+_release = threading.Event()   # the session's workers run in this process: frees slow()'s thread
+
+
 @cd.task
 def slow(agent):
-    time.sleep(30)
+    _release.wait(30)
 
 
 def quickstart() -> cd.Workflow:
@@ -39,6 +43,7 @@ def quickstart() -> cd.Workflow:
     return wf
 
 
+@pytest.mark.slow
 def test_outcomes_and_task_results_of_a_started_cluster_work_after_the_with_block(agent):
     with cd.Engine(n_workers=1) as engine:
         out = engine.submit(quickstart(), agent).result()
@@ -99,11 +104,14 @@ def test_only_the_newest_values_fit_under_the_limit(client, agent):
 
 
 def test_a_run_unfinished_at_close_has_no_outcome(client, agent):
-    with cd.Engine(client=client) as engine:
-        run = engine.submit(slow, agent)
-    with pytest.raises(cd.CleoError, match="closed before the run finished"):
-        run.result()
-    assert run.status() == "cancelled" and not run.done()
+    try:
+        with cd.Engine(client=client) as engine:
+            run = engine.submit(slow, agent)
+        with pytest.raises(cd.CleoError, match="closed before the run finished"):
+            run.result()
+        assert run.status() == "cancelled" and not run.done()
+    finally:
+        _release.set()   # a cancelled task keeps its worker thread until it returns: later tests need it
 
 
 def test_a_bad_close_fetch_limit_is_named():
@@ -115,6 +123,7 @@ def test_a_bad_close_fetch_limit_is_named():
         assert fetch_limit() == 1024 * 1024
 
 
+@pytest.mark.slow
 def test_after_the_remote_scheduler_is_gone_a_value_read_says_the_engine_is_closed(tmp_path, agent):
     """Real ``dask scheduler`` / ``dask worker`` processes; the scheduler is killed before close."""
     from _dask_procs import Processes, dask_command, env_with_tasks, wait_for_file

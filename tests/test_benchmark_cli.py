@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import cli
+
+pytestmark = pytest.mark.benchmark  # benchmark smoke tests at tiny size
 
 
 def test_cli_benchmark_smoke(tmp_path, capsys):

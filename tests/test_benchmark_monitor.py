@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import monitor
+
+pytestmark = pytest.mark.benchmark  # benchmark smoke tests at tiny size
 
 
 def test_monitor_benchmark_tiny(tmp_path, capsys):

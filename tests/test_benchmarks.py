@@ -9,6 +9,8 @@ import pytest
 
 from benchmarks import _harness, _shapes, failures, makespan, overhead, scale, soak
 
+pytestmark = pytest.mark.benchmark  # benchmark smoke tests at tiny size
+
 
 def _rows(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]

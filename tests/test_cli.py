@@ -168,6 +168,7 @@ def test_validate_lists_the_workflows_parameters(monkeypatch, capsys):
     assert 'parameter tone (optional) = "polite" (spec inputs)' in out
 
 
+@pytest.mark.slow
 def test_no_wait_prints_the_run_id_and_the_run_goes_on(cluster_address):
     done = cleo("run", "fanout.yaml", "--address", cluster_address, "--no-wait")
     assert done.returncode == 0, done.stderr
@@ -185,6 +186,7 @@ def test_no_wait_needs_a_running_cluster():
     assert done.returncode == 2 and "--no-wait needs a running cluster" in done.stderr
 
 
+@pytest.mark.slow
 def test_run_starts_a_local_cluster_configured_through_dask_config(tmp_path):
     env = env_with_tasks(DASK_CLEO_DASK__LOCAL_CLUSTER__PROCESSES="False",
                          DASK_CLEO_DASK__LOCAL_CLUSTER__N_WORKERS="1")
@@ -193,6 +195,7 @@ def test_run_starts_a_local_cluster_configured_through_dask_config(tmp_path):
     assert "3 nodes" in done.stderr and "2 succeeded" in done.stdout
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_exits_2_within_the_timeout(tmp_path):
     start = time.monotonic()
     done = cleo("run", "pipeline.yaml", "--address", f"tcp://127.0.0.1:{free_port()}", "--connect-timeout", "1")
@@ -206,6 +209,7 @@ def test_unreachable_scheduler_exits_2_within_the_timeout(tmp_path):
     assert done.returncode == 2 and f"cannot reach tcp://127.0.0.1:{port} within 1 s" in done.stderr
 
 
+@pytest.mark.slow
 def test_tls_problems_exit_2(tmp_path):
     done = cleo("run", "pipeline.yaml", "--address", "tls://127.0.0.1:8786", "--tls-ca", tmp_path / "ca.pem",
                 "--tls-cert", tmp_path / "me.pem", "--tls-key", tmp_path / "me.key")
@@ -216,6 +220,7 @@ def test_tls_problems_exit_2(tmp_path):
     assert done.returncode == 2 and "is a TLS address: give --tls-ca" in done.stderr
 
 
+@pytest.mark.slow
 def test_usage_errors_exit_2_and_no_command_prints_help():
     assert cleo("run").returncode == 2
     assert cleo("run", "pipeline.yaml", "--bogus").returncode == 2
@@ -223,6 +228,7 @@ def test_usage_errors_exit_2_and_no_command_prints_help():
     assert done.returncode == 0 and "run" in done.stdout and "validate" in done.stdout and "cluster" in done.stdout
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(cluster_address):
     """On a pseudo-terminal ``run`` draws a tqdm bar (carriage returns, n/total, the unit)."""
     master, slave = pty.openpty()
@@ -250,6 +256,7 @@ def test_progress_bar_on_a_terminal(cluster_address):
     assert "combine" in text and "8 succeeded" in text
 
 
+@pytest.mark.slow
 def test_cluster_over_tls_with_a_scheduler_file(tmp_path):
     """``cleo-dask cluster --tls-*`` then ``cleo-dask run --scheduler-file`` with a client certificate."""
     certs = make_certs(tmp_path / "certs")
@@ -278,6 +285,7 @@ def test_cluster_over_tls_with_a_scheduler_file(tmp_path):
     assert proc.returncode == 0 and "cluster stopped" in out
 
 
+@pytest.mark.slow
 def test_sigterm_cancels_the_run_and_exits_130(cluster_address, tmp_path):
     """``docker stop`` / ``kubectl delete job`` send SIGTERM: the run is cancelled, exit 130."""
     spec = tmp_path / "slow.yaml"
@@ -291,6 +299,7 @@ def test_sigterm_cancels_the_run_and_exits_130(cluster_address, tmp_path):
     assert proc.returncode == 130 and "interrupted; the run was cancelled" in err
 
 
+@pytest.mark.slow
 def test_json_to_stdout_is_only_json_so_it_pipes_into_jq(cluster_address, tmp_path):
     agent = tmp_path / "agent.json"
     agent.write_text(json.dumps({"id": "cli-agent", "config": {"n": 2}}))

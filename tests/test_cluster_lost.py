@@ -55,6 +55,7 @@ def executions(log: Path) -> Counter:
     return Counter(log.read_text().split()) if log.exists() else Counter()
 
 
+@pytest.mark.slow
 def test_a_killed_scheduler_raises_cluster_lost_and_the_run_resumes_on_a_new_cluster(tmp_path, capsys):
     store, log = tmp_path / "runs.db", tmp_path / "exec.log"
     agent = cd.Agent("researcher-1", config={"log": str(log), "sleep": 0.2})
@@ -149,6 +150,7 @@ def test_a_failed_resume_does_not_leave_the_run_running_in_this_process(cluster,
         assert again.resume(run.id).result(timeout=60)["greet"].value == "hello"
 
 
+@pytest.mark.slow
 def test_cli_run_names_the_lost_scheduler_and_exits_2(tmp_path):
     spec, store = tmp_path / "slow.yaml", tmp_path / "runs.db"
     spec.write_text("name: slow\nagent: {id: patient, config: {slow: 30}}\nnodes:\n"

@@ -165,6 +165,7 @@ def test_an_engine_connects_by_address_and_closes_only_what_it_started(cluster, 
     assert client.status == "running"   # the user's client is left open
 
 
+@pytest.mark.slow
 def test_a_process_cluster_runs_notebook_closures():
     """Functions defined in a notebook (closures, lambdas) travel by value with cloudpickle."""
     prefix = "from-the-notebook"

@@ -20,6 +20,8 @@ import websocket
 
 import cleo_dask as cd
 
+pytestmark = pytest.mark.chromium  # a headless Chromium loads the page
+
 ARTIFACTS = Path(__file__).parent / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 

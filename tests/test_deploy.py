@@ -12,6 +12,8 @@ import yaml
 from _dask_procs import MAKE_CERTS, ROOT, cleo_dask_command, dask_command, env_with_tasks, make_certs
 from cleo_dask.cli.main import build_parser
 
+pytestmark = pytest.mark.docker  # checks deploy/ (Dockerfile, compose, Kubernetes manifests)
+
 DEPLOY = ROOT / "deploy"
 PYPROJECT = (ROOT / "pyproject.toml").read_text()  # (tomllib is Python 3.11+)
 VERSION = re.search(r'^version = "([^"]+)"', PYPROJECT, re.M)[1]

@@ -81,6 +81,7 @@ def _clear_blamed_exception(failed_key, dependent_key, dask_scheduler=None):
     dask_scheduler.report_on_key(key=dependent_key)
 
 
+@pytest.mark.slow
 def test_an_erred_key_reported_without_an_exception_is_not_a_crash(engine, tmp_path):
     agent = cd.Agent("a", config={"flag": str(tmp_path / "failed-once")})
     wf = cd.Workflow.chain(cd.task(wait_then_fail_once, retries=1, backoff=cd.fixed(3)), after)

@@ -231,6 +231,7 @@ def test_cache_key_function_and_fsspec_result_store(client, tmp_path):
     assert log_lines(calls) == {"last_digit-3": 1, "last_digit-4": 1, "n0_0": 1, "n0_1": 1, "n1_0": 1, "n1_1": 1}
 
 
+@pytest.mark.slow
 def test_killed_client_resumes_without_rerunning_finished_nodes(engine, tmp_path):
     store, log = tmp_path / "runs.db", tmp_path / "exec.log"
     proc = subprocess.Popen([sys.executable, str(HERE / "durable_tasks.py"), "crash", str(store), str(log)],
@@ -268,6 +269,7 @@ def test_killed_client_resumes_without_rerunning_finished_nodes(engine, tmp_path
     assert shown.returncode == 0 and "succeeded" in shown.stdout
 
 
+@pytest.mark.slow
 def test_several_processes_share_one_journal(tmp_path):
     store, log = tmp_path / "runs.db", tmp_path / "exec.log"
     procs = [subprocess.Popen([sys.executable, str(HERE / "durable_tasks.py"), "many", str(store), str(log), "4",
@@ -285,6 +287,7 @@ def test_several_processes_share_one_journal(tmp_path):
     assert listed.returncode == 0 and listed.stdout.count("agent-1") == 4
 
 
+@pytest.mark.slow
 def test_cli_resume_exits_1_when_a_node_fails_again(durable, tmp_path):
     run = durable.submit(cd.Workflow.chain(dt.root, dt.always_fails), agent_logging_to(tmp_path))
     assert run.result(timeout=60)["always_fails"].status == cd.Status.FAILED
@@ -302,6 +305,7 @@ def test_cli_resume_exits_1_when_a_node_fails_again(durable, tmp_path):
     assert durable.runs() == []
 
 
+@pytest.mark.slow
 def test_cli_run_with_a_store_is_journaled(tmp_path):
     store = tmp_path / "runs.db"
     res = subprocess.run([sys.executable, "-m", "cleo_dask.cli", "run", "failing.json", "--store", str(store),
@@ -313,6 +317,7 @@ def test_cli_run_with_a_store_is_journaled(tmp_path):
     assert Journal(store).nodes(record.id)["fetch"].status == "succeeded"
 
 
+@pytest.mark.slow
 def test_cli_bad_input(tmp_path):
     store = tmp_path / "runs.db"
     Journal(store).close()
@@ -322,6 +327,7 @@ def test_cli_bad_input(tmp_path):
     assert res.returncode == 2 and "missing.db" in res.stderr
 
 
+@pytest.mark.benchmark
 def test_durable_benchmark_smoke(capsys):
     from benchmarks import durable
     assert durable.main(["--tiny", "--in-process", "--quiet", "--workers", "1"]) == 0

@@ -191,6 +191,7 @@ def test_trigger_rules(engine, agent):
     assert out.counts() == {"succeeded": 3, "failed": 1, "upstream_failed": 2, "skipped": 1}
 
 
+@pytest.mark.slow
 def test_fail_fast_cancels_what_is_left(engine, agent):
     def boom(agent):
         raise ValueError("boom")
@@ -287,6 +288,7 @@ def test_independent_failures_in_a_wide_dag_are_all_handled(engine, agent):
     assert out["join"].value == ["ok after 2"] * 6
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_killed_worker_process_does_not_lose_the_run(tmp_path):
     marker = tmp_path / "started"
@@ -328,6 +330,7 @@ def kills_its_worker(agent):
     return n + 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_task_that_kills_its_worker_is_retried_by_its_policy(tmp_path):
     # Dask gives up on a task after allowed-failures + 1 lost workers (KilledWorker): 0 here, so

@@ -214,6 +214,7 @@ def block_longer(agent, **inputs):
     return start, time.time()
 
 
+@pytest.mark.slow
 def test_tasks_waiting_for_a_lease_hold_no_slot(engine):
     # 4 sync tasks of a limit-1 agent: one runs on a slot, three wait in the scheduler (a
     # semaphore inside the task would have them sit on the other slot); so another agent's
@@ -226,6 +227,7 @@ def test_tasks_waiting_for_a_lease_hold_no_slot(engine):
     assert in_flight(intervals(busy.result(timeout=60))) == 1
 
 
+@pytest.mark.slow
 def test_rate_limit_holds_within_ten_percent(engine, agent):
     search = cd.task(wait_a_bit, rate_limit="20/s")
     outcome = engine.submit(many(search, 30), agent).result(timeout=60)
@@ -267,6 +269,7 @@ def short(agent, **inputs):
     return start, time.time()
 
 
+@pytest.mark.slow
 def test_a_small_agent_is_not_stuck_behind_a_big_backlog(engine):
     big = engine.submit(many(cd.task(short), 500), cd.Agent("big"))
     small = engine.submit(many(cd.task(short), 5), cd.Agent("small"))
@@ -316,6 +319,7 @@ def test_which_runs_need_an_io_ready_cluster():
 
 
 # -- benchmark smoke ----------------------------------------------------------------------------
+@pytest.mark.benchmark
 def test_io_agents_benchmark_runs_tiny(client):
     from benchmarks import io_agents
     rows = io_agents.run(client, tiny=True)
@@ -329,6 +333,7 @@ def started_at(agent):
     return time.time()
 
 
+@pytest.mark.slow
 def test_not_before_holds_a_task_without_a_slot_and_composes_with_max_concurrency(engine):
     from cleo_dask.admission.plugin import admission_state as snapshot
 

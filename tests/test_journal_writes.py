@@ -130,6 +130,7 @@ def durable_engine(client, tmp_path):
         yield e
 
 
+@pytest.mark.slow
 def test_an_empty_journal_file_is_not_taken_for_a_new_journal(client, tmp_path):
     empty = tmp_path / "runs.db"
     empty.write_bytes(b"")  # e.g. truncated by a full disk: its runs are gone

@@ -36,6 +36,7 @@ def layered(n: int, layers: int = 100, seed: int = 0, name=str) -> nx.DiGraph:
     return g
 
 
+@pytest.mark.slow
 def test_from_networkx_of_100000_nodes_with_many_roots_finishes():
     g = layered(100_000)
     t0 = time.perf_counter()
@@ -57,6 +58,7 @@ def test_nodes_come_in_networkx_order(name):
     assert list(wf.nodes) == [str(n) for n in expected]
 
 
+@pytest.mark.slow
 def test_a_cycle_deep_inside_a_big_graph_is_named_exactly():
     g = layered(100_000)
     g.add_edges_from([("l98-7", "deep-a"), ("deep-a", "deep-b"), ("deep-b", "deep-c"), ("deep-c", "deep-a"),
@@ -87,6 +89,7 @@ def test_a_cycle_of_integer_nodes_is_named():
         cd.Workflow.from_networkx(g, dict.fromkeys(g, noop))
 
 
+@pytest.mark.slow
 def test_compile_of_100000_nodes_without_a_cluster():
     g = layered(100_000)
     wf = cd.Workflow.from_networkx(g, dict.fromkeys(g, noop))

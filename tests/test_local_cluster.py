@@ -35,6 +35,7 @@ def one_worker_env() -> dict[str, str]:
     return env_with_tasks(DASK_CLEO_DASK__LOCAL_CLUSTER__N_WORKERS="1")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("how", ["script", "python -c", "python -m"])
 def test_the_readme_quick_start_runs_as_written(how, tmp_path):
@@ -48,6 +49,7 @@ def test_the_readme_quick_start_runs_as_written(how, tmp_path):
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_the_readme_quick_start_runs_in_a_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("DASK_CLEO_DASK__LOCAL_CLUSTER__N_WORKERS", "1")
@@ -59,6 +61,7 @@ def test_the_readme_quick_start_runs_in_a_notebook(tmp_path, monkeypatch):
     assert EXPECTED.match(printed.strip()), printed
 
 
+@pytest.mark.slow
 def test_engine_workers_get_the_users_modules_config_and_options(tmp_path, monkeypatch):
     # a module of the user's, importable here only through sys.path (as a script's own directory is)
     (tmp_path / "my_helpers.py").write_text("def shout(agent):\n    return agent.id.upper() + '!'\n")
@@ -83,6 +86,7 @@ def test_engine_workers_get_the_users_modules_config_and_options(tmp_path, monke
                    for pid in pids.values()), "worker processes outlived the engine"
 
 
+@pytest.mark.slow
 def test_a_worker_that_cannot_start_is_one_clear_error(capfd):
     with pytest.raises(cd.CleoError) as info:
         cd.Engine(n_workers=1, memory_limit="lots")
@@ -103,6 +107,7 @@ def test_the_engines_scheduler_and_dashboard_listen_on_this_machine_only():
         assert dashboard_hosts(engine) == {"0.0.0.0"}
 
 
+@pytest.mark.slow
 def test_cleo_dask_cluster_serves_its_dashboard_on_this_machine_only():
     assert build_parser().parse_args(["cluster"]).dashboard_address == "127.0.0.1:8787"
     # a free port instead of 8787 (tests run side by side); the host part as by default

@@ -6,6 +6,8 @@ import gc
 import time
 import weakref
 
+import pytest
+
 import cleo_dask as cd
 from cleo_dask.runs.forget import topic_count
 
@@ -46,6 +48,7 @@ def _settles_to(engine, baseline: dict, timeout: float = 20) -> dict:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_the_scheduler_and_client_return_to_their_baseline_after_200_runs(engine, agent):
     wf = five_nodes()
     engine.submit(wf, agent).result()   # warm-up: the RETIRED handler, prefixes, plugins

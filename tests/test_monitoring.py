@@ -323,6 +323,7 @@ def process_cluster():
         yield c
 
 
+@pytest.mark.slow
 def test_prints_and_logs_of_tasks_on_other_processes_reach_the_client(process_cluster, capsys, caplog):
     import dask
     caplog.set_level(logging.WARNING, logger="cleo_test_tasks")
@@ -342,6 +343,7 @@ def test_prints_and_logs_of_tasks_on_other_processes_reach_the_client(process_cl
     assert rec.worker.startswith("tcp://")
 
 
+@pytest.mark.slow
 def test_retried_attempts_leave_the_workers_error_log_quiet_other_tasks_do_not(process_cluster, tmp_path):
     with Client(process_cluster, set_as_default=False) as client, cd.Engine(client=client) as engine:
         wf = cd.Workflow("quiet")
@@ -377,6 +379,7 @@ def test_each_failed_attempt_is_one_warning_and_the_final_failure_one_error_with
     assert final.cleo["traceback"].startswith("Traceback")
 
 
+@pytest.mark.slow
 def test_monitor_and_page_live_on_a_separate_scheduler_process(tmp_path):
     """A real ``dask scheduler`` + ``dask worker``: the plugin, its state and the page are remote."""
     from _dask_procs import Processes, dask_command, env_with_tasks, wait_for_file

@@ -76,6 +76,7 @@ def _check(results: dict, worker_hosts: list[str]) -> None:
     assert all(a.startswith("tls://") for a in ran_on)
 
 
+@pytest.mark.slow
 def test_loopback_cluster_over_tls(tmp_path, certs):
     results = _run_on_cluster(tmp_path, certs, scheduler_host="127.0.0.1", worker_hosts=["127.0.0.1", "127.0.0.1"])
     _check(results, ["127.0.0.1"])
@@ -136,6 +137,7 @@ def _namespaces_unavailable() -> str | None:
     return None
 
 
+@pytest.mark.netns  # root + iproute2: one network namespace per host
 def test_multihost_cluster_over_tls_in_network_namespaces(tmp_path, certs):
     reason = _namespaces_unavailable()
     if reason:

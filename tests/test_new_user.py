@@ -243,6 +243,7 @@ def test_cli_output_piped_into_head_stops_quietly(tmp_path):
     assert done.returncode == 141
 
 
+@pytest.mark.slow
 def test_a_spec_finds_the_task_modules_beside_it_from_another_directory(tmp_path):
     # `cleo-dask run project/spec.yaml` from elsewhere, as `python project/script.py` finds its modules
     import os

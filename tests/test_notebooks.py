@@ -19,6 +19,7 @@ def test_there_are_notebooks_and_they_are_stored_without_outputs():
                 assert not cell.outputs and cell.execution_count is None, f"{path.name} is stored with outputs"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path):
     nb = nbformat.read(path, as_version=4)

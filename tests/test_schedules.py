@@ -286,6 +286,7 @@ def test_a_dead_holders_lease_is_taken_over_at_once(tmp_path):
 
 
 # -- on the cluster -------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_engine_schedules_runs_on_the_cluster(engine, agent, tmp_path):
     from schedule_jobs import append_line
 
@@ -346,6 +347,7 @@ def stamp(agent):
     return time.time()
 
 
+@pytest.mark.slow
 def test_a_prestaged_firing_is_handed_over_early_and_starts_at_its_due_time(engine):
     s = engine.schedule(cd.task(stamp), cd.Agent("punctual"), every=0.4,
                         start=datetime.fromtimestamp(time.time() + 0.6, UTC))
@@ -360,6 +362,7 @@ def test_a_prestaged_firing_is_handed_over_early_and_starts_at_its_due_time(engi
         assert f.due <= start < f.due + 0.5  # held by the scheduler until due, released then
 
 
+@pytest.mark.slow
 def test_pausing_cancels_a_prestaged_run_and_records_the_skip(engine):
     s = engine.schedule(cd.task(stamp), cd.Agent("paused"), every=0.5,
                         start=datetime.fromtimestamp(time.time() + 1.5, UTC))
@@ -497,6 +500,7 @@ def lines(path):
     return path.read_text().splitlines() if path.exists() else []
 
 
+@pytest.mark.slow
 def test_serve_survives_sigkill_without_losing_or_duplicating_firings(tmp_path):
     out = tmp_path / "out.txt"
     (tmp_path / "agent.json").write_text(json.dumps({"id": "svc", "config": {"path": str(out)}}))
@@ -537,6 +541,7 @@ def test_serve_survives_sigkill_without_losing_or_duplicating_firings(tmp_path):
     assert json.loads(listed.stdout.splitlines()[0])["state"] == "active"
 
 
+@pytest.mark.slow
 def test_schedule_cli_add_list_pause_resume_remove(tmp_path, capsys, monkeypatch):
     add = cli("schedule", "add", "schedule_jobs:nightly", "--cron", "0 2 * * *", "--timezone", "Europe/Paris",
               "--name", "nightly", "--store", "cleo.db", cwd=tmp_path)
@@ -578,6 +583,7 @@ def test_schedule_cli_add_list_pause_resume_remove(tmp_path, capsys, monkeypatch
         assert message in capsys.readouterr().err, bad
 
 
+@pytest.mark.benchmark
 def test_benchmark_smoke():
     from benchmarks import schedules
 

@@ -101,6 +101,7 @@ MYPIPES = """
 """
 
 
+@pytest.mark.slow
 def test_own_modules_travel_by_value_to_a_stock_cluster(bare_cluster, tmp_path):
     address, _, procs = bare_cluster
     proj = write(tmp_path / "proj", {"mypipes.py": MYPIPES,
@@ -138,6 +139,7 @@ LOCKPKG = {
 }
 
 
+@pytest.mark.slow
 def test_code_that_cannot_travel_is_bad_input_until_uploaded(bare_cluster, tmp_path):
     address, _, procs = bare_cluster
     proj = write(tmp_path / "proj", LOCKPKG)
@@ -153,6 +155,7 @@ def test_code_that_cannot_travel_is_bad_input_until_uploaded(bare_cluster, tmp_p
     assert json.loads(done.stdout[done.stdout.index("{"):])["nodes"]["answer"]["value"] == "hello from u2"
 
 
+@pytest.mark.slow
 def test_a_task_the_cluster_cannot_load_exits_2_naming_the_module(bare_cluster, tmp_path):
     address, _, procs = bare_cluster
     lib = write(tmp_path / "lib", {"helperlib_c.py": "def shout(x):\n    return str(x).upper()\n"})
@@ -191,6 +194,7 @@ def own_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> ob
     return importlib.import_module(name)
 
 
+@pytest.mark.slow
 def test_engine_sends_own_code_and_a_journaled_run_resumes_elsewhere(bare_cluster, tmp_path, monkeypatch):
     address, elsewhere, procs = bare_cluster
     mod = own_module(tmp_path, monkeypatch, """
@@ -236,6 +240,7 @@ def test_engine_sends_own_code_and_a_journaled_run_resumes_elsewhere(bare_cluste
     assert "write_up" in done.stdout and "succeeded" in done.stdout
 
 
+@pytest.mark.slow
 def test_engine_upload_and_code_errors(bare_cluster, tmp_path, monkeypatch):
     address = bare_cluster[0]
     lib = write(tmp_path / "lib", {"helperlib_py.py": "def twice(x):\n    return 2 * x\n"})
@@ -300,6 +305,7 @@ def test_uploads_are_checked_and_directories_zipped(tmp_path):
         shutil.rmtree(Path(made).parent)   # (an upload removes the zips it made once sent)
 
 
+@pytest.mark.slow
 def test_an_upload_with_a_syntax_error_names_it(bare_cluster, tmp_path):
     # a SyntaxError pickled back from the scheduler prints as "None" unless its args are read
     address, _, _ = bare_cluster

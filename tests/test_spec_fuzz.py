@@ -131,6 +131,7 @@ yaml_specs = yaml_mapping({"name": yaml_values, "agent": agents, "nodes": nodes,
                            "fail_fast": st.one_of(st.sampled_from(["true", "false", "'no'"]), yaml_values)})
 
 
+@pytest.mark.slow
 @FUZZ
 @given(text=st.one_of(yaml_specs, yaml_values, st.text(max_size=60)))
 def test_any_yaml_document_loads_or_is_a_cleo_error(folder, text):
@@ -159,6 +160,7 @@ json_specs = st.fixed_dictionaries({"nodes": st.one_of(json_nodes, json_values)}
 })
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=st.one_of(json_specs, json_values), depth=st.sampled_from([0, 0, 0, 200, 5000]))
 def test_any_json_document_loads_or_is_a_cleo_error(folder, data, depth):

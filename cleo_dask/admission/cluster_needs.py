@@ -31,6 +31,7 @@ import warnings
 from typing import Any
 
 from cleo_dask import config as _config
+from cleo_dask.version import __version__
 
 logger = logging.getLogger("cleo_dask")
 
@@ -46,13 +47,11 @@ def scheduler_settings() -> dict[str, Any]:
 
 
 def _scheduler_facts(dask_scheduler: Any = None) -> dict[str, Any]:
-    import cleo_dask
-    return {"version": cleo_dask.__version__, "saturation": dask_scheduler.WORKER_SATURATION}
+    return {"version": __version__, "saturation": dask_scheduler.WORKER_SATURATION}
 
 
 def _worker_version() -> str:
-    import cleo_dask
-    return cleo_dask.__version__
+    return __version__
 
 
 def problems(client: Any) -> list[str]:
@@ -63,7 +62,6 @@ def problems(client: Any) -> list[str]:
 
 def _find(client: Any) -> tuple[list[str], list[str]]:
     """What the cluster lacks: for every run (cleo_dask there, one version), and for I/O-bound runs."""
-    import cleo_dask
     essential: list[str] = []
     io: list[str] = []
     try:
@@ -73,8 +71,8 @@ def _find(client: Any) -> tuple[list[str], list[str]]:
                          "max_concurrency and rate_limit need it")
         facts = None
     if facts is not None:
-        if facts["version"] != cleo_dask.__version__:
-            essential.append(f"the scheduler has cleo_dask {facts['version']}, this client {cleo_dask.__version__}")
+        if facts["version"] != __version__:
+            essential.append(f"the scheduler has cleo_dask {facts['version']}, this client {__version__}")
         if not math.isinf(facts["saturation"]):
             io.append(f"the scheduler queues root-ish tasks (distributed.scheduler.worker-saturation = "
                       f"{facts['saturation']}): a small agent can wait for a big agent's backlog and I/O "
@@ -84,7 +82,7 @@ def _find(client: Any) -> tuple[list[str], list[str]]:
     except Exception as exc:  # noqa: BLE001
         essential.append(f"cleo_dask cannot run on the workers ({type(exc).__name__}: {exc}): install it there")
     else:
-        odd = sorted(w for w, v in versions.items() if v != cleo_dask.__version__)
+        odd = sorted(w for w, v in versions.items() if v != __version__)
         if odd:
             essential.append(f"{len(odd)} worker(s) have another cleo_dask version than this client, e.g. {odd[0]}")
     return essential, io
