@@ -29,6 +29,7 @@ from cleo_dask.monitor import logs as _logs
 from cleo_dask.admission import plugin as _admission
 from cleo_dask.admission import estimates as _estimates
 from cleo_dask.core.outcome import SKIP_STATUSES, Attempt, NodeRecord, Status, TaskResult
+from cleo_dask.failures.decide import DecisionKind, FailedAttempt, decide
 from cleo_dask.failures.rules import ALL_SUCCESS, skip_decision
 from cleo_dask.runs.end import RunEnd
 from cleo_dask.core.worker import FAILED, NodeFailed, NodeOutput, collect_meta, failure_output, skipped_output
@@ -187,29 +188,29 @@ class Run(RunGuard, RunEnd):
             record.worker_losses = max(record.worker_losses, lost)
             _add_attempt(record, attempt)
             mode = self._mode.get(node, "task")
-            policy = retry_policy(self.workflow.nodes[node], self._defaults)
             spec = self.workflow.nodes[node].task
-            final = (mode == "fallback" or error is None or (attempt.crashed and not lost)
-                     or (policy.uses_dask_retries and not lost))
             failed_attempts = sum(1 for a in record.attempts if a.error is not None)
-            if not final and policy.should_retry(error, failed_attempts):
-                delay = policy.delay(error, failed_attempts)
-                self._log("retry", node=node, attempt=failed_attempts + 1, delay=delay)
+            decision = decide(FailedAttempt(error, failed_attempts, attempt.crashed, lost, fallback=mode == "fallback"),
+                              retry_policy(self.workflow.nodes[node], self._defaults),
+                              has_fallback=spec.fallback is not None, has_on_error=spec.on_error is not None,
+                              fail_fast=self.fail_fast)
+            if decision.kind is DecisionKind.RETRY:
+                self._log("retry", node=node, attempt=decision.attempt, delay=decision.after)
                 self._timers += 1
-                self._later(delay, self._retry, key)
+                self._later(decision.after, self._retry, key)
                 return True
             record.error, record.traceback = error, text
-            if spec.on_error is not None and mode != "fallback":
+            if decision.notify:
                 try:
                     spec.on_error(self.agent, node, error)
                 except Exception:  # noqa: BLE001 - a broken notifier must not break the run
                     logger.exception("on_error of task %r failed", node)
-            if self.fail_fast:
+            if decision.kind is DecisionKind.FAIL_RUN:
                 self._known[node] = failure_output(node, error, text)
                 self._log("outcome", node=node, status="failed", error=repr(error)[:500])
                 self._cancel_rest()
                 return True
-            if spec.fallback is not None and mode != "fallback" and not isinstance(error, CodeError):
+            if decision.kind is DecisionKind.FALLBACK:
                 self._mode[node] = "fallback"
                 self._resubmit([node], {node: {"mode": "fallback", "error": error}})
                 self._log("fallback", node=node, key=self._location[node][0])
