@@ -62,9 +62,7 @@ class RunResults:
         if key not in self._outputs:
             fut = self._futures.get(key)
             if key in self._unkept or (fut is None and self._detached is not None and not self._released):
-                from cleo_dask.runs.keep import value_gone
-                raise value_gone(self.id, " / ".join(repr(n) for n in self._units.get(key, (key,))),
-                                 self._detached.reason or "its value was not kept")
+                raise self._detached.value_gone(self.id, " / ".join(repr(n) for n in self._units.get(key, (key,))))
             if fut is None:
                 raise CleoError(f"run {self.id} was released: values not read before release() are gone")
             self._outputs[key] = fut.result()
