@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import time
 import traceback as tb
-from typing import Any
+from typing import Any, NamedTuple
 
 from cleo_dask.core.compile import compile_resubmission, retry_policy
 from cleo_dask.core.outcome import Attempt, NodeRecord
 from cleo_dask.core.worker import NodeFailed, NodeOutput, failure_output, skipped_output
 from cleo_dask.errors import CodeError
-from cleo_dask.failures.decide import DecisionKind, FailedAttempt, decide
+from cleo_dask.failures.decide import Decision, DecisionKind, FailedAttempt, decide
 from cleo_dask.failures.rules import ALL_SUCCESS, skip_decision
 from cleo_dask.runs.assemble import add_attempt
 from cleo_dask.util.futures import erred_exception, lost_elsewhere, worker_losses
@@ -25,73 +25,98 @@ from cleo_dask.util.futures import erred_exception, lost_elsewhere, worker_losse
 logger = logging.getLogger("cleo_dask")
 
 
+class ErredAttempt(NamedTuple):
+    """What the future of a failure's root tells: the node, its attempt, the error and its
+    traceback, the outputs of the nodes of its unit that did finish, and how often a worker died
+    running it (``KilledWorker``)."""
+
+    node: str
+    attempt: Attempt
+    error: BaseException | None
+    traceback: str
+    completed: dict[str, NodeOutput]
+    lost: int
+
+
 class RunSlowPath:
     """The failure-handling part of :class:`~cleo_dask.runs.run.Run` (see the module docstring)."""
 
     def _handle_erred(self, key: str) -> bool:
-        """Act on an erred unit key if it is the root of its failure; True if it was handled."""
+        """Act on an erred unit key if it is the root of its failure; True if it was handled:
+        record the attempt, :func:`decide` what to do, carry that out."""
         with self._lock:
-            fut = self._futures.get(key)
-            if fut is None or key in self._handled or fut.status != "error" or self._cancelled:
+            failed = self._root_failure(key)
+            if failed is None:
                 return False
-            exc = erred_exception(fut)  # never fut.exception(): it waits, and may return None
-            if exc is None:
-                return False  # retried or cancelled meanwhile, or blaming a retried ancestor: watched anew
-            names = self._units[key]
-            if isinstance(exc, NodeFailed):
-                if exc.key != key:
-                    return False  # an ancestor's failure, handled with that ancestor
-                node, attempt, error, text, completed = exc.node, exc.attempt, exc.error, exc.traceback, exc.completed
-                lost = 0
-            else:  # the task could not run at all: worker lost too often, unpicklable, ...
-                if lost_elsewhere(exc, key):
-                    return False  # its ancestor's workers died: handled with that ancestor
-                node = names[0]
-                exc = self._load_error(exc) or exc
-                text = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
-                lost = worker_losses(self._client, key, exc)  # KilledWorker: retried as the policy says
-                # a lost attempt's start is unknown: its end (now, about) orders it among the others
-                attempt = Attempt(1, None, time.time() if lost else None, None, repr(exc), type(exc).__name__,
-                                  crashed=True,
-                                  kind=self._mode.get(node, "task"))
-                error, completed = exc, {}
+            node = failed.node
             self._handled.add(key)
-            self._known.update(completed)
+            self._known.update(failed.completed)
             record = self._records.setdefault(node, NodeRecord())
-            record.worker_losses = max(record.worker_losses, lost)
-            add_attempt(record, attempt)
-            mode = self._mode.get(node, "task")
+            record.worker_losses = max(record.worker_losses, failed.lost)
+            add_attempt(record, failed.attempt)
             spec = self.workflow.nodes[node].task
             failed_attempts = sum(1 for a in record.attempts if a.error is not None)
-            decision = decide(FailedAttempt(error, failed_attempts, attempt.crashed, lost, fallback=mode == "fallback"),
+            decision = decide(FailedAttempt(failed.error, failed_attempts, failed.attempt.crashed, failed.lost,
+                                            fallback=self._mode.get(node, "task") == "fallback"),
                               retry_policy(self.workflow.nodes[node], self._defaults),
                               has_fallback=spec.fallback is not None, has_on_error=spec.on_error is not None,
                               fail_fast=self.fail_fast)
-            if decision.kind is DecisionKind.RETRY:
-                self._log("retry", node=node, attempt=decision.attempt, delay=decision.after)
-                self._timers += 1
-                self._later(decision.after, self._retry, key)
-                return True
-            record.error, record.traceback = error, text
-            if decision.notify:
-                try:
-                    spec.on_error(self.agent, node, error)
-                except Exception:  # noqa: BLE001 - a broken notifier must not break the run
-                    logger.exception("on_error of task %r failed", node)
-            if decision.kind is DecisionKind.FAIL_RUN:
-                self._known[node] = failure_output(node, error, text)
-                self._log("outcome", node=node, status="failed", error=repr(error)[:500])
-                self._cancel_rest()
-                return True
-            if decision.kind is DecisionKind.FALLBACK:
-                self._mode[node] = "fallback"
-                self._resubmit([node], {node: {"mode": "fallback", "error": error}})
-                self._log("fallback", node=node, key=self._location[node][0])
-                return True
+            self._carry_out(decision, key, failed, record)
+            return True
+
+    def _root_failure(self, key: str) -> ErredAttempt | None:
+        """What failed, if the erred ``key`` is the root of its failure (``None``: nothing to do
+        for this key now, or its failure is an ancestor's, handled with that ancestor)."""
+        fut = self._futures.get(key)
+        if fut is None or key in self._handled or fut.status != "error" or self._cancelled:
+            return None
+        exc = erred_exception(fut)  # never fut.exception(): it waits, and may return None
+        if exc is None:
+            return None  # retried or cancelled meanwhile, or blaming a retried ancestor: watched anew
+        names = self._units[key]
+        if isinstance(exc, NodeFailed):
+            if exc.key != key:
+                return None  # an ancestor's failure, handled with that ancestor
+            return ErredAttempt(exc.node, exc.attempt, exc.error, exc.traceback, exc.completed, 0)
+        # the task could not run at all: worker lost too often, unpicklable, ...
+        if lost_elsewhere(exc, key):
+            return None  # its ancestor's workers died: handled with that ancestor
+        node = names[0]
+        exc = self._load_error(exc) or exc
+        text = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
+        lost = worker_losses(self._client, key, exc)  # KilledWorker: retried as the policy says
+        # a lost attempt's start is unknown: its end (now, about) orders it among the others
+        attempt = Attempt(1, None, time.time() if lost else None, None, repr(exc), type(exc).__name__,
+                          crashed=True,
+                          kind=self._mode.get(node, "task"))
+        return ErredAttempt(node, attempt, exc, text, {}, lost)
+
+    def _carry_out(self, decision: Decision, key: str, failed: ErredAttempt, record: NodeRecord) -> None:
+        """Do what :func:`decide` chose for the failure of ``failed.node`` (erred ``key``)."""
+        node, error, text = failed.node, failed.error, failed.traceback
+        if decision.kind is DecisionKind.RETRY:
+            self._log("retry", node=node, attempt=decision.attempt, delay=decision.after)
+            self._timers += 1
+            self._later(decision.after, self._retry, key)
+            return
+        record.error, record.traceback = error, text
+        if decision.notify:
+            try:
+                self.workflow.nodes[node].task.on_error(self.agent, node, error)
+            except Exception:  # noqa: BLE001 - a broken notifier must not break the run
+                logger.exception("on_error of task %r failed", node)
+        if decision.kind is DecisionKind.FAIL_RUN:
+            self._known[node] = failure_output(node, error, text)
+            self._log("outcome", node=node, status="failed", error=repr(error)[:500])
+            self._cancel_rest()
+        elif decision.kind is DecisionKind.FALLBACK:
+            self._mode[node] = "fallback"
+            self._resubmit([node], {node: {"mode": "fallback", "error": error}})
+            self._log("fallback", node=node, key=self._location[node][0])
+        else:
             self._known[node] = failure_output(node, error, text)
             self._log("outcome", node=node, status="failed", error=repr(error)[:500])
             self._propagate_failure(node)
-            return True
 
     def _load_error(self, exc: BaseException) -> CodeError | None:
         """A :class:`CodeError` if the cluster could not load this run's code (asked once per run)."""
