@@ -5,7 +5,7 @@ import random
 
 import cleo_dask as cd
 from cleo_dask.errors import CodeError
-from cleo_dask.failures.decide import Decision, DecisionKind, FailedAttempt, decide
+from cleo_dask.failures.decide import Decision, DecisionKind, FailedAttempt, decide, propagate
 from cleo_dask.failures.retry import RetryPolicy
 
 THREE_RETRIES = RetryPolicy(retries=3, backoff=cd.fixed(2.0))
@@ -84,3 +84,42 @@ def test_a_failed_fallback_fails_the_node_without_notifying_again():
 def test_code_the_cluster_cannot_load_gets_no_fallback():
     cannot_load = FailedAttempt(CodeError("module 'mytasks' not found on the workers"), crashed=True)
     assert decide(cannot_load, RetryPolicy(), has_fallback=True).kind is DecisionKind.FAIL
+
+
+# -- below a node that failed for good: the trigger rules ---------------------------------------
+
+class Node:
+    def __init__(self, *parents, trigger="all_success"):
+        self.parents, self.trigger = parents, trigger
+
+
+class Known:
+    def __init__(self, status, reason=None):
+        self.status, self.reason = status, reason
+
+
+def test_all_success_children_below_a_failure_end_upstream_failed_naming_it():
+    nodes = {"fetch": Node(), "parse": Node("fetch"), "store": Node("parse")}
+    plan = propagate(["parse", "store"], nodes, {"fetch": Known("failed")})
+    assert plan.skipped == {"parse": ("upstream_failed", "upstream 'fetch' failed"),
+                            "store": ("upstream_failed", "upstream 'fetch' failed (via 'parse')")}
+    assert plan.rerun == []
+
+
+def test_all_done_and_one_failed_children_run_again_and_so_does_what_depends_on_them():
+    nodes = {"fetch": Node(), "cleanup": Node("fetch", trigger="all_done"),
+             "alert": Node("fetch", trigger="one_failed"), "report": Node("cleanup", "alert")}
+    plan = propagate(["cleanup", "alert", "report"], nodes, {"fetch": Known("failed")})
+    assert plan.skipped == {} and plan.rerun == ["cleanup", "alert", "report"]
+
+
+def test_nodes_already_known_are_left_alone():
+    nodes = {"fetch": Node(), "cached": Node("fetch"), "after": Node("cached")}
+    plan = propagate(["cached", "after"], nodes, {"fetch": Known("failed"), "cached": Known("succeeded")})
+    assert plan.skipped == {} and plan.rerun == ["after"]
+
+
+def test_below_a_skipped_parent_an_all_success_child_is_skipped():
+    nodes = {"check": Node(), "branch": Node("check"), "leaf": Node("branch")}
+    plan = propagate(["leaf"], nodes, {"check": Known("failed"), "branch": Known("skipped", "condition false")})
+    assert plan.skipped == {"leaf": ("skipped", "upstream 'branch' was skipped")}

@@ -14,16 +14,19 @@ The order, first match wins:
 3. **fail the run** with ``fail_fast``: the node fails, the rest of the run is cancelled;
 4. **fallback**: the node has one (and this was not it) and the error is not a :class:`CodeError`
    (the cluster could not load the code: a fallback would not load either);
-5. **fail** the node: the trigger rules decide what happens below it.
+5. **fail** the node: the trigger rules decide what happens below it (:func:`propagate`).
 """
 from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from cleo_dask.errors import CodeError
 from cleo_dask.failures.retry import RetryPolicy
+from cleo_dask.failures.rules import ALL_SUCCESS, skip_decision
 
 
 class DecisionKind(enum.Enum):
@@ -80,3 +83,55 @@ def decide(failure: FailedAttempt, policy: RetryPolicy, *, has_fallback: bool = 
     if has_fallback and not failure.fallback and not isinstance(error, CodeError):
         return Decision(DecisionKind.FALLBACK, notify=notify)
     return Decision(DecisionKind.FAIL, notify=notify)
+
+
+class NodeLike(Protocol):
+    """What :func:`propagate` reads of a node: its parents' names and its trigger rule."""
+
+    parents: Sequence[str]
+    trigger: str
+
+
+class OutcomeLike(Protocol):
+    """What :func:`propagate` reads of a node's known outcome: its status, and why (skips)."""
+
+    status: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Propagation:
+    """What a node's final failure means below it: ``skipped`` nodes (name -> ``(status,
+    reason)``, in topological order: ``upstream_failed`` or ``skipped`` without running) and
+    those to submit again (``rerun``, their trigger rule lets them run, or decides once their
+    parents are known), in topological order."""
+
+    skipped: dict[str, tuple[str, str]] = field(default_factory=dict)
+    rerun: list[str] = field(default_factory=list)
+
+
+def propagate(descendants: Iterable[str], nodes: Mapping[str, NodeLike],
+              known: Mapping[str, OutcomeLike]) -> Propagation:
+    """Apply the trigger rules below a finally failed node: ``descendants`` of it in topological
+    order, ``known`` the outcomes known on the client (the failure included).  ``all_success``
+    descendants below a failure or a skip do not run; every other unknown descendant (``all_done``,
+    ``one_failed``, and what depends on them) is submitted again, a :class:`Failure` standing in
+    for a failed parent."""
+    out = Propagation()
+    for n in descendants:
+        if n in known or n in out.skipped:
+            continue
+        node = nodes[n]
+        if node.trigger == ALL_SUCCESS:
+            parents = []
+            for p in node.parents:
+                if p in out.skipped:
+                    parents.append((p, *out.skipped[p]))
+                elif p in known:
+                    parents.append((p, known[p].status, known[p].reason))
+            skip = skip_decision(ALL_SUCCESS, parents)
+            if skip is not None:
+                out.skipped[n] = skip
+                continue
+        out.rerun.append(n)
+    return out

@@ -17,8 +17,7 @@ from cleo_dask.core.compile import compile_resubmission, retry_policy
 from cleo_dask.core.outcome import Attempt, NodeRecord
 from cleo_dask.core.worker import NodeFailed, NodeOutput, failure_output, skipped_output
 from cleo_dask.errors import CodeError
-from cleo_dask.failures.decide import Decision, DecisionKind, FailedAttempt, decide
-from cleo_dask.failures.rules import ALL_SUCCESS, skip_decision
+from cleo_dask.failures.decide import Decision, DecisionKind, FailedAttempt, decide, propagate
 from cleo_dask.runs.assemble import add_attempt
 from cleo_dask.util.futures import erred_exception, lost_elsewhere, worker_losses
 
@@ -143,28 +142,16 @@ class RunSlowPath:
             self._changed.notify_all()
 
     def _propagate_failure(self, failed: str) -> None:
-        """Apply the trigger rules below a finally failed node on the client: ``all_success``
-        descendants end ``upstream_failed`` (or ``skipped``, below a skip) without running;
-        ``all_done`` / ``one_failed`` ones (and what depends on them) are submitted again with a
-        :class:`Failure` standing in for the parent."""
-        wf = self.workflow
-        to_run: list[str] = []
-        pending: set[str] = set()
-        for n in wf.descendants([failed]):
-            node = wf.nodes[n]
-            if n in self._known:
-                continue
-            if node.trigger == ALL_SUCCESS:
-                known = [(p, self._known[p].status, self._known[p].reason) for p in node.parents if p in self._known]
-                skip = skip_decision(ALL_SUCCESS, known)
-                if skip is not None:
-                    self._known[n] = skipped_output(skip[1], status=skip[0])
-                    self._log("skipped", node=n, key=self._location[n][0], reason=skip[1], status=skip[0])
-                    continue
-            to_run.append(n)
-            pending.add(n)
+        """Apply the trigger rules below a finally failed node on the client (:func:`propagate`
+        decides, this carries it out): ``all_success`` descendants end ``upstream_failed`` (or
+        ``skipped``, below a skip) without running; ``all_done`` / ``one_failed`` ones (and what
+        depends on them) are submitted again with a :class:`Failure` standing in for the parent."""
+        plan = propagate(self.workflow.descendants([failed]), self.workflow.nodes, self._known)
+        for n, (status, reason) in plan.skipped.items():
+            self._known[n] = skipped_output(reason, status=status)
+            self._log("skipped", node=n, key=self._location[n][0], reason=reason, status=status)
         self._forget_known_units()
-        self._resubmit(to_run, {}) if to_run else self._changed.notify_all()
+        self._resubmit(plan.rerun, {}) if plan.rerun else self._changed.notify_all()
         self._soon(self._maybe_finished)
 
     def _forget_known_units(self) -> None:
