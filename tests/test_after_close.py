@@ -8,7 +8,6 @@ import time
 
 import dask
 import pytest
-from distributed import Client
 
 import cleo_dask as cd
 

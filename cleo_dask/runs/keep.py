@@ -72,6 +72,10 @@ class Detached:
                                  + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""), self.reason)
         return self.outcome
 
+    def value_gone(self, run_id: str, nodes: str) -> CleoError:
+        """The error of reading a value of ``nodes`` (named) that was not kept at close."""
+        return value_gone(run_id, nodes, self.reason or "its value was not kept")
+
 
 def value_gone(run_id: str, nodes: str, reason: str) -> CleoError:
     """The error of reading a value that was not kept when the engine closed."""
