@@ -170,13 +170,13 @@ class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd):
     def visualize(self) -> Any:
         """A picture of the workflow with each node coloured by its state (SVG; inline in notebooks)."""
         from cleo_dask.monitor.pictures import visualize_run
-        return visualize_run(self)
+        return visualize_run(self, self._client)
 
     def show_progress(self, **kwargs: Any) -> bool:
         """Show a progress bar until the run is done (True) or ``timeout=`` passes (False): an
         updating HTML bar in a notebook, a tqdm bar on a terminal, plain lines otherwise."""
-        from cleo_dask.monitor.notebook import show_progress
-        return show_progress(self, **kwargs)
+        from cleo_dask.monitor.notebook import display_progress
+        return display_progress(self, **kwargs)
 
     def progress(self) -> dict[str, int]:
         """Counts of nodes by coarse state (``done``, ``error``, ``pending``), without fetching values."""
