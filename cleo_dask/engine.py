@@ -285,6 +285,13 @@ class Engine:
                 self._scheduler = self._new_scheduler(ScheduleStore(self.store))
             return self._scheduler
 
+    def serve_schedules(self, store: Any) -> Any:
+        """Fire the schedules kept in ``store`` (a :class:`~cleo_dask.schedules.store.ScheduleStore`)
+        from this engine, holding the store's lease (``cleo-dask serve``); the scheduling loop."""
+        with self._lock:
+            self._scheduler = self._new_scheduler(store, require_lease=True)
+            return self._scheduler
+
     def _new_scheduler(self, store: Any, **kwargs: Any) -> Any:
         """The scheduling loop of ``store`` firing this engine's runs (pre-staged when the cluster can hold them)."""
         return self._scheduled_runs().new_scheduler(store, **kwargs)
@@ -298,6 +305,15 @@ class Engine:
         return self._scheduled
 
     # -- durable runs (issue 10: journal, result store, resume, history) ---------------------
+    def use_store(self, store: Any) -> Any:
+        """Journal this engine's runs in ``store`` from now on (as ``Engine(store=...)`` does), unless it
+        already keeps a journal; the :class:`~cleo_dask.durable.durability.Durability`.  A bad store
+        is a :class:`StoreError` (and closes the engine: it would have failed at construction)."""
+        if self.durable is None:
+            self.store = store
+            self.durable = self._start_durable(store)
+        return self.durable
+
     def _start_durable(self, store: Any) -> Any:
         if store is None:
             return None

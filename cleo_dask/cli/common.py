@@ -163,8 +163,7 @@ def make_durable(engine: Any, store: Any) -> None:
     """Give an engine made by the CLI a journal (as ``Engine(store=...)`` does); a bad store
     closes the engine and is bad input (exit 2)."""
     try:
-        engine.store = store
-        engine.durable = engine._start_durable(store)
+        engine.use_store(store)
     except StoreError as exc:
         raise BadInput(str(exc)) from None
 

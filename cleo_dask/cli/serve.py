@@ -65,12 +65,8 @@ def serve(args: Any, *, stop: threading.Event | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
-        if getattr(engine, "durable", None) is None and hasattr(engine, "_start_durable"):
-            engine.store = args.store  # the run journal (issue 10) shares the file: scheduled runs are journaled
-            engine.durable = engine._start_durable(args.store)
-        with engine._lock:
-            engine._scheduler = engine._new_scheduler(store, require_lease=True)
-        scheduler = engine._scheduler
+        engine.use_store(args.store)  # the run journal shares the file: scheduled runs are journaled
+        scheduler = engine.serve_schedules(store)
         # a long-lived daemon: what exists now (modules, the cluster) lives as long as it does, so keep it
         # out of the garbage collector's full passes, whose pauses would stall every thread (and so firings)
         gc.collect()

@@ -44,7 +44,7 @@ class RunResults:
                 out = self._output(k)
                 self._metas[k] = out.meta() if isinstance(out, NodeOutput) else tuple(o.meta() for o in out)
 
-    def _prefetch(self, nodes: list[str]) -> None:
+    def prefetch(self, nodes: list[str]) -> None:
         """Fetch the outputs of ``nodes`` not fetched yet in one ``gather`` (not one per key)."""
         with self._lock:
             futs = {}
@@ -106,7 +106,7 @@ class RunResults:
     def _collect_attempt_events(self) -> None:
         """Failed attempts retried by Dask itself are known only from the workers' events."""
         events = self.events()
-        if not self._sealed:  # the run is done (an outcome is built): _seal_events needs no second call
+        if not self._sealed:  # the run is done (an outcome is built): seal_events needs no second call
             self._event_log = events
         for _, msg in events:
             if isinstance(msg, dict) and msg.get("kind") == "attempt":
@@ -115,7 +115,7 @@ class RunResults:
                                           msg.get("error"), msg.get("error_type"), bool(msg.get("timed_out")),
                                           kind=msg.get("mode", "task")))
 
-    def _node_results(self) -> dict[str, TaskResult]:
+    def node_results(self) -> dict[str, TaskResult]:
         """Every node's :class:`TaskResult` as things stand (the run is done: see ``result()``)."""
         with self._lock:
             self._collect_attempt_events()
@@ -129,7 +129,7 @@ class RunOutcome(Mapping[str, TaskResult]):
 
     def __init__(self, run: Any):
         self.run = run   # the Run (values are fetched through it when read)
-        self._results = run._node_results()
+        self._results = run.node_results()
 
     def __getitem__(self, node: str) -> TaskResult:
         return self._results[node]
@@ -171,7 +171,7 @@ class RunOutcome(Mapping[str, TaskResult]):
     def values_by_node(self, nodes: Iterable[str] | None = None) -> dict[str, Any]:
         """The values of ``nodes`` (default: every node), fetched now in one gather."""
         names = list(self._results) if nodes is None else list(nodes)
-        self.run._prefetch([n for n in names if n in self._results])
+        self.run.prefetch([n for n in names if n in self._results])
         return {n: self._results[n].value for n in names}
 
     def __repr__(self) -> str:

@@ -8,7 +8,7 @@
 * the run's events, copied once it ended (:meth:`RunEnd.events`): its topic can then be retired
   on the scheduler (:mod:`cleo_dask.runs.forget`);
 * what the engine's close keeps (:mod:`cleo_dask.runs.keep`): the values fetched for the run, the
-  outcome and status (:meth:`RunEnd._detach`).
+  outcome and status (:meth:`RunEnd.detach`).
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ class RunEnd:
     def _state(self) -> tuple:
         return (self._gen, len(self._known), len(self._handled), self._cancelled, self._timers)
 
-    def _cached_outcome(self, state: tuple | None = None) -> Any:
+    def cached_outcome(self, state: tuple | None = None) -> Any:
         """The cached outcome (of ``state``, default the current one), if still there."""
         with self._lock:
             cached = self._outcome
@@ -49,7 +49,7 @@ class RunEnd:
     def _cache_outcome(self, state: tuple, outcome: Any) -> None:
         self._outcome = (state, weakref.ref(outcome) if self._outcome_weak else outcome)
 
-    def _hold_outcome_weakly(self) -> None:
+    def hold_outcome_weakly(self) -> None:
         """From now on cache the outcome weakly (the engine has used it: the run has ended)."""
         with self._lock:
             self._outcome_weak = True
@@ -68,7 +68,7 @@ class RunEnd:
         except Exception:  # noqa: BLE001
             return ()
 
-    def _seal_events(self) -> None:
+    def seal_events(self) -> None:
         """Keep a copy of the topic's events (announcements left out); the topic may then go."""
         with self._lock:
             if self._sealed:
@@ -78,7 +78,7 @@ class RunEnd:
                                     if not (isinstance(e[1], dict) and e[1].get("kind") in ("run", "keys")))
             self._sealed = True
 
-    def _unread_futures(self) -> list[tuple[str, Future]]:
+    def unread_futures(self) -> list[tuple[str, Future]]:
         """The finished futures whose value this client has not fetched (nor knows otherwise)."""
         with self._lock:
             known = self._known
@@ -86,15 +86,15 @@ class RunEnd:
                     if f.status == "finished" and k not in self._outputs
                     and not all(n in known for n in self._units.get(k, ()))]
 
-    def _unkept_nodes(self) -> list[str]:
+    def unkept_nodes(self) -> list[str]:
         """Nodes whose value was not kept when the engine closed."""
         return [n for n, (k, _) in self._location.items() if k in self._unkept and n not in self._known]
 
-    def _detach(self, values: Mapping[str, Any], detached: Any) -> None:
+    def detach(self, values: Mapping[str, Any], detached: Any) -> None:
         """The engine is closing: keep ``values`` (by key) and ``detached`` (the outcome, the
         status), then let the cluster forget the run."""
         with self._lock:
-            unread = {k for k, _ in self._unread_futures()}
+            unread = {k for k, _ in self.unread_futures()}
             for k in unread & values.keys():
                 self._outputs[k] = values[k]
             self._unkept = unread - values.keys()

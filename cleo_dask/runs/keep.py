@@ -41,11 +41,11 @@ class KeptRun(Protocol):
     def done(self) -> bool: ...
     def result(self, timeout: float | None = None, fetch: bool = False) -> Any: ...
     def status(self) -> str: ...
-    def _cached_outcome(self) -> Any: ...
-    def _hold_outcome_weakly(self) -> None: ...
-    def _unread_futures(self) -> list[tuple[str, Any]]: ...
-    def _unkept_nodes(self) -> list[str]: ...
-    def _detach(self, values: Mapping[str, Any], detached: Detached) -> None: ...
+    def cached_outcome(self) -> Any: ...
+    def hold_outcome_weakly(self) -> None: ...
+    def unread_futures(self) -> list[tuple[str, Any]]: ...
+    def unkept_nodes(self) -> list[str]: ...
+    def detach(self, values: Mapping[str, Any], detached: Detached) -> None: ...
 
 
 class Detached:
@@ -66,7 +66,7 @@ class Detached:
                             + (f" ({self.reason})" if self.reason else "")
                             + "; wait for runs (run.result()) before closing the engine")
         if fetch:
-            missing = self.outcome.run._unkept_nodes()
+            missing = self.outcome.run.unkept_nodes()
             if missing:
                 raise value_gone(run_id, ", ".join(repr(n) for n in missing[:5])
                                  + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""), self.reason)
@@ -115,7 +115,7 @@ def _let_go(client: Any, registry: Any) -> list[str]:
     from cleo_dask.runs.forget import mute
     runs = registry.alive()
     for run in runs:
-        run._hold_outcome_weakly()
+        run.hold_outcome_weakly()
     topics = [run_topic(run.id) for run in runs]
     mute(client, topics)
     registry.hold_all_weakly()
@@ -134,7 +134,7 @@ def keep_runs(client: Any, runs: Iterable[KeptRun]) -> None:
     for run in runs:
         try:
             if not usable:  # no call to a cluster that is gone: an outcome built already, if any
-                cached = run._cached_outcome()
+                cached = run.cached_outcome()
                 if cached is not None:
                     outcomes[run.id] = cached
             elif run.done():
@@ -151,7 +151,7 @@ def keep_runs(client: Any, runs: Iterable[KeptRun]) -> None:
     for run in runs:
         try:
             outcome = outcomes.get(run.id)
-            run._detach(kept, Detached(outcome, _status(run) if outcome is not None else "cancelled", reason))
+            run.detach(kept, Detached(outcome, _status(run) if outcome is not None else "cancelled", reason))
         except Exception:  # noqa: BLE001 - closing must not fail
             logger.debug("run %s: detaching at close failed", run.id, exc_info=True)
 
@@ -161,7 +161,7 @@ def _fetch(client: Any, runs: list[KeptRun]) -> tuple[dict[str, Any], str]:
     ``(values by key, reason given for those left out)``."""
     limit = fetch_limit()
     wanted = [(key, fut) for run in sorted(runs, key=lambda r: r.started, reverse=True)
-              for key, fut in run._unread_futures()]
+              for key, fut in run.unread_futures()]
     if not wanted:
         return {}, ""
     timeout = float(_config.get("close-fetch-timeout", 60))

@@ -76,7 +76,7 @@ class Launcher:
             for priority, group in chunks:
                 futures = send_graph(self.client, Compiled.merge([c for _, c in group]), priority)
                 sent.update(run.id for run, _ in group)
-                watch = [(run, run._adopt(futures, c.keys)) for run, c in group]
+                watch = [(run, run.adopt(futures, c.keys)) for run, c in group]
                 self.client.loop.add_callback(_await_runs, watch)  # one hop to the loop for the batch
         except BaseException as exc:
             if journal is not None:  # journaled as running, never sent: not running under this process
@@ -94,8 +94,8 @@ class Launcher:
             self.registry[run.id] = run
         if extra.get("resumed"):
             self.events.wait_sent()  # an earlier run of this id retires its topic first
-        self.client.subscribe_topic(run_topic(run.id), run._on_event)
-        run._log("run", **_run_fields(run, compiled), **extra)
+        self.client.subscribe_topic(run_topic(run.id), run.on_event)
+        run.log_event("run", **_run_fields(run, compiled), **extra)
 
     def announce_many(self, prepared: list[tuple[Run, Compiled]]) -> None:
         """:meth:`announce` for a batch: the ``run`` events in one call that returns once the
@@ -114,11 +114,11 @@ class Launcher:
         client = self.client
         if not (hasattr(client, "_event_handlers") and hasattr(client, "_send_to_scheduler_safe")):
             for run, _ in prepared:
-                client.subscribe_topic(run_topic(run.id), run._on_event)
+                client.subscribe_topic(run_topic(run.id), run.on_event)
             return
         msgs = []
         for run, _ in prepared:  # what Client.subscribe_topic does, without a loop hop per run
-            client._event_handlers[run_topic(run.id)] = run._on_event
+            client._event_handlers[run_topic(run.id)] = run.on_event
             msgs.append({"op": "subscribe-topic", "topic": run_topic(run.id), "client": client.id})
         client.loop.add_callback(_send_all, client, msgs)
 
@@ -133,13 +133,13 @@ class Launcher:
         outcome = None
         try:
             outcome = run.result()  # held while the listeners read it
-            run._log("finished", status=run.status(), counts=outcome.counts(), ended=run.ended)
+            run.log_event("finished", status=run.status(), counts=outcome.counts(), ended=run.ended)
         except Exception:  # noqa: BLE001
             logger.debug("finishing run %s", run.id, exc_info=True)
-        run._seal_events()
+        run.seal_events()
         self.notify("finished", run)
         self.events.retire(run_topic(run.id))
-        run._hold_outcome_weakly()
+        run.hold_outcome_weakly()
         del outcome
         self.registry.finished(run.id)
 
@@ -148,7 +148,7 @@ async def _await_runs(watch: list[tuple[Run, list[Any]]]) -> None:
     """On the client's loop: each run of a batch looks at itself once its sinks are done."""
     for run, sinks in watch:
         if sinks:
-            asyncio.ensure_future(run._await_done(sinks))
+            asyncio.ensure_future(run.await_done(sinks))
 
 
 def _send_all(client: Any, msgs: list[dict[str, Any]]) -> None:

@@ -130,12 +130,12 @@ class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd):
             if self._final_status is None and self._lost is None:
                 self._final_status = self._status_now()  # the driver may not have announced it yet
             state = self._state()
-            outcome = self._cached_outcome(state)
+            outcome = self.cached_outcome(state)
             if outcome is None:
                 outcome = RunOutcome(self)
                 self._cache_outcome(state, outcome)
         if fetch:
-            self._prefetch(list(self.workflow.nodes))
+            self.prefetch(list(self.workflow.nodes))
         return outcome
 
     def status(self) -> str:
@@ -165,7 +165,7 @@ class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd):
         """Cancel every node not finished yet (they end ``cancelled``); pending retries are dropped."""
         with self._lock:
             self._cancel_rest()
-            self._log("finished", status="cancelled", counts={}, ended=time.time())
+            self.log_event("finished", status="cancelled", counts={}, ended=time.time())
 
     def visualize(self) -> Any:
         """A picture of the workflow with each node coloured by its state (SVG; inline in notebooks)."""

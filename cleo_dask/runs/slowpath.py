@@ -94,7 +94,7 @@ class RunSlowPath:
         """Do what :func:`decide` chose for the failure of ``failed.node`` (erred ``key``)."""
         node, error, text = failed.node, failed.error, failed.traceback
         if decision.kind is DecisionKind.RETRY:
-            self._log("retry", node=node, attempt=decision.attempt, delay=decision.after)
+            self.log_event("retry", node=node, attempt=decision.attempt, delay=decision.after)
             self._timers += 1
             self._later(decision.after, self._retry, key)
             return
@@ -106,15 +106,15 @@ class RunSlowPath:
                 logger.exception("on_error of task %r failed", node)
         if decision.kind is DecisionKind.FAIL_RUN:
             self._known[node] = failure_output(node, error, text)
-            self._log("outcome", node=node, status="failed", error=repr(error)[:500])
+            self.log_event("outcome", node=node, status="failed", error=repr(error)[:500])
             self._cancel_rest()
         elif decision.kind is DecisionKind.FALLBACK:
             self._mode[node] = "fallback"
             self._resubmit([node], {node: {"mode": "fallback", "error": error}})
-            self._log("fallback", node=node, key=self._location[node][0])
+            self.log_event("fallback", node=node, key=self._location[node][0])
         else:
             self._known[node] = failure_output(node, error, text)
-            self._log("outcome", node=node, status="failed", error=repr(error)[:500])
+            self.log_event("outcome", node=node, status="failed", error=repr(error)[:500])
             self._propagate_failure(node)
 
     def _load_error(self, exc: BaseException) -> CodeError | None:
@@ -149,7 +149,7 @@ class RunSlowPath:
         plan = propagate(self.workflow.descendants([failed]), self.workflow.nodes, self._known)
         for n, (status, reason) in plan.skipped.items():
             self._known[n] = skipped_output(reason, status=status)
-            self._log("skipped", node=n, key=self._location[n][0], reason=reason, status=status)
+            self.log_event("skipped", node=n, key=self._location[n][0], reason=reason, status=status)
         self._forget_known_units()
         self._resubmit(plan.rerun, {}) if plan.rerun else self._changed.notify_all()
         self._soon(self._maybe_finished)
@@ -198,7 +198,7 @@ class RunSlowPath:
         self._location.update(compiled.location)
         # announce the new keys before the old ones are released, so monitors never take the
         # release of a replaced key for the node's end
-        self._log("keys", nodes={n: compiled.location[n][0] for n in names})
+        self.log_event("keys", nodes={n: compiled.location[n][0] for n in names})
         self._submit(compiled)
         still_used = {k for k, _ in self._location.values()}
         for k in old_keys - still_used:

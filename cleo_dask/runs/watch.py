@@ -39,9 +39,9 @@ class RunWatch:
 
     def _submit(self, compiled: Compiled) -> None:
         """Send a (re)compiled part of this run and watch its sinks."""
-        self._watch(self._adopt(send_graph(self._client, compiled, self.priority), compiled.keys))
+        self._watch(self.adopt(send_graph(self._client, compiled, self.priority), compiled.keys))
 
-    def _adopt(self, futures: Mapping[str, Future], keys: Iterable[str]) -> list[Future]:
+    def adopt(self, futures: Mapping[str, Future], keys: Iterable[str]) -> list[Future]:
         """Take the futures of ``keys`` (from this run's submission, or one made for many runs at
         once); return those of its sinks, to watch: the driver looks at the run once they are all
         done (one waiter on the client's loop per batch, not a callback and a thread hop per sink;
@@ -57,7 +57,7 @@ class RunWatch:
         """Watch the futures of those of ``keys`` that are sinks (after a retry replaced them)."""
         self._watch([self._futures[k] for k in keys if not self._children[self._units[k][-1]]])
 
-    def _root_keys(self) -> list[str]:
+    def root_keys(self) -> list[str]:
         """The Dask keys of the units the run starts with (those a not-before time holds)."""
         nodes = self.workflow.nodes
         return [k for k, names in self._units.items() if not nodes[names[0]].parents]
@@ -76,16 +76,16 @@ class RunWatch:
     def _watch(self, futures: list[Future]) -> None:
         """Look at the run on the driver once all ``futures`` are done (erred ones are handled)."""
         if futures:
-            self._client.loop.add_callback(self._await_done, futures)
+            self._client.loop.add_callback(self.await_done, futures)
 
-    async def _await_done(self, futures: list[Future]) -> None:
+    async def await_done(self, futures: list[Future]) -> None:
         await _all_done(futures)
         for f in futures:
             if f.status == "error":
                 self._soon(self._handle_erred_safely, f.key)
         self._soon(self._maybe_finished)
 
-    def _on_event(self, item: tuple[float, dict[str, Any]]) -> None:
+    def on_event(self, item: tuple[float, dict[str, Any]]) -> None:
         """Events of this run's topic (called on the client's event loop: keep it short)."""
         msg = item[1]
         if isinstance(msg, dict) and msg.get("kind") == "attempt" and msg.get("mode", "task") == "task":
@@ -113,7 +113,7 @@ class RunWatch:
         self._changed.notify_all()
         self._soon(self._maybe_finished)
 
-    def _log(self, kind: str, **fields: Any) -> None:
+    def log_event(self, kind: str, **fields: Any) -> None:
         """Publish an event of this run, in order, without waiting (the monitor plugin replays
         transitions of keys that arrive before the events announcing them)."""
         if self._sealed:

@@ -124,7 +124,7 @@ class ScheduledRuns:
     def withdraw(self, runs: list[RunLike]) -> list[bool]:
         """Cancel the pre-staged ``runs`` the cluster has not released yet; True for each one cancelled."""
         from cleo_dask.admission.plugin import withdraw
-        roots = {run.id: run._root_keys() for run in runs}
+        roots = {run.id: run.root_keys() for run in runs}
         gone = set(withdraw(self.client, [k for keys in roots.values() for k in keys]))
         out = []
         for run in runs:
