@@ -1,4 +1,4 @@
-"""Tasks and scripts for tests/test_durable.py (importable as ``durable_tasks`` by workers and by
+"""Tasks and scripts for tests/durable/test_durable.py (importable as ``durable_tasks`` by workers and by
 the subprocesses the tests start; run as a script: ``python durable_tasks.py crash|many ...``).
 
 Every task execution appends one line, its node's label, to the file ``agent.config["log"]``.

@@ -1,5 +1,5 @@
 """Tasks of the run kept in ``tests/data/old_layout_store`` (written by cleo_dask before its
-modules moved into subpackages); ``tests/test_persisted_layout.py`` resumes that run."""
+modules moved into subpackages); ``tests/durable/test_persisted_layout.py`` resumes that run."""
 from __future__ import annotations
 
 import cleo_dask as cd

@@ -159,7 +159,7 @@ def test_schedule_add_refuses_bad_numbers_with_exit_2(args, message, tmp_path, c
 
 
 # -- item 4: a worker lost at every try is retried by the node's policy --------------------------
-# (tests/test_failures.py: test_a_task_that_kills_its_worker_is_retried_by_its_policy)
+# (tests/failures/test_failures.py: test_a_task_that_kills_its_worker_is_retried_by_its_policy)
 
 
 # -- item 5: raw errors where a clear one belongs --------------------------------------------------

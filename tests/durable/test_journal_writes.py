@@ -19,7 +19,7 @@ import pytest
 import cleo_dask as cd
 from cleo_dask.durable.journal import Journal
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # tests/: the helper modules and data
 
 
 @pytest.fixture

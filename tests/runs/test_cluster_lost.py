@@ -22,12 +22,12 @@ import cleo_dask as cd
 from cleo_dask.durable.journal import Journal
 from cleo_dask.cli.main import main
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # tests/: the helper modules and data
 
 
 def _env() -> dict[str, str]:
     env = env_with_tasks(DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION="inf")
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), env["PYTHONPATH"]])
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(Path(__file__).resolve().parent), env["PYTHONPATH"]])
     return env
 
 

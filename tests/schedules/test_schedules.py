@@ -26,7 +26,7 @@ from cleo_dask.schedules.triggers import CronTrigger, IntervalTrigger, trigger_f
 
 UTC = timezone.utc
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parent.parent  # tests/: schedule_jobs.py
 
 
 def wait_until(predicate, timeout=20.0, every=0.05):

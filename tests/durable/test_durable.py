@@ -17,7 +17,7 @@ import cleo_dask as cd
 from cleo_dask.durable.journal import Journal
 from cleo_dask.durable.resultstore import ResultStore
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # tests/: the helper modules and data
 ROOT = HERE.parent
 
 

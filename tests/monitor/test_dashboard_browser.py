@@ -22,7 +22,7 @@ import cleo_dask as cd
 
 pytestmark = pytest.mark.chromium  # a headless Chromium loads the page
 
-ARTIFACTS = Path(__file__).parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 

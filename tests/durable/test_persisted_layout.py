@@ -18,7 +18,7 @@ from cleo_dask.durable.journal import Journal
 from cleo_dask.durable.resultstore import ResultStore
 from cleo_dask.durable.unpickle import current_name, loads
 
-OLD = Path(__file__).resolve().parent / "data" / "old_layout_store"
+OLD = Path(__file__).resolve().parent.parent / "data" / "old_layout_store"
 RUN_ID = (OLD / "RUN_ID").read_text().strip()
 
 
