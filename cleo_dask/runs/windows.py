@@ -103,6 +103,16 @@ class RunWindows:
         plan = self._windows
         return plan is not None and key in plan.released
 
+    def window_stats(self) -> dict[str, Any]:
+        """A windowed run's windows: how many were sent, how many units were released, the mean
+        seconds measured per task (empty for a run sent in one graph)."""
+        plan = self._windows
+        if plan is None:
+            return {}
+        with self._lock:
+            return {"sent": plan.sent_windows, "released": len(plan.released), "unsent": plan.remaining,
+                    "durations": plan.durations}
+
     def known_metas(self, keys: list[str]) -> dict[str, Any]:
         """The records of ``keys`` the client has fetched already (a released unit's are only here)."""
         with self._lock:
@@ -111,7 +121,9 @@ class RunWindows:
     def _arm_window(self, keys: list[str]) -> None:
         self._window_keys.extend(keys)
         futs = [self._futures[k] for k in keys if k in self._futures]
-        part = futs[:max(1, math.ceil(len(futs) * self._windows.settings.send_at))]
+        # the last window: once all done, what it holds that no child needs is released too
+        at = self._windows.settings.send_at if self._windows.remaining else 1.0
+        part = futs[:max(1, math.ceil(len(futs) * at))]
         self._client.loop.add_callback(self._await_window, part)
 
     async def _await_window(self, futures: list[Any]) -> None:
@@ -121,11 +133,13 @@ class RunWindows:
     def _next_window(self) -> None:
         """On the driver: measure and release what finished, then send the next window."""
         plan = self._windows
-        if plan is None or not plan.held:
+        if plan is None:
             return
         self._fetch_metas()   # the records of what finished: durations, and the outcome of what is released
         with self._lock:
             self._measure_and_release(plan)
+            if not plan.held:
+                return
             if self._cancelled or self._lost is not None or self._finished_event_sent:
                 self._stop_windows(plan)
                 return
