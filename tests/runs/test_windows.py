@@ -105,7 +105,7 @@ def test_a_windowed_run_ends_as_the_same_run_sent_in_one_graph(engine):
     assert windowed == whole
     assert whole["n2_3"][0] == "failed" and whole["n5_0"][0] == "upstream_failed"
     assert whole["n6_3"][0] == "succeeded" and whole["n3_5"][0] == "succeeded"
-    assert stats["sent"] >= 4 and stats["unsent"] == 0 and stats["released"] > 0
+    assert stats["sent"] >= 2 and stats["unsent"] == 0 and stats["released"] > 0
     assert run.status() == "failed"
     assert len(run.result()["n2_3"].attempts) == 2
     assert "Step" in stats["durations"]   # measured in the run, handed to the next windows
