@@ -17,7 +17,7 @@ from cleo_dask.core import shipping as _shipping
 from cleo_dask.core.agent import Agent, check_picklable
 from cleo_dask.failures.backoff import Backoff, fixed
 from cleo_dask.admission.cluster_needs import check_cluster, check_run
-from cleo_dask.core.compile import Defaults, compile_workflow
+from cleo_dask.core.compile import Defaults
 from cleo_dask.cluster.connect import connect
 from cleo_dask.runs.driver import Driver
 from cleo_dask.runs.eventsend import EventSender
@@ -29,6 +29,7 @@ from cleo_dask.runs.registry import RunRegistry
 from cleo_dask.runs.launch import Launcher
 from cleo_dask.runs.run import Run
 from cleo_dask.runs.submission import batch_item, check_submission
+from cleo_dask.runs.windows import compile_run
 from cleo_dask.core.task import as_spec
 from cleo_dask.core.workflow import Workflow
 
@@ -169,11 +170,13 @@ class Engine:
                 checked.add(id(agent))
         check_submission(priority, fail_fast, not_before)
         run_id = uuid.uuid4().hex[:16]
-        compiled = compile_workflow(wf, run_id, agent, defaults=self.defaults, priority=priority,
-                                    fuse=bool(_config.get("fuse-chains", True)), critical_path=critical_path,
-                                    inputs=inputs, not_before=not_before)
+        past = (lambda: self.durable.journal.node_durations(wf.name)) if self.durable is not None else None
+        compiled, windows = compile_run(wf, run_id, agent, past=past, defaults=self.defaults, priority=priority,
+                                        fuse=bool(_config.get("fuse-chains", True)), critical_path=critical_path,
+                                        inputs=inputs, not_before=not_before)
         run = self.launcher.new_run(wf, agent, run_id, compiled, priority=priority, fail_fast=fail_fast,
                                     defaults=self.defaults, name=name)
+        run.use_windows(windows)   # a big workflow: the rest goes window by window
         run.inputs = dict(inputs) if inputs else {}  # kept by the journal to resume the run
         return run, compiled
 

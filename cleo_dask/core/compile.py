@@ -199,8 +199,15 @@ def bottom_levels(wf: Workflow, default_duration: float | None = None,
 def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Defaults = Defaults(),
                      priority: float = 0, fuse: bool = True,
                      critical_path: bool | Mapping[str, float] | None = None,
-                     inputs: Mapping[str, Any] | None = None, not_before: float | None = None) -> Compiled:
+                     inputs: Mapping[str, Any] | None = None, not_before: float | None = None,
+                     durations: Mapping[str, float] | None = None, names: Iterable[str] | None = None,
+                     external: Mapping[str, tuple[str, int]] | None = None) -> Compiled:
     """Compile every node of ``wf`` for run ``run_id``; ``agent`` is embedded once.
+
+    ``names``: compile only these nodes (a topologically ordered subset: one window of a big run,
+    see :mod:`cleo_dask.runs.windows`); their parents outside it are read from ``external``
+    (node -> the Dask key holding its output, and its index in that key's unit or -1).
+    ``durations``: task name -> seconds measured (earlier in the run, or in earlier runs).
 
     ``not_before``: epoch seconds before which the run's root units are held on the scheduler
     (holding no slot; see :mod:`cleo_dask.admission.plugin`): scheduled runs handed over ahead of time.
@@ -211,8 +218,8 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     """
     compiled = Compiled({}, {}, {})
     literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
-    _add_units(compiled, wf, list(wf.nodes), run_id, agent, defaults, fuse, gen=0, literals=literals,
-               external={}, overrides={})
+    _add_units(compiled, wf, list(wf.nodes) if names is None else list(names), run_id, agent, defaults, fuse,
+               gen=0, literals=literals, external=external or {}, overrides={})
     if not_before is not None:
         for key, names in compiled.units.items():
             if not wf.nodes[names[0]].parents:

@@ -227,9 +227,9 @@ class Durability:
         new = list(units)
         if not new:
             return
-        metas: dict[str, Any] = {}
+        metas: dict[str, Any] = run.known_metas(new)   # a unit a windowed run released: only there
         try:
-            for found in self.engine.client.run(collect_meta, new).values():
+            for found in self.engine.client.run(collect_meta, [k for k in new if k not in metas]).values():
                 metas.update(found)
         except Exception:  # noqa: BLE001 - statuses then come at the end of the run
             logger.debug("collect_meta failed", exc_info=True)

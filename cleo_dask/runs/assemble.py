@@ -16,6 +16,7 @@ from cleo_dask.core.outcome import SKIP_STATUSES, Attempt, NodeRecord, Status, T
 from cleo_dask.core.worker import NodeFailed, NodeOutput, collect_meta
 from cleo_dask.errors import CleoError
 from cleo_dask.runs.html import outcome_html
+from cleo_dask.runs.windows import released_error
 from cleo_dask.util.futures import erred_exception
 from cleo_dask.util.gcpause import gc_paused
 
@@ -63,6 +64,8 @@ class RunResults:
             fut = self._futures.get(key)
             if key in self._unkept or (fut is None and self._detached is not None and not self._released):
                 raise self._detached.value_gone(self.id, " / ".join(repr(n) for n in self._units.get(key, (key,))))
+            if fut is None and self.window_released(key):
+                raise released_error(self.id, " / ".join(repr(n) for n in self._units.get(key, (key,))))
             if fut is None:
                 raise CleoError(f"run {self.id} was released: values not read before release() are gone")
             self._outputs[key] = fut.result()
@@ -84,6 +87,8 @@ class RunResults:
                                   worker=attempts[-1].worker if attempts else None,
                                   worker_losses=record.worker_losses, run_id=self.id)
             return result_from_meta(node, out.meta(), record, self.id, value=out.value, losses=record.worker_losses)
+        if node not in self._location:   # a windowed run ended before sending it
+            return TaskResult(node, Status.CANCELLED, run_id=self.id, reason="cancelled before it was sent")
         key, idx = self._location[node]
         fut = self._futures.get(key)
         st, released_error = (fut.status, None) if fut is not None else self._released.get(key, ("released", None))

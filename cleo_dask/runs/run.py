@@ -30,6 +30,7 @@ from cleo_dask.runs.html import agent_label, run_html
 from cleo_dask.runs.slowpath import RunSlowPath
 from cleo_dask.runs.waiting import RunWaiting
 from cleo_dask.runs.watch import RunWatch, send_graph
+from cleo_dask.runs.windows import RunWindows
 from cleo_dask.util.futures import release_futures
 
 if TYPE_CHECKING:
@@ -39,13 +40,14 @@ if TYPE_CHECKING:
 __all__ = ["Run", "RunOutcome", "send_graph"]
 
 
-class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd):
+class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd, RunWindows):
     """A running (or finished) workflow for one agent.  Returned by :meth:`Engine.submit`.
 
     Its parts, one idea each, work over the fields set here: the futures
     (:mod:`~cleo_dask.runs.watch`), the failure slow path (:mod:`~cleo_dask.runs.slowpath`),
     waiting (:mod:`~cleo_dask.runs.waiting`), the outcome (:mod:`~cleo_dask.runs.assemble`), the
-    driver guard (:mod:`~cleo_dask.runs.guard`) and what is kept at its end (:mod:`~cleo_dask.runs.end`).
+    driver guard (:mod:`~cleo_dask.runs.guard`), what is kept at its end (:mod:`~cleo_dask.runs.end`)
+    and, for a big workflow, its windows (:mod:`~cleo_dask.runs.windows`).
     """
 
     def __init__(self, context: RunContext, workflow: Workflow, agent: Any, run_id: str, compiled: Compiled, *,
@@ -190,8 +192,11 @@ class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd):
                 if n in self._known:
                     counts["done"] += 1
                     continue
-                st = self._futures[key].status if key in self._futures else "pending"
+                st = self._futures[key].status if key in self._futures else \
+                    "finished" if self.window_released(key) else "pending"
                 counts["done" if st == "finished" else "error" if st == "error" else "pending"] += 1
+            for n in self.unsent():   # a windowed run's nodes not sent yet
+                counts["done" if n in self._known else "pending"] += 1
         return counts
 
     @property

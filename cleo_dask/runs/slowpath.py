@@ -138,7 +138,8 @@ class RunSlowPath:
                 names = self._units[key]
                 downstream = set(names) | set(self.workflow.descendants(names))
                 self._watch_sinks(sorted({self._location[n][0] for n in downstream
-                                          if not self._children[n] and n not in self._known}))
+                                          if not self._children[n] and n not in self._known
+                                          and n in self._location}))
             self._changed.notify_all()
 
     def _propagate_failure(self, failed: str) -> None:
@@ -149,7 +150,7 @@ class RunSlowPath:
         plan = propagate(self.workflow.descendants([failed]), self.workflow.nodes, self._known)
         for n, (status, reason) in plan.skipped.items():
             self._known[n] = skipped_output(reason, status=status)
-            self.log_event("skipped", node=n, key=self._location[n][0], reason=reason, status=status)
+            self.log_event("skipped", node=n, key=self._location.get(n, ("",))[0], reason=reason, status=status)
         self._forget_known_units()
         self._resubmit(plan.rerun, {}) if plan.rerun else self._changed.notify_all()
         self._soon(self._maybe_finished)
@@ -171,7 +172,8 @@ class RunSlowPath:
         """Submit ``roots`` and every unfinished descendant of ``roots`` + ``after`` under new keys."""
         wf = self.workflow
         subset = set(roots) | set(wf.descendants(list(roots) + list(after)))
-        names = [n for n in wf.nodes if n in subset and (n in roots or n not in self._known)]
+        # a windowed run's nodes not sent yet go with their window, their parents as they are then
+        names = [n for n in wf.nodes if n in subset and (n in roots or n not in self._known) and n in self._location]
         for n in roots:
             self._known.pop(n, None)
         if not names:

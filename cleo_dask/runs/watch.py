@@ -70,8 +70,11 @@ class RunWatch:
     def finished_units(self, seen: Container[str] = ()) -> dict[str, tuple[str, ...]]:
         """The units whose futures have finished, but those in ``seen``: key -> node names (the journal's poller)."""
         with self._lock:
-            return {k: self._units[k] for k, f in self._futures.items()
-                    if f.status == "finished" and k not in seen and k in self._units}
+            found = {k: self._units[k] for k, f in self._futures.items()
+                     if f.status == "finished" and k not in seen and k in self._units}
+            found.update((k, self._units[k]) for k, (st, _) in self._released.items()   # released by windows
+                         if st == "finished" and k not in seen and k in self._units)
+            return found
 
     def _watch(self, futures: list[Future]) -> None:
         """Look at the run on the driver once all ``futures`` are done (erred ones are handled)."""
@@ -112,6 +115,8 @@ class RunWatch:
             self._client.cancel(pending)
         self._changed.notify_all()
         self._soon(self._maybe_finished)
+        if self._windows is not None:
+            self._soon(self._next_window)   # it sends no more windows
 
     def log_event(self, kind: str, **fields: Any) -> None:
         """Publish an event of this run, in order, without waiting (the monitor plugin replays
