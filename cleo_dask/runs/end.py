@@ -99,5 +99,6 @@ class RunEnd:
                 self._outputs[k] = values[k]
             self._unkept = unread - values.keys()
             self._detached = detached
+            self._drop_retired()
             release_futures(self._client, list(self._futures.values()))
             self._futures = {}

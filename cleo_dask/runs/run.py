@@ -27,6 +27,7 @@ from cleo_dask.runs.assemble import RunOutcome, RunResults
 from cleo_dask.runs.end import RunEnd
 from cleo_dask.runs.guard import RunGuard
 from cleo_dask.runs.html import agent_label, run_html
+from cleo_dask.runs.retire import RunRetired
 from cleo_dask.runs.slowpath import RunSlowPath
 from cleo_dask.runs.waiting import RunWaiting
 from cleo_dask.runs.watch import RunWatch, send_graph
@@ -40,14 +41,15 @@ if TYPE_CHECKING:
 __all__ = ["Run", "RunOutcome", "send_graph"]
 
 
-class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd, RunWindows):
+class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd, RunWindows, RunRetired):
     """A running (or finished) workflow for one agent.  Returned by :meth:`Engine.submit`.
 
     Its parts, one idea each, work over the fields set here: the futures
     (:mod:`~cleo_dask.runs.watch`), the failure slow path (:mod:`~cleo_dask.runs.slowpath`),
     waiting (:mod:`~cleo_dask.runs.waiting`), the outcome (:mod:`~cleo_dask.runs.assemble`), the
     driver guard (:mod:`~cleo_dask.runs.guard`), what is kept at its end (:mod:`~cleo_dask.runs.end`)
-    and, for a big workflow, its windows (:mod:`~cleo_dask.runs.windows`).
+    the keys it replaced (:mod:`~cleo_dask.runs.retire`) and, for a big workflow, its windows
+    (:mod:`~cleo_dask.runs.windows`).
     """
 
     def __init__(self, context: RunContext, workflow: Workflow, agent: Any, run_id: str, compiled: Compiled, *,
@@ -69,6 +71,7 @@ class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd, RunWi
         self._location: dict[str, tuple[str, int]] = dict(compiled.location)
         self._units: dict[str, tuple[str, ...]] = dict(compiled.units)
         self._futures: dict[str, Future] = {}
+        self._retired: list[Future] = []   # of keys replaced: held until the run ends (runs.retire)
         self._known: dict[str, NodeOutput] = {}
         self._records: dict[str, NodeRecord] = {}
         self._mode: dict[str, str] = {}
@@ -214,6 +217,7 @@ class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd, RunWi
                 self._fetch_metas()
                 self._released.update((k, (f.status, f.exception() if f.status == "error" else None))
                                       for k, f in self._futures.items())
+            self._drop_retired()
             release_futures(self._client, list(self._futures.values()))
             self._futures = {}
 

@@ -157,19 +157,15 @@ class RunSlowPath:
 
     def _forget_known_units(self) -> None:
         """Drop the futures of units whose every node's outcome is now known here (a stale
-        generation may still wait on an erred ancestor: cancel it rather than wait for it)."""
-        stale = []
-        for key, names in list(self._units.items()):
-            if key in self._futures and all(n in self._known for n in names):
-                fut = self._futures.pop(key)
-                if fut.status == "pending":
-                    stale.append(fut)
-        if stale:
-            self._client.cancel(stale)
+        generation may still wait on an erred ancestor: cancel it rather than wait for it); they
+        are retired (:mod:`cleo_dask.runs.retire`), not dropped."""
+        self._retire([self._futures.pop(key) for key, names in list(self._units.items())
+                      if key in self._futures and all(n in self._known for n in names)])
         self._interrupt_waiters()
 
     def _resubmit(self, roots: list[str], overrides: dict[str, dict[str, Any]], after: list[str] = ()) -> None:
-        """Submit ``roots`` and every unfinished descendant of ``roots`` + ``after`` under new keys."""
+        """Submit ``roots`` and every unfinished descendant of ``roots`` + ``after`` under new keys
+        (the keys replaced are retired: :mod:`cleo_dask.runs.retire`)."""
         wf = self.workflow
         subset = set(roots) | set(wf.descendants(list(roots) + list(after)))
         # a windowed run's nodes not sent yet go with their window, their parents as they are then
@@ -204,7 +200,7 @@ class RunSlowPath:
         self._submit(compiled)
         still_used = {k for k, _ in self._location.values()}
         for k in old_keys - still_used:
-            self._futures.pop(k, None)
             self._units.pop(k, None)
+        self._retire([self._futures.pop(k, None) for k in old_keys - still_used])
         self._interrupt_waiters()
         self._changed.notify_all()

@@ -120,4 +120,5 @@ class RunWaiting:
                 return
             self._finished_event_sent = True
             self._final_status = self._status_now()
+            self._drop_retired()   # nothing retries now: the replaced keys can go (runs.retire)
         self._context.on_finished(self)
