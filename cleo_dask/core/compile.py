@@ -32,6 +32,7 @@ from cleo_dask.failures.retry import RetryPolicy
 from cleo_dask.core.shipping import data_node, graph_value
 from cleo_dask.core.task import TaskSpec
 from cleo_dask.core.nodeoutput import NodeOutput
+from cleo_dask.core.plainunit import PlainUnit
 from cleo_dask.core.worker import NodeCall, UnitCall, run_unit, run_unit_async
 from cleo_dask.core.node import Node
 from cleo_dask.core.workflow import Workflow
@@ -290,7 +291,20 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
     mid, suffix = f"-{run_id}-", (f"-{gen}" if gen else "")
     policies: dict[int, tuple[TaskSpec, RetryPolicy]] = {}   # id(spec) -> (spec, kept alive; its policy)
     refs: dict[str, TaskRef] = {}   # one reference per unit, shared by the units depending on it
+    ref_of: dict[str, TaskRef] = {}   # node of a single-node unit -> the reference to its unit
     for unit in plan_units(wf, names, defaults, fuse):
+        if len(unit) == 1:
+            n = unit[0]
+            node = nodes[n]
+            if (not overrides or n not in overrides) and not (inputs_key and receives_inputs(node, input_names)):
+                try:
+                    parent_refs = [ref_of[p] for p in node.parents]
+                except KeyError:   # a parent in a multi-node unit, or from an earlier generation
+                    parent_refs = None
+                if parent_refs is not None:
+                    ref_of[n] = _add_plain(compiled, node, run_id, f"{node.task.name}{mid}{n}{suffix}", parent_refs,
+                                           agent_arg, store, agent, limited, defaults, policies)
+                    continue
         # Dask groups tasks by the key's prefix (``key_split``: the words before the run id), so
         # the prefix is the *task's* name: one group per function, as the dashboard shows them,
         # rather than one per node (10,000 prefixes slow the scheduler's duration estimates).
@@ -336,6 +350,7 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
                 compiled.admission[key] = limits
         if len(unit) == 1:
             location[unit[0]] = (key, -1)
+            ref_of[unit[0]] = refs.get(key) or _new_ref(refs, key)
             spec = first.task
             hit = policies.get(id(spec))
             if hit is None or hit[0] is not spec:
@@ -345,6 +360,29 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
         else:
             for i, n in enumerate(unit):
                 location[n] = (key, i)
+
+
+def _add_plain(compiled: Compiled, node: Node, run_id: str, key: str, parent_refs: list[TaskRef], agent_arg: Any,
+               store: Any, agent: Any, limited: bool, defaults: Defaults,
+               policies: dict[int, tuple[TaskSpec, RetryPolicy]]) -> TaskRef:
+    """Add ``node`` as a single-node unit whose dependencies are its parents' units, in order (the
+    commonest unit, held as a :class:`PlainUnit`); returns the reference to its key."""
+    spec = node.task
+    func = run_unit_async if spec.is_async or spec.io_bound else run_unit
+    compiled.dsk[key] = t = Task(key, func, PlainUnit(run_id, key, node, store), agent_arg, *parent_refs)
+    t.kwargs = _NO_KWARGS
+    name = node.name
+    compiled.units[key] = (name,)
+    compiled.location[name] = (key, -1)
+    if limited or spec.rate_limit is not None:
+        if (limits := unit_admission([spec], agent)) is not None:
+            compiled.admission[key] = limits
+    hit = policies.get(id(spec))
+    if hit is None or hit[0] is not spec:
+        hit = policies[id(spec)] = (spec, retry_policy(node, defaults))
+    if hit[1].uses_dask_retries:
+        compiled.retries[key] = hit[1].retries
+    return TaskRef(key)
 
 
 def _new_ref(refs: dict[str, TaskRef], key: str) -> TaskRef:
