@@ -152,22 +152,24 @@ def plan_units(wf: Workflow, names: Iterable[str], defaults: Defaults, fuse: boo
     chosen = list(names)
     if not fuse:
         return [[n] for n in chosen]
-    counts = child_counts(wf)
-    unit_of: dict[str, list[str]] = {}
+    once = child_counts(wf).get   # (compared with 1: only an only child's parent can be fused with it)
+    unit_of: dict[str, list[str]] = {}   # a chosen only child's parent -> its unit
     units: list[list[str]] = []
+    append = units.append
     for n in chosen:
         node = nodes[n]
         parents = node.parents
-        if len(parents) == 1 and counts[parents[0]] == 1 and parents[0] in unit_of \
-                and _fusable_tasks(nodes[parents[0]], node, defaults):
-            unit = unit_of[parents[0]]
-            if unit[-1] == parents[0]:   # (unit_of only holds chosen nodes)
+        if len(parents) == 1:
+            p = parents[0]
+            unit = unit_of.get(p)
+            if unit is not None and unit[-1] == p and _fusable_tasks(nodes[p], node, defaults):
                 unit.append(n)
-                unit_of[n] = unit
+                if once(n) == 1:
+                    unit_of[n] = unit
                 continue
         unit = [n]
-        units.append(unit)
-        if counts[n] == 1:   # only an only child's parent can be fused with it
+        append(unit)
+        if once(n) == 1:
             unit_of[n] = unit
     return units
 
@@ -292,18 +294,19 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
     policies: dict[int, tuple[TaskSpec, RetryPolicy]] = {}   # id(spec) -> (spec, kept alive; its policy)
     refs: dict[str, TaskRef] = {}   # one reference per unit, shared by the units depending on it
     ref_of: dict[str, TaskRef] = {}   # node of a single-node unit -> the reference to its unit
+    parent_ref = ref_of.__getitem__
+    plain = _PlainUnits(compiled, run_id, agent_arg, store, agent, limited, defaults)
     for unit in plan_units(wf, names, defaults, fuse):
         if len(unit) == 1:
             n = unit[0]
             node = nodes[n]
             if (not overrides or n not in overrides) and not (inputs_key and receives_inputs(node, input_names)):
                 try:
-                    parent_refs = [ref_of[p] for p in node.parents]
+                    parent_refs = tuple(map(parent_ref, node.parents))
                 except KeyError:   # a parent in a multi-node unit, or from an earlier generation
-                    parent_refs = None
-                if parent_refs is not None:
-                    ref_of[n] = _add_plain(compiled, node, run_id, f"{node.task.name}{mid}{n}{suffix}", parent_refs,
-                                           agent_arg, store, agent, limited, defaults, policies)
+                    pass
+                else:
+                    ref_of[n] = plain.add(node, f"{node.task.name}{mid}{n}{suffix}", parent_refs)
                     continue
         # Dask groups tasks by the key's prefix (``key_split``: the words before the run id), so
         # the prefix is the *task's* name: one group per function, as the dashboard shows them,
@@ -362,27 +365,43 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
                 location[n] = (key, i)
 
 
-def _add_plain(compiled: Compiled, node: Node, run_id: str, key: str, parent_refs: list[TaskRef], agent_arg: Any,
-               store: Any, agent: Any, limited: bool, defaults: Defaults,
-               policies: dict[int, tuple[TaskSpec, RetryPolicy]]) -> TaskRef:
-    """Add ``node`` as a single-node unit whose dependencies are its parents' units, in order (the
-    commonest unit, held as a :class:`PlainUnit`); returns the reference to its key."""
-    spec = node.task
-    func = run_unit_async if spec.is_async or spec.io_bound else run_unit
-    compiled.dsk[key] = t = Task(key, func, PlainUnit(run_id, key, node, store), agent_arg, *parent_refs)
-    t.kwargs = _NO_KWARGS
-    name = node.name
-    compiled.units[key] = (name,)
-    compiled.location[name] = (key, -1)
-    if limited or spec.rate_limit is not None:
-        if (limits := unit_admission([spec], agent)) is not None:
-            compiled.admission[key] = limits
-    hit = policies.get(id(spec))
-    if hit is None or hit[0] is not spec:
-        hit = policies[id(spec)] = (spec, retry_policy(node, defaults))
-    if hit[1].uses_dask_retries:
-        compiled.retries[key] = hit[1].retries
-    return TaskRef(key)
+class _PlainUnits:
+    """Adds single-node units whose dependencies are their node's parents' units, in order (the
+    commonest unit, held as a :class:`PlainUnit`), with as little work per node as possible."""
+
+    def __init__(self, compiled: Compiled, run_id: str, agent_arg: Any, store: Any, agent: Any, limited: bool,
+                 defaults: Defaults):
+        self.compiled, self.run_id, self.agent_arg, self.store = compiled, run_id, agent_arg, store
+        self.agent, self.limited, self.defaults = agent, limited, defaults
+        self.dsk, self.units, self.location = compiled.dsk, compiled.units, compiled.location
+        self.spec: Any = None          # the last node's task, and what follows from it:
+        self.func: Any = None          # the Dask task function,
+        self.retries = 0               # Dask's immediate retries,
+        self.admitted = False          # whether admission limits may apply
+
+    def add(self, node: Node, key: str, parent_refs: tuple[TaskRef, ...]) -> TaskRef:
+        """Add ``node`` under ``key``; return the reference to its key."""
+        spec = node.task
+        if spec is not self.spec:      # (a big graph: mostly runs of nodes sharing one task)
+            self._new_spec(node)
+        self.dsk[key] = t = Task(key, self.func, PlainUnit(self.run_id, key, node, self.store), self.agent_arg,
+                                 *parent_refs)
+        t.kwargs = _NO_KWARGS
+        name = node.name
+        self.units[key] = (name,)
+        self.location[name] = (key, -1)
+        if self.retries:
+            self.compiled.retries[key] = self.retries
+        if self.admitted and (limits := unit_admission([spec], self.agent)) is not None:
+            self.compiled.admission[key] = limits
+        return TaskRef(key)
+
+    def _new_spec(self, node: Node) -> None:
+        spec = self.spec = node.task
+        self.func = run_unit_async if spec.is_async or spec.io_bound else run_unit
+        policy = retry_policy(node, self.defaults)
+        self.retries = policy.retries if policy.uses_dask_retries else 0
+        self.admitted = self.limited or spec.rate_limit is not None
 
 
 def _new_ref(refs: dict[str, TaskRef], key: str) -> TaskRef:
