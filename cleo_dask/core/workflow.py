@@ -25,6 +25,8 @@ class Workflow:
     >>> wf.add(summarize, after=[a], when=lambda fetch: bool(fetch))
     """
 
+    _checked = 0   # (a workflow pickled before this attribute existed: every node is checked again)
+
     def __init__(self, name: str = "workflow"):
         if not isinstance(name, str) or not name:
             raise WorkflowError(f"a workflow's name must be a non-empty string, got {name!r}")
