@@ -148,29 +148,36 @@ def child_counts(wf: Workflow) -> Counter:
 
 def plan_units(wf: Workflow, names: Iterable[str], defaults: Defaults, fuse: bool = True) -> list[list[str]]:
     """Group ``names`` (a topologically ordered subset) into units of linear runs."""
+    return [list(unit) for unit in unit_plan(wf, names, defaults, fuse)]
+
+
+def unit_plan(wf: Workflow, names: Iterable[str], defaults: Defaults,
+              fuse: bool = True) -> list[tuple[str, ...] | list[str]]:
+    """:func:`plan_units` as compiling uses it: a unit that cannot grow (its last node has no only
+    child) is a tuple, kept as is in :attr:`Compiled.units` (a million nodes: no list made and
+    dropped per node, which would leave its memory scattered among what is kept)."""
     nodes = wf.nodes
-    chosen = list(names)
     if not fuse:
-        return [[n] for n in chosen]
+        return [(n,) for n in names]
     once = child_counts(wf).get   # (compared with 1: only an only child's parent can be fused with it)
-    unit_of: dict[str, list[str]] = {}   # a chosen only child's parent -> its unit
-    units: list[list[str]] = []
+    unit_of: dict[str, list[str]] = {}   # an only child's parent -> its unit
+    units: list[tuple[str, ...] | list[str]] = []
     append = units.append
-    for n in chosen:
-        node = nodes[n]
-        parents = node.parents
+    for n in names:
+        parents = nodes[n].parents
         if len(parents) == 1:
             p = parents[0]
             unit = unit_of.get(p)
-            if unit is not None and unit[-1] == p and _fusable_tasks(nodes[p], node, defaults):
+            if unit is not None and unit[-1] == p and _fusable_tasks(nodes[p], nodes[n], defaults):
                 unit.append(n)
                 if once(n) == 1:
                     unit_of[n] = unit
                 continue
-        unit = [n]
-        append(unit)
         if once(n) == 1:
-            unit_of[n] = unit
+            unit_of[n] = unit = [n]
+            append(unit)
+        else:
+            append((n,))
     return units
 
 
@@ -296,7 +303,7 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
     ref_of: dict[str, TaskRef] = {}   # node of a single-node unit -> the reference to its unit
     parent_ref = ref_of.__getitem__
     plain = _PlainUnits(compiled, run_id, agent_arg, store, agent, limited, defaults)
-    for unit in plan_units(wf, names, defaults, fuse):
+    for unit in unit_plan(wf, names, defaults, fuse):
         if len(unit) == 1:
             n = unit[0]
             node = nodes[n]
@@ -306,7 +313,7 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
                 except KeyError:   # a parent in a multi-node unit, or from an earlier generation
                     pass
                 else:
-                    ref_of[n] = plain.add(node, f"{node.task.name}{mid}{n}{suffix}", parent_refs)
+                    ref_of[n] = plain.add(node, f"{node.task.name}{mid}{n}{suffix}", parent_refs, unit)
                     continue
         # Dask groups tasks by the key's prefix (``key_split``: the words before the run id), so
         # the prefix is the *task's* name: one group per function, as the dashboard shows them,
@@ -379,8 +386,8 @@ class _PlainUnits:
         self.retries = 0               # Dask's immediate retries,
         self.admitted = False          # whether admission limits may apply
 
-    def add(self, node: Node, key: str, parent_refs: tuple[TaskRef, ...]) -> TaskRef:
-        """Add ``node`` under ``key``; return the reference to its key."""
+    def add(self, node: Node, key: str, parent_refs: tuple[TaskRef, ...], unit: Any) -> TaskRef:
+        """Add ``node`` (``unit``: its one name) under ``key``; return the reference to its key."""
         spec = node.task
         if spec is not self.spec:      # (a big graph: mostly runs of nodes sharing one task)
             self._new_spec(node)
@@ -388,7 +395,7 @@ class _PlainUnits:
                                  *parent_refs)
         t.kwargs = _NO_KWARGS
         name = node.name
-        self.units[key] = (name,)
+        self.units[key] = tuple(unit)   # (the plan's own tuple, unless a list)
         self.location[name] = (key, -1)
         if self.retries:
             self.compiled.retries[key] = self.retries
