@@ -139,3 +139,20 @@ def test_validate_after_building_still_reports_workflow_level_problems():
     wf.add(needs)
     with pytest.raises(cd.WorkflowError, match="missing input 'city'"):
         wf.validate(inputs={})
+
+
+def test_a_node_after_a_fused_run_is_compact_and_reads_the_runs_last_output():
+    wf = cd.Workflow()
+    wf.add(top)
+    wf.add(side, name="left", after="top")    # top -> left: one fused run (left is top's only child)
+    wf.add(top, name="right")
+    wf.add(join, after=["left", "right"])
+    compiled = compile_workflow(wf, "r1", cd.Agent("a"))
+    assert compiled.location["left"][1] == 1
+    unit = compiled.dsk[compiled.location["join"][0]].args[0]
+    assert isinstance(unit, PlainUnit)
+    (call,) = pickle.loads(pickle.dumps(unit)).nodes
+    assert call.inputs == (("left", 0, 1), ("right", 1, -1))
+    run = (NodeOutput(1, "succeeded"), NodeOutput(2, "succeeded"))   # the fused run's outputs
+    out = run_unit(unit, cd.Agent("a"), run, NodeOutput(5, "succeeded"))
+    assert out.value == 25

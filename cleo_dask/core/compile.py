@@ -32,7 +32,7 @@ from cleo_dask.failures.retry import RetryPolicy
 from cleo_dask.core.shipping import data_node, graph_value
 from cleo_dask.core.task import TaskSpec
 from cleo_dask.core.nodeoutput import NodeOutput
-from cleo_dask.core.plainunit import PlainUnit
+from cleo_dask.core.plainunit import IndexedPlainUnit, PlainUnit
 from cleo_dask.core.worker import NodeCall, UnitCall, run_unit, run_unit_async
 from cleo_dask.core.node import Node
 from cleo_dask.core.workflow import Workflow
@@ -301,6 +301,7 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
     policies: dict[int, tuple[TaskSpec, RetryPolicy]] = {}   # id(spec) -> (spec, kept alive; its policy)
     refs: dict[str, TaskRef] = {}   # one reference per unit, shared by the units depending on it
     ref_of: dict[str, TaskRef] = {}   # node of a single-node unit -> the reference to its unit
+    tail_of: dict[str, tuple[TaskRef, int]] = {}   # last node of a multi-node unit -> (reference, index)
     parent_ref = ref_of.__getitem__
     plain = _PlainUnits(compiled, run_id, agent_arg, store, agent, limited, defaults)
     for unit in unit_plan(wf, names, defaults, fuse):
@@ -309,11 +310,11 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
             node = nodes[n]
             if (not overrides or n not in overrides) and not (inputs_key and receives_inputs(node, input_names)):
                 try:
-                    parent_refs = tuple(map(parent_ref, node.parents))
-                except KeyError:   # a parent in a multi-node unit, or from an earlier generation
-                    pass
-                else:
-                    ref_of[n] = plain.add(node, f"{node.task.name}{mid}{n}{suffix}", parent_refs, unit)
+                    parent_refs, indexes = tuple(map(parent_ref, node.parents)), None
+                except KeyError:   # a parent at the end of a multi-node unit, or from an earlier generation
+                    parent_refs, indexes = _tail_refs(node.parents, ref_of, tail_of)
+                if parent_refs is not None:
+                    ref_of[n] = plain.add(node, f"{node.task.name}{mid}{n}{suffix}", parent_refs, unit, indexes)
                     continue
         # Dask groups tasks by the key's prefix (``key_split``: the words before the run id), so
         # the prefix is the *task's* name: one group per function, as the dashboard shows them,
@@ -370,6 +371,26 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
         else:
             for i, n in enumerate(unit):
                 location[n] = (key, i)
+            tail_of[unit[-1]] = (refs.get(key) or _new_ref(refs, key), len(unit) - 1)   # (only it has other children)
+
+
+def _tail_refs(parents: tuple[str, ...], ref_of: Mapping[str, TaskRef], tail_of: Mapping[str, tuple[TaskRef, int]]
+               ) -> tuple[tuple[TaskRef, ...] | None, tuple[int, ...] | None]:
+    """The parents' references and their indexes in their units' outputs (``-1``: a single-node
+    unit's whole output), when each parent's unit was compiled here; else ``(None, None)``.  Only
+    the last node of a fused run has children outside it, so the parents' units are distinct."""
+    refs, indexes = [], []
+    for p in parents:
+        ref = ref_of.get(p)
+        if ref is not None:
+            refs.append(ref)
+            indexes.append(-1)
+        elif (tail := tail_of.get(p)) is not None:
+            refs.append(tail[0])
+            indexes.append(tail[1])
+        else:
+            return None, None
+    return tuple(refs), tuple(indexes)
 
 
 class _PlainUnits:
@@ -386,12 +407,14 @@ class _PlainUnits:
         self.retries = 0               # Dask's immediate retries,
         self.admitted = False          # whether admission limits may apply
 
-    def add(self, node: Node, key: str, parent_refs: tuple[TaskRef, ...], unit: Any) -> TaskRef:
-        """Add ``node`` (``unit``: its one name) under ``key``; return the reference to its key."""
+    def add(self, node: Node, key: str, parent_refs: tuple[TaskRef, ...], unit: Any,
+            indexes: tuple[int, ...] | None = None) -> TaskRef:
+        """Add ``node`` (``unit``: its one name) under ``key``; return the reference to its key.
+        ``indexes``: each parent's index in its unit's output (``None``: all ``-1``)."""
         spec = node.task
         if spec is not self.spec:      # (a big graph: mostly runs of nodes sharing one task)
             self._new_spec(node)
-        self.dsk[key] = t = Task(key, self.func, PlainUnit(self.run_id, key, node, self.store), self.agent_arg,
+        self.dsk[key] = t = Task(key, self.func, PlainUnit(self.run_id, key, node, self.store) if indexes is None else IndexedPlainUnit(self.run_id, key, node, self.store, indexes), self.agent_arg,
                                  *parent_refs)
         t.kwargs = _NO_KWARGS
         name = node.name

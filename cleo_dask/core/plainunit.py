@@ -1,10 +1,10 @@
-"""The compact form of the commonest unit: one node, each parent's whole output as an argument.
+"""The compact form of the commonest unit: one node whose Dask dependency ``i`` is parent ``i``'s unit.
 
 A compiled workflow holds one unit per Dask task until the run is submitted.  A
 :class:`~cleo_dask.core.worker.UnitCall` with its tuple of one :class:`~cleo_dask.core.worker.NodeCall`
 and that call's ``(parent, position, index)`` triples costs about 390 bytes a node; most nodes of a
-big graph are single-node units whose parents are single-node units too (dependency ``i`` of the
-Dask task is parent ``i``), so everything the call says is already in the workflow's
+big graph are single-node units whose parents are single-node units or end fused runs (dependency
+``i`` of the Dask task is parent ``i``'s unit), so everything the call says is already in the workflow's
 :class:`~cleo_dask.core.node.Node`.  :class:`PlainUnit` keeps that node (64 bytes) and makes the
 ``UnitCall`` when asked: pickled (what the workers receive) it *is* that ``UnitCall``.
 """
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 
 class PlainUnit:
-    """A single-node unit whose Dask dependencies are its node's parents, in order (each a
-    single-node unit); reads like a :class:`UnitCall` (``run_id``, ``key``, ``nodes``, ``store``)."""
+    """A single-node unit whose Dask dependencies are its node's parents' units, in order (each
+    parent a single-node unit: its whole output); reads like a :class:`UnitCall` (``run_id``, ``key``, ``nodes``, ``store``)."""
 
     __slots__ = ("run_id", "key", "node", "store")
 
@@ -43,4 +43,21 @@ class PlainUnit:
         return (UnitCall, (self.run_id, self.key, self.nodes, self.store))
 
     def __repr__(self) -> str:
-        return f"PlainUnit({self.key!r})"
+        return f"{type(self).__name__}({self.key!r})"
+
+
+class IndexedPlainUnit(PlainUnit):
+    """A :class:`PlainUnit` some of whose parents end a fused run: dependency ``i`` is parent ``i``'s
+    unit, whose output holds it at ``indexes[i]`` (``-1``: the unit's whole output)."""
+
+    __slots__ = ("indexes",)
+
+    def __init__(self, run_id: str, key: str, node: Node, store: OutputStore | None, indexes: tuple[int, ...]):
+        self.run_id, self.key, self.node, self.store, self.indexes = run_id, key, node, store, indexes
+
+    @property
+    def nodes(self) -> tuple[NodeCall, ...]:
+        """The unit's one :class:`NodeCall` (made anew on each access)."""
+        node = self.node
+        inputs = tuple([(p, i, idx) for i, (p, idx) in enumerate(zip(node.parents, self.indexes))])
+        return (NodeCall(node.name, node.task, inputs, node.when, node.trigger),)
