@@ -97,7 +97,9 @@ class Workflow:
         except CycleFound as found:
             names = found.cycle + found.cycle[:1]
             raise WorkflowError(f"the graph has a cycle: {' -> '.join(map(str, names))}") from None
-        missing = [n for n in graph.nodes if n not in tasks and "task" not in graph.nodes[n]]
+        # (``tasks`` names only nodes of the graph: when it has as many, it names every one)
+        missing = [] if len(tasks) == len(graph) else [
+            n for n in graph.nodes if n not in tasks and "task" not in graph.nodes[n]]
         if missing:
             raise WorkflowError(f"node(s) without a task: {', '.join(map(repr, missing))}")
         wf = cls(name)
