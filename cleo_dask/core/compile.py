@@ -414,8 +414,9 @@ class _PlainUnits:
         spec = node.task
         if spec is not self.spec:      # (a big graph: mostly runs of nodes sharing one task)
             self._new_spec(node)
-        self.dsk[key] = t = Task(key, self.func, PlainUnit(self.run_id, key, node, self.store) if indexes is None else IndexedPlainUnit(self.run_id, key, node, self.store, indexes), self.agent_arg,
-                                 *parent_refs)
+        unit_call = (PlainUnit(self.run_id, key, node, self.store) if indexes is None
+                     else IndexedPlainUnit(self.run_id, key, node, self.store, indexes))
+        self.dsk[key] = t = Task(key, self.func, unit_call, self.agent_arg, *parent_refs)
         t.kwargs = _NO_KWARGS
         name = node.name
         self.units[key] = tuple(unit)   # (the plan's own tuple, unless a list)

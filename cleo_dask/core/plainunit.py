@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 class PlainUnit:
     """A single-node unit whose Dask dependencies are its node's parents' units, in order (each
-    parent a single-node unit: its whole output); reads like a :class:`UnitCall` (``run_id``, ``key``, ``nodes``, ``store``)."""
+    parent a single-node unit: its whole output); reads like a :class:`UnitCall` (``run_id``,
+    ``key``, ``nodes``, ``store``)."""
 
     __slots__ = ("run_id", "key", "node", "store")
 
