@@ -32,6 +32,7 @@ from cleo_dask.failures.retry import RetryPolicy
 from cleo_dask.core.shipping import data_node, graph_value
 from cleo_dask.core.task import TaskSpec
 from cleo_dask.core.nodeoutput import NodeOutput
+from cleo_dask.core.plainunit import IndexedPlainUnit, PlainUnit
 from cleo_dask.core.worker import NodeCall, UnitCall, run_unit, run_unit_async
 from cleo_dask.core.node import Node
 from cleo_dask.core.workflow import Workflow
@@ -147,27 +148,36 @@ def child_counts(wf: Workflow) -> Counter:
 
 def plan_units(wf: Workflow, names: Iterable[str], defaults: Defaults, fuse: bool = True) -> list[list[str]]:
     """Group ``names`` (a topologically ordered subset) into units of linear runs."""
+    return [list(unit) for unit in unit_plan(wf, names, defaults, fuse)]
+
+
+def unit_plan(wf: Workflow, names: Iterable[str], defaults: Defaults,
+              fuse: bool = True) -> list[tuple[str, ...] | list[str]]:
+    """:func:`plan_units` as compiling uses it: a unit that cannot grow (its last node has no only
+    child) is a tuple, kept as is in :attr:`Compiled.units` (a million nodes: no list made and
+    dropped per node, which would leave its memory scattered among what is kept)."""
     nodes = wf.nodes
-    chosen = list(names)
     if not fuse:
-        return [[n] for n in chosen]
-    counts = child_counts(wf)
-    unit_of: dict[str, list[str]] = {}
-    units: list[list[str]] = []
-    for n in chosen:
-        node = nodes[n]
-        parents = node.parents
-        if len(parents) == 1 and counts[parents[0]] == 1 and parents[0] in unit_of \
-                and _fusable_tasks(nodes[parents[0]], node, defaults):
-            unit = unit_of[parents[0]]
-            if unit[-1] == parents[0]:   # (unit_of only holds chosen nodes)
+        return [(n,) for n in names]
+    once = child_counts(wf).get   # (compared with 1: only an only child's parent can be fused with it)
+    unit_of: dict[str, list[str]] = {}   # an only child's parent -> its unit
+    units: list[tuple[str, ...] | list[str]] = []
+    append = units.append
+    for n in names:
+        parents = nodes[n].parents
+        if len(parents) == 1:
+            p = parents[0]
+            unit = unit_of.get(p)
+            if unit is not None and unit[-1] == p and _fusable_tasks(nodes[p], nodes[n], defaults):
                 unit.append(n)
-                unit_of[n] = unit
+                if once(n) == 1:
+                    unit_of[n] = unit
                 continue
-        unit = [n]
-        units.append(unit)
-        if counts[n] == 1:   # only an only child's parent can be fused with it
-            unit_of[n] = unit
+        if once(n) == 1:
+            unit_of[n] = unit = [n]
+            append(unit)
+        else:
+            append((n,))
     return units
 
 
@@ -297,7 +307,22 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
     mid, suffix = f"-{run_id}-", (f"-{gen}" if gen else "")
     policies: dict[int, tuple[TaskSpec, RetryPolicy]] = {}   # id(spec) -> (spec, kept alive; its policy)
     refs: dict[str, TaskRef] = {}   # one reference per unit, shared by the units depending on it
-    for unit in plan_units(wf, names, defaults, fuse):
+    ref_of: dict[str, TaskRef] = {}   # node of a single-node unit -> the reference to its unit
+    tail_of: dict[str, tuple[TaskRef, int]] = {}   # last node of a multi-node unit -> (reference, index)
+    parent_ref = ref_of.__getitem__
+    plain = _PlainUnits(compiled, run_id, agent_arg, store, agent, limited, defaults)
+    for unit in unit_plan(wf, names, defaults, fuse):
+        if len(unit) == 1:
+            n = unit[0]
+            node = nodes[n]
+            if (not overrides or n not in overrides) and not (inputs_key and receives_inputs(node, input_names)):
+                try:
+                    parent_refs, indexes = tuple(map(parent_ref, node.parents)), None
+                except KeyError:   # a parent at the end of a multi-node unit, or from an earlier generation
+                    parent_refs, indexes = _tail_refs(node.parents, ref_of, tail_of)
+                if parent_refs is not None:
+                    ref_of[n] = plain.add(node, f"{node.task.name}{mid}{n}{suffix}", parent_refs, unit, indexes)
+                    continue
         # Dask groups tasks by the key's prefix (``key_split``: the words before the run id), so
         # the prefix is the *task's* name: one group per function, as the dashboard shows them,
         # rather than one per node (10,000 prefixes slow the scheduler's duration estimates).
@@ -343,6 +368,7 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
                 compiled.admission[key] = limits
         if len(unit) == 1:
             location[unit[0]] = (key, -1)
+            ref_of[unit[0]] = refs.get(key) or _new_ref(refs, key)
             spec = first.task
             hit = policies.get(id(spec))
             if hit is None or hit[0] is not spec:
@@ -352,6 +378,68 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
         else:
             for i, n in enumerate(unit):
                 location[n] = (key, i)
+            tail_of[unit[-1]] = (refs.get(key) or _new_ref(refs, key), len(unit) - 1)   # (only it has other children)
+
+
+def _tail_refs(parents: tuple[str, ...], ref_of: Mapping[str, TaskRef], tail_of: Mapping[str, tuple[TaskRef, int]]
+               ) -> tuple[tuple[TaskRef, ...] | None, tuple[int, ...] | None]:
+    """The parents' references and their indexes in their units' outputs (``-1``: a single-node
+    unit's whole output), when each parent's unit was compiled here; else ``(None, None)``.  Only
+    the last node of a fused run has children outside it, so the parents' units are distinct."""
+    refs, indexes = [], []
+    for p in parents:
+        ref = ref_of.get(p)
+        if ref is not None:
+            refs.append(ref)
+            indexes.append(-1)
+        elif (tail := tail_of.get(p)) is not None:
+            refs.append(tail[0])
+            indexes.append(tail[1])
+        else:
+            return None, None
+    return tuple(refs), tuple(indexes)
+
+
+class _PlainUnits:
+    """Adds single-node units whose dependencies are their node's parents' units, in order (the
+    commonest unit, held as a :class:`PlainUnit`), with as little work per node as possible."""
+
+    def __init__(self, compiled: Compiled, run_id: str, agent_arg: Any, store: Any, agent: Any, limited: bool,
+                 defaults: Defaults):
+        self.compiled, self.run_id, self.agent_arg, self.store = compiled, run_id, agent_arg, store
+        self.agent, self.limited, self.defaults = agent, limited, defaults
+        self.dsk, self.units, self.location = compiled.dsk, compiled.units, compiled.location
+        self.spec: Any = None          # the last node's task, and what follows from it:
+        self.func: Any = None          # the Dask task function,
+        self.retries = 0               # Dask's immediate retries,
+        self.admitted = False          # whether admission limits may apply
+
+    def add(self, node: Node, key: str, parent_refs: tuple[TaskRef, ...], unit: Any,
+            indexes: tuple[int, ...] | None = None) -> TaskRef:
+        """Add ``node`` (``unit``: its one name) under ``key``; return the reference to its key.
+        ``indexes``: each parent's index in its unit's output (``None``: all ``-1``)."""
+        spec = node.task
+        if spec is not self.spec:      # (a big graph: mostly runs of nodes sharing one task)
+            self._new_spec(node)
+        unit_call = (PlainUnit(self.run_id, key, node, self.store) if indexes is None
+                     else IndexedPlainUnit(self.run_id, key, node, self.store, indexes))
+        self.dsk[key] = t = Task(key, self.func, unit_call, self.agent_arg, *parent_refs)
+        t.kwargs = _NO_KWARGS
+        name = node.name
+        self.units[key] = tuple(unit)   # (the plan's own tuple, unless a list)
+        self.location[name] = (key, -1)
+        if self.retries:
+            self.compiled.retries[key] = self.retries
+        if self.admitted and (limits := unit_admission([spec], self.agent)) is not None:
+            self.compiled.admission[key] = limits
+        return TaskRef(key)
+
+    def _new_spec(self, node: Node) -> None:
+        spec = self.spec = node.task
+        self.func = run_unit_async if spec.is_async or spec.io_bound else run_unit
+        policy = retry_policy(node, self.defaults)
+        self.retries = policy.retries if policy.uses_dask_retries else 0
+        self.admitted = self.limited or spec.rate_limit is not None
 
 
 def _new_ref(refs: dict[str, TaskRef], key: str) -> TaskRef:

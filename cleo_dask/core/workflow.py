@@ -25,6 +25,8 @@ class Workflow:
     >>> wf.add(summarize, after=[a], when=lambda fetch: bool(fetch))
     """
 
+    _checked = 0   # (a workflow pickled before this attribute existed: every node is checked again)
+
     def __init__(self, name: str = "workflow"):
         if not isinstance(name, str) or not name:
             raise WorkflowError(f"a workflow's name must be a non-empty string, got {name!r}")
@@ -32,6 +34,7 @@ class Workflow:
         self._nodes: dict[str, Node] = {}
         self._params: dict[str, Parameter] | None = None   # computed when first asked for
         self._below: tuple[dict[str, list[str]], dict[str, int]] | None = None   # for descendants()
+        self._checked = 0   # how many nodes (the first ones) passed every check of validate() when added
 
     # -- building -----------------------------------------------------------------------------
     def add(self, task: Any, name: str | None = None, *, after: Iterable[str] | str | None = (),
@@ -66,7 +69,7 @@ class Workflow:
         if problems:
             raise WorkflowError("; ".join(problems))
         self._nodes[node_name] = node
-        self._params = self._below = None
+        self._added(1)
         return node_name
 
     @classmethod
@@ -87,25 +90,30 @@ class Workflow:
         unknown = sorted(map(str, set(tasks).difference(graph.nodes)))
         if unknown:
             raise WorkflowError(f"tasks given for unknown node(s) {', '.join(map(repr, unknown))}, not in the graph")
+        strings = all(type(n) is str for n in graph)
         try:
             with gc_paused():
-                order = topological_order(graph, lexicographic=_sortable(graph))
+                order = topological_order(graph, lexicographic=strings or all(isinstance(n, str) for n in graph))
         except CycleFound as found:
             names = found.cycle + found.cycle[:1]
             raise WorkflowError(f"the graph has a cycle: {' -> '.join(map(str, names))}") from None
-        missing = [n for n in graph.nodes if n not in tasks and "task" not in graph.nodes[n]]
+        # (``tasks`` names only nodes of the graph: when it has as many, it names every one)
+        missing = [] if len(tasks) == len(graph) else [
+            n for n in graph.nodes if n not in tasks and "task" not in graph.nodes[n]]
         if missing:
             raise WorkflowError(f"node(s) without a task: {', '.join(map(repr, missing))}")
         wf = cls(name)
         with gc_paused():
-            wf._add_ordered(graph, order, tasks)
+            wf._add_ordered(graph, order, tasks, strings=strings)
         return wf
 
-    def _add_ordered(self, graph: nx.DiGraph, order: list[Any], tasks: Mapping[Any, Any]) -> None:
+    def _add_ordered(self, graph: nx.DiGraph, order: list[Any], tasks: Mapping[Any, Any], strings: bool) -> None:
         """``graph``'s nodes in topological ``order``, as :meth:`add` would add them one by one (same
-        checks, same errors), with each task's spec and signature worked out once, not per node."""
-        names = None if all(type(n) is str for n in order) else {n: str(n) for n in order}
+        checks, same errors), with each task's spec and signature worked out once, not per node.
+        ``strings``: every node of ``graph`` is a ``str`` (its own name; no two can then collide)."""
+        names = None if strings else {n: str(n) for n in order}
         nodes = self._nodes
+        before = len(nodes)
         gnodes = dict(graph.nodes(data=True))                       # node -> its attributes
         predecessors = dict(nx.reverse_view(graph).adjacency()).__getitem__   # node -> its parents
         specs: dict[int, tuple[Any, TaskSpec, bool]] = {}   # id(task) -> (task, kept alive; spec; simple)
@@ -135,7 +143,7 @@ class Workflow:
                 node_name, parents = names[n], tuple([names[p] for p in predecessors(n)])
             if not node_name:
                 raise WorkflowError(f"node name must be a non-empty string, got {node_name!r}")
-            if node_name in nodes:
+            if (names is not None or before) and node_name in nodes:
                 raise WorkflowError(f"duplicate node name {node_name!r}: pass name=... to add the task twice")
             if when is not None and not callable(when):
                 raise WorkflowError(f"node {node_name!r}: 'when' must be callable, got {when!r}")
@@ -147,6 +155,12 @@ class Workflow:
                 if problems:
                     raise WorkflowError("; ".join(problems))
             nodes[node_name] = node
+        self._added(len(nodes) - before)
+
+    def _added(self, count: int) -> None:
+        """``count`` nodes were just added, each checked as :meth:`validate` would check it."""
+        if self._checked == len(self._nodes) - count:
+            self._checked = len(self._nodes)
         self._params = self._below = None
 
     @classmethod
@@ -238,7 +252,8 @@ class Workflow:
         """
         problems: list[str] = []
         checker, nodes = NodeChecker(), self._nodes
-        for node in nodes.values():
+        # every node added through add() / from_networkx() was checked then, parents included
+        for node in nodes.values() if self._checked != len(nodes) else ():
             if node.when is not None or not _simple(node.task):
                 problems.extend(checker.problems(node))
             for p in node.parents:
@@ -306,6 +321,3 @@ def _simple(spec: TaskSpec) -> bool:
     sig = spec.signature
     return spec.fallback is None and sig.takes_agent and sig.var_keyword and not sig.required
 
-
-def _sortable(graph: nx.DiGraph) -> bool:
-    return all(isinstance(n, str) for n in graph.nodes)
