@@ -1,0 +1,396 @@
+"""End to end at scale (``python -m benchmarks.scale --e2e``): the layered DAG of no-ops from a
+networkx graph built beforehand, through submission and every node done, to the sinks' values read,
+for cleo_dask, a raw Dask dict graph and Ray (one remote per node), in the same run, on the same
+machine; optionally with a seeded ``pct`` % of the nodes failing once (``retries=1``).
+
+Each timed run is guarded: it is stopped (and reported with ``error``) when every process of the
+benchmark together passes the memory cap, or when it passes its time limit, so the machine
+survives a contender that does not fit.  Memory: :class:`benchmarks._harness.TreeMemory`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from . import _harness as h
+from . import _shapes as s
+
+
+class Aborted(Exception):
+    """A timed run stopped by its guard (memory cap or time limit)."""
+
+
+# -- failing once ----------------------------------------------------------------------------------
+def failing(names: Any, pct: float) -> set[Any]:
+    """The nodes that fail once: ``pct`` % of them, chosen by a hash of the name (the same in every
+    run, process and contender)."""
+    if not pct:
+        return set()
+    bound = round(pct * 100)
+    return {n for n in names if zlib.crc32(str(n).encode()) % 10_000 < bound}
+
+
+def first_attempt_fails(marker: str) -> None:
+    """Raise the first time ``marker`` is seen (a file created atomically: any process, any attempt)."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    raise ConnectionError("first attempt fails (benchmark)")
+
+
+class FailOnce:
+    """A no-op task whose first attempt fails (cleo_dask: ``run(agent, **inputs)``)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def run(self, agent: Any, **inputs: Any) -> None:
+        first_attempt_fails(self.marker)
+
+
+def raw_fail_once(marker: str, *parents: Any) -> None:
+    """The raw Dask task of a node that fails once."""
+    first_attempt_fails(marker)
+
+
+def ray_noop(*parents: Any) -> None:
+    """Ray's no-op task."""
+    return None
+
+
+def ray_fail_once(marker: str, *parents: Any) -> None:
+    """Ray's task of a node that fails once."""
+    first_attempt_fails(marker)
+
+
+# -- one case: the graph, its failing nodes ---------------------------------------------------------
+class Case:
+    """The graph (in topological order, as built), its sinks, and the nodes failing once
+    (markers in a fresh directory per run: :meth:`fresh`)."""
+
+    def __init__(self, graph: Any, pct: float):
+        self.graph = graph
+        self.n = graph.number_of_nodes()
+        self.pct = pct
+        self.sinks = [n for n in graph if not graph.succ[n]]
+        self.failing = failing(graph, pct)
+        self.dir: str | None = None
+
+    def fresh(self) -> None:
+        """A new marker directory (every failing node fails again once)."""
+        self.clean()
+        if self.failing:
+            self.dir = tempfile.mkdtemp(prefix="cleo-bench-e2e-")
+
+    def marker(self, node: Any) -> str:
+        assert self.dir is not None
+        return os.path.join(self.dir, str(node))
+
+    def clean(self) -> None:
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+
+def _await(done: Callable[[float], bool], guard: h.TreeMemory, deadline: float) -> None:
+    """Poll ``done(timeout)`` until it is true; :class:`Aborted` on the guard or the deadline."""
+    while not done(0.5):
+        if guard.tripped:
+            raise Aborted(guard.tripped)
+        if time.perf_counter() > deadline:
+            raise Aborted("time limit passed (--run-timeout)")
+
+
+# -- the contenders ------------------------------------------------------------------------------------
+class CleoContender:
+    """``Workflow.from_networkx`` + ``engine.submit`` + every node done + the sinks' values."""
+
+    name = "cleo"
+
+    def __init__(self, engine: Any):
+        import cleo_dask as cd
+        self.engine, self.agent = engine, cd.Agent("bench")
+        self.plain = cd.task(s.agent_noop, name="noop")
+        self.retried = cd.task(s.agent_noop, name="noop", retries=1)
+        self.run_: Any = None
+
+    def setup(self, case: Case) -> Any:
+        """The user's own ``tasks`` mapping (untimed)."""
+        import cleo_dask as cd
+        if not case.failing:
+            return dict.fromkeys(case.graph, self.plain)
+        tasks = dict.fromkeys(case.graph, self.retried)
+        for n in case.failing:
+            tasks[n] = cd.task(FailOnce(case.marker(n)).run, name="noop", retries=1)
+        return tasks
+
+    def run(self, case: Case, tasks: Any, guard: h.TreeMemory, deadline: float) -> None:
+        import cleo_dask as cd
+        wf = cd.Workflow.from_networkx(case.graph, tasks, name="e2e")
+        self.run_ = self.engine.submit(wf, self.agent)
+        _await(lambda t: self.run_.wait(timeout=t), guard, deadline)
+        outcome = self.run_.result()
+        assert len(outcome.values_by_node(case.sinks)) == len(case.sinks)
+
+    def check(self, case: Case) -> dict[str, Any]:
+        """Every node ended well, and each failing node took two attempts (untimed)."""
+        outcome = self.run_.result()
+        assert outcome.ok, outcome.counts()
+        retried = sum(len(outcome[n].attempts) > 1 for n in case.failing)
+        assert retried == len(case.failing), (retried, len(case.failing))
+        return {}
+
+    def cleanup(self, aborted: bool) -> None:
+        if self.run_ is not None:
+            if aborted:
+                self.run_.cancel()
+            self.run_.release()
+        self.run_ = None
+
+
+class RawContender:
+    """A raw Dask dict graph made from the networkx graph, ``client.get(dsk, sinks, sync=False)``
+    (``retries=1`` when nodes fail), every sink done, gathered."""
+
+    name = "raw"
+
+    def __init__(self, client: Any, restart: bool = True):
+        self.client = client
+        self.restart = restart      # after a stopped run (not on a cluster shared with others)
+        self.futures: list[Any] = []
+        self._runs = 0
+
+    def setup(self, case: Case) -> Any:
+        self._runs += 1
+        return f"-r{self._runs}"        # fresh keys each run
+
+    def run(self, case: Case, sfx: str, guard: h.TreeMemory, deadline: float) -> None:
+        from distributed.client import _wait
+        pred, fails = case.graph.pred, case.failing
+        dsk = {n + sfx: ((raw_fail_once, case.marker(n)) if n in fails else (s.noop,)) + tuple(p + sfx for p in pred[n])
+               for n in case.graph}
+        self.futures = self.client.get(dsk, [k + sfx for k in case.sinks], sync=False,
+                                       retries=1 if fails else None)
+        del dsk
+
+        def done(t: float) -> bool:
+            try:
+                self.client.sync(_wait, self.futures, timeout=t)
+                return True
+            except TimeoutError:
+                return False
+        _await(done, guard, deadline)
+        assert len(self.client.gather(self.futures)) == len(case.sinks)
+
+    def check(self, case: Case) -> dict[str, Any]:
+        return {}
+
+    def cleanup(self, aborted: bool) -> None:
+        if aborted and self.futures:
+            self.client.cancel(self.futures)
+        self.futures = []
+        if aborted and self.restart:   # what the scheduler and workers still hold of the graph goes
+            try:
+                self.client.restart()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+
+
+class RayContender:
+    """One Ray remote per node (``.remote(*parent_refs)`` in topological order), the sinks' values
+    read with ``ray.get``; failing nodes ``max_retries=1, retry_exceptions=True``."""
+
+    name = "ray"
+
+    def __init__(self) -> None:
+        import ray
+        self.ray = ray
+        self.noop = ray.remote(ray_noop)
+        self.fail = ray.remote(ray_fail_once).options(max_retries=1, retry_exceptions=True)
+        self.retried = self.noop.options(max_retries=1, retry_exceptions=True)
+        self.refs: dict[Any, Any] = {}
+
+    def setup(self, case: Case) -> Any:
+        return None
+
+    def run(self, case: Case, _: Any, guard: h.TreeMemory, deadline: float) -> None:
+        pred, fails, refs = case.graph.pred, case.failing, self.refs
+        plain = self.retried if fails else self.noop
+        for n in case.graph:
+            parents = [refs[p] for p in pred[n]]
+            refs[n] = self.fail.remote(case.marker(n), *parents) if n in fails else plain.remote(*parents)
+        sinks = [refs[n] for n in case.sinks]
+
+        def done(t: float) -> bool:
+            ready, _ = self.ray.wait(sinks, num_returns=len(sinks), timeout=t, fetch_local=False)
+            return len(ready) == len(sinks)
+        _await(done, guard, deadline)
+        assert len(self.ray.get(sinks)) == len(sinks)
+
+    def check(self, case: Case) -> dict[str, Any]:
+        return {}
+
+    def cleanup(self, aborted: bool) -> None:
+        if aborted:
+            for r in self.refs.values():
+                try:
+                    self.ray.cancel(r, force=True)
+                except Exception:  # noqa: BLE001 - best effort
+                    pass
+        self.refs = {}
+
+
+# -- measuring -----------------------------------------------------------------------------------------
+def timed_run(contender: Any, case: Case, *, group: set[int], count: str, cap: float | None,
+              limit: float) -> dict[str, Any]:
+    """One guarded, timed run of ``contender`` on ``case``: seconds, memory, or ``error``."""
+    case.fresh()
+    prepared = contender.setup(case)
+    row: dict[str, Any] = {}
+    aborted = False
+    guard = h.TreeMemory(group, count=count, cap=cap, interrupt=True)
+    try:
+        try:
+            with guard:
+                t0 = time.perf_counter()
+                try:
+                    contender.run(case, prepared, guard, t0 + limit)
+                    row["seconds"] = time.perf_counter() - t0
+                except Aborted as exc:
+                    aborted = True
+                    row["error"] = f"aborted: {exc}"
+                except Exception as exc:  # noqa: BLE001 - a broken contender is reported, not fatal
+                    aborted = True
+                    row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        except KeyboardInterrupt:         # the guard's, wherever it landed; a user's goes on up
+            if not guard.tripped:
+                raise
+            aborted = True
+            row.pop("seconds", None)
+            row["error"] = f"aborted: {guard.tripped}"
+        row.update(guard.as_dict())
+        if not aborted:
+            row.update(contender.check(case))
+    finally:
+        contender.cleanup(aborted)
+        case.clean()
+    return row
+
+
+def summarize(case: Case, name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row of a contender on a case: median seconds, per-node ms, memory peaks (max over runs)."""
+    row: dict[str, Any] = {"case": f"e2e-{case.n}" + (f"-fail{case.pct:g}%" if case.pct else ""),
+                           "contender": name, "tasks": case.n, "fail_pct": case.pct, "failing": len(case.failing)}
+    times = [r["seconds"] for r in runs if "seconds" in r]
+    if times:
+        med = statistics.median(times)
+        row.update(median_s=round(med, 3), min_s=round(min(times), 3), reps=len(times),
+                   per_node_ms=round(1000 * med / case.n, 4))
+    for key in ("client_peak_mib", "procs_peak_mib", "total_peak_mib"):
+        row[key] = max(r[key] for r in runs)
+    for key in ("client_cpu_s", "procs_cpu_s"):
+        row[key] = round(statistics.median(r[key] for r in runs), 2)
+    errors = [r["error"] for r in runs if "error" in r]
+    if errors:
+        row["error"] = errors[0]
+    return row
+
+
+def ratios(rows: list[dict[str, Any]]) -> None:
+    """``ratio``: median time over raw Dask's on the same case; ``fail_ratio``: over the same
+    contender's time without failures at the same size."""
+    by = {(r["tasks"], r["fail_pct"], r["contender"]): r for r in rows}
+    for r in rows:
+        raw = by.get((r["tasks"], r["fail_pct"], "raw"))
+        if r.get("median_s") and raw and raw.get("median_s"):
+            r["ratio"] = round(r["median_s"] / raw["median_s"], 3)
+        base = by.get((r["tasks"], 0, r["contender"]))
+        if r["fail_pct"] and r.get("median_s") and base and base.get("median_s"):
+            r["fail_ratio"] = round(r["median_s"] / base["median_s"], 3)
+
+
+def dask_workers(client: Any) -> set[int]:
+    """The pids of the cluster's worker processes now (new ones after a restart); none when the
+    workers live in this process."""
+    return set(client.run(os.getpid).values()) - {os.getpid()}
+
+
+def default_cap() -> float:
+    """Half the memory available now: what the benchmark's processes may take together."""
+    return psutil.virtual_memory().available / 2
+
+
+def default_limit(n: int) -> float:
+    """Seconds a run of ``n`` nodes may take: 120 s + 5 ms per node."""
+    return 120 + 0.005 * n
+
+
+def run_all(args: Any, client: Any, engine: Any, graph_of: Callable[[int], Any]) -> list[dict[str, Any]]:
+    """Every size of ``args.e2e`` (and each with ``args.fail_pct`` % failing once), each contender
+    in turn (the order rotates between repetitions); returns the rows."""
+    sizes = args.e2e or ([300] if args.tiny else [10_000, 100_000, 1_000_000])
+    pcts = [0.0] + ([args.fail_pct] if args.fail_pct else [])
+    cap = args.mem_cap_gib * 1024**3 if args.mem_cap_gib else default_cap()
+    contenders: list[Any] = [CleoContender(engine), RawContender(client, restart=not args.address)]
+    notes: dict[str, str] = {}
+    ray = None
+    if not args.no_ray:
+        try:
+            import ray
+        except ImportError:
+            notes["ray"] = "not importable (pip install ray)"
+        else:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            contenders.append(RayContender())
+    rows: list[dict[str, Any]] = []
+    try:
+        if args.warmup:
+            warm = Case(graph_of(200 if args.tiny else 1000), 0.0)
+            for c in contenders:
+                timed_run(c, warm, group=dask_workers(client), count="others" if c.name == "ray" else "group", cap=cap, limit=120)
+        for n in sizes:
+            graph = graph_of(n)
+            for pct in pcts:
+                case = Case(graph, pct)
+                runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in contenders}
+                for r in range(h.reps(args, 1)):
+                    order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
+                    for c in order:
+                        if c.name in notes or (c.name == "raw" and n > 100_000 and not args.raw_1m):
+                            continue
+                        if not args.quiet:
+                            print(f"# e2e {n} fail {pct:g}%: {c.name} ...", flush=True)
+                        limit = args.run_timeout or default_limit(n)
+                        got = timed_run(c, case, group=dask_workers(client), count="others" if c.name == "ray" else "group",
+                                        cap=cap, limit=limit)
+                        runs[c.name].append(got)
+                        if "error" in got:
+                            notes[c.name] = f"skipped: {got['error']} at {n} nodes"
+                for c in contenders:
+                    if runs[c.name]:
+                        rows.append(summarize(case, c.name, runs[c.name]))
+                    else:
+                        note = notes.get(c.name) or "skipped above 100,000 nodes (--raw-1m runs it)"
+                        rows.append({"case": f"e2e-{n}" + (f"-fail{pct:g}%" if pct else ""), "contender": c.name,
+                                     "tasks": n, "fail_pct": pct, "note": note})
+                    if not args.quiet:
+                        print(f"# {rows[-1]}", flush=True)
+            del graph
+        if "ray" in notes and ray is None:
+            rows.append({"case": "e2e", "contender": "ray", "note": notes["ray"]})
+    finally:
+        if ray is not None:
+            ray.shutdown()
+    ratios(rows)
+    for r in rows:
+        r["mem_cap_gib"] = round(cap / 1024**3, 1)
+    return rows
