@@ -9,6 +9,7 @@ survives a contender that does not fit.  Memory: :class:`benchmarks._harness.Tre
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import statistics
@@ -64,7 +65,6 @@ def raw_fail_once(marker: str, *parents: Any) -> None:
 
 def ray_noop(*parents: Any) -> None:
     """Ray's no-op task."""
-    return None
 
 
 def ray_fail_once(marker: str, *parents: Any) -> None:
@@ -199,10 +199,8 @@ class RawContender:
             self.client.cancel(self.futures)
         self.futures = []
         if aborted and self.restart:   # what the scheduler and workers still hold of the graph goes
-            try:
+            with contextlib.suppress(Exception):   # best effort
                 self.client.restart()
-            except Exception:  # noqa: BLE001 - best effort
-                pass
 
 
 class RayContender:
@@ -242,10 +240,8 @@ class RayContender:
     def cleanup(self, aborted: bool) -> None:
         if aborted:
             for r in self.refs.values():
-                try:
+                with contextlib.suppress(Exception):   # best effort
                     self.ray.cancel(r, force=True)
-                except Exception:  # noqa: BLE001 - best effort
-                    pass
         self.refs = {}
 
 
@@ -295,6 +291,7 @@ def summarize(case: Case, name: str, runs: list[dict[str, Any]]) -> dict[str, An
         med = statistics.median(times)
         row.update(median_s=round(med, 3), min_s=round(min(times), 3), reps=len(times),
                    per_node_ms=round(1000 * med / case.n, 4))
+    row["client_start_mib"] = min(r["client_start_mib"] for r in runs)
     for key in ("client_peak_mib", "procs_peak_mib", "total_peak_mib"):
         row[key] = max(r[key] for r in runs)
     for key in ("client_cpu_s", "procs_cpu_s"):

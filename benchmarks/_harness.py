@@ -268,10 +268,12 @@ class TreeMemory:
         self.client_cpu = t.user + t.system - self._client_cpu0
 
     def as_dict(self) -> dict[str, float]:
-        """Peaks in MiB: this process (``client_peak_mib``: client and in-process scheduler), the
+        """Peaks in MiB (and ``client_start_mib``, before): this process (``client_peak_mib``: the
+        client and an in-process scheduler; it holds the benchmark's own graph too), the
         counted processes together (``procs_peak_mib``), both at the same moment (``total_peak_mib``);
         CPU seconds meanwhile of this process and of the counted processes."""
-        return {"client_peak_mib": round(self.client_peak / MiB, 1),
+        return {"client_start_mib": round(self.client_start / MiB, 1),
+                "client_peak_mib": round(self.client_peak / MiB, 1),
                 "procs_peak_mib": round(self.procs_peak / MiB, 1),
                 "total_peak_mib": round(self.total_peak / MiB, 1),
                 "client_cpu_s": round(self.client_cpu, 2),

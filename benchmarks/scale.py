@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = _e2e.run_all(args, client, engine, lambda n: networkx_graph(n)[0])
             h.report(rows, args, "scale",
                      ["case", "contender", "tasks", "failing", "median_s", "per_node_ms", "ratio", "fail_ratio",
-                      "client_peak_mib", "procs_peak_mib", "total_peak_mib", "client_cpu_s", "procs_cpu_s",
+                      "client_start_mib", "client_peak_mib", "procs_peak_mib", "total_peak_mib", "client_cpu_s", "procs_cpu_s",
                       "error", "note"], client=client,
                      title="scale: end to end from networkx (layered DAG, 100 layers, no-op tasks)")
         return 0

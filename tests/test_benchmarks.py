@@ -8,7 +8,16 @@ import time
 
 import pytest
 
-from benchmarks import _e2e, _harness, _shapes, failures, makespan, overhead, scale, soak
+from benchmarks import (
+    _e2e,
+    _harness,
+    _shapes,
+    failures,
+    makespan,
+    overhead,
+    scale,
+    soak,
+)
 
 pytestmark = pytest.mark.benchmark  # benchmark smoke tests at tiny size
 
