@@ -282,20 +282,22 @@ def timed_run(contender: Any, case: Case, *, group: set[int], count: str, cap: f
     return row
 
 
-def summarize(case: Case, name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(n: int, pct: float, failing_: int, name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One row of a contender on a case: median seconds, per-node ms, memory peaks (max over runs)."""
-    row: dict[str, Any] = {"case": f"e2e-{case.n}" + (f"-fail{case.pct:g}%" if case.pct else ""),
-                           "contender": name, "tasks": case.n, "fail_pct": case.pct, "failing": len(case.failing)}
+    row: dict[str, Any] = {"case": case_name(n, pct), "contender": name, "tasks": n, "fail_pct": pct,
+                           "failing": failing_}
     times = [r["seconds"] for r in runs if "seconds" in r]
     if times:
         med = statistics.median(times)
         row.update(median_s=round(med, 3), min_s=round(min(times), 3), reps=len(times),
-                   per_node_ms=round(1000 * med / case.n, 4))
-    row["client_start_mib"] = min(r["client_start_mib"] for r in runs)
-    for key in ("client_peak_mib", "procs_peak_mib", "total_peak_mib"):
-        row[key] = max(r[key] for r in runs)
-    for key in ("client_cpu_s", "procs_cpu_s"):
-        row[key] = round(statistics.median(r[key] for r in runs), 2)
+                   per_node_ms=round(1000 * med / n, 4))
+    measured = [r for r in runs if "client_peak_mib" in r]
+    if measured:
+        row["client_start_mib"] = min(r["client_start_mib"] for r in measured)
+        for key in ("client_peak_mib", "procs_peak_mib", "total_peak_mib"):
+            row[key] = max(r[key] for r in measured)
+        for key in ("client_cpu_s", "procs_cpu_s"):
+            row[key] = round(statistics.median(r[key] for r in measured), 2)
     errors = [r["error"] for r in runs if "error" in r]
     if errors:
         row["error"] = errors[0]
@@ -305,6 +307,7 @@ def summarize(case: Case, name: str, runs: list[dict[str, Any]]) -> dict[str, An
 def ratios(rows: list[dict[str, Any]]) -> None:
     """``ratio``: median time over raw Dask's on the same case; ``fail_ratio``: over the same
     contender's time without failures at the same size."""
+    rows = [r for r in rows if "tasks" in r]
     by = {(r["tasks"], r["fail_pct"], r["contender"]): r for r in rows}
     for r in rows:
         raw = by.get((r["tasks"], r["fail_pct"], "raw"))
@@ -331,63 +334,140 @@ def default_limit(n: int) -> float:
     return 120 + 0.005 * n
 
 
-def run_all(args: Any, client: Any, engine: Any, graph_of: Callable[[int], Any]) -> list[dict[str, Any]]:
-    """Every size of ``args.e2e`` (and each with ``args.fail_pct`` % failing once), each contender
-    in turn (the order rotates between repetitions); returns the rows."""
+def contender_names(args: Any) -> tuple[list[str], dict[str, str]]:
+    """The contenders to run, and a note for each left out."""
+    import importlib.util
+    names, notes = ["cleo", "raw"], {}
+    if args.no_ray:
+        notes["ray"] = "left out (--no-ray)"
+    elif importlib.util.find_spec("ray") is None:
+        notes["ray"] = "not importable (pip install ray)"
+    else:
+        names.append("ray")
+    return names, notes
+
+
+def case_name(n: int, pct: float) -> str:
+    return f"e2e-{n}" + (f"-fail{pct:g}%" if pct else "")
+
+
+def run_cases(args: Any, names: list[str], one_run: Callable[[str, int, float], dict[str, Any]],
+              notes: dict[str, str]) -> list[dict[str, Any]]:
+    """Every size of ``args.e2e``, each also with ``args.fail_pct`` % failing once, each contender
+    in turn (the order rotates between repetitions): ``one_run(name, n, pct)``; a contender
+    stopped by its guard is skipped afterwards.  Returns the summarized rows."""
     sizes = args.e2e or ([300] if args.tiny else [10_000, 100_000, 1_000_000])
     pcts = [0.0] + ([args.fail_pct] if args.fail_pct else [])
-    cap = args.mem_cap_gib * 1024**3 if args.mem_cap_gib else default_cap()
-    contenders: list[Any] = [CleoContender(engine), RawContender(client, restart=not args.address)]
-    notes: dict[str, str] = {}
-    ray = None
-    if not args.no_ray:
-        try:
-            import ray
-        except ImportError:
-            notes["ray"] = "not importable (pip install ray)"
-        else:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-            contenders.append(RayContender())
     rows: list[dict[str, Any]] = []
-    try:
-        if args.warmup:
-            warm = Case(graph_of(200 if args.tiny else 1000), 0.0)
-            for c in contenders:
-                timed_run(c, warm, group=dask_workers(client), count="others" if c.name == "ray" else "group", cap=cap, limit=120)
-        for n in sizes:
-            graph = graph_of(n)
-            for pct in pcts:
-                case = Case(graph, pct)
-                runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in contenders}
-                for r in range(h.reps(args, 1)):
-                    order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
-                    for c in order:
-                        if c.name in notes or (c.name == "raw" and n > 100_000 and not args.raw_1m):
-                            continue
-                        if not args.quiet:
-                            print(f"# e2e {n} fail {pct:g}%: {c.name} ...", flush=True)
-                        limit = args.run_timeout or default_limit(n)
-                        got = timed_run(c, case, group=dask_workers(client), count="others" if c.name == "ray" else "group",
-                                        cap=cap, limit=limit)
-                        runs[c.name].append(got)
-                        if "error" in got:
-                            notes[c.name] = f"skipped: {got['error']} at {n} nodes"
-                for c in contenders:
-                    if runs[c.name]:
-                        rows.append(summarize(case, c.name, runs[c.name]))
-                    else:
-                        note = notes.get(c.name) or "skipped above 100,000 nodes (--raw-1m runs it)"
-                        rows.append({"case": f"e2e-{n}" + (f"-fail{pct:g}%" if pct else ""), "contender": c.name,
-                                     "tasks": n, "fail_pct": pct, "note": note})
+    for n in sizes:
+        for pct in pcts:
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+            for r in range(h.reps(args, 1)):
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    if name in notes or (name == "raw" and n > 100_000 and not args.raw_1m):
+                        continue
                     if not args.quiet:
-                        print(f"# {rows[-1]}", flush=True)
-            del graph
-        if "ray" in notes and ray is None:
-            rows.append({"case": "e2e", "contender": "ray", "note": notes["ray"]})
-    finally:
-        if ray is not None:
-            ray.shutdown()
+                        print(f"# e2e {n} fail {pct:g}%: {name} ...", flush=True)
+                    got = one_run(name, n, pct)
+                    runs[name].append(got)
+                    if "error" in got:
+                        notes[name] = f"skipped: {got['error']} at {n} nodes"
+            for name in names:
+                if runs[name]:
+                    rows.append(summarize(n, pct, got_failing(runs[name]), name, runs[name]))
+                else:
+                    rows.append({"case": case_name(n, pct), "contender": name, "tasks": n, "fail_pct": pct,
+                                 "note": notes.get(name) or "skipped above 100,000 nodes (--raw-1m runs it)"})
+                if not args.quiet:
+                    print(f"# {rows[-1]}", flush=True)
+    rows += [{"case": "e2e", "contender": name, "note": note} for name, note in notes.items()
+             if name not in names]
     ratios(rows)
-    for r in rows:
-        r["mem_cap_gib"] = round(cap / 1024**3, 1)
     return rows
+
+
+def got_failing(runs: list[dict[str, Any]]) -> int:
+    return max(r.get("failing", 0) for r in runs)
+
+
+class InProcess:
+    """Contenders run here, on this process's cluster (``--shared-cluster``, ``--address``, and
+    each isolated child)."""
+
+    def __init__(self, args: Any, client: Any, engine: Any, graph_of: Callable[[int], Any], names: list[str]):
+        self.args, self.client, self.graph_of = args, client, graph_of
+        self.cap = cap_of(args)
+        self.contenders: dict[str, Any] = {}
+        self._graph: tuple[int, Any] | None = None
+        self.ray: Any = None
+        for name in names:
+            if name == "cleo":
+                self.contenders[name] = CleoContender(engine)
+            elif name == "raw":
+                self.contenders[name] = RawContender(client, restart=not args.address)
+            elif name == "ray":
+                import ray
+                self.ray = ray
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+                self.contenders[name] = RayContender()
+
+    def graph(self, n: int) -> Any:
+        if self._graph is None or self._graph[0] != n:
+            self._graph = None
+            self._graph = (n, self.graph_of(n))
+        return self._graph[1]
+
+    def warm_up(self) -> None:
+        """One untimed run of each contender on a small graph."""
+        for name in self.contenders:
+            self.run(name, 200 if self.args.tiny else 1000, 0.0, limit=120)
+        self._graph = None
+
+    def run(self, name: str, n: int, pct: float, limit: float | None = None) -> dict[str, Any]:
+        """One guarded, timed run (:func:`timed_run`)."""
+        case = Case(self.graph(n), pct)
+        row = timed_run(self.contenders[name], case, group=dask_workers(self.client),
+                        count="others" if name == "ray" else "group", cap=self.cap,
+                        limit=limit or self.args.run_timeout or default_limit(n))
+        row["failing"] = len(case.failing)
+        return row
+
+    def close(self) -> None:
+        if self.ray is not None:
+            self.ray.shutdown()
+
+
+def isolated_run(args: Any, name: str, n: int, pct: float) -> dict[str, Any]:
+    """One run of ``name`` in a fresh process with its own cluster (``benchmarks.scale --e2e N
+    --child NAME``): nothing left over from another contender counts in its memory."""
+    import json
+    import subprocess
+    import sys
+    with tempfile.TemporaryDirectory(prefix="cleo-bench-e2e-") as d:
+        out = os.path.join(d, "run.jsonl")
+        cmd = [sys.executable, "-m", "benchmarks.scale", "--e2e", str(n), "--child", name, "--fail-pct", str(pct),
+               "--json", out, "--quiet", "--warmup", str(args.warmup), "--workers", str(args.workers),
+               "--threads", str(args.threads), "--mem-cap-gib", str(cap_of(args) / 1024**3),
+               "--run-timeout", str(args.run_timeout or default_limit(n))]
+        cmd += (["--in-process"] if args.in_process else []) + (["--tiny"] if args.tiny else [])
+        try:
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
+                                  timeout=(args.run_timeout or default_limit(n)) + 600)
+        except subprocess.TimeoutExpired:
+            return {"error": "aborted: its process did not end in time"}
+        rows = []
+        if os.path.exists(out):
+            with open(out) as f:
+                rows = [json.loads(line) for line in f]
+        runs = [r for r in rows if r.get("case") == "e2e-run"]
+        if not runs:
+            tail = (done.stderr or "").strip().splitlines()[-1:] or [""]
+            return {"error": f"its process ended with code {done.returncode}: {tail[0][:200]}"}
+        return {k: v for k, v in runs[0].items() if k not in ("benchmark", "case")}
+
+
+def cap_of(args: Any) -> float:
+    """The memory cap in bytes: ``--mem-cap-gib``, else half the memory available now."""
+    if not getattr(args, "_cap", None):
+        args._cap = args.mem_cap_gib * 1024**3 if args.mem_cap_gib else default_cap()
+    return args._cap

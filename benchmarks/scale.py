@@ -43,6 +43,7 @@ larger sizes.
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import time
 import uuid
@@ -163,6 +164,41 @@ def submit_row(n: int, wf: Any, engine: Any, client: Any, complete: bool) -> dic
     return row
 
 
+E2E_COLUMNS = ["case", "contender", "tasks", "failing", "median_s", "per_node_ms", "ratio", "fail_ratio",
+               "client_start_mib", "client_peak_mib", "procs_peak_mib", "total_peak_mib", "client_cpu_s",
+               "procs_cpu_s", "error", "note"]
+
+
+def end_to_end(args: argparse.Namespace) -> int:
+    """``--e2e``: each run in a fresh process (or all here with ``--shared-cluster`` / ``--address``)."""
+    import cleo_dask as cd
+
+    names, notes = _e2e.contender_names(args)
+    title = "scale: end to end from networkx (layered DAG, 100 layers, no-op tasks)"
+    if args.child or args.shared_cluster or args.address:
+        with h.cluster(args) as client, cd.Engine(client=client) as engine:
+            engine.run(s.agent_noop, cd.Agent("bench"))  # warm-up
+            here = _e2e.InProcess(args, client, engine, lambda n: networkx_graph(n)[0], [args.child] if args.child else names)
+            try:
+                if args.warmup:
+                    here.warm_up()
+                if args.child:   # one run, as it is: the parent summarizes
+                    h.emit({"case": "e2e-run", **here.run(args.child, args.e2e[0], args.fail_pct)}, args, "scale")
+                    return 0
+                rows = _e2e.run_cases(args, names, here.run, notes)
+                for r in rows:
+                    r["mem_cap_gib"] = round(here.cap / 1024**3, 1)
+            finally:
+                here.close()
+            h.report(rows, args, "scale", E2E_COLUMNS, client=client, title=title)
+        return 0
+    rows = _e2e.run_cases(args, names, lambda name, n, pct: _e2e.isolated_run(args, name, n, pct), notes)
+    for r in rows:
+        r["mem_cap_gib"] = round(_e2e.cap_of(args) / 1024**3, 1)
+    h.report(rows, args, "scale", E2E_COLUMNS, title=title + ", each run in a fresh process")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0."""
     import cleo_dask as cd
@@ -182,19 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ray", action="store_true", help="with --e2e: leave Ray out")
     p.add_argument("--mem-cap-gib", type=float, default=None,
                    help="with --e2e: stop a run when all processes pass this (default: half the available memory)")
+    p.add_argument("--shared-cluster", action="store_true",
+                   help="with --e2e: every contender in this process, on one cluster (default: each run in a "
+                        "fresh process with its own cluster, so no contender's leftovers count in another's memory)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)   # one isolated run (--e2e N --child NAME)
     p.add_argument("--run-timeout", type=float, default=None,
                    help="with --e2e: stop a run after this many seconds (default 120 + 5 ms per node)")
     args = p.parse_args(argv)
     if args.e2e is not None:
-        with h.cluster(args) as client, cd.Engine(client=client) as engine:
-            engine.run(s.agent_noop, cd.Agent("bench"))  # warm-up
-            rows = _e2e.run_all(args, client, engine, lambda n: networkx_graph(n)[0])
-            h.report(rows, args, "scale",
-                     ["case", "contender", "tasks", "failing", "median_s", "per_node_ms", "ratio", "fail_ratio",
-                      "client_start_mib", "client_peak_mib", "procs_peak_mib", "total_peak_mib", "client_cpu_s", "procs_cpu_s",
-                      "error", "note"], client=client,
-                     title="scale: end to end from networkx (layered DAG, 100 layers, no-op tasks)")
-        return 0
+        return end_to_end(args)
     if args.from_networkx is not None:
         sizes = args.from_networkx or ([10_000] if args.tiny else [1_000_000])
         rows = []

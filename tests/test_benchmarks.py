@@ -95,6 +95,14 @@ def test_scale_end_to_end_tiny_with_ray(common):
     assert len(ray) == 1 and "error" not in ray[0] and ray[0]["procs_peak_mib"] > 0   # Ray's own processes
 
 
+def test_scale_end_to_end_runs_each_contender_in_a_fresh_process_by_default(tmp_path):
+    out = tmp_path / "bench.jsonl"
+    assert scale.main(["--tiny", "--quiet", "--json", str(out), "--e2e", "--no-ray", "--warmup", "0"]) == 0
+    rows = {r["contender"]: r for r in _rows(out) if r.get("case") == "e2e-300"}
+    assert set(rows) == {"cleo", "raw"} and all("error" not in r for r in rows.values())
+    assert all(r["procs_peak_mib"] > 0 for r in rows.values())   # its own cluster's worker processes
+
+
 def test_nodes_failing_once_are_chosen_by_name():
     names = [f"n{i}" for i in range(20_000)]
     chosen = _e2e.failing(names, 1)
