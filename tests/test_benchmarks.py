@@ -95,6 +95,7 @@ def test_scale_end_to_end_tiny_with_ray(common):
     assert len(ray) == 1 and "error" not in ray[0] and ray[0]["procs_peak_mib"] > 0   # Ray's own processes
 
 
+@pytest.mark.slow   # two processes, each starting its own cluster
 def test_scale_end_to_end_runs_each_contender_in_a_fresh_process_by_default(tmp_path):
     out = tmp_path / "bench.jsonl"
     assert scale.main(["--tiny", "--quiet", "--json", str(out), "--e2e", "--no-ray", "--warmup", "0"]) == 0
