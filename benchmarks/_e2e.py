@@ -1,7 +1,10 @@
 """End to end at scale (``python -m benchmarks.scale --e2e``): the layered DAG of no-ops from a
 networkx graph built beforehand, through submission and every node done, to the sinks' values read,
 for cleo_dask, a raw Dask dict graph and Ray (one remote per node), in the same run, on the same
-machine; optionally with a seeded ``pct`` % of the nodes failing once (``retries=1``).
+machine; optionally with a seeded ``pct`` % of the nodes failing once (``retries=1``).  By
+default each run is made in a fresh process with its own cluster of the same shape
+(:func:`isolated_run`), so what one contender leaves in memory never counts against the next;
+:class:`InProcess` runs them all in one process, on one cluster.
 
 Each timed run is guarded: it is stopped (and reported with ``error``) when every process of the
 benchmark together passes the memory cap, or when it passes its time limit, so the machine
@@ -101,7 +104,7 @@ class Case:
         self.dir = None
 
 
-def _await(done: Callable[[float], bool], guard: h.TreeMemory, deadline: float) -> None:
+def await_done(done: Callable[[float], bool], guard: h.TreeMemory, deadline: float) -> None:
     """Poll ``done(timeout)`` until it is true; :class:`Aborted` on the guard or the deadline."""
     while not done(0.5):
         if guard.tripped:
@@ -137,7 +140,7 @@ class CleoContender:
         import cleo_dask as cd
         wf = cd.Workflow.from_networkx(case.graph, tasks, name="e2e")
         self.run_ = self.engine.submit(wf, self.agent)
-        _await(lambda t: self.run_.wait(timeout=t), guard, deadline)
+        await_done(lambda t: self.run_.wait(timeout=t), guard, deadline)
         outcome = self.run_.result()
         assert len(outcome.values_by_node(case.sinks)) == len(case.sinks)
 
@@ -188,7 +191,7 @@ class RawContender:
                 return True
             except TimeoutError:
                 return False
-        _await(done, guard, deadline)
+        await_done(done, guard, deadline)
         assert len(self.client.gather(self.futures)) == len(case.sinks)
 
     def check(self, case: Case) -> dict[str, Any]:
@@ -231,7 +234,7 @@ class RayContender:
         def done(t: float) -> bool:
             ready, _ = self.ray.wait(sinks, num_returns=len(sinks), timeout=t, fetch_local=False)
             return len(ready) == len(sinks)
-        _await(done, guard, deadline)
+        await_done(done, guard, deadline)
         assert len(self.ray.get(sinks)) == len(sinks)
 
     def check(self, case: Case) -> dict[str, Any]:
@@ -275,7 +278,10 @@ def timed_run(contender: Any, case: Case, *, group: set[int], count: str, cap: f
             row["error"] = f"aborted: {guard.tripped}"
         row.update(guard.as_dict())
         if not aborted:
-            row.update(contender.check(case))
+            try:
+                row.update(contender.check(case))
+            except AssertionError as exc:      # it ran, but not every node ended as it should
+                row["error"] = f"check failed: {exc}"[:300]
     finally:
         contender.cleanup(aborted)
         case.clean()

@@ -120,7 +120,7 @@ class _Forever:
         return None
 
     def run(self, case, prepared, guard, deadline):
-        _e2e._await(lambda t: time.sleep(t) or False, guard, deadline)
+        _e2e.await_done(lambda t: time.sleep(t) or False, guard, deadline)
 
     def cleanup(self, aborted):
         self.aborted = aborted
