@@ -250,13 +250,13 @@ class RayContender:
 
 # -- measuring -----------------------------------------------------------------------------------------
 def timed_run(contender: Any, case: Case, *, group: set[int], count: str, cap: float | None,
-              limit: float) -> dict[str, Any]:
+              limit: float, floor: float | None = None) -> dict[str, Any]:
     """One guarded, timed run of ``contender`` on ``case``: seconds, memory, or ``error``."""
     case.fresh()
     prepared = contender.setup(case)
     row: dict[str, Any] = {}
     aborted = False
-    guard = h.TreeMemory(group, count=count, cap=cap, interrupt=True)
+    guard = h.TreeMemory(group, count=count, cap=cap, interrupt=True, floor=floor)
     try:
         try:
             with guard:
@@ -434,6 +434,7 @@ class InProcess:
         case = Case(self.graph(n), pct)
         row = timed_run(self.contenders[name], case, group=dask_workers(self.client),
                         count="others" if name == "ray" else "group", cap=self.cap,
+                        floor=self.args.min_free_gib * 1024**3,
                         limit=limit or self.args.run_timeout or default_limit(n))
         row["failing"] = len(case.failing)
         return row
@@ -454,6 +455,7 @@ def isolated_run(args: Any, name: str, n: int, pct: float) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "benchmarks.scale", "--e2e", str(n), "--child", name, "--fail-pct", str(pct),
                "--json", out, "--quiet", "--warmup", str(args.warmup), "--workers", str(args.workers),
                "--threads", str(args.threads), "--mem-cap-gib", str(cap_of(args) / 1024**3),
+               "--min-free-gib", str(args.min_free_gib),
                "--run-timeout", str(args.run_timeout or default_limit(n))]
         cmd += (["--in-process"] if args.in_process else []) + (["--tiny"] if args.tiny else [])
         try:

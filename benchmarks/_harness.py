@@ -186,18 +186,21 @@ class TreeMemory:
     A guard: when the resident memory of this process and all its descendants passes ``cap``
     bytes, :attr:`tripped` says so and, with ``interrupt=True``, the main thread gets a
     ``KeyboardInterrupt`` (so even a call that blocks, like a graph submission, stops: the machine
-    survives a contender that does not fit)."""
+    survives a contender that does not fit).  ``floor``: the same when the memory the machine has
+    available (other users' processes included) falls below ``floor`` bytes."""
 
     def __init__(self, group: set[int] | None = None, count: str = "group", cap: float | None = None,
-                 interval: float = 0.05, interrupt: bool = False):
+                 interval: float = 0.05, interrupt: bool = False, floor: float | None = None):
         self.group = set(group or ())
         self.count = count          # "group": the group's processes; "others": everything else
         self.cap = cap
+        self.floor = floor          # trip too when the machine's available memory falls below this
         self.interval = interval
         self.interrupt = interrupt
         self._me = psutil.Process()
         self.client_start = self.client_peak = self.procs_peak = self.total_peak = 0
         self.tripped: str | None = None
+        self._told = False
         self.client_cpu = self._client_cpu0 = 0.0
         self._cpu_first: dict[int, float] = {}
         self._cpu_last: dict[int, float] = {}
@@ -235,9 +238,16 @@ class TreeMemory:
         self.client_peak = max(self.client_peak, mine)
         self.procs_peak = max(self.procs_peak, counted)
         self.total_peak = max(self.total_peak, mine + counted)
-        if self.cap is not None and self.tripped is None and mine + everything > self.cap:
+        if self.tripped is None and self.cap is not None and mine + everything > self.cap:
             self.tripped = (f"memory cap {self.cap / 1024**3:.1f} GiB passed (all processes "
                             f"{(mine + everything) / 1024**3:.1f} GiB) after {time.perf_counter() - self._t0:.1f} s")
+        if self.tripped is None and self.floor is not None:
+            free = psutil.virtual_memory().available
+            if free < self.floor:
+                self.tripped = (f"the machine's available memory fell to {free / 1024**3:.1f} GiB (all processes "
+                                f"{(mine + everything) / 1024**3:.1f} GiB) after {time.perf_counter() - self._t0:.1f} s")
+        if self.tripped is not None and not self._told:
+            self._told = True
             if self.interrupt:
                 import _thread
                 _thread.interrupt_main()

@@ -33,7 +33,8 @@ processes: Dask's nannies and workers, or Ray's), ``total_peak_mib`` (both at th
 ``ratio``: time over raw Dask's.  ``--fail-pct P``: the same sizes again with P % of the nodes
 (by a hash of the name) failing once, with ``retries=1``: ``fail_ratio`` over the same contender
 without failures.  Each run is guarded: stopped and reported (``error``) when all processes
-together pass ``--mem-cap-gib`` (default: half the memory available at the start) or the run
+together pass ``--mem-cap-gib`` (default: half the memory available at the start), when the
+machine has less than ``--min-free-gib`` available (default 2: other users' processes count), or the run
 passes ``--run-timeout`` (default 120 s + 5 ms per node); a contender stopped is skipped at the
 larger sizes.
 
@@ -222,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --e2e: every contender in this process, on one cluster (default: each run in a "
                         "fresh process with its own cluster, so no contender's leftovers count in another's memory)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)   # one isolated run (--e2e N --child NAME)
+    p.add_argument("--min-free-gib", type=float, default=2.0,
+                   help="with --e2e: stop a run when the machine has less memory than this available (default 2)")
     p.add_argument("--run-timeout", type=float, default=None,
                    help="with --e2e: stop a run after this many seconds (default 120 + 5 ms per node)")
     args = p.parse_args(argv)

@@ -133,6 +133,8 @@ def test_a_run_past_the_memory_cap_or_its_time_is_stopped_and_reported():
     assert stopped["error"].startswith("aborted: memory cap") and "seconds" not in stopped and c.aborted
     late = _e2e.timed_run(c, case, group=set(), count="group", cap=None, limit=0.2)
     assert late["error"] == "aborted: time limit passed (--run-timeout)" and late["client_peak_mib"] > 0
+    crowded = _e2e.timed_run(c, case, group=set(), count="group", cap=None, limit=60, floor=1e15)
+    assert crowded["error"].startswith("aborted: the machine's available memory fell to")
 
 
 def test_makespan_tiny_on_two_traces(common):
