@@ -469,6 +469,8 @@ def isolated_run(args: Any, name: str, n: int, pct: float) -> dict[str, Any]:
                 rows = [json.loads(line) for line in f]
         runs = [r for r in rows if r.get("case") == "e2e-run"]
         if not runs:
+            if done.returncode < 0:
+                return {"error": f"its process was killed (signal {-done.returncode})"}
             tail = (done.stderr or "").strip().splitlines()[-1:] or [""]
             return {"error": f"its process ended with code {done.returncode}: {tail[0][:200]}"}
         return {k: v for k, v in runs[0].items() if k not in ("benchmark", "case")}
