@@ -177,6 +177,119 @@ class PeakMemory:
                 "workers_cpu_s": round(self.workers_cpu, 3) if self._workers else None}
 
 
+class TreeMemory:
+    """Sample, in a thread, the resident memory of this process (the client, and the scheduler of a
+    ``LocalCluster``) and of its descendant processes (listed again at every sample: workers that
+    come and go are counted), split into ``group`` (pids given, and their descendants: e.g. the
+    Dask cluster's nannies and workers) and the others (e.g. Ray's processes).
+
+    A guard: when the resident memory of this process and all its descendants passes ``cap``
+    bytes, :attr:`tripped` says so and, with ``interrupt=True``, the main thread gets a
+    ``KeyboardInterrupt`` (so even a call that blocks, like a graph submission, stops: the machine
+    survives a contender that does not fit).  ``floor``: the same when the memory the machine has
+    available (other users' processes included) falls below ``floor`` bytes."""
+
+    def __init__(self, group: set[int] | None = None, count: str = "group", cap: float | None = None,
+                 interval: float = 0.05, interrupt: bool = False, floor: float | None = None):
+        self.group = set(group or ())
+        self.count = count          # "group": the group's processes; "others": everything else
+        self.cap = cap
+        self.floor = floor          # trip too when the machine's available memory falls below this
+        self.interval = interval
+        self.interrupt = interrupt
+        self._me = psutil.Process()
+        self.client_start = self.client_peak = self.procs_peak = self.total_peak = 0
+        self.tripped: str | None = None
+        self._told = False
+        self.client_cpu = self._client_cpu0 = 0.0
+        self._cpu_first: dict[int, float] = {}
+        self._cpu_last: dict[int, float] = {}
+        self._kind: dict[int, bool] = {}     # pid -> in the group
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = time.perf_counter()
+
+    def _in_group(self, p: psutil.Process) -> bool:
+        if p.pid not in self._kind:
+            try:
+                self._kind[p.pid] = p.pid in self.group or any(a.pid in self.group for a in p.parents())
+            except psutil.Error:
+                return False
+        return self._kind[p.pid]
+
+    def _sample(self) -> None:
+        try:
+            mine = self._me.memory_info().rss
+            kids = self._me.children(recursive=True)
+        except psutil.Error:
+            return
+        counted = everything = 0
+        for k in kids:
+            try:
+                rss = k.memory_info().rss
+                cpu = k.cpu_times()
+            except psutil.Error:
+                continue
+            everything += rss
+            if self._in_group(k) == (self.count == "group"):
+                counted += rss
+                self._cpu_first.setdefault(k.pid, cpu.user + cpu.system)
+                self._cpu_last[k.pid] = cpu.user + cpu.system
+        self.client_peak = max(self.client_peak, mine)
+        self.procs_peak = max(self.procs_peak, counted)
+        self.total_peak = max(self.total_peak, mine + counted)
+        if self.tripped is None and self.cap is not None and mine + everything > self.cap:
+            self.tripped = (f"memory cap {self.cap / 1024**3:.1f} GiB passed (all processes "
+                            f"{(mine + everything) / 1024**3:.1f} GiB) after {time.perf_counter() - self._t0:.1f} s")
+        if self.tripped is None and self.floor is not None:
+            free = psutil.virtual_memory().available
+            if free < self.floor:
+                self.tripped = (f"the machine's available memory fell to {free / 1024**3:.1f} GiB (all processes "
+                                f"{(mine + everything) / 1024**3:.1f} GiB) after {time.perf_counter() - self._t0:.1f} s")
+        if self.tripped is not None and not self._told:
+            self._told = True
+            if self.interrupt:
+                import _thread
+                _thread.interrupt_main()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> TreeMemory:
+        gc.collect()
+        self.client_start = self._me.memory_info().rss
+        t = self._me.cpu_times()
+        self._client_cpu0 = t.user + t.system
+        self._sample()
+        self._cpu_first = dict(self._cpu_last)   # processes already there count from now
+        self._t0 = time.perf_counter()
+        self._thread = threading.Thread(target=self._loop, name="tree-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.interrupt = False      # a pending interrupt may still land here: the fields are set already
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+        t = self._me.cpu_times()
+        self.client_cpu = t.user + t.system - self._client_cpu0
+
+    def as_dict(self) -> dict[str, float]:
+        """Peaks in MiB (and ``client_start_mib``, before): this process (``client_peak_mib``: the
+        client and an in-process scheduler; it holds the benchmark's own graph too), the
+        counted processes together (``procs_peak_mib``), both at the same moment (``total_peak_mib``);
+        CPU seconds meanwhile of this process and of the counted processes."""
+        return {"client_start_mib": round(self.client_start / MiB, 1),
+                "client_peak_mib": round(self.client_peak / MiB, 1),
+                "procs_peak_mib": round(self.procs_peak / MiB, 1),
+                "total_peak_mib": round(self.total_peak / MiB, 1),
+                "client_cpu_s": round(self.client_cpu, 2),
+                "procs_cpu_s": round(sum(v - self._cpu_first.get(p, 0.0) for p, v in self._cpu_last.items()), 2)}
+
+
 # -- measuring -----------------------------------------------------------------------------------
 @dataclass
 class Contender:

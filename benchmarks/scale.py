@@ -22,11 +22,29 @@ memory the workflow and its compiled graph hold, beyond the graph), ``peak_b_per
 resident memory meanwhile, beyond the graph), ``full_gc_s`` (one full garbage collection
 afterwards: the objects made are examined once, then).
 
+``--e2e [SIZES]`` (default 10,000 100,000 1,000,000): end to end on a ``LocalCluster`` (2 worker
+processes x 1 thread), from ``Workflow.from_networkx`` of the networkx graph built beforehand, through
+submission and every node done, to the sinks' values read (``median_s``, ``per_node_ms``), for
+``cleo``, ``raw`` (a Dask dict graph made from the networkx graph; above 100,000 nodes only with
+``--raw-1m``) and ``ray`` (when importable: ``ray.init(num_cpus=2)``, one remote per node), in the
+same run.  Peak resident memory, sampled every 50 ms over the process tree: ``client_peak_mib`` (this
+process: client and the LocalCluster's scheduler), ``procs_peak_mib`` (the contender's other
+processes: Dask's nannies and workers, or Ray's), ``total_peak_mib`` (both at the same moment);
+``ratio``: time over raw Dask's.  ``--fail-pct P``: the same sizes again with P % of the nodes
+(by a hash of the name) failing once, with ``retries=1``: ``fail_ratio`` over the same contender
+without failures.  Each run is guarded: stopped and reported (``error``) when all processes
+together pass ``--mem-cap-gib`` (default: half the memory available at the start), when the
+machine has less than ``--min-free-gib`` available (default 2: other users' processes count), or the run
+passes ``--run-timeout`` (default 120 s + 5 ms per node); a contender stopped is skipped at the
+larger sizes.
+
     python -m benchmarks.scale [--tiny] [--json FILE] [--complete]
     python -m benchmarks.scale --from-networkx 1000000
+    python -m benchmarks.scale --e2e 10000 100000 --fail-pct 1
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import time
 import uuid
@@ -34,6 +52,7 @@ from typing import Any
 
 import psutil
 
+from . import _e2e
 from . import _harness as h
 from . import _shapes as s
 
@@ -146,6 +165,41 @@ def submit_row(n: int, wf: Any, engine: Any, client: Any, complete: bool) -> dic
     return row
 
 
+E2E_COLUMNS = ["case", "contender", "tasks", "failing", "median_s", "per_node_ms", "ratio", "fail_ratio",
+               "client_start_mib", "client_peak_mib", "procs_peak_mib", "total_peak_mib", "client_cpu_s",
+               "procs_cpu_s", "error", "note"]
+
+
+def end_to_end(args: argparse.Namespace) -> int:
+    """``--e2e``: each run in a fresh process (or all here with ``--shared-cluster`` / ``--address``)."""
+    import cleo_dask as cd
+
+    names, notes = _e2e.contender_names(args)
+    title = "scale: end to end from networkx (layered DAG, 100 layers, no-op tasks)"
+    if args.child or args.shared_cluster or args.address:
+        with h.cluster(args) as client, cd.Engine(client=client) as engine:
+            engine.run(s.agent_noop, cd.Agent("bench"))  # warm-up
+            here = _e2e.InProcess(args, client, engine, lambda n: networkx_graph(n)[0], [args.child] if args.child else names)
+            try:
+                if args.warmup:
+                    here.warm_up()
+                if args.child:   # one run, as it is: the parent summarizes
+                    h.emit({"case": "e2e-run", **here.run(args.child, args.e2e[0], args.fail_pct)}, args, "scale")
+                    return 0
+                rows = _e2e.run_cases(args, names, here.run, notes)
+                for r in rows:
+                    r["mem_cap_gib"] = round(here.cap / 1024**3, 1)
+            finally:
+                here.close()
+            h.report(rows, args, "scale", E2E_COLUMNS, client=client, title=title)
+        return 0
+    rows = _e2e.run_cases(args, names, lambda name, n, pct: _e2e.isolated_run(args, name, n, pct), notes)
+    for r in rows:
+        r["mem_cap_gib"] = round(_e2e.cap_of(args) / 1024**3, 1)
+    h.report(rows, args, "scale", E2E_COLUMNS, title=title + ", each run in a fresh process")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0."""
     import cleo_dask as cd
@@ -158,7 +212,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="only time Workflow.from_networkx + validate + compile of SIZE nodes (default 1000000; "
                         "no cluster): per-node time and memory")
     p.add_argument("--integer-names", action="store_true", help="with --from-networkx: integer node names")
+    p.add_argument("--e2e", type=int, nargs="*", default=None, metavar="SIZE",
+                   help="end to end, cleo / raw Dask / Ray in the same run (default 10000 100000 1000000)")
+    p.add_argument("--fail-pct", type=float, default=0.0, help="with --e2e: also with this %% of nodes failing once")
+    p.add_argument("--raw-1m", action="store_true", help="with --e2e: raw Dask above 100,000 nodes too (guarded)")
+    p.add_argument("--no-ray", action="store_true", help="with --e2e: leave Ray out")
+    p.add_argument("--mem-cap-gib", type=float, default=None,
+                   help="with --e2e: stop a run when all processes pass this (default: half the available memory)")
+    p.add_argument("--shared-cluster", action="store_true",
+                   help="with --e2e: every contender in this process, on one cluster (default: each run in a "
+                        "fresh process with its own cluster, so no contender's leftovers count in another's memory)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)   # one isolated run (--e2e N --child NAME)
+    p.add_argument("--min-free-gib", type=float, default=2.0,
+                   help="with --e2e: stop a run when the machine has less memory than this available (default 2)")
+    p.add_argument("--run-timeout", type=float, default=None,
+                   help="with --e2e: stop a run after this many seconds (default 120 + 5 ms per node)")
     args = p.parse_args(argv)
+    if args.e2e is not None:
+        return end_to_end(args)
     if args.from_networkx is not None:
         sizes = args.from_networkx or ([10_000] if args.tiny else [1_000_000])
         rows = []

@@ -4,10 +4,20 @@ contender ran and reported what the README's tables show."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from benchmarks import _harness, _shapes, failures, makespan, overhead, scale, soak
+from benchmarks import (
+    _e2e,
+    _harness,
+    _shapes,
+    failures,
+    makespan,
+    overhead,
+    scale,
+    soak,
+)
 
 pytestmark = pytest.mark.benchmark  # benchmark smoke tests at tiny size
 
@@ -64,6 +74,67 @@ def test_scale_tiny(common):
     rows = {r["case"]: r for r in _rows(out)}
     assert rows["compile-10000"]["compile_s"] > 0 and "extra_b_per_node" in rows["compile-10000"]
     assert rows["submit-1000"]["first_result_s"] >= rows["submit-1000"]["submit_s"]
+
+
+def test_scale_end_to_end_tiny_with_one_percent_failing(common):
+    out, argv = common
+    assert scale.main(argv + ["--e2e", "--fail-pct", "1", "--no-ray"]) == 0
+    rows = {(r["case"], r["contender"]): r for r in _rows(out) if r.get("case", "").startswith("e2e-")}
+    assert set(rows) == {(case, who) for case in ("e2e-300", "e2e-300-fail1%") for who in ("cleo", "raw")}
+    assert all("error" not in r and r["median_s"] > 0 and r["client_peak_mib"] > 0 for r in rows.values())
+    assert rows[("e2e-300", "raw")]["ratio"] == 1.0 and rows[("e2e-300", "cleo")]["ratio"] > 0
+    failing = rows[("e2e-300-fail1%", "cleo")]
+    assert failing["failing"] == len(_e2e.failing(_shapes.layered(300), 1)) > 0 and failing["fail_ratio"] > 0
+
+
+def test_scale_end_to_end_tiny_with_ray(common):
+    pytest.importorskip("ray")
+    out, argv = common
+    assert scale.main(argv + ["--e2e", "200", "--warmup", "0"]) == 0
+    ray = [r for r in _rows(out) if r.get("contender") == "ray"]
+    assert len(ray) == 1 and "error" not in ray[0] and ray[0]["procs_peak_mib"] > 0   # Ray's own processes
+
+
+@pytest.mark.slow   # two processes, each starting its own cluster
+def test_scale_end_to_end_runs_each_contender_in_a_fresh_process_by_default(tmp_path):
+    out = tmp_path / "bench.jsonl"
+    assert scale.main(["--tiny", "--quiet", "--json", str(out), "--e2e", "--no-ray", "--warmup", "0"]) == 0
+    rows = {r["contender"]: r for r in _rows(out) if r.get("case") == "e2e-300"}
+    assert set(rows) == {"cleo", "raw"} and all("error" not in r for r in rows.values())
+    assert all(r["procs_peak_mib"] > 0 for r in rows.values())   # its own cluster's worker processes
+
+
+def test_nodes_failing_once_are_chosen_by_name():
+    names = [f"n{i}" for i in range(20_000)]
+    chosen = _e2e.failing(names, 1)
+    assert chosen == _e2e.failing(reversed(names), 1) and 150 <= len(chosen) <= 250
+    assert _e2e.failing(names, 0) == set()
+
+
+class _Forever:
+    """A contender that never finishes (what the guard is for)."""
+
+    name = "forever"
+
+    def setup(self, case):
+        return None
+
+    def run(self, case, prepared, guard, deadline):
+        _e2e.await_done(lambda t: time.sleep(t) or False, guard, deadline)
+
+    def cleanup(self, aborted):
+        self.aborted = aborted
+
+
+def test_a_run_past_the_memory_cap_or_its_time_is_stopped_and_reported():
+    import networkx as nx
+    case = _e2e.Case(nx.DiGraph([("a", "b")]), 0)
+    stopped = _e2e.timed_run(c := _Forever(), case, group=set(), count="group", cap=1, limit=60)
+    assert stopped["error"].startswith("aborted: memory cap") and "seconds" not in stopped and c.aborted
+    late = _e2e.timed_run(c, case, group=set(), count="group", cap=None, limit=0.2)
+    assert late["error"] == "aborted: time limit passed (--run-timeout)" and late["client_peak_mib"] > 0
+    crowded = _e2e.timed_run(c, case, group=set(), count="group", cap=None, limit=60, floor=1e15)
+    assert crowded["error"].startswith("aborted: the machine's available memory fell to")
 
 
 def test_makespan_tiny_on_two_traces(common):
