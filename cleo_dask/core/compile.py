@@ -33,6 +33,8 @@ from cleo_dask.core.shipping import data_node, graph_value
 from cleo_dask.core.task import TaskSpec
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.worker import NodeCall, UnitCall, run_unit, run_unit_async
+from cleo_dask.core.batch import BatchCall, run_batch, run_batch_async
+from cleo_dask.core.batching import BatchSettings, batch_units, eligible
 from cleo_dask.core.node import Node
 from cleo_dask.core.workflow import Workflow
 
@@ -199,8 +201,16 @@ def bottom_levels(wf: Workflow, default_duration: float | None = None,
 def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Defaults = Defaults(),
                      priority: float = 0, fuse: bool = True,
                      critical_path: bool | Mapping[str, float] | None = None,
-                     inputs: Mapping[str, Any] | None = None, not_before: float | None = None) -> Compiled:
+                     inputs: Mapping[str, Any] | None = None, not_before: float | None = None,
+                     durations: Mapping[str, float] | None = None, fail_fast: bool = False,
+                     slots: int | None = None) -> Compiled:
     """Compile every node of ``wf`` for run ``run_id``; ``agent`` is embedded once.
+
+    Short nodes run in batches (:mod:`cleo_dask.core.batching`, settings ``cleo_dask.batch.*``):
+    ``durations`` (task name -> measured seconds) tells which tasks are short beyond their
+    declared ``duration``; ``slots``: the cluster's worker threads (each generation is split into
+    at least that many batches; default ``cleo_dask.batch.min-batches``); ``fail_fast``: the run's
+    (a batch applies it to its nodes' final failures).
 
     ``not_before``: epoch seconds before which the run's root units are held on the scheduler
     (holding no slot; see :mod:`cleo_dask.admission.plugin`): scheduled runs handed over ahead of time.
@@ -211,8 +221,9 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     """
     compiled = Compiled({}, {}, {})
     literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
+    batching = _Batching(BatchSettings.from_config(), durations, fail_fast, slots) if fuse else None
     _add_units(compiled, wf, list(wf.nodes), run_id, agent, defaults, fuse, gen=0, literals=literals,
-               external={}, overrides={})
+               external={}, overrides={}, batching=batching)
     if not_before is not None:
         for key, names in compiled.units.items():
             if not wf.nodes[names[0]].parents:
@@ -274,9 +285,39 @@ def compile_resubmission(wf: Workflow, run_id: str, agent: Any, names: Iterable[
     return compiled
 
 
+@dataclass(frozen=True)
+class _Batching:
+    settings: BatchSettings
+    durations: Mapping[str, float] | None
+    fail_fast: bool
+    slots: int | None
+
+
+def _plan(wf: Workflow, names: list[str], defaults: Defaults, fuse: bool, batching: _Batching | None,
+          limited: bool) -> tuple[list[list[str]], set[int]]:
+    """The units of ``names`` (fused chains, batches when ``batching``) and which are batches."""
+    units = plan_units(wf, names, defaults, fuse)
+    if batching is None or limited:
+        return units, set()
+    nodes, s = wf.nodes, batching.settings
+    verdict: dict[int, bool] = {}   # per task spec (and its policy): most nodes share a few tasks
+
+    def is_eligible(n: str) -> bool:
+        node = nodes[n]
+        key = id(node.task)   # a node's policy is its task's, engine defaults filled in
+        if key not in verdict:
+            verdict[key] = eligible(node.task, retry_policy(node, defaults), s, batching.durations)
+        return verdict[key]
+
+    parents = {n: nodes[n].parents for n in names}
+    return batch_units(units, names, parents, is_eligible, max_nodes=s.max_nodes,
+                       slots=batching.slots or s.min_batches)
+
+
 def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, agent: Any,
                defaults: Defaults, fuse: bool, gen: int, literals: Mapping[str, NodeOutput],
-               external: Mapping[str, tuple[str, int]], overrides: Mapping[str, dict[str, Any]]) -> None:
+               external: Mapping[str, tuple[str, int]], overrides: Mapping[str, dict[str, Any]],
+               batching: _Batching | None = None) -> None:
     nodes = wf.nodes
     agent_arg = graph_value(agent)   # the agent itself, unless its class is sent by value
     for lit_key, out in literals.items():
@@ -290,12 +331,14 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
     mid, suffix = f"-{run_id}-", (f"-{gen}" if gen else "")
     policies: dict[int, tuple[TaskSpec, RetryPolicy]] = {}   # id(spec) -> (spec, kept alive; its policy)
     refs: dict[str, TaskRef] = {}   # one reference per unit, shared by the units depending on it
-    for unit in plan_units(wf, names, defaults, fuse):
+    units_planned, batch_at = _plan(wf, names, defaults, fuse, batching, limited)
+    for u, unit in enumerate(units_planned):
         # Dask groups tasks by the key's prefix (``key_split``: the words before the run id), so
         # the prefix is the *task's* name: one group per function, as the dashboard shows them,
         # rather than one per node (10,000 prefixes slow the scheduler's duration estimates).
         first = nodes[unit[0]]
-        key = f"{first.task.name}{mid}{unit[0]}{suffix}"
+        is_batch = u in batch_at
+        key = f"{'batch' if is_batch else first.task.name}{mid}{unit[0]}{suffix}"
         deps: list[str] = []
         dep_pos: dict[str, int] = {}
         calls = []
@@ -324,6 +367,9 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
             task = node.task if over.get("mode") != "fallback" else node.task.fallback
             calls.append(NodeCall(n, task, tuple(ins), node.when, node.trigger, over.get("attempt", 1),
                                   over.get("mode", "task"), over.get("error")))
+        if is_batch:
+            _add_batch(compiled, key, unit, calls, deps, refs, run_id, agent_arg, store, batching, defaults, nodes)
+            continue
         # I/O units (async, or io_bound) run on the worker's event loop and free their slot
         head = calls[0].task
         func = run_unit_async if head.is_async or head.io_bound else run_unit
@@ -345,6 +391,20 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
         else:
             for i, n in enumerate(unit):
                 location[n] = (key, i)
+
+
+def _add_batch(compiled: Compiled, key: str, unit: list[str], calls: list[NodeCall], deps: list[str],
+               refs: dict[str, TaskRef], run_id: str, agent_arg: Any, store: Any, batching: _Batching,
+               defaults: Defaults, nodes: Mapping[str, Node]) -> None:
+    policies = tuple(retry_policy(nodes[n], defaults) for n in unit)
+    func = run_batch_async if any(c.task.is_async for c in calls) else run_batch
+    call = BatchCall(run_id, key, tuple(calls), policies, store, batching.fail_fast)
+    t = compiled.dsk[key] = Task(key, func, call, agent_arg, *[refs.get(d) or _new_ref(refs, d) for d in deps])
+    t.kwargs = _NO_KWARGS
+    compiled.units[key] = tuple(unit)
+    location = compiled.location
+    for i, n in enumerate(unit):
+        location[n] = (key, i)
 
 
 def _new_ref(refs: dict[str, TaskRef], key: str) -> TaskRef:
