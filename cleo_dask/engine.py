@@ -171,7 +171,7 @@ class Engine:
         run_id = uuid.uuid4().hex[:16]
         compiled = compile_workflow(wf, run_id, agent, defaults=self.defaults, priority=priority,
                                     fuse=bool(_config.get("fuse-chains", True)), critical_path=critical_path,
-                                    inputs=inputs, not_before=not_before)
+                                    inputs=inputs, not_before=not_before, fail_fast=fail_fast)
         run = self.launcher.new_run(wf, agent, run_id, compiled, priority=priority, fail_fast=fail_fast,
                                     defaults=self.defaults, name=name)
         run.inputs = dict(inputs) if inputs else {}  # kept by the journal to resume the run

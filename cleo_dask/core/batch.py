@@ -7,7 +7,8 @@ after the final failure, its cache.  A failing node never raises out of the batc
 the ``failed`` (or ``fell_back``) :class:`NodeOutput`, every attempt published as an ``attempt``
 event, so its siblings are unaffected and its children apply their trigger rules on the workers.
 Each final failure is published as an ``outcome`` event (``batch: true``) so that the client
-calls ``on_error`` and applies ``fail_fast`` (:mod:`cleo_dask.runs.batchevents`).
+calls ``on_error`` and applies ``fail_fast`` (:mod:`cleo_dask.runs.batchevents`); with
+``fail_fast`` the batch then errs once all its nodes ran, so that nothing below it starts.
 
 The Dask task's output is the tuple of the nodes' outputs, indexed like a fused chain's.  A batch
 of sync nodes runs them one after another in its worker thread (:func:`run_batch`); a batch with
@@ -28,7 +29,7 @@ from cleo_dask.admission.io import release_slot
 from cleo_dask.core.events import event, send_from_worker
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.outputstore import OutputStore
-from cleo_dask.core.worker import (FELL_BACK, SKIPPED, NodeCall, cache_lookup, cache_store, call_args, failure_output,
+from cleo_dask.core.worker import (FELL_BACK, SKIPPED, NodeCall, NodeFailed, cache_lookup, cache_store, call_args, failure_output,
                                    finish_output, gather_inputs, prepare_node, record_failure, skip_output,
                                    when_holds, worker_address)
 from cleo_dask.failures.decide import DecisionKind, FailedAttempt, decide
@@ -70,9 +71,10 @@ def _publish_outcome(batch: BatchCall, call: NodeCall, status: str, error: BaseE
                            pickled=pickled, traceback=text[-20000:], batch=True))
 
 
-def node_steps(batch: BatchCall, index: int, agent: Any, deps: tuple,
-               worker: str | None) -> Generator[tuple, Any, NodeOutput]:
+def node_steps(batch: BatchCall, index: int, agent: Any, deps: tuple, worker: str | None,
+               finals: dict[int, tuple] | None = None) -> Generator[tuple, Any, NodeOutput]:
     """One node of ``batch`` run as if alone (see the module docstring); never raises.
+    ``finals``: where its final failure is noted (``index -> (attempt, error, traceback)``).
 
     Yields what its driver must do — ``("body", call, args, kwargs)``, ``("io", fn, args)``,
     ``("sleep", seconds)`` — and is sent the result or thrown the exception; returns the output."""
@@ -98,7 +100,7 @@ def node_steps(batch: BatchCall, index: int, agent: Any, deps: tuple,
                 yield ("io", batch.store.save_output, (batch.run_id, batch.key, call.name, out))
             return out
         except Exception as exc:  # noqa: BLE001 - every task error is this node's failed attempt
-            _, error, text = record_failure(call, batch.key, start, worker, exc, batch.run_id)
+            attempt, error, text = record_failure(call, batch.key, start, worker, exc, batch.run_id)
             if call.mode == "task":
                 failed += 1
                 if policy.should_retry(exc, failed):
@@ -118,6 +120,8 @@ def node_steps(batch: BatchCall, index: int, agent: Any, deps: tuple,
                 continue
             out = failure_output(call.name, error, text)
             out.worker = worker
+            if finals is not None:
+                finals[index] = (attempt, error, text)
             return out
 
 
@@ -166,10 +170,25 @@ async def _drive_async(steps: Generator[tuple, Any, NodeOutput]) -> NodeOutput:
             error = exc
 
 
+def _fail_fast(batch: BatchCall, outputs: tuple[NodeOutput, ...], finals: dict[int, tuple]) -> tuple[NodeOutput, ...]:
+    """With ``fail_fast``, a batch in which a node finally failed errs once all its nodes ran,
+    so that nothing below it starts (as below a node run alone); every node's output travels
+    in the error (:class:`NodeFailed` ``completed``)."""
+    if not batch.fail_fast or not finals:
+        return outputs
+    i = min(finals)
+    attempt, error, text = finals[i]
+    name = batch.nodes[i].name
+    completed = {c.name: out for c, out in zip(batch.nodes, outputs)}
+    raise NodeFailed(name, batch.key, attempt, error, text, completed)
+
+
 def run_batch(batch: BatchCall, agent: Any, *deps: Any) -> tuple[NodeOutput, ...]:
     """Run a batch of sync nodes one after another; the Dask task function of such batches."""
     worker = worker_address()
-    return tuple(_drive_sync(node_steps(batch, i, agent, deps, worker)) for i in range(len(batch.nodes)))
+    finals: dict[int, tuple] = {}
+    outputs = tuple(_drive_sync(node_steps(batch, i, agent, deps, worker, finals)) for i in range(len(batch.nodes)))
+    return _fail_fast(batch, outputs, finals)
 
 
 async def run_batch_async(batch: BatchCall, agent: Any, *deps: Any) -> tuple[NodeOutput, ...]:
@@ -182,10 +201,12 @@ async def run_batch_async(batch: BatchCall, agent: Any, *deps: Any) -> tuple[Nod
     if not syncs:
         release_slot(batch.key)
 
-    def run_syncs() -> list[NodeOutput]:
-        return [_drive_sync(node_steps(batch, i, agent, deps, worker)) for i in syncs]
+    finals: dict[int, tuple] = {}
 
-    parts = [_drive_async(node_steps(batch, i, agent, deps, worker)) for i in asyncs]
+    def run_syncs() -> list[NodeOutput]:
+        return [_drive_sync(node_steps(batch, i, agent, deps, worker, finals)) for i in syncs]
+
+    parts = [_drive_async(node_steps(batch, i, agent, deps, worker, finals)) for i in asyncs]
     if syncs:
         parts.append(asyncio.to_thread(run_syncs))
     done = await asyncio.gather(*parts)
@@ -194,4 +215,4 @@ async def run_batch_async(batch: BatchCall, agent: Any, *deps: Any) -> tuple[Nod
         outputs[i] = out
     for i, out in zip(syncs, done[len(asyncs)] if syncs else ()):
         outputs[i] = out
-    return tuple(outputs)
+    return _fail_fast(batch, tuple(outputs), finals)

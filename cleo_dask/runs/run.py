@@ -24,6 +24,7 @@ from cleo_dask.core.worker import FAILED, NodeOutput
 from cleo_dask.errors import ClusterLost, CodeError
 from cleo_dask.runs import lost as _lost
 from cleo_dask.runs.assemble import RunOutcome, RunResults
+from cleo_dask.runs.batchevents import RunBatchFailures
 from cleo_dask.runs.end import RunEnd
 from cleo_dask.runs.guard import RunGuard
 from cleo_dask.runs.html import agent_label, run_html
@@ -39,11 +40,12 @@ if TYPE_CHECKING:
 __all__ = ["Run", "RunOutcome", "send_graph"]
 
 
-class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd):
+class Run(RunWatch, RunSlowPath, RunBatchFailures, RunWaiting, RunResults, RunGuard, RunEnd):
     """A running (or finished) workflow for one agent.  Returned by :meth:`Engine.submit`.
 
     Its parts, one idea each, work over the fields set here: the futures
-    (:mod:`~cleo_dask.runs.watch`), the failure slow path (:mod:`~cleo_dask.runs.slowpath`),
+    (:mod:`~cleo_dask.runs.watch`), the failure slow path (:mod:`~cleo_dask.runs.slowpath`), batched
+    nodes' failures (:mod:`~cleo_dask.runs.batchevents`),
     waiting (:mod:`~cleo_dask.runs.waiting`), the outcome (:mod:`~cleo_dask.runs.assemble`), the
     driver guard (:mod:`~cleo_dask.runs.guard`) and what is kept at its end (:mod:`~cleo_dask.runs.end`).
     """
@@ -71,6 +73,7 @@ class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd):
         self._records: dict[str, NodeRecord] = {}
         self._mode: dict[str, str] = {}
         self._handled: set[str] = set()
+        self._batch_failed: set[str] = set()   # batched nodes that finally failed (runs/batchevents.py)
         self._timers = 0
         self._gen = generation   # of slow-path keys (a resume starts past every earlier attempt's)
         self._cancelled = False
@@ -153,7 +156,7 @@ class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd):
         with self._lock:
             if self._lost is not None:
                 return "interrupted"
-            if any(o.status == FAILED for o in self._known.values()):
+            if self._batch_failed or any(o.status == FAILED for o in self._known.values()):
                 return "failed"
             if any(f.status == "error" for f in self._futures.values()):
                 return "failed"
