@@ -148,8 +148,11 @@ def test_batch_units_keep_chains_and_order_units_after_their_dependencies():
     parents = {"a": [], "b": [], "d": [], "c1": ["a"], "c2": ["c1"], "e": ["c2", "d"]}
     order = ["a", "b", "c1", "c2", "d", "e"]
     units = [["a"], ["b"], ["c1", "c2"], ["d"], ["e"]]
-    out, batch_at = batch_units(units, order, parents, lambda n: True, max_nodes=10, slots=1)
+    out, batch_at = batch_units(units, order, parents, lambda n: n != "c1" and n != "c2", max_nodes=10, slots=1)
     assert out == [["a", "b", "d"], ["c1", "c2"], ["e"]] and batch_at == {0}
+    # a chain of eligible nodes is cut: they join the batches of their generations
+    out, batch_at = batch_units(units, order, parents, lambda n: True, max_nodes=10, slots=1)
+    assert out == [["a", "b", "d"], ["c1"], ["c2"], ["e"]] and batch_at == {0}
     seen: set[str] = set()
     for u in out:   # every parent is in an earlier unit or earlier in the same chain
         for n in u:
@@ -212,9 +215,9 @@ def test_a_failing_node_in_a_batch_fails_alone(engine, agent):
         wf.add(Step(tag, f"c{i}", 10 + i), name=f"c{i}", after=[f"r{i}"])
     wf.add(Step(tag, "done", 20), name="done", after=["r1", "r2"], trigger="all_done")
     wf.add(Step(tag, "alarm", 30), name="alarm", after=["r1", "r3"], trigger="one_failed")
-    with dask.config.set(FORCE):
+    with dask.config.set({**FORCE, "cleo_dask.batch.min-batches": 1}):
         run = engine.submit(wf, agent)
-    assert ("r1", "r2") in _batches(run)   # (r0 and r3 fuse with their only child: chains)
+    assert ("r0", "r1", "r2", "r3") in _batches(run)
     out = run.result(timeout=60)
     assert out["r1"].status == "failed" and isinstance(out["r1"].error, ConnectionError)
     assert [a.error is not None for a in out["r1"].attempts] == [True, True, True]

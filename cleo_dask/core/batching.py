@@ -130,9 +130,18 @@ def group_batches(order: Sequence[str], parents: Mapping[str, Sequence[str]], ba
 
 def batch_units(units: list[list[str]], order: Sequence[str], parents: Mapping[str, Sequence[str]],
                 is_eligible: Any, *, max_nodes: int, slots: int) -> tuple[list[list[str]], set[int]]:
-    """Replace the single-node ``units`` whose node ``is_eligible(name)`` by batches (fused chains
-    stay as they are).  Returns the new units, each after every unit it depends on, and the
-    indexes of the batch units among them."""
+    """Replace the units of nodes that ``is_eligible(name)`` by batches.  A fused chain holding
+    such a node is cut into single nodes first: a batch never errs, so a failure in it costs no
+    resubmission of what is below (a chain is one Dask task per run of nodes; batches are one per
+    generation, no more tasks for a linear run).  Returns the new units, each after every unit it
+    depends on, and the indexes of the batch units among them."""
+    cut: list[list[str]] = []
+    for u in units:
+        if len(u) > 1 and any(is_eligible(n) for n in u):
+            cut.extend([n] for n in u)
+        else:
+            cut.append(u)
+    units = cut
     singles = [u[0] for u in units if len(u) == 1 and is_eligible(u[0])]
     if len(singles) < 2:
         return units, set()

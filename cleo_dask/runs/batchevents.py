@@ -57,10 +57,24 @@ class RunBatchFailures:
         on it on the driver."""
         if msg.get("status") == "failed":
             self._batch_failed.add(msg.get("node"))
+        self._batch_noted += 1   # (only this thread writes it; only the driver the handled count)
         self._soon(self._on_batch_outcome, msg)
+
+    def _batch_unhandled(self) -> bool:
+        """Whether some batched node's final failure still waits for the driver (the run is not
+        done before its ``on_error`` was called)."""
+        return self._batch_noted != self._batch_handled
 
     def _on_batch_outcome(self, msg: dict[str, Any]) -> None:
         """On the driver: record the error, call ``on_error``, apply ``fail_fast``."""
+        try:
+            self._act_on_batch_outcome(msg)
+        finally:
+            with self._lock:
+                self._batch_handled += 1
+                self._changed.notify_all()
+
+    def _act_on_batch_outcome(self, msg: dict[str, Any]) -> None:
         node = msg.get("node")
         if node not in self.workflow.nodes:
             return

@@ -74,6 +74,7 @@ class Run(RunWatch, RunSlowPath, RunBatchFailures, RunWaiting, RunResults, RunGu
         self._mode: dict[str, str] = {}
         self._handled: set[str] = set()
         self._batch_failed: set[str] = set()   # batched nodes that finally failed (runs/batchevents.py)
+        self._batch_noted = self._batch_handled = 0   # their events seen / acted on
         self._timers = 0
         self._gen = generation   # of slow-path keys (a resume starts past every earlier attempt's)
         self._cancelled = False
@@ -99,7 +100,7 @@ class Run(RunWatch, RunSlowPath, RunBatchFailures, RunWaiting, RunResults, RunGu
         if self._detached is not None:
             return self._detached.outcome is not None
         with self._lock:
-            if self._timers or any(f.status == "pending" for f in self._futures.values()):
+            if self._timers or self._batch_unhandled() or any(f.status == "pending" for f in self._futures.values()):
                 return False
         try:
             return self._settle(timeout=0)
