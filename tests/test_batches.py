@@ -398,3 +398,21 @@ def test_random_dag_batched_matches_the_model(engine, agent, seed):
 @pytest.mark.slow
 def test_random_dag_of_20000_nodes_batched_matches_the_model(engine, agent):
     _check_against_model(engine, agent, 17, 20000)
+
+
+def test_a_durable_run_journals_batched_nodes(client, agent, tmp_path):
+    tag = _tag()
+    wf = cd.Workflow("durable-batch")
+    for i in range(4):
+        wf.add(Step(tag, f"r{i}", i, fails=99 if i == 1 else 0), name=f"r{i}")
+    wf.add(Step(tag, "below", 9), name="below", after=["r0", "r1", "r2", "r3"])
+    with cd.Engine(client=client, store=tmp_path / "runs.db") as engine:
+        with dask.config.set({**FORCE, "cleo_dask.batch.min-batches": 1}):
+            run = engine.submit(wf, agent)
+        assert _batches(run) == [("r0", "r1", "r2", "r3")]
+        out = run.result(timeout=60)
+        assert engine.durable.wait_journaled(run.id)
+        rows = engine.durable.journal.nodes(run.id)
+        assert {n: rows[n].status for n in rows} == {"r0": "succeeded", "r1": "failed", "r2": "succeeded",
+                                                     "r3": "succeeded", "below": "upstream_failed"}
+        assert out["r2"].value == 2 and engine.runs(status="failed")[0].id == run.id
