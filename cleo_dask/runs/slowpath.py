@@ -209,13 +209,8 @@ class RunSlowPath:
         self._log("keys", nodes={n: compiled.location[n][0] for n in names})
         self._submit(compiled)
         still_used = {k for k, _ in self._location.values()}
-        erred = []
         for k in old_keys - still_used:
-            fut = self._futures.pop(k, None)
+            self._futures.pop(k, None)
             self._units.pop(k, None)
-            if fut is not None and fut.status == "error":
-                erred.append(fut)
-        if erred:   # forgotten now: a retry of an ancestor must not recompute them as erred dependents
-            self._client.cancel(erred)
         self._interrupt_waiters()
         self._changed.notify_all()
