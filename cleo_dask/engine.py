@@ -173,7 +173,7 @@ class Engine:
         past = (lambda: self.durable.journal.node_durations(wf.name)) if self.durable is not None else None
         compiled, windows = compile_run(wf, run_id, agent, past=past, defaults=self.defaults, priority=priority,
                                         fuse=bool(_config.get("fuse-chains", True)), critical_path=critical_path,
-                                        inputs=inputs, not_before=not_before)
+                                        inputs=inputs, not_before=not_before, fail_fast=fail_fast)
         run = self.launcher.new_run(wf, agent, run_id, compiled, priority=priority, fail_fast=fail_fast,
                                     defaults=self.defaults, name=name)
         run.use_windows(windows)   # a big workflow: the rest goes window by window

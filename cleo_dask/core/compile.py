@@ -33,6 +33,9 @@ from cleo_dask.core.shipping import data_node, graph_value
 from cleo_dask.core.task import TaskSpec
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.plainunit import IndexedPlainUnit, PlainUnit
+from cleo_dask.core.critical import bottom_levels
+from cleo_dask.core.batch import BatchCall, run_batch, run_batch_async
+from cleo_dask.core.batching import BatchSettings, batch_units, eligible
 from cleo_dask.core.worker import NodeCall, UnitCall, run_unit, run_unit_async
 from cleo_dask.core.node import Node
 from cleo_dask.core.workflow import Workflow
@@ -181,43 +184,25 @@ def unit_plan(wf: Workflow, names: Iterable[str], defaults: Defaults,
     return units
 
 
-def bottom_levels(wf: Workflow, default_duration: float | None = None,
-                  durations: Mapping[str, float] | None = None) -> dict[str, float]:
-    """Each node's bottom level: the longest path (by estimated duration) from it to a sink.
-
-    A node's duration is ``durations[node]`` (estimates, e.g. from an earlier run), else its
-    task's ``duration=``, else ``default_duration`` (default: the mean of the known ones, or 1).
-    """
-    given = durations or {}
-    own = {n: given.get(n, node.task.duration) for n, node in wf.nodes.items()}
-    if default_duration is None:
-        known = [d for d in own.values() if d is not None]
-        default_duration = sum(known) / len(known) if known else 1.0
-    level: dict[str, float] = {}
-    below: dict[str, float] = {}   # node -> the highest level among its children seen so far
-    nodes = wf.nodes
-    for n in reversed(nodes):      # children before parents: push each level up to the parents
-        d = own[n]
-        lv = level[n] = (default_duration if d is None else d) + below.get(n, 0.0)
-        for p in nodes[n].parents:
-            if p not in below or lv > below[p]:
-                below[p] = lv
-    return level
-
-
 @gc_paused()
 def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Defaults = Defaults(),
                      priority: float = 0, fuse: bool = True,
                      critical_path: bool | Mapping[str, float] | None = None,
                      inputs: Mapping[str, Any] | None = None, not_before: float | None = None,
                      durations: Mapping[str, float] | None = None, names: Iterable[str] | None = None,
-                     external: Mapping[str, tuple[str, int]] | None = None) -> Compiled:
+                     external: Mapping[str, tuple[str, int]] | None = None, fail_fast: bool = False,
+                     slots: int | None = None) -> Compiled:
     """Compile every node of ``wf`` for run ``run_id``; ``agent`` is embedded once.
 
     ``names``: compile only these nodes (a topologically ordered subset: one window of a big run,
     see :mod:`cleo_dask.runs.windows`); their parents outside it are read from ``external``
     (node -> the Dask key holding its output, and its index in that key's unit or -1).
-    ``durations``: task name -> seconds measured (earlier in the run, or in earlier runs).
+    ``durations``: task name -> seconds measured (earlier in the run, or in earlier runs): with
+    declared ``duration`` options they tell which tasks are short enough to run in batches
+    (:mod:`cleo_dask.core.batching`, settings ``cleo_dask.batch.*``); ``slots``: the cluster's
+    worker threads (each generation is split into at least that many batches; default
+    ``cleo_dask.batch.min-batches``); ``fail_fast``: the run's (a batch applies it to its nodes'
+    final failures).
 
     ``not_before``: epoch seconds before which the run's root units are held on the scheduler
     (holding no slot; see :mod:`cleo_dask.admission.plugin`): scheduled runs handed over ahead of time.
@@ -228,8 +213,9 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     """
     compiled = Compiled({}, {}, {})
     literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
+    batching = _Batching(BatchSettings.from_config(), durations, fail_fast, slots) if fuse else None
     _add_units(compiled, wf, list(wf.nodes) if names is None else list(names), run_id, agent, defaults, fuse,
-               gen=0, literals=literals, external=external or {}, overrides={})
+               gen=0, literals=literals, external=external or {}, overrides={}, batching=batching)
     if not_before is not None:
         for key, names in compiled.units.items():
             if not wf.nodes[names[0]].parents:
@@ -293,7 +279,8 @@ def compile_resubmission(wf: Workflow, run_id: str, agent: Any, names: Iterable[
 
 def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, agent: Any,
                defaults: Defaults, fuse: bool, gen: int, literals: Mapping[str, NodeOutput],
-               external: Mapping[str, tuple[str, int]], overrides: Mapping[str, dict[str, Any]]) -> None:
+               external: Mapping[str, tuple[str, int]], overrides: Mapping[str, dict[str, Any]],
+               batching: _Batching | None = None) -> None:
     nodes = wf.nodes
     agent_arg = graph_value(agent)   # the agent itself, unless its class is sent by value
     for lit_key, out in literals.items():
@@ -311,8 +298,10 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
     tail_of: dict[str, tuple[TaskRef, int]] = {}   # last node of a multi-node unit -> (reference, index)
     parent_ref = ref_of.__getitem__
     plain = _PlainUnits(compiled, run_id, agent_arg, store, agent, limited, defaults)
-    for unit in unit_plan(wf, names, defaults, fuse):
-        if len(unit) == 1:
+    units_planned, batch_at = _plan(wf, names, defaults, fuse, batching, limited)
+    for u, unit in enumerate(units_planned):
+        is_batch = bool(batch_at) and u in batch_at
+        if len(unit) == 1 and not is_batch:
             n = unit[0]
             node = nodes[n]
             if (not overrides or n not in overrides) and not (inputs_key and receives_inputs(node, input_names)):
@@ -327,7 +316,7 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
         # the prefix is the *task's* name: one group per function, as the dashboard shows them,
         # rather than one per node (10,000 prefixes slow the scheduler's duration estimates).
         first = nodes[unit[0]]
-        key = f"{first.task.name}{mid}{unit[0]}{suffix}"
+        key = f"{'batch' if is_batch else first.task.name}{mid}{unit[0]}{suffix}"
         deps: list[str] = []
         dep_pos: dict[str, int] = {}
         calls = []
@@ -356,6 +345,9 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
             task = node.task if over.get("mode") != "fallback" else node.task.fallback
             calls.append(NodeCall(n, task, tuple(ins), node.when, node.trigger, over.get("attempt", 1),
                                   over.get("mode", "task"), over.get("error")))
+        if is_batch:
+            _add_batch(compiled, key, unit, calls, deps, refs, run_id, agent_arg, store, batching, defaults, nodes)
+            continue
         # I/O units (async, or io_bound) run on the worker's event loop and free their slot
         head = calls[0].task
         func = run_unit_async if head.is_async or head.io_bound else run_unit
@@ -379,6 +371,50 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
             for i, n in enumerate(unit):
                 location[n] = (key, i)
             tail_of[unit[-1]] = (refs.get(key) or _new_ref(refs, key), len(unit) - 1)   # (only it has other children)
+
+
+@dataclass(frozen=True)
+class _Batching:
+    settings: BatchSettings
+    durations: Mapping[str, float] | None
+    fail_fast: bool
+    slots: int | None
+
+
+def _plan(wf: Workflow, names: list[str], defaults: Defaults, fuse: bool, batching: _Batching | None,
+          limited: bool) -> tuple[list, set[int]]:
+    """The units of ``names`` (fused chains, batches when ``batching``) and which are batches."""
+    if batching is None or limited:
+        return unit_plan(wf, names, defaults, fuse), set()
+    nodes, s = wf.nodes, batching.settings
+    verdict: dict[int, bool] = {}   # per task spec (and its policy): most nodes share a few tasks
+
+    def is_eligible(n: str) -> bool:
+        node = nodes[n]
+        key = id(node.task)   # a node's policy is its task's, engine defaults filled in
+        if key not in verdict:
+            verdict[key] = eligible(node.task, retry_policy(node, defaults), s, batching.durations)
+        return verdict[key]
+
+    if not any(map(is_eligible, names)):
+        return unit_plan(wf, names, defaults, fuse), set()
+    parents = {n: nodes[n].parents for n in names}
+    return batch_units(plan_units(wf, names, defaults, fuse), names, parents, is_eligible, max_nodes=s.max_nodes,
+                       slots=batching.slots or s.min_batches)
+
+
+def _add_batch(compiled: Compiled, key: str, unit: list[str], calls: list[NodeCall], deps: list[str],
+               refs: dict[str, TaskRef], run_id: str, agent_arg: Any, store: Any, batching: _Batching,
+               defaults: Defaults, nodes: Mapping[str, Node]) -> None:
+    policies = tuple(retry_policy(nodes[n], defaults) for n in unit)
+    func = run_batch_async if any(c.task.is_async for c in calls) else run_batch
+    call = BatchCall(run_id, key, tuple(calls), policies, store, batching.fail_fast)
+    t = compiled.dsk[key] = Task(key, func, call, agent_arg, *[refs.get(d) or _new_ref(refs, d) for d in deps])
+    t.kwargs = _NO_KWARGS
+    compiled.units[key] = tuple(unit)
+    location = compiled.location
+    for i, n in enumerate(unit):
+        location[n] = (key, i)
 
 
 def _tail_refs(parents: tuple[str, ...], ref_of: Mapping[str, TaskRef], tail_of: Mapping[str, tuple[TaskRef, int]]

@@ -5,7 +5,7 @@ Every entry point reads the option names from here: ``@cd.task(...)`` and
 ``Workflow.add(**options)`` and ``Task.options``), :func:`check_options`, and the spec-file reader
 (``cleo_dask.core.specnodes``).  Each policy (``failures/retry.py``, ``failures/timeout.py``,
 ``core/fallback.py``, ``admission/io.py``, ``admission/ratelimit.py``, ``core/caching.py``,
-``admission/estimates.py``; ``failures/rules.py`` for the node's trigger) owns its names and
+``admission/estimates.py``, ``core/batching.py``; ``failures/rules.py`` for the node's trigger) owns its names and
 their validation.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from cleo_dask.admission.estimates import DURATION_OPTIONS
 from cleo_dask.admission.io import IO_BOUND_OPTIONS
 from cleo_dask.admission.ratelimit import RATE_LIMIT_OPTIONS
+from cleo_dask.core.batching import BATCH_OPTIONS
 from cleo_dask.core.caching import CACHE_OPTIONS
 from cleo_dask.core.fallback import FALLBACK_OPTIONS
 from cleo_dask.errors import WorkflowError
@@ -26,7 +27,7 @@ from cleo_dask.util.options import Field, OptionPolicy
 
 #: The policies of a task, in the order their options are listed (and checked).
 TASK_POLICIES: tuple[OptionPolicy, ...] = (RETRY_OPTIONS, TIMEOUT_OPTIONS, FALLBACK_OPTIONS, IO_BOUND_OPTIONS,
-                                           RATE_LIMIT_OPTIONS, CACHE_OPTIONS, DURATION_OPTIONS)
+                                           RATE_LIMIT_OPTIONS, CACHE_OPTIONS, DURATION_OPTIONS, BATCH_OPTIONS)
 #: The policies of a node beyond its task's (``Workflow.add(..., trigger=)``).
 NODE_POLICIES: tuple[OptionPolicy, ...] = (TRIGGER_OPTIONS,)
 

@@ -118,6 +118,7 @@ class TaskSpec:
     rate_limit: str | None = None
     cache: Any = False
     duration: float | None = None
+    batch: bool = True
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -253,13 +254,15 @@ class Task:
 def task(fn: Callable[..., Any] | None = None, *, name: str | None = None, retries: int | None = None,
          backoff: Backoff | None = None, retry_on: Any = (Exception,), timeout: float | None = None,
          fallback: Any = None, on_error: Callable[..., Any] | None = None, io_bound: bool = False,
-         rate_limit: str | None = None, cache: Any = False, duration: float | None = None) -> Any:
+         rate_limit: str | None = None, cache: Any = False, duration: float | None = None,
+         batch: bool = True) -> Any:
     """Make ``fn(agent, **parent_results)`` a task; use bare (``@cd.task``) or with options.
 
     ``retries`` extra attempts, ``backoff`` between them (:func:`fixed` / :func:`exponential`),
     only on ``retry_on`` errors; ``timeout`` seconds per attempt; ``fallback(agent, error,
     **inputs)`` runs when the task has finally failed and its result stands in;
     ``on_error(agent, task_name, error)`` is called on the client once per final failure.
+    ``batch=False`` keeps the task's nodes out of batches (see :mod:`cleo_dask.core.batching`).
     """
     given = locals()  # the keyword parameters above are the options, named once in core/options.py
     options = {name: given[name] for name in TASK_OPTIONS}

@@ -87,7 +87,8 @@ class UnitCall:
         return (UnitCall, (self.run_id, self.key, self.nodes, self.store))
 
 
-def _worker_address() -> str | None:
+def worker_address() -> str | None:
+    """The address of the worker running this task (``None`` outside a worker)."""
     try:
         from distributed import get_worker
         return get_worker().address
@@ -95,7 +96,8 @@ def _worker_address() -> str | None:
         return None
 
 
-def _gather_inputs(call: NodeCall, deps: tuple, local: list[NodeOutput]) -> list[tuple[str, NodeOutput]]:
+def gather_inputs(call: NodeCall, deps: tuple, local: list[NodeOutput]) -> list[tuple[str, NodeOutput]]:
+    """``(parent, output)`` of each input of ``call``: from the Dask task's ``deps`` or the unit's earlier ``local`` outputs."""
     out = []
     for parent, pos, idx in call.inputs:
         if pos < 0:
@@ -106,7 +108,7 @@ def _gather_inputs(call: NodeCall, deps: tuple, local: list[NodeOutput]) -> list
     return out
 
 
-def _prepare(call: NodeCall, parents: list[tuple[str, NodeOutput]]):
+def prepare_node(call: NodeCall, parents: list[tuple[str, NodeOutput]]):
     """Decide skip or run; returns ((skip status, reason) or None, kwargs, upstream fallbacks)."""
     upstream: tuple[str, ...] = ()
     given: dict[str, Any] = {}
@@ -128,15 +130,18 @@ def _prepare(call: NodeCall, parents: list[tuple[str, NodeOutput]]):
     return None, {**given, **kwargs} if given else kwargs, upstream
 
 
-def _when_holds(call: NodeCall, kwargs: dict[str, Any]) -> bool:
+def when_holds(call: NodeCall, kwargs: dict[str, Any]) -> bool:
+    """Whether the node's ``when`` condition (if any) holds for these inputs."""
     if call.when is None:
         return True
     from cleo_dask.core.task import Signature
     return bool(call.when(**Signature.of(call.when, agent_first=False).select(kwargs)))
 
 
-def _failed(call: NodeCall, key: str, start: float, worker: str | None, exc: BaseException,
-            completed: dict[str, NodeOutput], run_id: str) -> NodeFailed:
+def record_failure(call: NodeCall, key: str, start: float, worker: str | None, exc: BaseException,
+                   run_id: str) -> tuple[Attempt, BaseException | None, str]:
+    """A failed attempt of ``call``: publish its ``attempt`` event; return its record, the error
+    (as text in a ``RuntimeError`` if it does not pickle) and its traceback."""
     from cleo_dask.errors import TaskTimeout
     end = time.time()
     attempt = Attempt(call.attempt, start, end, worker, repr(exc), type(exc).__name__,
@@ -150,30 +155,39 @@ def _failed(call: NodeCall, key: str, start: float, worker: str | None, exc: Bas
     send_from_worker(event("attempt", run_id, node=call.name, key=key, attempt=call.attempt, worker=worker, start=start,
                end=end, error=repr(exc)[:500], error_type=type(exc).__name__, timed_out=attempt.timed_out,
                mode=call.mode))
+    return attempt, error, text
+
+
+def _failed(call: NodeCall, key: str, start: float, worker: str | None, exc: BaseException,
+            completed: dict[str, NodeOutput], run_id: str) -> NodeFailed:
+    attempt, error, text = record_failure(call, key, start, worker, exc, run_id)
     return NodeFailed(call.name, key, attempt, error, text, dict(completed))
 
 
-def _finish(call: NodeCall, value: Any, start: float, worker: str | None, upstream: tuple[str, ...]) -> NodeOutput:
+def finish_output(call: NodeCall, value: Any, start: float, worker: str | None, upstream: tuple[str, ...]) -> NodeOutput:
+    """The output of a finished attempt of ``call`` (its task, or its fallback)."""
     status = FELL_BACK if call.mode == "fallback" else SUCCEEDED
     return NodeOutput(value, status, start, time.time(), worker, call.attempt, None, upstream)
 
 
-def _skip(call: NodeCall, key: str, skip: tuple[str, str], worker: str | None, upstream: tuple[str, ...],
+def skip_output(call: NodeCall, key: str, skip: tuple[str, str], worker: str | None, upstream: tuple[str, ...],
           run_id: str) -> NodeOutput:
+    """The output of a node that does not run (``skip``: its status and reason); publishes ``skipped``."""
     status, reason = skip
     now = time.time()
     send_from_worker(event("skipped", run_id, node=call.name, key=key, reason=reason, status=status))
     return NodeOutput(None, status, now, now, worker, call.attempt, reason, upstream)
 
 
-def _args(call: NodeCall, agent: Any, kwargs: dict[str, Any]) -> tuple[tuple, dict]:
+def call_args(call: NodeCall, agent: Any, kwargs: dict[str, Any]) -> tuple[tuple, dict]:
+    """The positional and keyword arguments of the body of ``call``."""
     kw = call.task.signature.select(kwargs)
     if call.mode == "fallback":
         return (agent, call.error), kw
     return (agent,), kw
 
 
-def _cache_lookup(unit: UnitCall, call: NodeCall, args: tuple, kw: dict[str, Any]):
+def cache_lookup(unit: UnitCall, call: NodeCall, args: tuple, kw: dict[str, Any]):
     """Durable runs only: the cache key of a ``cache=`` task's call and ``(value,)`` on a hit."""
     if unit.store is None or not call.task.cache:
         return None, None
@@ -181,7 +195,8 @@ def _cache_lookup(unit: UnitCall, call: NodeCall, args: tuple, kw: dict[str, Any
     return key, (unit.store.cache_get(key, call.name, unit.run_id) if key else None)
 
 
-def _cache_store(unit: UnitCall, call: NodeCall, key: str | None, hit: Any, value: Any, out: NodeOutput) -> None:
+def cache_store(unit: UnitCall, call: NodeCall, key: str | None, hit: Any, value: Any, out: NodeOutput) -> None:
+    """Durable runs only: note a cache hit on ``out``, or store a fresh ``value`` under ``key``."""
     if hit is not None:
         out.reason = "cache hit"
     elif key is not None:
@@ -201,17 +216,17 @@ def _unit_steps(unit: UnitCall, agent: Any, deps: tuple, worker: str | None) -> 
     for call in unit.nodes:
         start = time.time()
         try:
-            skip, kwargs, upstream = _prepare(call, _gather_inputs(call, deps, outputs))
-            if skip is None and not _when_holds(call, kwargs):
+            skip, kwargs, upstream = prepare_node(call, gather_inputs(call, deps, outputs))
+            if skip is None and not when_holds(call, kwargs):
                 skip = (SKIPPED, "condition 'when' is false")
             if skip is not None:
-                out = _skip(call, unit.key, skip, worker, upstream, unit.run_id)
+                out = skip_output(call, unit.key, skip, worker, upstream, unit.run_id)
             else:
-                args, kw = _args(call, agent, kwargs)
-                ckey, hit = _cache_lookup(unit, call, args, kw)
+                args, kw = call_args(call, agent, kwargs)
+                ckey, hit = cache_lookup(unit, call, args, kw)
                 value = hit[0] if hit is not None else (yield ("body", call, args, kw))
-                out = _finish(call, value, start, worker, upstream)
-                _cache_store(unit, call, ckey, hit, value, out)
+                out = finish_output(call, value, start, worker, upstream)
+                cache_store(unit, call, ckey, hit, value, out)
             if unit.store is not None:
                 yield ("io", unit.store.save_output, (unit.run_id, unit.key, call.name, out))
         except Exception as exc:  # noqa: BLE001 - every task error becomes a NodeFailed
@@ -231,7 +246,7 @@ def _next_step(steps: Generator[tuple, Any, Any], reply: Any, error: BaseExcepti
 
 def run_unit(unit: UnitCall, agent: Any, *deps: Any) -> Any:
     """Run a unit of synchronous nodes; the Dask task function of every sync unit."""
-    steps = _unit_steps(unit, agent, deps, _worker_address())
+    steps = _unit_steps(unit, agent, deps, worker_address())
     reply: Any = None
     error: BaseException | None = None
     while True:
@@ -258,7 +273,7 @@ async def run_unit_async(unit: UnitCall, agent: Any, *deps: Any) -> Any:
     Also the Dask task of ``io_bound`` sync units (their bodies run in cleo's I/O thread pool).
     Either way the unit first frees its worker slot (:func:`cleo_dask.admission.io.release_slot`).
     """
-    worker = _worker_address()
+    worker = worker_address()
     release_slot(unit.key)
     steps = _unit_steps(unit, agent, deps, worker)
     reply: Any = None

@@ -15,6 +15,7 @@ from typing import Any
 from cleo_dask.core.outcome import SKIP_STATUSES, Attempt, NodeRecord, Status, TaskResult
 from cleo_dask.core.worker import NodeFailed, NodeOutput, collect_meta
 from cleo_dask.errors import CleoError
+from cleo_dask.runs.batchevents import is_batch_outcome, record_batch_outcome
 from cleo_dask.runs.html import outcome_html
 from cleo_dask.runs.windows import released_error
 from cleo_dask.util.futures import erred_exception
@@ -100,6 +101,9 @@ class RunResults:
                                     losses=max(self._losses.get(key, 0), record.worker_losses))
         if st == "error":
             exc = erred_exception(fut) if fut is not None else released_error
+            if isinstance(exc, NodeFailed) and node in exc.completed:   # a fail_fast batch's node
+                out = exc.completed[node]
+                return result_from_meta(node, out.meta(), record, self.id, value=out.value, losses=record.worker_losses)
             err = exc.error if isinstance(exc, NodeFailed) else exc
             return TaskResult(node, Status.FAILED, error=record.error or err, traceback=record.traceback,
                               attempts=numbered(attempts), start=first_start(attempts), end=last_end(attempts),
@@ -115,10 +119,9 @@ class RunResults:
             self._event_log = events
         for _, msg in events:
             if isinstance(msg, dict) and msg.get("kind") == "attempt":
-                rec = self._records.setdefault(msg["node"], NodeRecord())
-                add_attempt(rec, Attempt(msg.get("attempt", 1), msg.get("start"), msg.get("end"), msg.get("worker"),
-                                          msg.get("error"), msg.get("error_type"), bool(msg.get("timed_out")),
-                                          kind=msg.get("mode", "task")))
+                add_attempt(self._records.setdefault(msg["node"], NodeRecord()), attempt_of(msg))
+            elif is_batch_outcome(msg):   # a batched node's final failure: its error, its traceback
+                record_batch_outcome(self._records.setdefault(msg["node"], NodeRecord()), msg)
 
     def node_results(self) -> dict[str, TaskResult]:
         """Every node's :class:`TaskResult` as things stand (the run is done: see ``result()``)."""
@@ -196,6 +199,10 @@ def result_from_meta(node: str, meta: tuple, record: NodeRecord, run_id: str, va
                           attempts=(Attempt(1, start, end, worker),), start=start, end=end, worker=worker,
                           reason=reason, upstream_fallbacks=tuple(upstream), run_id=run_id)
     attempts = list(record.attempts)
+    if status == "failed":   # a batched node (a batch never raises): its attempts came as events
+        return TaskResult(node, Status.FAILED, error=record.error, traceback=record.traceback,
+                          attempts=numbered(attempts), start=first_start(attempts), end=last_end(attempts),
+                          worker=attempts[-1].worker if attempts else worker, worker_losses=losses, run_id=run_id)
     skipped = status in SKIP_STATUSES
     if not skipped:
         add_attempt(record, Attempt(attempt_no, start, end, worker,
@@ -216,6 +223,12 @@ def _suspicious(keys: list[str], dask_scheduler: Any = None) -> dict[str, int]:
         if ts is not None and ts.suspicious:
             out[k] = ts.suspicious
     return out
+
+
+def attempt_of(msg: dict[str, Any]) -> Attempt:
+    """The failed :class:`Attempt` an ``attempt`` event reports."""
+    return Attempt(msg.get("attempt", 1), msg.get("start"), msg.get("end"), msg.get("worker"), msg.get("error"),
+                   msg.get("error_type"), bool(msg.get("timed_out")), kind=msg.get("mode", "task"))
 
 
 def add_attempt(record: NodeRecord, attempt: Attempt) -> None:

@@ -24,6 +24,7 @@ from cleo_dask.core.worker import FAILED, NodeOutput
 from cleo_dask.errors import ClusterLost, CodeError
 from cleo_dask.runs import lost as _lost
 from cleo_dask.runs.assemble import RunOutcome, RunResults
+from cleo_dask.runs.batchevents import RunBatchFailures
 from cleo_dask.runs.end import RunEnd
 from cleo_dask.runs.guard import RunGuard
 from cleo_dask.runs.html import agent_label, run_html
@@ -41,11 +42,13 @@ if TYPE_CHECKING:
 __all__ = ["Run", "RunOutcome", "send_graph"]
 
 
-class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd, RunWindows, RunRetired):
+class Run(RunWatch, RunSlowPath, RunBatchFailures, RunWaiting, RunResults, RunGuard, RunEnd, RunWindows,
+          RunRetired):
     """A running (or finished) workflow for one agent.  Returned by :meth:`Engine.submit`.
 
     Its parts, one idea each, work over the fields set here: the futures
-    (:mod:`~cleo_dask.runs.watch`), the failure slow path (:mod:`~cleo_dask.runs.slowpath`),
+    (:mod:`~cleo_dask.runs.watch`), the failure slow path (:mod:`~cleo_dask.runs.slowpath`), batched
+    nodes' failures (:mod:`~cleo_dask.runs.batchevents`),
     waiting (:mod:`~cleo_dask.runs.waiting`), the outcome (:mod:`~cleo_dask.runs.assemble`), the
     driver guard (:mod:`~cleo_dask.runs.guard`), what is kept at its end (:mod:`~cleo_dask.runs.end`)
     the keys it replaced (:mod:`~cleo_dask.runs.retire`) and, for a big workflow, its windows
@@ -76,6 +79,8 @@ class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd, RunWi
         self._records: dict[str, NodeRecord] = {}
         self._mode: dict[str, str] = {}
         self._handled: set[str] = set()
+        self._batch_failed: set[str] = set()   # batched nodes that finally failed (runs/batchevents.py)
+        self._batch_noted = self._batch_handled = 0   # their events seen / acted on
         self._timers = 0
         self._gen = generation   # of slow-path keys (a resume starts past every earlier attempt's)
         self._cancelled = False
@@ -101,7 +106,7 @@ class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd, RunWi
         if self._detached is not None:
             return self._detached.outcome is not None
         with self._lock:
-            if self._timers or any(f.status == "pending" for f in self._futures.values()):
+            if self._timers or self._batch_unhandled() or any(f.status == "pending" for f in self._futures.values()):
                 return False
         try:
             return self._settle(timeout=0)
@@ -158,7 +163,7 @@ class Run(RunWatch, RunSlowPath, RunWaiting, RunResults, RunGuard, RunEnd, RunWi
         with self._lock:
             if self._lost is not None:
                 return "interrupted"
-            if any(o.status == FAILED for o in self._known.values()):
+            if self._batch_failed or any(o.status == FAILED for o in self._known.values()):
                 return "failed"
             if any(f.status == "error" for f in self._futures.values()):
                 return "failed"

@@ -19,6 +19,7 @@ from cleo_dask.core.worker import NodeFailed, NodeOutput, failure_output, skippe
 from cleo_dask.errors import CodeError
 from cleo_dask.failures.decide import Decision, DecisionKind, FailedAttempt, decide, propagate
 from cleo_dask.runs.assemble import add_attempt
+from cleo_dask.runs.stranded import stranded
 from cleo_dask.util.futures import erred_exception, lost_elsewhere, worker_losses
 
 logger = logging.getLogger("cleo_dask")
@@ -136,7 +137,7 @@ class RunSlowPath:
                 self._handled.discard(key)
                 self._client.retry([fut])
                 names = self._units[key]
-                downstream = set(names) | set(self.workflow.descendants(names))
+                downstream = self._stranded(set(names) | set(self.workflow.descendants(names)))
                 self._watch_sinks(sorted({self._location[n][0] for n in downstream
                                           if not self._children[n] and n not in self._known
                                           and n in self._location}))
@@ -152,8 +153,14 @@ class RunSlowPath:
             self._known[n] = skipped_output(reason, status=status)
             self.log_event("skipped", node=n, key=self._location.get(n, ("",))[0], reason=reason, status=status)
         self._forget_known_units()
-        self._resubmit(plan.rerun, {}) if plan.rerun else self._changed.notify_all()
+        again = self._stranded({failed, *plan.skipped, *plan.rerun})
+        rerun = [n for n in self.workflow.nodes if n in again and n not in self._known]
+        self._resubmit(rerun, {}) if rerun else self._changed.notify_all()
         self._soon(self._maybe_finished)
+
+    def _stranded(self, names: set[str]) -> set[str]:
+        """``names`` and the nodes stranded with them in erred batches (:func:`stranded`)."""
+        return stranded(names, self._units, self._location, self._known, self.workflow.descendants)
 
     def _forget_known_units(self) -> None:
         """Drop the futures of units whose every node's outcome is now known here (a stale
@@ -168,6 +175,7 @@ class RunSlowPath:
         (the keys replaced are retired: :mod:`cleo_dask.runs.retire`)."""
         wf = self.workflow
         subset = set(roots) | set(wf.descendants(list(roots) + list(after)))
+        subset = self._stranded(subset)   # with their batch mates: their batches erred too
         # a windowed run's nodes not sent yet go with their window, their parents as they are then
         names = [n for n in wf.nodes if n in subset and (n in roots or n not in self._known) and n in self._location]
         for n in roots:

@@ -42,7 +42,7 @@ class RunWaiting:
                 except TimeoutError:
                     return False
             with self._lock:
-                if self._timers:
+                if self._timers or self._batch_unhandled():
                     if remaining is not None and remaining <= 0:
                         return False
                     self._changed.wait(0.05 if remaining is None else min(0.05, max(remaining, 0)))
@@ -54,7 +54,7 @@ class RunWaiting:
                 self._raise_if_lost(list(self._futures.values()))  # e.g. reconnected to a new scheduler
                 handled = [k for k, f in list(self._futures.items())
                            if f.status == "error" and self._handle_erred_safely(k)]
-                if handled or self._timers:
+                if handled or self._timers or self._batch_unhandled():
                     continue
                 if self.ended is None:
                     self.ended = time.time()

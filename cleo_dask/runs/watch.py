@@ -18,6 +18,9 @@ from cleo_dask.admission import plugin as _admission
 from cleo_dask.core.compile import Compiled
 from cleo_dask.core.events import event, run_topic
 from cleo_dask.monitor import logs as _logs
+from cleo_dask.core.outcome import NodeRecord
+from cleo_dask.runs.assemble import add_attempt, attempt_of
+from cleo_dask.runs.batchevents import is_batch_outcome
 from cleo_dask.util.futures import all_done as _all_done
 
 logger = logging.getLogger("cleo_dask")
@@ -98,7 +101,14 @@ class RunWatch:
             self._attempts_seen[msg.get("node")] = n
             msg = {**msg, "attempt": n}
         _logs.on_event(self, msg)  # structured log record of a failed attempt (monitoring)
+        if is_batch_outcome(msg):
+            self._note_batch_outcome(msg)
+            return
         if isinstance(msg, dict) and msg.get("kind") == "attempt":
+            # kept as it comes: the scheduler keeps only the last events of a topic
+            # (distributed.admin.low-level-log-length), a big run's early ones are gone at its end
+            if msg.get("node") in self._children:
+                add_attempt(self._records.setdefault(msg["node"], NodeRecord()), attempt_of(msg))
             fut = self._futures.get(msg.get("key"))
             if fut is not None:
                 fut.add_done_callback(self._on_attempt_done)
@@ -107,10 +117,11 @@ class RunWatch:
         if fut.status == "error":
             self._soon(self._handle_erred_safely, fut.key)
 
-    def _cancel_rest(self) -> None:
-        """Cancel every pending future of the run (retries waiting are dropped when they fire)."""
+    def _cancel_rest(self, keep: str | None = None) -> None:
+        """Cancel every pending future of the run (retries waiting are dropped when they fire) but
+        that of ``keep`` (a batch whose node failed: its siblings' outcomes are on their way)."""
         self._cancelled = True
-        pending = [f for f in self._futures.values() if f.status == "pending"]
+        pending = [f for k, f in self._futures.items() if f.status == "pending" and k != keep]
         if pending:
             self._client.cancel(pending)
         self._changed.notify_all()
