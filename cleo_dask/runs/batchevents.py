@@ -89,5 +89,5 @@ class RunBatchFailures:
                     logger.exception("on_error of task %r failed", node)
             if msg.get("status") == "failed" and self.fail_fast and not self._cancelled:
                 self._known[node] = failure_output(node, error, record.traceback)
-                self._log("outcome", node=node, status="failed", error=repr(error)[:500])
+                self.log_event("outcome", node=node, status="failed", error=repr(error)[:500])
                 self._cancel_rest(keep=msg.get("key"))
