@@ -359,3 +359,20 @@ class NodeMetas:
         reason, upstream = self.rare.get(i, (None, ()))
         return (STATUSES[self.status[i]].value, _time(self.start[i]), _time(self.end[i]),
                 self.workers.text(self.worker[i]), self.attempt[i], reason, upstream)
+
+
+def journal_rows(cols: OutcomeColumns) -> Iterator[tuple[str, str, int, float | None, float | None, str | None,
+                                                          str | None, tuple[Attempt, ...]]]:
+    """Each row as ``(node, status, attempt count, start, end, worker, reason, attempts)``, no
+    :class:`TaskResult` made but for the rows kept whole."""
+    names, extra, workers, reasons = cols.names, cols.extra, cols.workers, cols.reasons
+    for i, code in enumerate(cols.status):
+        kept = extra.get(i)
+        if kept is not None:
+            yield (names[i], kept.status.value, len(kept.attempts), kept.start, kept.end, kept.worker, kept.reason,
+                   kept.attempts)
+            continue
+        start, end, worker = _time(cols.start[i]), _time(cols.end[i]), workers.text(cols.worker[i])
+        attempts = (Attempt(1, start, end, worker),) if code == SUCCEEDED else ()
+        yield (names[i], STATUSES[code].value, len(attempts), start, end, worker, reasons.text(cols.reason[i]),
+               attempts)
