@@ -308,7 +308,7 @@ class Durability:
             except Exception:  # noqa: BLE001 - resume checks the file again
                 continue
             rows.append((name, meta[0], meta[4], meta[1], meta[2], meta[3], path))
-        self.journal.mark_nodes(run.id, rows, attempts)
+        self.journal.mark_nodes(run.id, rows)
         self.journal.interrupt(run.id, run.ended)
         logger.warning("run %s did not finish and is journaled as interrupted: resume it (engine.resume(%r) / "
                        "cleo-dask resume %s --store %s)", run.id, run.id, run.id, self.store.journal)

@@ -24,6 +24,7 @@ logger = logging.getLogger("cleo_dask")
 
 SUCCEEDED_CODE, FELL_BACK_CODE, FAILED_CODE = CODE["succeeded"], CODE["fell_back"], CODE["failed"]
 SKIPPED_CODE, UPSTREAM_FAILED_CODE, CANCELLED_CODE = CODE["skipped"], CODE["upstream_failed"], CODE["cancelled"]
+PENDING_CODE = CODE["pending"]
 CANCELLED_REASON = "cancelled before it finished"
 
 
@@ -141,29 +142,27 @@ class RunResults:
         with self._lock:
             self._collect_attempt_events()
             self._fetch_metas()
-            metas = self._metas
-            cols = OutcomeColumns(metas.names, metas.index, metas.workers)
-            known, records, losses, location = self._known, self._records, self._losses, self._location
-            key_status: dict[str, str] = {}
-            plain_codes = (SUCCEEDED_CODE, SKIPPED_CODE, UPSTREAM_FAILED_CODE)
+            metas, location, losses = self._metas, self._location, self._losses
+            cols = OutcomeColumns.from_metas(metas)   # every row as its worker's record says
+            redo = set(self._known) | set(self._records)   # rows made from a whole result
             with gc_paused():  # the few results made here are not garbage: skip full collections
-                for i, node in enumerate(metas.names):
-                    if node in known or node in records:
-                        cols.set_result(i, self._result_of(node))
-                        continue
-                    key = location[node][0]
-                    st = key_status.get(key)
-                    if st is None:
-                        st = key_status[key] = self._key_status(key)[0]
+                for key, names in self._units.items():
+                    st = self._key_status(key)[0]
                     if st == "finished" and not losses.get(key):
-                        code = metas.status[i]
-                        if code in plain_codes and not metas.has_upstream(i):
-                            cols.copy_meta(i, metas)
-                            continue
-                    elif st not in ("finished", "error"):
-                        cols.set_plain(i, CANCELLED_CODE, None, None, None, CANCELLED_REASON)
                         continue
-                    cols.set_result(i, self._result_of(node))
+                    for node in names:
+                        if node in redo or location.get(node, (None,))[0] != key:
+                            continue
+                        if st in ("finished", "error"):
+                            redo.add(node)
+                        else:
+                            cols.set_plain(metas.index[node], CANCELLED_CODE, None, None, None, CANCELLED_REASON)
+                names = metas.names
+                for i in cols.rows_with((FELL_BACK_CODE, FAILED_CODE, PENDING_CODE)):
+                    redo.add(names[i])
+                redo.update(names[i] for i in metas.with_upstream())
+                for node in redo:
+                    cols.set_result(metas.index[node], self._result_of(node))
         return cols
 
     def node_results(self) -> dict[str, TaskResult]:

@@ -90,6 +90,19 @@ class OutcomeColumns:
     def __len__(self) -> int:
         return len(self.names)
 
+    @classmethod
+    def from_metas(cls, metas: NodeMetas) -> OutcomeColumns:
+        """Every row plain, as the workers' records in ``metas`` say (copied whole, not row by row)."""
+        cols = cls(metas.names, metas.index, metas.workers)
+        cols.status = array("b", metas.status)
+        cols.start = array("d", metas.start)
+        cols.end = array("d", metas.end)
+        cols.attempts = array("I", map(SUCCEEDED.__eq__, metas.status))
+        cols.worker = array("i", metas.worker)
+        for i, (reason, _) in metas.rare.items():
+            cols.reason[i] = cols.reasons.code(reason)
+        return cols
+
     # -- filling --------------------------------------------------------------------------------
     def set_plain(self, i: int, status: int, start: float | None, end: float | None, worker: str | None,
                   reason: str | None) -> None:
@@ -101,18 +114,6 @@ class OutcomeColumns:
         self.worker[i] = self.workers.code(worker)
         self.reason[i] = self.reasons.code(reason)
         self.extra.pop(i, None)
-
-    def copy_meta(self, i: int, metas: NodeMetas) -> None:
-        """Row ``i`` is plain, as node ``i``'s record in ``metas`` (whose worker table this shares) says."""
-        code = metas.status[i]
-        self.status[i] = code
-        self.start[i] = metas.start[i]
-        self.end[i] = metas.end[i]
-        self.attempts[i] = 1 if code == SUCCEEDED else 0
-        self.worker[i] = metas.worker[i] if metas.workers is self.workers else \
-            self.workers.code(metas.workers.text(metas.worker[i]))
-        rare = metas.rare.get(i)
-        self.reason[i] = -1 if rare is None else self.reasons.code(rare[0])
 
     def set_result(self, i: int, result: TaskResult) -> None:
         """Row ``i`` is ``result``: plain if the columns can rebuild it, otherwise kept whole."""
@@ -300,6 +301,10 @@ class NodeMetas:
 
     def __contains__(self, key: object) -> bool:
         return key in self.keys
+
+    def with_upstream(self) -> list[int]:
+        """Node numbers whose record names upstream fallbacks."""
+        return [i for i, (_, upstream) in self.rare.items() if upstream]
 
     def has_upstream(self, i: int) -> bool:
         """True if node ``i``'s record names upstream fallbacks."""

@@ -19,7 +19,8 @@ import gc
 
 import psutil
 import pytest
-from distributed import Client, LocalCluster
+from _dask_procs import Processes, dask_command, env_with_cleo_only, wait_for_file
+from distributed import Client
 
 import cleo_dask as cd
 from cleo_dask.core.outcome import Status
@@ -54,12 +55,23 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-@pytest.fixture(scope="module")
-def process_engine():
-    """An engine on its own cluster whose workers are processes (their memory is not the client's)."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster, set_as_default=False) as client, cd.Engine(client=client) as engine:
-        yield engine
+@pytest.fixture
+def process_engine(tmp_path):
+    """An engine on a scheduler and two workers of their own processes (their memory is not the client's)."""
+    procs = Processes(tmp_path)
+    try:
+        sched_file = tmp_path / "scheduler.json"
+        procs.start("scheduler", dask_command() + ["scheduler", "--host", "127.0.0.1", "--port", "0",
+                                                   "--no-dashboard", "--scheduler-file", str(sched_file)],
+                    env_with_cleo_only())
+        address = wait_for_file(sched_file, procs)["address"]
+        procs.start("workers", dask_command() + ["worker", address, "--nworkers", "2", "--nthreads", "1",
+                                                 "--no-dashboard"], env_with_cleo_only())
+        with Client(address, set_as_default=False) as client, cd.Engine(client=client) as engine:
+            client.wait_for_workers(2, timeout=60)
+            yield engine
+    finally:
+        procs.stop()
 
 
 @pytest.mark.slow
