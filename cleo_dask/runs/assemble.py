@@ -45,7 +45,8 @@ class RunResults:
                 chunk = missing[start:start + META_BATCH]
                 for batch in self._client.run(compact_metas, chunk).values():
                     with self._lock:
-                        self._metas.put_batch(chunk, batch, self._units, self._location)
+                        # no node moved to another key before the first resubmission
+                        self._metas.put_batch(chunk, batch, self._units, self._location if self._gen else None)
                 self._losses.update(self._client.run_on_scheduler(_suspicious, chunk))
         except Exception:  # noqa: BLE001 - fall back to fetching the outputs themselves
             logger.debug("meta collection failed", exc_info=True)

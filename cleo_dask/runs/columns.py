@@ -321,30 +321,42 @@ class NodeMetas:
         self.keys.add(key)
 
     def put_batch(self, keys: Sequence[str], batch: MetaBatch, units: dict[str, tuple[str, ...]],
-                  location: dict[str, tuple[str, int]]) -> None:
-        """Keep the records in ``batch``, an answer to ``compact_metas(keys)`` (see :meth:`put`)."""
+                  location: dict[str, tuple[str, int]] | None) -> None:
+        """Keep the records in ``batch``, an answer to ``compact_metas(keys)`` (see :meth:`put`;
+        ``location=None``: no node ever moved to another key, none is checked)."""
+        index, no_loc = self.index, (None,)
+        get_loc = location.get if location is not None else None
+        wmap = [self.workers.code(w) for w in batch.workers.items]
+        status, start, end, attempt, worker = self.status, self.start, self.end, self.attempt, self.worker
+        b_status, b_start, b_end, b_attempt, b_worker = batch.status, batch.start, batch.end, batch.attempt, batch.worker
+        rare, b_rare = self.rare, batch.rare
+        targets: list[tuple[int, int]] = []   # (node number, entry)
         e = 0
-        index, wcode = self.index, self.workers.code
         for position, size in zip(batch.found, batch.sizes):
             key = keys[position]
-            nodes = units.get(key, ())
-            for k in range(max(size, 1)):
-                if k >= len(nodes) or location.get(nodes[k], (None,))[0] != key:
-                    e += 1
-                    continue
-                i = index[nodes[k]]
-                self.status[i] = batch.status[e]
-                self.start[i] = batch.start[e]
-                self.end[i] = batch.end[e]
-                self.attempt[i] = batch.attempt[e]
-                self.worker[i] = wcode(batch.workers.text(batch.worker[e]))
-                rare = batch.rare.get(e)
-                if rare is not None:
-                    self.rare[i] = rare
-                else:
-                    self.rare.pop(i, None)
-                e += 1
             self.keys.add(key)
+            nodes = units.get(key, ())
+            if get_loc is None and size < 0 and nodes:
+                targets.append((index[nodes[0]], e))
+                e += 1
+                continue
+            for k in range(size if size > 0 else 1):
+                if k < len(nodes) and (get_loc is None or get_loc(nodes[k], no_loc)[0] == key):
+                    targets.append((index[nodes[k]], e))
+                e += 1
+        for i, e in targets:
+            status[i] = b_status[e]
+            start[i] = b_start[e]
+            end[i] = b_end[e]
+            attempt[i] = b_attempt[e]
+            worker[i] = wmap[b_worker[e]] if b_worker[e] >= 0 else -1
+        if rare or b_rare:
+            for i, e in targets:
+                r = b_rare.get(e)
+                if r is not None:
+                    rare[i] = r
+                elif rare:
+                    rare.pop(i, None)
 
     def _put_node(self, i: int, meta: tuple) -> None:
         status, start, end, worker, attempt, reason, upstream = meta
