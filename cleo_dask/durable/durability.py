@@ -31,7 +31,8 @@ from cleo_dask.core.compile import compile_resubmission
 from cleo_dask.errors import ClusterLost, StoreError
 from cleo_dask.durable.journal import FINISHED, HOST, Journal, RunRecord
 from cleo_dask.durable.resultstore import ResultStore, load_output
-from cleo_dask.core.worker import collect_meta
+from cleo_dask.runs.assemble import META_BATCH
+from cleo_dask.runs.columns import compact_metas, journal_rows
 
 if TYPE_CHECKING:
     from cleo_dask.runs.run import Run
@@ -229,11 +230,14 @@ class Durability:
             return
         metas: dict[str, Any] = run.known_metas(new)   # a unit a windowed run released: only there
         try:
-            for found in self.engine.client.run(collect_meta, [k for k in new if k not in metas]).values():
-                metas.update(found)
+            missing = [k for k in new if k not in metas]
+            for start in range(0, len(missing), META_BATCH):
+                chunk = missing[start:start + META_BATCH]
+                for batch in self.engine.client.run(compact_metas, chunk).values():
+                    metas.update(batch.metas(chunk))
         except Exception:  # noqa: BLE001 - statuses then come at the end of the run
             logger.debug("collect_meta failed", exc_info=True)
-        rows = []
+        rows, attempts = [], []
         for key in new:
             tracked.seen.add(key)
             names = units[key]
@@ -247,7 +251,9 @@ class Durability:
                 else:
                     status, start, end, worker, attempt = m[:5]
                     rows.append((node, status, attempt, start, end, worker, self.results.node_path(run.id, node)))
-        self.journal.mark_nodes(run.id, rows)
+                    if status == "succeeded" and attempt == 1:  # its one attempt (the end fixes any other)
+                        attempts.append((node, 1, start, end, worker, None, None))
+        self.journal.mark_nodes(run.id, rows, attempts)
 
     def _journal_finished(self, tracked: _Tracked) -> None:
         try:
@@ -266,15 +272,14 @@ class Durability:
             logger.exception("run %s: could not read its outcome for the journal", run.id)
             return
         nodes, attempts, counts, notes = [], [], {}, {}
-        for name, r in outcome.items():
-            status = r.status.value
+        path = self.results.node_path
+        for name, status, n_attempts, start, end, worker, reason, tried in journal_rows(outcome.columns):
             counts[status] = counts.get(status, 0) + 1
-            if status in ("skipped", "upstream_failed") and r.reason:
-                notes[name] = r.reason  # upstream_failed: the failing ancestor
+            if status in ("skipped", "upstream_failed") and reason:
+                notes[name] = reason  # upstream_failed: the failing ancestor
             kept = status in FINISHED
-            nodes.append((name, status, len(r.attempts), r.start, r.end, r.worker,
-                          self.results.node_path(run.id, name) if kept else None))
-            attempts.extend((name, a.number, a.start, a.end, a.worker, a.error, a.error_type) for a in r.attempts)
+            nodes.append((name, status, n_attempts, start, end, worker, path(run.id, name) if kept else None))
+            attempts.extend((name, a.number, a.start, a.end, a.worker, a.error, a.error_type) for a in tried)
         self.journal.finish_run(run.id, status=run.status(), ended=run.ended, counts=counts, nodes=nodes,
                                 attempts=attempts, notes=notes)
         for _, msg in run.events():

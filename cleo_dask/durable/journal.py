@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS journal_attempts (
     PRIMARY KEY (run_id, node, number));
 """
 
+_UPDATE_NODE = ("UPDATE journal_nodes SET status = ?, attempts = ?, started = ?, ended = ?, worker = ?, result = ? "
+                "WHERE run_id = ? AND node = ?")
+_PUT_ATTEMPT = "INSERT OR REPLACE INTO journal_attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
 #: Node statuses whose output is a result a resumed run keeps.
 FINISHED = ("succeeded", "fell_back", "skipped")
 #: Statuses of nodes that did not run; their note says why (the failing ancestor of an upstream_failed one).
@@ -220,13 +224,18 @@ class Journal:
         if runs:
             self._write(tx)
 
-    def mark_nodes(self, run_id: str, rows: Iterable[tuple]) -> None:
-        """Update nodes: rows of ``(node, status, attempts, started, ended, worker, result)``."""
+    def mark_nodes(self, run_id: str, rows: Iterable[tuple], attempts: Iterable[tuple] = ()) -> None:
+        """Update nodes: rows of ``(node, status, attempts, started, ended, worker, result)``, and
+        record ``attempts`` (as in :meth:`finish_run`), in one transaction (one statement each)."""
         rows = [(*r[1:], run_id, r[0]) for r in rows]
-        if rows:
-            self._write(lambda conn: conn.executemany(
-                "UPDATE journal_nodes SET status = ?, attempts = ?, started = ?, ended = ?, worker = ?, result = ? "
-                "WHERE run_id = ? AND node = ?", rows))
+        attempt_rows = [(run_id, *a) for a in attempts]
+
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.executemany(_UPDATE_NODE, rows)
+            if attempt_rows:
+                conn.executemany(_PUT_ATTEMPT, attempt_rows)
+        if rows or attempt_rows:
+            self._write(tx)
 
     def annotate(self, run_id: str, node: str, *, resumable: bool | None = None, note: str | None = None,
                  cache_key: str | None = None) -> None:
@@ -242,23 +251,31 @@ class Journal:
         """Record a run's end: its status and counts, each node's final row, every attempt
         (``(node, number, started, ended, worker, error, error_type)``) and a note per node
         (why it was skipped or upstream_failed)."""
-        node_rows = [(*r[1:], run_id, r[0]) for r in nodes]
-        attempt_rows = [(run_id, *a) for a in attempts]
-        note_rows = [(note, run_id, node) for node, note in (notes or {}).items()]
-        # a node skipped before (an earlier generation) that ran now loses the old reason
-        ran_rows = [(run_id, r[0]) for r in nodes if r[1] not in _SKIPS]
+        nodes = list(nodes)
+        wanted_attempts = {(a[0], a[1]): tuple(a[2:]) for a in attempts}
+        notes = dict(notes or {})
 
         def tx(conn: sqlite3.Connection) -> None:
+            # only what differs from what the poller wrote as units finished is written
             conn.execute("UPDATE journal_runs SET status = ?, ended = ?, counts = ? WHERE id = ?",
                          (status, ended, json.dumps(counts), run_id))
-            conn.executemany("UPDATE journal_nodes SET note = NULL WHERE run_id = ? AND node = ? AND status IN "
-                             f"({', '.join(repr(s) for s in _SKIPS)})", ran_rows)
-            conn.executemany(
-                "UPDATE journal_nodes SET status = ?, attempts = ?, started = ?, ended = ?, worker = ?, result = ? "
-                "WHERE run_id = ? AND node = ?", node_rows)
-            conn.execute("DELETE FROM journal_attempts WHERE run_id = ?", (run_id,))
-            conn.executemany("INSERT OR REPLACE INTO journal_attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", attempt_rows)
-            conn.executemany("UPDATE journal_nodes SET note = ? WHERE run_id = ? AND node = ?", note_rows)
+            now = {r[0]: r[1:] for r in conn.execute(
+                "SELECT node, status, attempts, started, ended, worker, result, note FROM journal_nodes "
+                "WHERE run_id = ?", (run_id,))}
+            changed = [(*r[1:], run_id, r[0]) for r in nodes if now.get(r[0], ())[:6] != tuple(r[1:])]
+            # a node skipped before (an earlier generation) that ran now loses the old reason
+            ran = [(run_id, r[0]) for r in nodes if r[1] not in _SKIPS and now.get(r[0], ("",))[0] in _SKIPS]
+            conn.executemany("UPDATE journal_nodes SET note = NULL WHERE run_id = ? AND node = ?", ran)
+            conn.executemany(_UPDATE_NODE, changed)
+            had = {(r[0], r[1]): r[2:] for r in conn.execute(
+                "SELECT node, number, started, ended, worker, error, error_type FROM journal_attempts "
+                "WHERE run_id = ?", (run_id,))}
+            conn.executemany("DELETE FROM journal_attempts WHERE run_id = ? AND node = ? AND number = ?",
+                             [(run_id, *k) for k in had.keys() - wanted_attempts.keys()])
+            conn.executemany(_PUT_ATTEMPT, [(run_id, *k, *v) for k, v in wanted_attempts.items() if had.get(k) != v])
+            conn.executemany("UPDATE journal_nodes SET note = ? WHERE run_id = ? AND node = ?",
+                             [(note, run_id, node) for node, note in notes.items()
+                              if node not in now or now[node][-1] != note or now[node][0] not in _SKIPS])
         self._write(tx)
 
     def interrupt(self, run_id: str, ended: float | None = None) -> None:

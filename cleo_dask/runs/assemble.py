@@ -9,19 +9,28 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from cleo_dask.core.outcome import SKIP_STATUSES, Attempt, NodeRecord, Status, TaskResult
-from cleo_dask.core.worker import NodeFailed, NodeOutput, collect_meta
+from cleo_dask.core.worker import NodeFailed, NodeOutput
 from cleo_dask.errors import CleoError
 from cleo_dask.runs.batchevents import is_batch_outcome, record_batch_outcome
+from cleo_dask.runs.columns import CODE, OutcomeColumns, compact_metas
 from cleo_dask.runs.html import outcome_html
 from cleo_dask.runs.windows import released_error
 from cleo_dask.util.futures import erred_exception
 from cleo_dask.util.gcpause import gc_paused
 
 logger = logging.getLogger("cleo_dask")
+
+SUCCEEDED_CODE, FELL_BACK_CODE, FAILED_CODE = CODE["succeeded"], CODE["fell_back"], CODE["failed"]
+SKIPPED_CODE, UPSTREAM_FAILED_CODE, CANCELLED_CODE = CODE["skipped"], CODE["upstream_failed"], CODE["cancelled"]
+PENDING_CODE = CODE["pending"]
+CANCELLED_REASON = "cancelled before it finished"
+
+
+META_BATCH = 50_000   # keys per Client.run / run_on_scheduler call when collecting records
 
 
 class RunResults:
@@ -34,17 +43,21 @@ class RunResults:
         if not missing:
             return
         try:
-            per_worker = self._client.run(collect_meta, missing)
-            for found in per_worker.values():
-                self._metas.update(found)
-            losses = self._client.run_on_scheduler(_suspicious, missing)
-            self._losses.update(losses)
+            for start in range(0, len(missing), META_BATCH):
+                chunk = missing[start:start + META_BATCH]
+                for batch in self._client.run(compact_metas, chunk).values():
+                    with self._lock:
+                        # no node moved to another key before the first resubmission
+                        self._metas.put_batch(chunk, batch, self._units, self._location if self._gen else None)
+                self._losses.update(self._client.run_on_scheduler(_suspicious, chunk))
         except Exception:  # noqa: BLE001 - fall back to fetching the outputs themselves
             logger.debug("meta collection failed", exc_info=True)
         for k in missing:
-            if k not in self._metas:
+            if k not in self._metas and k in self._units:
                 out = self._output(k)
-                self._metas[k] = out.meta() if isinstance(out, NodeOutput) else tuple(o.meta() for o in out)
+                meta = out.meta() if isinstance(out, NodeOutput) else tuple(o.meta() for o in out)
+                with self._lock:
+                    self._metas.put(k, self._units[k], meta, self._location)
 
     def prefetch(self, nodes: list[str]) -> None:
         """Fetch the outputs of ``nodes`` not fetched yet in one ``gather`` (not one per key)."""
@@ -76,6 +89,18 @@ class RunResults:
         out = self._output(key)
         return (out if idx < 0 else out[idx]).value
 
+    def value_fetcher(self, node: str) -> Callable[[], Any]:
+        """A function that reads ``node``'s value from the cluster (when called)."""
+        key, idx = self._location[node]
+        return lambda: self._value_of(key, idx)
+
+    def _key_status(self, key: str) -> tuple[str, Any]:
+        fut = self._futures.get(key)
+        st, released_error = (fut.status, None) if fut is not None else self._released.get(key, ("released", None))
+        if st == "cancelled" and self._final_status is not None and key in self._metas:
+            st = "finished"  # it finished before its client went (which cancels every future it holds)
+        return st, released_error
+
     def _result_of(self, node: str) -> TaskResult:
         record = self._records.get(node, NodeRecord())
         attempts = list(record.attempts)
@@ -91,15 +116,13 @@ class RunResults:
         if node not in self._location:   # a windowed run ended before sending it
             return TaskResult(node, Status.CANCELLED, run_id=self.id, reason="cancelled before it was sent")
         key, idx = self._location[node]
-        fut = self._futures.get(key)
-        st, released_error = (fut.status, None) if fut is not None else self._released.get(key, ("released", None))
-        if st == "cancelled" and self._final_status is not None and key in self._metas:
-            st = "finished"  # it finished before its client went (which cancels every future it holds)
+        st, released_error = self._key_status(key)
         if st == "finished":
-            meta = self._metas[key] if idx < 0 else self._metas[key][idx]
-            return result_from_meta(node, meta, record, self.id, fetch=lambda: self._value_of(key, idx),
+            return result_from_meta(node, self._metas.meta(node), record, self.id,
+                                    fetch=lambda: self._value_of(key, idx),
                                     losses=max(self._losses.get(key, 0), record.worker_losses))
         if st == "error":
+            fut = self._futures.get(key)
             exc = erred_exception(fut) if fut is not None else released_error
             if isinstance(exc, NodeFailed) and node in exc.completed:   # a fail_fast batch's node
                 out = exc.completed[node]
@@ -109,8 +132,7 @@ class RunResults:
                               attempts=numbered(attempts), start=first_start(attempts), end=last_end(attempts),
                               worker_losses=record.worker_losses, run_id=self.id)
         return TaskResult(node, Status.CANCELLED, attempts=numbered(attempts), run_id=self.id,
-                          reason="cancelled before it finished")
-
+                          reason=CANCELLED_REASON)
 
     def _collect_attempt_events(self) -> None:
         """Failed attempts retried by Dask itself are known only from the workers' events."""
@@ -123,37 +145,78 @@ class RunResults:
             elif is_batch_outcome(msg):   # a batched node's final failure: its error, its traceback
                 record_batch_outcome(self._records.setdefault(msg["node"], NodeRecord()), msg)
 
-    def node_results(self) -> dict[str, TaskResult]:
-        """Every node's :class:`TaskResult` as things stand (the run is done: see ``result()``)."""
+    def outcome_columns(self) -> OutcomeColumns:
+        """Every node's outcome as things stand, in columns (the run is done: see ``result()``):
+        plain rows straight from the workers' records, a whole result only where there is more."""
         with self._lock:
             self._collect_attempt_events()
             self._fetch_metas()
-            with gc_paused():  # one result per node, none of them garbage: skip full collections
-                return {n: self._result_of(n) for n in self.workflow.nodes}
+            metas, location, losses = self._metas, self._location, self._losses
+            cols = OutcomeColumns.from_metas(metas)   # every row as its worker's record says
+            redo = set(self._known) | set(self._records)   # rows made from a whole result
+            with gc_paused():  # the few results made here are not garbage: skip full collections
+                for key, names in self._units.items():
+                    st = self._key_status(key)[0]
+                    if st == "finished" and not losses.get(key):
+                        continue
+                    for node in names:
+                        if node in redo or location.get(node, (None,))[0] != key:
+                            continue
+                        if st in ("finished", "error"):
+                            redo.add(node)
+                        else:
+                            cols.set_plain(metas.index[node], CANCELLED_CODE, None, None, None, CANCELLED_REASON)
+                names = metas.names
+                for i in cols.rows_with((FELL_BACK_CODE, FAILED_CODE, PENDING_CODE)):
+                    redo.add(names[i])
+                redo.update(names[i] for i in metas.with_upstream())
+                for node in redo:
+                    cols.set_result(metas.index[node], self._result_of(node))
+        return cols
+
+    def node_results(self) -> dict[str, TaskResult]:
+        """Every node's :class:`TaskResult` as things stand, all made now (``result()`` makes
+        each when asked for)."""
+        outcome = RunOutcome(self)
+        return dict(outcome.items())
 
 
 class RunOutcome(Mapping[str, TaskResult]):
-    """The outcome of a run: node name -> :class:`TaskResult`; values are fetched when read."""
+    """The outcome of a run: node name -> :class:`TaskResult`; values are fetched when read.
+
+    Statuses, times and attempt counts are kept in columns (:mod:`cleo_dask.runs.columns`); a
+    :class:`TaskResult` is made each time one is asked for (iterating makes one at a time).
+    """
 
     def __init__(self, run: Any):
         self.run = run   # the Run (values are fetched through it when read)
-        self._results = run.node_results()
+        self._columns: OutcomeColumns = run.outcome_columns()
 
     def __getitem__(self, node: str) -> TaskResult:
-        return self._results[node]
+        cols = self._columns
+        i = cols.index[node]
+        fetch = self.run.value_fetcher(node) if cols.code_of(i) == SUCCEEDED_CODE and i not in cols.extra else None
+        return cols.result(i, self.run.id, fetch)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._results)
+        return iter(self._columns.names)
 
     def __len__(self) -> int:
-        return len(self._results)
+        return len(self._columns)
+
+    def __contains__(self, node: object) -> bool:
+        return node in self._columns.index
+
+    @property
+    def columns(self) -> OutcomeColumns:
+        """The outcome's columns (statuses, times, attempt counts by node number)."""
+        return self._columns
 
     @property
     def ok(self) -> bool:
         """True if every node succeeded, fell back or was skipped (by its condition, or as
         ``upstream_failed``: then the failed node itself makes this False)."""
-        return all(r.status in (Status.SUCCEEDED, Status.FELL_BACK, Status.SKIPPED, Status.UPSTREAM_FAILED)
-                   for r in self._results.values())
+        return self._columns.all_in((SUCCEEDED_CODE, FELL_BACK_CODE, SKIPPED_CODE, UPSTREAM_FAILED_CODE))
 
     @property
     def durable(self) -> bool:
@@ -170,23 +233,26 @@ class RunOutcome(Mapping[str, TaskResult]):
         return durability.problem(self.run)
 
     def counts(self) -> dict[str, int]:
-        """Number of nodes by status."""
-        out: dict[str, int] = {}
-        for r in self._results.values():
-            out[r.status.value] = out.get(r.status.value, 0) + 1
-        return out
+        """Number of nodes by status (from the columns: no result is made)."""
+        return self._columns.counts()
+
+    def failed(self) -> list[TaskResult]:
+        """The results of the nodes that failed, in the workflow's order; each names every failed
+        attempt in ``attempts`` (with its error) and the final ``error``."""
+        names = self._columns.names
+        return [self[names[i]] for i in self._columns.rows_with((FAILED_CODE,))]
 
     def values_by_node(self, nodes: Iterable[str] | None = None) -> dict[str, Any]:
         """The values of ``nodes`` (default: every node), fetched now in one gather."""
-        names = list(self._results) if nodes is None else list(nodes)
-        self.run.prefetch([n for n in names if n in self._results])
-        return {n: self._results[n].value for n in names}
+        names = list(self) if nodes is None else list(nodes)
+        self.run.prefetch([n for n in names if n in self])
+        return {n: self[n].value for n in names}
 
     def __repr__(self) -> str:
         return f"<RunOutcome {self.run.id}: {self.counts()}>"
 
     def _repr_html_(self) -> str:
-        return outcome_html(self._results)
+        return outcome_html(self)
 
 
 def result_from_meta(node: str, meta: tuple, record: NodeRecord, run_id: str, value: Any = None, fetch: Any = None,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,6 @@ def outcome_html(results: Mapping[str, TaskResult]) -> str:
         f"<tr><td>{html.escape(n)}</td><td>{r.status.value}</td><td>{len(r.attempts)}</td>"
         f"<td>{'' if r.duration is None else f'{r.duration:.3f}'}</td>"
         f"<td>{html.escape(repr(r.error)) if r.error is not None else html.escape(r.reason or '')}</td></tr>"
-        for n, r in list(results.items())[:MAX_ROWS])
+        for n, r in itertools.islice(results.items(), MAX_ROWS))
     return ("<table><tr><th>node</th><th>status</th><th>attempts</th><th>seconds</th><th>error / reason</th></tr>"
             f"{rows}</table>")

@@ -25,6 +25,7 @@ from cleo_dask.errors import ClusterLost, CodeError
 from cleo_dask.runs import lost as _lost
 from cleo_dask.runs.assemble import RunOutcome, RunResults
 from cleo_dask.runs.batchevents import RunBatchFailures
+from cleo_dask.runs.columns import NodeMetas
 from cleo_dask.runs.end import RunEnd
 from cleo_dask.runs.guard import RunGuard
 from cleo_dask.runs.html import agent_label, run_html
@@ -86,7 +87,7 @@ class Run(RunWatch, RunSlowPath, RunBatchFailures, RunWaiting, RunResults, RunGu
         self._cancelled = False
         self._finished_event_sent = False
         self._final_status: str | None = None  # set when the run's end is announced
-        self._metas: dict[str, Any] = {}
+        self._metas = NodeMetas(list(workflow.nodes))   # the workers' records of finished units
         self._outputs: dict[str, Any] = {}
         self._losses: dict[str, int] = {}
         self._children = workflow.children()

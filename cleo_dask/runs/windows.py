@@ -116,7 +116,13 @@ class RunWindows:
     def known_metas(self, keys: list[str]) -> dict[str, Any]:
         """The records of ``keys`` the client has fetched already (a released unit's are only here)."""
         with self._lock:
-            return {k: self._metas[k] for k in keys if k in self._metas}
+            return {k: self._unit_meta(k) for k in keys if k in self._metas and k in self._units}
+
+    def _unit_meta(self, key: str) -> Any:
+        """Unit ``key``'s record as ``collect_meta`` gives it: one meta tuple, or one per node."""
+        names = self._units[key]
+        metas = tuple(self._metas.meta(n) for n in names)
+        return metas[0] if len(names) == 1 else metas
 
     def _arm_window(self, keys: list[str]) -> None:
         self._window_keys.extend(keys)
@@ -168,11 +174,10 @@ class RunWindows:
             if fut.status != "finished":
                 waiting.append(key)
                 continue
-            meta = self._metas.get(key)
             names = self._units[key]
-            for i, n in enumerate(names):
-                m = meta if len(names) == 1 else (meta[i] if meta is not None else None)
-                if m is not None and m[0] == "succeeded" and m[1] is not None and m[2] is not None:
+            for n in (names if key in self._metas else ()):
+                m = self._metas.meta(n)
+                if m[0] == "succeeded" and m[1] is not None and m[2] is not None:
                     plan.learn(nodes[n].task.name, m[2] - m[1])
             self._window_held.append(key)
         self._window_keys = waiting
