@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 
+import dask
 import psutil
 import pytest
 from _dask_procs import Processes, dask_command, env_with_cleo_only, wait_for_file
@@ -81,7 +82,10 @@ def test_a_200000_node_run_keeps_its_outcome_in_bounded_client_memory(process_en
     assert nodes == 200_000
     before = _rss()
 
-    outcome = process_engine.submit(wf, cd.Agent("scale")).result()
+    # one graph: this measures the outcome's cost per node (a windowed run also holds its plan and
+    # what it released: tests/runs/test_windows.py)
+    with dask.config.set({"cleo_dask.window.nodes": 1_000_000}):
+        outcome = process_engine.submit(wf, cd.Agent("scale")).result()
 
     downstream = len(FAILING) * (LAYERS - 51)
     assert outcome.counts() == {"succeeded": nodes - len(FAILING) - downstream, "failed": len(FAILING),
