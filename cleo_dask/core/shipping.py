@@ -49,6 +49,9 @@ _digests: dict[str, str | None] = {}    # module name -> SHA-256 of its source (
 _extra_roots: list[str] = []
 _excluded: list[str] = []               # uploaded paths: importable on the cluster, by reference
 _checked: dict[str, tuple[set[str], Any]] = {}   # scheduler address -> (modules asked about, sys.modules state)
+_lacking: dict[str, set[str]] = {}      # scheduler address -> user modules that cluster cannot import
+_ours: set[str] = set()                  # modules registered by value here (for the cluster last sent to)
+_active: str | None = None               # the scheduler address the by-value registry is set for
 _registry: frozenset[str] = frozenset()  # cloudpickle's by-value registry as last seen
 _generation = 0                          # bumped whenever that registry changes
 _blobs: weakref.WeakKeyDictionary[Any, tuple[int, bytes]] = weakref.WeakKeyDictionary()
@@ -78,6 +81,9 @@ def exclude(path: str | os.PathLike[str]) -> None:
             file = getattr(sys.modules.get(name), "__file__", None)
             if isinstance(file, str) and _under(os.path.realpath(file), [where]):
                 cloudpickle.unregister_pickle_by_value(sys.modules[name])
+                _ours.discard(name)
+                for lacking in _lacking.values():
+                    lacking.discard(name)
         _forget_decisions()
     refresh()
 
@@ -157,6 +163,9 @@ def ensure(client: Any) -> None:
 
     Asked once per scheduler address and module; when no module was imported since the last
     submission this is two comparisons.  ``cleo_dask.code.by-value: false`` turns it off.
+    cloudpickle's by-value registry is one per process, so it is set for the cluster being sent
+    to: a module only another cluster lacks goes by reference here (it may hold a lock or another
+    object that does not pickle, which would make it a :class:`CodeError` for no reason).
     """
     modules = sys.modules
     state = (len(modules), next(reversed(modules), None))
@@ -175,13 +184,36 @@ def ensure(client: Any) -> None:
                     if digest is not None:
                         new[name] = digest
             if new:
-                for name in sorted(_ask(client, new)):
-                    mod = sys.modules.get(name)
-                    if mod is not None:
-                        cloudpickle.register_pickle_by_value(mod)
+                _lacking.setdefault(address, set()).update(_ask(client, new))
                 asked.update(new)
             _checked[address] = (asked, state)
+            _sync(address)
+    elif _active != address:
+        with _lock:
+            _sync(address)
     refresh()
+
+
+def _sync(address: str) -> None:
+    """Register by value exactly the modules the cluster at ``address`` lacks (those registered
+    for another cluster are unregistered; a module the user registered is left alone)."""
+    global _active
+    want = _lacking.get(address, set())
+    for name in _ours - want:
+        mod = sys.modules.get(name)
+        if mod is not None:
+            try:
+                cloudpickle.unregister_pickle_by_value(mod)
+            except ValueError:   # unregistered by the user meanwhile
+                pass
+    _ours.intersection_update(want)
+    registered = set(cloudpickle.list_registry_pickle_by_value())
+    for name in sorted(want - _ours):
+        mod = sys.modules.get(name)
+        if mod is not None and name not in registered:
+            cloudpickle.register_pickle_by_value(mod)
+            _ours.add(name)
+    _active = address
 
 
 def _ask(client: Any, modules: dict[str, str]) -> set[str]:

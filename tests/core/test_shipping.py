@@ -312,3 +312,26 @@ def test_an_upload_with_a_syntax_error_names_it(bare_cluster, tmp_path):
     bad = write(tmp_path, {"pipes_bad_syntax.py": "def broken(:\n"}) / "pipes_bad_syntax.py"
     with pytest.raises(cd.CodeError, match=r"SyntaxError: invalid syntax \(line 1\)"):
         cd.Engine(address, upload=[bad], timeout=30)
+
+
+@pytest.mark.slow
+def test_a_module_only_another_cluster_lacks_goes_by_reference_here(bare_cluster, client, tmp_path, monkeypatch):
+    """cloudpickle's by-value registry is one per process: it follows the cluster being sent to."""
+    address, _, _ = bare_cluster
+    mod = own_module(tmp_path, monkeypatch, """
+        import threading
+
+        import cleo_dask as cd
+
+        LOCK = threading.Lock()            # module state that cannot travel by value
+
+
+        @cd.task
+        def double(agent, x: int = 2):
+            with LOCK:
+                return 2 * x
+    """)
+    with cd.Engine(address) as elsewhere:             # that cluster lacks the module: by value, refused
+        assert isinstance(elsewhere.run(mod.double, cd.Agent("a")).error, cd.CodeError)
+    with cd.Engine(client=client) as here:            # this one imports it: by reference
+        assert here.run(mod.double, cd.Agent("a")).value == 4
