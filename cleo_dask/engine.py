@@ -72,6 +72,10 @@ class Engine:
         self.defaults = Defaults(retries, backoff)
         self.cluster: LocalCluster | None = None
         self._own_client = client is None
+        for name, given in (("address", address), ("scheduler_file", scheduler_file)):
+            if given is not None and not (isinstance(given, (str, os.PathLike)) and str(given).strip()):
+                raise ClusterError(f"{name} must be a scheduler address like 'tcp://host:8786' (or a file), got "
+                                   f"{given!r}; leave it out to start a LocalCluster")
         if client is not None:
             if address or scheduler_file or cluster_kwargs:
                 raise WorkflowError("give either client= or an address / scheduler_file / cluster options, not both")

@@ -130,3 +130,10 @@ def dashboard_hosts(engine: cd.Engine) -> set[str]:
     """The addresses the scheduler's dashboard server actually listens on."""
     return {addr[0] for addr in get_tcp_server_addresses(engine.cluster.scheduler.http_server)}
 
+
+
+@pytest.mark.parametrize("address", ["", "   "])
+def test_an_empty_address_is_bad_input_not_a_new_cluster(address):
+    """``Engine("")`` (an unset environment variable, say) names the address instead of starting a cluster."""
+    with pytest.raises(cd.ClusterError, match="address"):
+        cd.Engine(address)
