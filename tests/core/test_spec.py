@@ -195,3 +195,10 @@ def test_a_spec_gives_default_inputs_for_the_workflows_parameters(tmp_path):
         nodes: [{name: plan, task: "pipeline_tasks:plan"}]
         """))
     assert "list.yaml:2: field 'inputs': must be a mapping of workflow parameter name to value" in p
+
+
+def test_an_import_path_naming_a_task_runs_it_as_a_one_node_workflow():
+    """``cleo-dask run pkg:fetch`` runs the task; only a no-argument function is a workflow factory."""
+    spec = load_spec("pipeline_tasks:fetch")      # a plain function whose first parameter is `agent`
+    assert list(spec.workflow.nodes) == ["fetch"] and spec.workflow.name == "fetch"
+    assert list(load_spec("pipeline_tasks:workflow").workflow.nodes) == ["fetch", "summarize"]
