@@ -1,0 +1,103 @@
+"""Runs carried by the scheduler (issue 18, part 2): `cleo-dask run --no-wait` exits, and the run
+still gets every policy (delayed retry, fallback flowing to a child, a failing node, all_done),
+as the same run waited; another process reads it (`runs show --address`, `Engine.attach`)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import pytest
+
+import cleo_dask as cd
+from tests._dask_procs import SPECS, Processes, cleo_dask_command, dask_command, env_with_tasks, wait_for_file
+
+ENV = env_with_tasks()
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """A real `dask scheduler` and `dask worker` (with tests/specs importable): its address."""
+    where = tmp_path_factory.mktemp("hosted")
+    procs = Processes(where)
+    file = where / "scheduler.json"
+    procs.start("scheduler", dask_command() + ["scheduler", "--host", "127.0.0.1", "--port", "0",
+                                               "--no-dashboard", "--scheduler-file", str(file)], env=ENV)
+    address = wait_for_file(file, procs)["address"]
+    procs.start("worker", dask_command() + ["worker", address, "--nthreads", "2", "--no-dashboard",
+                                            "--host", "127.0.0.1"], env=ENV)
+    try:
+        with cd.Engine(address=address) as engine:
+            engine.client.wait_for_workers(1, timeout=60)
+        yield address
+    finally:
+        procs.stop()
+
+
+def cleo(*args: object, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(cleo_dask_command() + [str(a) for a in args], cwd=SPECS, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def nodes(data: dict) -> dict:
+    """What must match node by node: status, number of attempts, value."""
+    return {n: (d["status"], d["attempts"], d.get("value", d.get("value_repr"))) for n, d in data["nodes"].items()}
+
+
+@pytest.mark.slow
+def test_a_run_left_by_its_client_ends_as_the_same_run_waited(scheduler, tmp_path):
+    waited = cleo("run", "hosted.yaml", "--address", scheduler, "--input", f"marker={tmp_path / 'm1'}",
+                  "--json", tmp_path / "waited.json", "--no-progress")
+    assert waited.returncode == 1, waited.stderr   # `explode` fails: so it must in both
+    waited = json.loads((tmp_path / "waited.json").read_text())
+    store = tmp_path / "runs.db"
+    sent = cleo("run", "hosted.yaml", "--address", scheduler, "--input", f"marker={tmp_path / 'm2'}",
+                "--no-wait", "--store", store)
+    assert sent.returncode == 0, sent.stderr   # the submitting process has exited
+    run_id = sent.stdout.strip()
+    assert len(run_id) == 16 and "carried by the scheduler" in sent.stderr
+    with cd.Engine(address=scheduler) as engine:   # another process reads it: progress, then outcome
+        attached = engine.attach(run_id)
+        assert set(attached.progress()) >= {"done", "pending", "error", "total"}
+        outcome = attached.result(timeout=60)
+        assert attached.status() == "failed"
+    shown = cleo("runs", "show", run_id, "--address", scheduler, "--json")
+    assert shown.returncode == 0, shown.stderr
+    hosted = json.loads(shown.stdout)
+    assert nodes(hosted) == nodes(waited)
+    assert hosted["status"] == "failed"
+    assert nodes(waited)["flaky"] == ("succeeded", 2, 6)          # retried after its 0.5 s backoff
+    assert nodes(waited)["use"] == ("succeeded", 1, "used 'rescued from ValueError'")
+    assert nodes(waited)["report"][0] == "succeeded"               # all_done after a failed parent
+    assert {n: (r.status.value, len(r.attempts), json.loads(json.dumps(r.value))) for n, r in outcome.items()} \
+        == nodes(waited)
+    table = cleo("runs", "show", run_id, "--address", scheduler)
+    assert table.returncode == 0 and "flaky" in table.stdout and "fell_back" in table.stdout
+    # the journal rows were written by the cluster side
+    journal = cleo("runs", "show", run_id, "--store", store, "--json")
+    assert journal.returncode == 0, journal.stderr
+    rows = {n["node"]: (n["status"], n["attempts"]) for n in json.loads(journal.stdout)["nodes"]}
+    assert rows == {n: (s, a) for n, (s, a, _) in nodes(waited).items()}
+
+
+@pytest.mark.slow
+def test_attach_reads_a_detached_run_while_it_runs_and_after(scheduler, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SPECS))
+    with cd.Engine(address=scheduler) as engine:
+        wf = cd.load_spec(str(SPECS / "hosted.yaml")).workflow
+        run = engine.submit(wf, cd.Agent("a"), inputs={"marker": str(tmp_path / "m")}, detach=True)
+        again = engine.attach(run.id)
+        assert again.status() == "running" and again.progress()["total"] == 6
+        assert again.wait(timeout=60) and again.result()["flaky"].value == 6
+        assert len(again.result()["flaky"].attempts) == 2
+
+
+@pytest.mark.slow
+def test_an_unknown_run_id_is_an_error(scheduler):
+    with cd.Engine(address=scheduler) as engine, pytest.raises(cd.CleoError, match="no run 'nope'"):
+        engine.attach("nope")
+    shown = cleo("runs", "show", "nope", "--address", scheduler)
+    assert shown.returncode == 2 and "no run 'nope'" in shown.stderr
+
+
+def test_runs_show_needs_a_store_or_a_scheduler():
+    shown = cleo("runs", "show", "abc")
+    assert shown.returncode == 2 and "--store JOURNAL, or --address" in shown.stderr
