@@ -111,10 +111,19 @@ def _plain(r: TaskResult) -> TaskResult:
                       worker_losses=r.worker_losses, run_id=r.run_id)
 
 
+def client_security(security: Any) -> Any:
+    """The scheduler's TLS settings for its own client (its certificate stands for the client's)."""
+    if security is None or not getattr(security, "tls_ca_file", None) or getattr(security, "tls_client_cert", None):
+        return security
+    from distributed.security import Security
+    return Security(tls_ca_file=security.tls_ca_file, tls_client_cert=security.tls_scheduler_cert,
+                    tls_client_key=security.tls_scheduler_key, require_encryption=True)
+
+
 def _host(dask_scheduler: Any, make_engine: Callable[..., Any] | None = None) -> RunHost | None:
     host = dask_scheduler.extensions.get(EXTENSION)
     if host is None and make_engine is not None:
-        host = RunHost(dask_scheduler.address, getattr(dask_scheduler, "security", None), make_engine)
+        host = RunHost(dask_scheduler.address, client_security(getattr(dask_scheduler, "security", None)), make_engine)
         dask_scheduler.extensions[EXTENSION] = host
     return host
 

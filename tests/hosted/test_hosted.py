@@ -8,22 +8,28 @@ import subprocess
 import pytest
 
 import cleo_dask as cd
-from tests._dask_procs import SPECS, Processes, cleo_dask_command, dask_command, env_with_tasks, wait_for_file
+from tests._dask_procs import (SPECS, Processes, cleo_dask_command, dask_command, env_with_cleo_only,
+                               env_with_tasks, wait_for_file)
 
 ENV = env_with_tasks()
 
 
-@pytest.fixture(scope="module")
-def scheduler(tmp_path_factory):
-    """A real `dask scheduler` and `dask worker` (with tests/specs importable): its address."""
-    where = tmp_path_factory.mktemp("hosted")
+def start_cluster(where, env):
+    """A real `dask scheduler` and one `dask worker` run in ``where``: (processes, address)."""
     procs = Processes(where)
     file = where / "scheduler.json"
     procs.start("scheduler", dask_command() + ["scheduler", "--host", "127.0.0.1", "--port", "0",
-                                               "--no-dashboard", "--scheduler-file", str(file)], env=ENV)
+                                               "--no-dashboard", "--scheduler-file", str(file)], env=env, cwd=where)
     address = wait_for_file(file, procs)["address"]
     procs.start("worker", dask_command() + ["worker", address, "--nthreads", "2", "--no-dashboard",
-                                            "--host", "127.0.0.1"], env=ENV)
+                                            "--host", "127.0.0.1"], env=env, cwd=where)
+    return procs, address
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """A cluster that imports the tests' tasks (tests/specs on its PYTHONPATH): its address."""
+    procs, address = start_cluster(tmp_path_factory.mktemp("hosted"), ENV)
     try:
         with cd.Engine(address=address) as engine:
             engine.client.wait_for_workers(1, timeout=60)
@@ -101,3 +107,20 @@ def test_an_unknown_run_id_is_an_error(scheduler):
 def test_runs_show_needs_a_store_or_a_scheduler():
     shown = cleo("runs", "show", "abc")
     assert shown.returncode == 2 and "--store JOURNAL, or --address" in shown.stderr
+
+
+@pytest.mark.slow
+def test_a_hosted_run_of_code_the_cluster_cannot_import_goes_by_value(tmp_path):
+    procs, address = start_cluster(tmp_path, env_with_cleo_only())   # a stock cluster with cleo_dask only
+    try:
+        sent = cleo("run", "hosted.yaml", "--address", address, "--wait-workers", "1",
+                    "--input", f"marker={tmp_path / 'm'}", "--no-wait")
+        assert sent.returncode == 0, sent.stderr
+        with cd.Engine(address=address) as engine:
+            outcome = engine.attach(sent.stdout.strip()).result(timeout=60)
+        assert {n: r.status.value for n, r in outcome.items()} == {
+            "fetch": "succeeded", "flaky": "succeeded", "risky": "fell_back", "use": "succeeded",
+            "explode": "failed", "report": "succeeded"}
+        assert outcome["use"].value == "used 'rescued from ValueError'" and len(outcome["flaky"].attempts) == 2
+    finally:
+        procs.stop()
