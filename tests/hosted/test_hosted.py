@@ -124,3 +124,31 @@ def test_a_hosted_run_of_code_the_cluster_cannot_import_goes_by_value(tmp_path):
         assert outcome["use"].value == "used 'rescued from ValueError'" and len(outcome["flaky"].attempts) == 2
     finally:
         procs.stop()
+
+
+@pytest.mark.slow
+def test_a_tls_scheduler_hosts_runs_too(tmp_path):
+    """The run host's own client speaks TLS with the scheduler's certificate."""
+    from tests._dask_procs import make_certs, tls_flags
+    certs = make_certs(tmp_path / "certs")
+    file = tmp_path / "scheduler.json"
+    proc = subprocess.Popen(cleo_dask_command() + [
+        "cluster", "--workers", "1", "--no-processes", "--port", "0", "--dashboard-address", ":0",
+        "--scheduler-file", file] + tls_flags(certs, "scheduler", dask_style=False),
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout.readline().startswith("scheduler: tls://127.0.0.1:")
+        client = tls_flags(certs, "client", dask_style=False)
+        sent = cleo("run", "hosted.yaml", "--scheduler-file", file, "--input", f"marker={tmp_path / 'm'}",
+                    "--no-wait", *client)
+        assert sent.returncode == 0, sent.stderr
+        shown = cleo("runs", "show", sent.stdout.strip(), "--scheduler-file", file, "--json", *client)
+        for _ in range(60):
+            if shown.returncode != 0 or json.loads(shown.stdout)["status"] != "running":
+                break
+            shown = cleo("runs", "show", sent.stdout.strip(), "--scheduler-file", file, "--json", *client)
+        assert shown.returncode == 0, shown.stderr
+        assert nodes(json.loads(shown.stdout))["use"] == ("succeeded", 1, "used 'rescued from ValueError'")
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
