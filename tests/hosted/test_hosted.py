@@ -152,3 +152,22 @@ def test_a_tls_scheduler_hosts_runs_too(tmp_path):
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+def test_a_hosted_outcome_counts_like_a_run_outcome():
+    from cleo_dask.hosted.attached import HostedOutcome
+    out = HostedOutcome({"a": cd.TaskResult("a", cd.Status.SUCCEEDED, value=1),
+                         "b": cd.TaskResult("b", cd.Status.FELL_BACK, value=2)})
+    assert out.counts() == {"succeeded": 1, "fell_back": 1} and out.ok and out["b"].value == 2
+    out = HostedOutcome({"c": cd.TaskResult("c", cd.Status.FAILED, error=ValueError("x"))})
+    assert not out.ok and [r.node for r in out.failed()] == ["c"]
+
+
+def test_the_hosts_client_uses_the_schedulers_certificate(tmp_path):
+    from distributed.security import Security
+
+    from cleo_dask.hosted.host import client_security
+    assert client_security(None) is None and client_security(Security()).tls_client_cert is None
+    scheduler = Security(tls_ca_file="ca.pem", tls_scheduler_cert="s.pem", tls_scheduler_key="s.key")
+    mine = client_security(scheduler)
+    assert (mine.tls_ca_file, mine.tls_client_cert, mine.tls_client_key) == ("ca.pem", "s.pem", "s.key")
