@@ -113,7 +113,8 @@ class Engine:
     # -- submitting ---------------------------------------------------------------------------
     def submit(self, target: Any, agent: Any = None, *, priority: float = 0, fail_fast: bool = False,
                name: str | None = None, inputs: Mapping[str, Any] | None = None,
-               critical_path: bool | Mapping[str, float] | None = None, not_before: float | None = None) -> Run:
+               critical_path: bool | Mapping[str, float] | None = None, not_before: float | None = None,
+               detach: bool = False) -> Run:
         """Submit a workflow (or a single task, as a one-node workflow) for ``agent``; returns at once.
 
         Validation happens first: a :class:`WorkflowError` is raised before anything is submitted;
@@ -127,10 +128,28 @@ class Engine:
         ``node -> estimated seconds``, e.g. ``{n: r.duration for n, r in earlier.items()}``.
         ``not_before``: epoch seconds; the Dask scheduler holds the run's root tasks (on no
         worker, holding no slot) until then (cleo_dask must be importable on the scheduler).
+        ``detach``: validated here, the run is then carried by the scheduler's run host with every
+        policy (retries, fallbacks, trigger rules; journaled there with ``store=``), whether this
+        client stays or not; returns an :class:`~cleo_dask.hosted.attached.AttachedRun` (see
+        :meth:`attach`; cleo_dask must be importable on the scheduler).
         """
-        prepared = self._prepare(target, agent, priority=priority, fail_fast=fail_fast, name=name,
-                                 inputs=inputs, critical_path=critical_path, not_before=not_before)
+        options = dict(priority=priority, fail_fast=fail_fast, name=name, inputs=inputs,
+                       critical_path=critical_path, not_before=not_before)
+        prepared = self._prepare(target, agent, **options)
+        if detach:
+            from cleo_dask.hosted.attached import detach_run
+            run = prepared[0]
+            return detach_run(self.client, Engine, run.workflow, run.agent, options, self.store)  # type: ignore[return-value]
         return self._launch([prepared])[0]
+
+    def attach(self, run_id: str) -> Any:
+        """A run carried by the scheduler's run host (``submit(..., detach=True)``, ``cleo-dask run
+        --no-wait``), from any process: an :class:`~cleo_dask.hosted.attached.AttachedRun` with
+        ``status()``, ``progress()``, ``wait()`` and ``result()`` (values included), while it runs
+        and after.  :class:`WorkflowError` if the scheduler hosts no run ``run_id``."""
+        self._check_open()
+        from cleo_dask.hosted.attached import attach
+        return attach(self.client, run_id)
 
     def submit_many(self, items: Iterable[Mapping[str, Any]]) -> list[Run]:
         """Submit many runs at once: one graph submission to the cluster for all of them.

@@ -19,7 +19,7 @@ from cleo_dask import config as _config
 from cleo_dask.cli.common import (INTERRUPTED, BadInput, connection_args, engine_from_args, fail,
                                   importable_cwd, input_args, inputs_from_args, make_durable)
 from cleo_dask.cli.types import count_type
-from cleo_dask.errors import ClusterLost, CodeError, WorkflowError
+from cleo_dask.errors import ClusterLost, CodeError, StoreError, WorkflowError
 
 
 def register(sub: Any) -> None:
@@ -97,22 +97,14 @@ def _interrupt(*_: Any) -> None:
 
 def _run(engine: Any, spec: Any, args: argparse.Namespace, inputs: dict[str, Any]) -> int:
     from cleo_dask.monitor.progress import failed, outcome_json, summary_table, terminal_progress
+    if args.no_wait:
+        return _submit_no_wait(engine, spec, args, inputs)
     try:
         run = engine.submit(spec.workflow, spec.agent, priority=spec.priority, fail_fast=spec.fail_fast,
                             inputs=inputs)
     except (WorkflowError, CodeError) as exc:
         return fail(str(exc))
-    print(f"run {run.id}: workflow {run.name!r}, {len(spec.workflow)} nodes, agent {spec.agent.id!r}"
-          + (f"; dashboard {engine.dashboard_link}" if _has_dashboard(engine) else ""), file=sys.stderr, flush=True)
-    if args.no_wait:
-        # Published futures stay alive on the scheduler after this client leaves.  Only Dask's own
-        # retries apply then: delayed retries and fallbacks need a waiting client.
-        engine.client.publish_dataset(**{f"cleo-run-{run.id}": list(run.futures.values())})
-        if args.json_out != "-":  # with --json -, stdout is the JSON only (it holds the run id)
-            print(run.id, flush=True)
-        _write_json(args.json_out, {"run_id": run.id, "name": run.name, "status": "submitted",
-                                    "dataset": f"cleo-run-{run.id}"})
-        return 0
+    _announce(engine, spec, run)
     try:
         if args.no_progress:
             run.wait()
@@ -132,6 +124,38 @@ def _run(engine: Any, spec: Any, args: argparse.Namespace, inputs: dict[str, Any
     if args.json_out:
         _write_json(args.json_out, outcome_json(run, outcome))
     return 1 if failed(outcome) else 0
+
+
+def _announce(engine: Any, spec: Any, run: Any) -> None:
+    print(f"run {run.id}: workflow {run.name!r}, {len(spec.workflow)} nodes, agent {spec.agent.id!r}"
+          + (f"; dashboard {engine.dashboard_link}" if _has_dashboard(engine) else ""), file=sys.stderr, flush=True)
+
+
+def _submit_no_wait(engine: Any, spec: Any, args: argparse.Namespace, inputs: dict[str, Any]) -> int:
+    """Hand the run to the scheduler's run host (it gets every policy, and with --store its journal
+    rows, without this process); print its id and exit.  A scheduler that cannot host runs
+    (cleo_dask not importable there): the run is sent from here and only Dask's own retries apply."""
+    from cleo_dask.hosted.attached import NoRunHost
+    kwargs = dict(priority=spec.priority, fail_fast=spec.fail_fast, inputs=inputs)
+    try:
+        try:
+            run = engine.submit(spec.workflow, spec.agent, detach=True, **kwargs)
+            hosted = True
+        except NoRunHost as exc:
+            print(f"cleo-dask: warning: {exc}; only Dask's own retries apply to this run", file=sys.stderr)
+            run = engine.submit(spec.workflow, spec.agent, **kwargs)
+            engine.client.publish_dataset(**{f"cleo-run-{run.id}": list(run.futures.values())})
+            hosted = False
+    except (WorkflowError, CodeError, StoreError) as exc:
+        return fail(str(exc))
+    print(f"run {run.id}: workflow {run.name!r}, {len(spec.workflow)} nodes, agent {spec.agent.id!r}"
+          + ("; carried by the scheduler (cleo-dask runs show ID --address ...)" if hosted else ""),
+          file=sys.stderr, flush=True)
+    if args.json_out != "-":  # with --json -, stdout is the JSON only (it holds the run id)
+        print(run.id, flush=True)
+    _write_json(args.json_out, {"run_id": run.id, "name": run.name, "status": "submitted",
+                                "dataset": f"cleo-run-{run.id}", "hosted": hosted})
+    return 0
 
 
 def _has_dashboard(engine: Any) -> bool:

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from cleo_dask.cli.common import fail, store_args
+from cleo_dask.cli.common import connection_args, fail, store_args
 from cleo_dask.cli.types import count_type, days_type
 from cleo_dask.durable.durability import RunStore
 from cleo_dask.durable.journal import RUN_STATUSES
@@ -30,9 +30,13 @@ def register(sub: Any) -> None:
     ls.add_argument("--limit", type=count_type(0), default=50, help="at most this many runs (default 50)")
     ls.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     ls.set_defaults(func=cmd_list)
-    show = rsub.add_parser("show", help="one run: its nodes, statuses, attempts and stored results")
+    show = rsub.add_parser("show", help="one run: its nodes, statuses, attempts and stored results",
+                           description="One run from the journal (--store), or from the scheduler that carries "
+                                       "it (--address / --scheduler-file: a run sent with `run --no-wait`).")
     show.add_argument("run_id")
-    store_args(show)
+    show.add_argument("--store", metavar="JOURNAL", help="the journal file (e.g. runs.db)")
+    show.add_argument("--results", metavar="URL", help="the result store (default: JOURNAL.results)")
+    connection_args(show)
     show.add_argument("--json", action="store_true", help="one JSON object")
     show.set_defaults(func=cmd_show)
     forget = rsub.add_parser("forget", help="delete runs from the journal and their stored results",
@@ -77,6 +81,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     """``cleo-dask runs show RUN_ID``."""
     from cleo_dask.durable.journal import Journal
+    if not args.store:
+        from cleo_dask.cli.hostedshow import show_hosted
+        return show_hosted(args)
     try:
         journal = Journal(args.store, create=False)
         record = journal.run(args.run_id)
