@@ -90,7 +90,12 @@ def send_signal(run_id: str, name: str, value: Any = None, *, client: Any = None
         record = journal.run(run_id)   # StoreError (a CleoError) for an unknown run
         if record.status in ENDED:
             raise CleoError(f"run {run_id!r} has already finished ({record.status}): signal {name!r} not sent")
-        _check_name(run_id, name, getattr(journal.load_spec(run_id)["workflow"], "signals", {}))
+        try:
+            signals = getattr(journal.load_spec(run_id)["workflow"], "signals", {})
+        except Exception:  # noqa: BLE001 - its tasks' modules are not importable here: checked on resume
+            signals = None
+        if signals is not None:
+            _check_name(run_id, name, signals)
     elif client is not None:
         from cleo_dask.admission.signalsend import known_signals
         known = known_signals(client, run_id)
