@@ -32,7 +32,7 @@ LAYERS: list[set[str]] = [
     {"monitor", "cluster"},
     {"runs"},
     {"durable", "schedules"},
-    {"engine"},
+    {"engine", "dynamic"},
     {"cli", ""},
 ]
 
