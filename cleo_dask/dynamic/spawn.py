@@ -11,13 +11,15 @@ that engine's driver thread drives it.  The parent task waits holding nothing:
 
 Each child records its parent (:attr:`ChildRun.parent`: run id and node) and its depth; the depth
 is kept in the scheduler's task metadata (``["cleo-spawn", run_id]``) so a grandchild spawned on
-another worker knows it.  Deeper than ``cleo_dask.dynamic.max-spawn-depth`` is a
+another worker knows it.  A durable parent (``store=``) keeps each child that succeeded in its
+result store (:class:`KeptChild`), so a resumed parent does not run it again.  Deeper than ``cleo_dask.dynamic.max-spawn-depth`` is a
 :class:`CleoError`.  A parent task cancelled while it waits (its run cancelled) cancels the child.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import threading
 import time
 from collections.abc import Mapping
@@ -25,6 +27,7 @@ from typing import Any
 
 from cleo_dask import config as _config
 from cleo_dask.core.current import CurrentNode, current_node
+from cleo_dask.core.outcome import TaskResult
 from cleo_dask.errors import CleoError
 
 METADATA = "cleo-spawn"
@@ -46,6 +49,12 @@ def worker_engine(worker: Any = None) -> Any:
             from cleo_dask.engine import Engine
             engine = _engines[ident] = Engine(client=client)
         return engine
+
+
+def worker_engines() -> list[Any]:
+    """The engines this process made for its workers' children (their runs: ``engine.runs_in_memory``)."""
+    with _engines_lock:
+        return list(_engines.values())
 
 
 def depth_of(client: Any, run_id: str) -> int:
@@ -70,16 +79,20 @@ class ChildRun:
     The outcome is the child's :class:`~cleo_dask.RunOutcome`, or, for a single task spawned
     (not a workflow), that task's :class:`~cleo_dask.TaskResult`."""
 
-    def __init__(self, submitted: concurrent.futures.Future, parent: CurrentNode, single: bool):
+    def __init__(self, submitted: concurrent.futures.Future | None, parent: CurrentNode, single: bool,
+                 kept: KeptChild | None = None, worker: Any = None):
         self._submitted = submitted
         self.parent = (parent.run_id, parent.node)
         self._parent_key = parent.key
         self._single = single
+        self._kept = kept
+        self._worker = worker
 
     @property
     def run(self) -> Any:
-        """The child :class:`~cleo_dask.Run` (waits for its submission)."""
-        return self._submitted.result()
+        """The child :class:`~cleo_dask.Run` (waits for its submission; ``None``: a child a resumed
+        durable parent kept from before, not run again)."""
+        return None if self._submitted is None else self._submitted.result()
 
     @property
     def id(self) -> str:
@@ -88,11 +101,16 @@ class ChildRun:
 
     def _outcome(self, run: Any) -> Any:
         outcome = run.result(fetch=True)   # values fetched now: read later on the worker's loop, they could not be
-        return next(iter(outcome.values())) if self._single else outcome
+        outcome = next(iter(outcome.values())) if self._single else outcome
+        if self._kept is not None and run.status() == "succeeded":
+            self._kept.keep(outcome)
+        return outcome
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the child (a sync task's worker slot is released meanwhile) and return its outcome."""
         from distributed import rejoin, secede
+        if self._kept is not None and self._kept.outcome is not None:
+            return self._kept.outcome
         seceded = _in_worker_thread()
         if seceded:
             secede()
@@ -100,7 +118,7 @@ class ChildRun:
             run = self._submitted.result(timeout)
             end = None if timeout is None else time.monotonic() + timeout
             while not run.wait(timeout=0.2):
-                if _cancelled(self._parent_key):
+                if _cancelled(self._worker, self._parent_key):
                     run.cancel()
                     break
                 if end is not None and time.monotonic() > end:
@@ -114,11 +132,16 @@ class ChildRun:
         return self._wait().__await__()
 
     async def _wait(self) -> Any:
+        if self._kept is not None and self._kept.outcome is not None:
+            return self._kept.outcome
         # the run's methods use the worker's client synchronously: never on the worker's event loop
         run = await asyncio.wrap_future(self._submitted)
         pause = 0.002
         try:
             while not await asyncio.wrap_future(_pool.submit(run.done)):
+                if _cancelled(self._worker, self._parent_key):   # Dask lets a cancelled coroutine task run on
+                    _pool.submit(run.cancel)
+                    break
                 await asyncio.sleep(pause)
                 pause = min(pause * 1.5, 0.1)
         except asyncio.CancelledError:   # the parent task was cancelled (its run cancelled): so is the child
@@ -128,7 +151,37 @@ class ChildRun:
 
     def cancel(self) -> None:
         """Cancel the child run."""
-        self.run.cancel()
+        if self.run is not None:
+            self.run.cancel()
+
+
+class KeptChild:
+    """A durable parent's child, kept in the parent run's result store once it succeeded (as a
+    ``cache=`` value): a resumed parent gets it back instead of running it again.  Children are
+    told apart by their order among the spawns of one execution of the node's body."""
+
+    _seq: dict[tuple[str, str], int] = {}
+
+    def __init__(self, parent: CurrentNode):
+        n = self._seq[(parent.key, parent.node)] = self._seq.get((parent.key, parent.node), -1) + 1
+        self.store, self.parent = parent.store, parent
+        self.key = hashlib.sha256(f"cleo-spawn\0{parent.run_id}\0{parent.node}\0{n}".encode()).hexdigest()
+        hit = self.store.cache_get(self.key, parent.node, parent.run_id)
+        self.outcome = hit[0] if hit is not None else None
+
+    def keep(self, outcome: Any) -> None:
+        """Keep ``outcome`` (a TaskResult, or a mapping of them: kept as a plain dict) for a resume."""
+        kept = _detached(outcome) if isinstance(outcome, TaskResult) else {n: _detached(r) for n, r in outcome.items()}
+        self.store.cache_put(self.key, kept, self.parent.node, self.parent.run_id)
+
+
+def _detached(result: TaskResult) -> TaskResult:
+    """``result`` with its value in it (no reference to its run or client: it pickles)."""
+    return TaskResult(result.node, result.status, value=result.value, error=result.error, traceback=result.traceback,
+                      attempts=result.attempts, start=result.start, end=result.end, worker=result.worker,
+                      reason=result.reason, fallback_used=result.fallback_used,
+                      upstream_fallbacks=result.upstream_fallbacks, worker_losses=result.worker_losses,
+                      run_id=result.run_id)
 
 
 def _in_worker_thread() -> bool:
@@ -139,11 +192,10 @@ def _in_worker_thread() -> bool:
         return False
 
 
-def _cancelled(key: str) -> bool:
-    """Whether this worker no longer wants task ``key`` (its run was cancelled)."""
+def _cancelled(worker: Any, key: str) -> bool:
+    """Whether ``worker`` no longer wants task ``key`` (its run was cancelled)."""
     try:
-        from distributed import get_worker
-        ts = get_worker().state.tasks.get(key)
+        ts = worker.state.tasks.get(key)
     except Exception:  # noqa: BLE001
         return False
     return ts is None or ts.state in ("cancelled", "released", "forgotten")
@@ -178,13 +230,16 @@ def spawn(target: Any, inputs: Mapping[str, Any] | None = None, **options: Any) 
     from cleo_dask.core.workflow import Workflow
     single = not isinstance(target, Workflow)
     worker = get_worker()
+    kept = KeptChild(parent) if parent.store is not None else None
+    if kept is not None and kept.outcome is not None:   # a resumed durable parent: this child finished before
+        return ChildRun(None, parent, single, kept, worker)
     try:
         asyncio.get_running_loop()
         in_loop = True
     except RuntimeError:
         in_loop = False
     if in_loop:   # an async task: its event loop (the worker's) must not block on the submission
-        return ChildRun(_pool.submit(_submit, worker, parent, target, inputs, options), parent, single)
+        return ChildRun(_pool.submit(_submit, worker, parent, target, inputs, options), parent, single, kept, worker)
     done: concurrent.futures.Future = concurrent.futures.Future()
     done.set_result(_submit(worker, parent, target, inputs, options))
-    return ChildRun(done, parent, single)
+    return ChildRun(done, parent, single, kept, worker)

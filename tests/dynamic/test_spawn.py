@@ -80,3 +80,67 @@ def test_the_spawn_depth_is_limited(engine, agent):
 def test_spawn_outside_a_task_is_a_cleo_error():
     with pytest.raises(cd.CleoError, match="only inside a task"):
         cd.spawn(fetch, inputs={"topic": "x"})
+
+
+def _log(path, line):
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+@cd.task
+def child_logs(agent, n):
+    _log(agent.config["log"], f"child-{n}")
+    return n * 10
+
+
+@cd.task
+def parent_fails_once(agent):
+    first = cd.spawn(child_logs, inputs={"n": 1}).result()
+    _log(agent.config["log"], "parent")
+    if open(agent.config["log"]).read().count("parent") == 1:
+        raise RuntimeError("the parent dies after its first child")
+    return first.value + cd.spawn(child_logs, inputs={"n": 2}).result().value
+
+
+def test_a_resumed_durable_parent_keeps_its_finished_children(client, tmp_path):
+    log = tmp_path / "exec.log"
+    agent = cd.Agent("durable", config={"log": str(log)})
+    with cd.Engine(client=client, store=tmp_path / "runs.db") as engine:
+        run = engine.submit(parent_fails_once, agent)
+        assert run.result(timeout=60)["parent_fails_once"].status == cd.Status.FAILED
+        again = engine.resume(run.id).result(timeout=60)
+    assert again["parent_fails_once"].value == 30
+    assert log.read_text().split() == ["child-1", "parent", "parent", "child-2"]   # child 1 ran once
+
+
+@cd.task
+def blocks(agent, seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+@cd.task
+async def waits_for_a_long_child(agent):
+    child = cd.spawn(blocks, inputs={"seconds": 3})
+    return (await child).value
+
+
+def test_cancelling_the_parent_cancels_its_children(engine, agent):
+    run = engine.submit(waits_for_a_long_child, agent)
+    deadline = time.time() + 30
+    from cleo_dask.dynamic.spawn import worker_engine  # noqa: F401 - the children's engine lives on the workers
+    children = []
+    while not children and time.time() < deadline:
+        children = [r for e in _worker_engines() for r in e.runs_in_memory.values()
+                    if getattr(r, "parent", (None,))[0] == run.id]
+        time.sleep(0.05)
+    assert children, "no child run started"
+    assert children[0].parent == (run.id, "waits_for_a_long_child") and children[0].depth == 1
+    run.cancel()
+    assert children[0].wait(timeout=30)
+    assert children[0].status() == "cancelled"
+
+
+def _worker_engines():
+    from cleo_dask.dynamic import spawn as sp
+    return list(sp.worker_engines())
