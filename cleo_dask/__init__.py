@@ -22,6 +22,8 @@ from cleo_dask.core.task import Task, TaskSpec, task
 from cleo_dask.failures.timeout import deadline, time_left
 from cleo_dask.core.node import Node
 from cleo_dask.core.workflow import Workflow
+from cleo_dask.dynamic.spawn import ChildRun, spawn
+from cleo_dask.core.signal import SignalTimeout
 
 from cleo_dask.version import __version__
 
@@ -29,5 +31,5 @@ __all__ = [
     "Agent", "Attempt", "Backoff", "CleoError", "ClusterError", "CodeError", "Engine", "Failure", "JsonFormatter", "Node", "Retry", "Run", "RunOutcome",
     "RunRecord", "RunStore", "ClusterLost", "ClusterWarning",
     "Firing", "Schedule", "ScheduleError", "Spec", "load_spec", "Status", "StoreError", "Task", "TaskResult", "TaskSpec", "TaskTimeout", "Workflow",
-    "WorkflowError", "configure_logging", "deadline", "exponential", "fixed", "task", "time_left", "__version__",
+    "WorkflowError", "ChildRun", "SignalTimeout", "spawn", "configure_logging", "deadline", "exponential", "fixed", "task", "time_left", "__version__",
 ]

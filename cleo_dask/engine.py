@@ -363,7 +363,21 @@ class Engine:
         stored results, only the others run.  :class:`StoreError` for an unknown run id, a run
         still running in another live process of this host (unless ``force``), or a damaged
         journal or result file (naming it)."""
-        return self._durability().resume(run_id, force=force)
+        run = self._durability().resume(run_id, force=force)
+        from cleo_dask.durable.signals import replay_signals
+        replay_signals(self.client, self.durable.journal.path, run.id)   # signals received before keep
+        return run
+
+    def signal(self, run_id: str, name: str, value: Any = None) -> str:
+        """Send signal ``name`` with ``value`` to run ``run_id``: its node ``name``
+        (:meth:`Workflow.add_signal`) is done with ``value`` as its result.  A :class:`CleoError` for
+        an unknown run or signal name, or a run already finished.  With ``store=`` the signal is
+        journaled (its value must be JSON) and delivered again if the run is resumed.  Returns
+        ``"delivered"``."""
+        from cleo_dask.durable.signals import send_signal
+        self._check_open()
+        return send_signal(run_id, name, value, client=self.client, run=self.runs_in_memory.get(run_id),
+                           journal=self.durable.journal if self.durable is not None else None)
 
     def runs(self, *, agent: str | None = None, status: str | None = None, workflow: str | None = None,
              limit: int | None = None) -> list[Any]:

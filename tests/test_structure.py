@@ -32,7 +32,7 @@ LAYERS: list[set[str]] = [
     {"monitor", "cluster"},
     {"runs"},
     {"durable", "schedules", "hosted"},
-    {"engine"},
+    {"engine", "dynamic"},
     {"cli", ""},
 ]
 

@@ -46,6 +46,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from cleo_dask.admission.concurrency import agent_id
 from cleo_dask.errors import CleoError
 from cleo_dask.admission.ratelimit import Rate, next_start, parse_rate, window_allows
+from cleo_dask.admission.signals import SignalWaits
 
 logger = logging.getLogger("cleo_dask")
 
@@ -221,6 +222,7 @@ class AdmissionPlugin(SchedulerPlugin):
         self.released: deque = deque(maxlen=200_000)  # release lateness, seconds
         self._alarm: Any = None
         self._alarm_at = float("inf")
+        self.signals = SignalWaits(scheduler, self.admit)   # signal nodes held until their signal
 
     # hooks ---------------------------------------------------------------------------------
     def update_graph(self, scheduler: Any, *, annotations: dict[str, dict[Any, Any]] | None = None,
@@ -231,6 +233,8 @@ class AdmissionPlugin(SchedulerPlugin):
                 continue
             self.lane_of[key] = self._lane(adm)
             ts.resource_restrictions = {GATE: 1}
+            if "signal" in adm:
+                self.signals.add(key, adm)
             nb = adm.get("not_before")
             if nb is not None and key not in self.withdrawn:
                 self.not_before[key] = nb
@@ -245,7 +249,7 @@ class AdmissionPlugin(SchedulerPlugin):
             ts = self.scheduler.tasks.get(key)
             if ts is not None and key not in self.queued:
                 ts.resource_restrictions = {GATE: 1}
-                if key in self.withdrawn:
+                if key in self.withdrawn or (self.signals.of_key and self.signals.hold(key)):
                     return
                 nb = self.not_before.get(key)
                 if nb is not None and nb > time.time():
@@ -259,10 +263,22 @@ class AdmissionPlugin(SchedulerPlugin):
                 self.not_before.pop(key, None)
                 self.withdrawn.discard(key)
                 self.tombstones.pop(key, None)
+                self.signals.forget(key)
             elif finish in ("released", "waiting"):  # will run again: gate it again
                 ts = self.scheduler.tasks.get(key)
                 if ts is not None:
                     ts.resource_restrictions = {GATE: 1}
+
+    def admit(self, key: Any) -> None:
+        """Let a gated key held by another hold (a signal wait) into its lane's queue, if it is ready."""
+        ts, lane = self.scheduler.tasks.get(key), self.lane_of.get(key)
+        if ts is None or lane is None or key in self.withdrawn or ts.state != "no-worker" or key in self.queued:
+            return
+        nb = self.not_before.get(key)
+        if nb is not None and nb > time.time():
+            self._sleep(key, nb)
+            return
+        self._enqueue(key, lane, ts)
 
     # not-before times ----------------------------------------------------------------------
     def _enqueue(self, key: Any, lane: tuple, ts: Any) -> None:

@@ -30,6 +30,7 @@ from cleo_dask.util.gcpause import gc_paused
 from cleo_dask.core.parameters import receives_inputs
 from cleo_dask.failures.retry import RetryPolicy
 from cleo_dask.core.shipping import data_node, graph_value
+from cleo_dask.core.signal import mark_signals, signal_of
 from cleo_dask.core.task import TaskSpec
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.plainunit import IndexedPlainUnit, PlainUnit
@@ -137,7 +138,7 @@ def fusable(parent: Node, child: Node, children: Mapping[str, list[str]], defaul
 
 def _fusable_tasks(parent: Node, child: Node, defaults: Defaults) -> bool:
     a, b = parent.task, child.task
-    if a.is_async != b.is_async or a.io_bound != b.io_bound or a.rate_limit or b.rate_limit:
+    if a.is_async != b.is_async or a.io_bound != b.io_bound or a.rate_limit or b.rate_limit or signal_of(a) or signal_of(b):
         return False
     # any retry (Dask's own, or the engine's ``Client.retry`` after a backoff) reruns the whole
     # Dask task, so only nodes without retries are fused
@@ -220,6 +221,7 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
         for key, names in compiled.units.items():
             if not wf.nodes[names[0]].parents:
                 compiled.admission[key] = with_not_before(compiled.admission.get(key), not_before)
+    mark_signals(compiled, wf, run_id)   # signal nodes: held on the scheduler until their signal
     if critical_path is None:
         critical_path = any(node.task.duration is not None for node in wf.nodes.values())
     if isinstance(critical_path, Mapping):
@@ -272,6 +274,7 @@ def compile_resubmission(wf: Workflow, run_id: str, agent: Any, names: Iterable[
     _add_units(compiled, wf, list(names), run_id, agent, defaults, fuse=False, gen=gen,
                literals={"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {},
                external={**external, **{n: (k, -1) for n, k in lit.items()}}, overrides=overrides)
+    mark_signals(compiled, wf, run_id)
     if priority:
         compiled.priority = {k: priority for k in compiled.units}
     return compiled

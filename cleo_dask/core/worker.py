@@ -16,6 +16,7 @@ from typing import Any
 
 import cloudpickle
 
+from cleo_dask.core.current import enter_node, leave_node
 from cleo_dask.core.events import event, send_from_worker
 from cleo_dask.admission.io import release_slot, run_blocking
 from cleo_dask.core.nodeoutput import NodeOutput
@@ -224,7 +225,14 @@ def _unit_steps(unit: UnitCall, agent: Any, deps: tuple, worker: str | None) -> 
             else:
                 args, kw = call_args(call, agent, kwargs)
                 ckey, hit = cache_lookup(unit, call, args, kw)
-                value = hit[0] if hit is not None else (yield ("body", call, args, kw))
+                if hit is not None:
+                    value = hit[0]
+                else:   # the body may ask which run and node it belongs to (signals, cd.spawn)
+                    token = enter_node(unit.run_id, call.name, unit.key, agent, unit.store)
+                    try:
+                        value = yield ("body", call, args, kw)
+                    finally:
+                        leave_node(token)
                 out = finish_output(call, value, start, worker, upstream)
                 cache_store(unit, call, ckey, hit, value, out)
             if unit.store is not None:

@@ -172,6 +172,22 @@ class Workflow:
             prev = wf.add(t, after=[prev] if prev else [])
         return wf
 
+    def add_signal(self, name: str, *, after: Iterable[str] | str | None = (), timeout: float | None = None,
+                   trigger: str = ALL_SUCCESS) -> str:
+        """Add a node named ``name`` that is done when signal ``name`` arrives (its value is the
+        signal's value), once its parents (``after``) are done: ``engine.signal(run.id, name, value)``.
+        Held on the scheduler while it waits (holding no worker); past ``timeout`` seconds without
+        the signal it fails (:class:`~cleo_dask.core.signal.SignalTimeout`, trigger rules apply)."""
+        from cleo_dask.core.signal import signal_spec
+        node = self.add(signal_spec(name, timeout), name, after=after, trigger=trigger)
+        self.__dict__.setdefault("_signals", {})[node] = timeout
+        return node
+
+    @property
+    def signals(self) -> Mapping[str, float | None]:
+        """The signal nodes (:meth:`add_signal`): name -> timeout."""
+        return self.__dict__.get("_signals", {})
+
     # -- reading ------------------------------------------------------------------------------
     @property
     def nodes(self) -> Mapping[str, Node]:

@@ -1,0 +1,1 @@
+"""Agents that decide at run time: child runs spawned from inside a task (:mod:`.spawn`)."""

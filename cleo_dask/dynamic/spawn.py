@@ -1,0 +1,245 @@
+"""``cd.spawn``: a child run of the running task's agent, started from inside the task.
+
+The child is an ordinary run (validation, retries, fallbacks, journal, dashboard, progress) sent
+through the ordinary submit path: an :class:`~cleo_dask.engine.Engine` on the worker's own client
+(``distributed.get_client()``; one per worker process, see :func:`worker_engine`) submits it, and
+that engine's driver thread drives it.  The parent task waits holding nothing:
+
+* ``await child`` (async tasks) polls the child on the worker's event loop;
+* ``child.result()`` (sync tasks) secedes from the worker's thread pool while it waits
+  (``distributed.secede`` / ``rejoin``), so the slot runs other tasks (the child's among them).
+
+Each child records its parent (:attr:`ChildRun.parent`: run id and node) and its depth; the depth
+is kept in the scheduler's task metadata (``["cleo-spawn", run_id]``) so a grandchild spawned on
+another worker knows it.  A durable parent (``store=``) keeps each child that succeeded in its
+result store (:class:`KeptChild`), so a resumed parent does not run it again.  Deeper than ``cleo_dask.dynamic.max-spawn-depth`` is a
+:class:`CleoError`.  A parent task cancelled while it waits (its run cancelled) cancels the child.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from cleo_dask import config as _config
+from cleo_dask.core.current import CurrentNode, current_node
+from cleo_dask.core.outcome import TaskResult
+from cleo_dask.errors import CleoError
+
+METADATA = "cleo-spawn"
+_engines: dict[str, Any] = {}
+_engines_lock = threading.Lock()
+_depths: dict[str, int] = {}     # run id -> spawn depth, for runs spawned by this process
+_pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="cleo-spawn")   # async tasks' submissions
+
+
+def worker_engine(worker: Any = None) -> Any:
+    """The engine of this worker process's client (made once per client; never closed by cleo);
+    ``worker``: the worker running the calling task (default: the one of this thread)."""
+    from distributed import get_worker
+    client = (worker or get_worker())._get_client()   # what distributed.get_client() does in a task
+    ident = f"{client.id}"
+    with _engines_lock:
+        engine = _engines.get(ident)
+        if engine is None or engine.closed:
+            from cleo_dask.engine import Engine
+            engine = _engines[ident] = Engine(client=client)
+        return engine
+
+
+def worker_engines() -> list[Any]:
+    """The engines this process made for its workers' children (their runs: ``engine.runs_in_memory``)."""
+    with _engines_lock:
+        return list(_engines.values())
+
+
+def depth_of(client: Any, run_id: str) -> int:
+    """How deep run ``run_id`` is among spawned runs (0: submitted by a user)."""
+    depth = _depths.get(run_id)
+    if depth is None:
+        box = client.get_metadata([METADATA, run_id], default=None)
+        depth = int(box["depth"]) if box else 0
+    return depth
+
+
+def _check_depth(depth: int) -> None:
+    limit = int(_config.get("dynamic.max-spawn-depth", 10))
+    if depth > limit:
+        raise CleoError(f"cd.spawn: a child run at depth {depth} exceeds cleo_dask.dynamic.max-spawn-depth={limit} "
+                        "(runs spawning runs without end?)")
+
+
+class ChildRun:
+    """A child run spawned by :func:`spawn`: ``await child`` or ``child.result()``.
+
+    The outcome is the child's :class:`~cleo_dask.RunOutcome`, or, for a single task spawned
+    (not a workflow), that task's :class:`~cleo_dask.TaskResult`."""
+
+    def __init__(self, submitted: concurrent.futures.Future | None, parent: CurrentNode, single: bool,
+                 kept: KeptChild | None = None, worker: Any = None):
+        self._submitted = submitted
+        self.parent = (parent.run_id, parent.node)
+        self._parent_key = parent.key
+        self._single = single
+        self._kept = kept
+        self._worker = worker
+
+    @property
+    def run(self) -> Any:
+        """The child :class:`~cleo_dask.Run` (waits for its submission; ``None``: a child a resumed
+        durable parent kept from before, not run again)."""
+        return None if self._submitted is None else self._submitted.result()
+
+    @property
+    def id(self) -> str:
+        """The child run's id."""
+        return self.run.id
+
+    def _outcome(self, run: Any) -> Any:
+        outcome = run.result(fetch=True)   # values fetched now: read later on the worker's loop, they could not be
+        outcome = next(iter(outcome.values())) if self._single else outcome
+        if self._kept is not None and run.status() == "succeeded":
+            self._kept.keep(outcome)
+        return outcome
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the child (a sync task's worker slot is released meanwhile) and return its outcome."""
+        from distributed import rejoin, secede
+        if self._kept is not None and self._kept.outcome is not None:
+            return self._kept.outcome
+        seceded = _in_worker_thread()
+        if seceded:
+            secede()
+        try:
+            run = self._submitted.result(timeout)
+            end = None if timeout is None else time.monotonic() + timeout
+            while not run.wait(timeout=0.2):
+                if _cancelled(self._worker, self._parent_key):
+                    run.cancel()
+                    break
+                if end is not None and time.monotonic() > end:
+                    raise TimeoutError(f"child run {run.id} not done after {timeout:g} s")
+            return self._outcome(run)
+        finally:
+            if seceded:
+                rejoin()
+
+    def __await__(self):
+        return self._wait().__await__()
+
+    async def _wait(self) -> Any:
+        if self._kept is not None and self._kept.outcome is not None:
+            return self._kept.outcome
+        # the run's methods use the worker's client synchronously: never on the worker's event loop
+        run = await asyncio.wrap_future(self._submitted)
+        pause = 0.002
+        try:
+            while not await asyncio.wrap_future(_pool.submit(run.done)):
+                if _cancelled(self._worker, self._parent_key):   # Dask lets a cancelled coroutine task run on
+                    _pool.submit(run.cancel)
+                    break
+                await asyncio.sleep(pause)
+                pause = min(pause * 1.5, 0.1)
+        except asyncio.CancelledError:   # the parent task was cancelled (its run cancelled): so is the child
+            _pool.submit(run.cancel)
+            raise
+        return await asyncio.wrap_future(_pool.submit(self._outcome, run))
+
+    def cancel(self) -> None:
+        """Cancel the child run."""
+        if self.run is not None:
+            self.run.cancel()
+
+
+class KeptChild:
+    """A durable parent's child, kept in the parent run's result store once it succeeded (as a
+    ``cache=`` value): a resumed parent gets it back instead of running it again.  Children are
+    told apart by their order among the spawns of one execution of the node's body."""
+
+    _seq: dict[tuple[str, str], int] = {}
+
+    def __init__(self, parent: CurrentNode):
+        n = self._seq[(parent.key, parent.node)] = self._seq.get((parent.key, parent.node), -1) + 1
+        self.store, self.parent = parent.store, parent
+        self.key = hashlib.sha256(f"cleo-spawn\0{parent.run_id}\0{parent.node}\0{n}".encode()).hexdigest()
+        hit = self.store.cache_get(self.key, parent.node, parent.run_id)
+        self.outcome = hit[0] if hit is not None else None
+
+    def keep(self, outcome: Any) -> None:
+        """Keep ``outcome`` (a TaskResult, or a mapping of them: kept as a plain dict) for a resume."""
+        kept = _detached(outcome) if isinstance(outcome, TaskResult) else {n: _detached(r) for n, r in outcome.items()}
+        self.store.cache_put(self.key, kept, self.parent.node, self.parent.run_id)
+
+
+def _detached(result: TaskResult) -> TaskResult:
+    """``result`` with its value in it (no reference to its run or client: it pickles)."""
+    return TaskResult(result.node, result.status, value=result.value, error=result.error, traceback=result.traceback,
+                      attempts=result.attempts, start=result.start, end=result.end, worker=result.worker,
+                      reason=result.reason, fallback_used=result.fallback_used,
+                      upstream_fallbacks=result.upstream_fallbacks, worker_losses=result.worker_losses,
+                      run_id=result.run_id)
+
+
+def _in_worker_thread() -> bool:
+    try:
+        from distributed.worker import thread_state
+        return bool(getattr(thread_state, "execution_state", None)) and threading.current_thread() is not threading.main_thread()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _cancelled(worker: Any, key: str) -> bool:
+    """Whether ``worker`` no longer wants task ``key`` (its run was cancelled)."""
+    try:
+        ts = worker.state.tasks.get(key)
+    except Exception:  # noqa: BLE001
+        return False
+    return ts is None or ts.state in ("cancelled", "released", "forgotten")
+
+
+def _submit(worker: Any, parent: CurrentNode, target: Any, inputs: Mapping[str, Any] | None,
+            options: dict[str, Any]) -> Any:
+    engine = worker_engine(worker)
+    depth = depth_of(engine.client, parent.run_id) + 1
+    _check_depth(depth)
+    run = engine.submit(target, parent.agent, inputs=inputs, **options)
+    run.parent = (parent.run_id, parent.node)
+    run.depth = depth
+    _depths[run.id] = depth
+    client = engine.client   # grandchildren spawned elsewhere learn the depth from the scheduler
+    client.loop.add_callback(client.scheduler.set_metadata, keys=[METADATA, run.id],
+                             value={"depth": depth, "parent": parent.run_id, "node": parent.node})
+    return run
+
+
+def spawn(target: Any, inputs: Mapping[str, Any] | None = None, **options: Any) -> ChildRun:
+    """Start a child run of ``target`` (a task or a :class:`~cleo_dask.Workflow`) for the running
+    task's agent, on the same cluster; ``inputs``: its parameters' values; ``options``: more
+    :meth:`Engine.submit` arguments (``priority``, ``name``...).  Only inside a task of a run.
+
+    ``await child`` (async tasks) or ``child.result()`` (sync tasks; the worker slot is freed
+    while waiting) gives its outcome.  Bad input is raised here (sync tasks) or at ``await``."""
+    parent = current_node()
+    if parent is None:
+        raise CleoError("cd.spawn works only inside a task of a run (use engine.submit outside)")
+    from distributed import get_worker
+    from cleo_dask.core.workflow import Workflow
+    single = not isinstance(target, Workflow)
+    worker = get_worker()
+    kept = KeptChild(parent) if parent.store is not None else None
+    if kept is not None and kept.outcome is not None:   # a resumed durable parent: this child finished before
+        return ChildRun(None, parent, single, kept, worker)
+    try:
+        asyncio.get_running_loop()
+        in_loop = True
+    except RuntimeError:
+        in_loop = False
+    if in_loop:   # an async task: its event loop (the worker's) must not block on the submission
+        return ChildRun(_pool.submit(_submit, worker, parent, target, inputs, options), parent, single, kept, worker)
+    done: concurrent.futures.Future = concurrent.futures.Future()
+    done.set_result(_submit(worker, parent, target, inputs, options))
+    return ChildRun(done, parent, single, kept, worker)
