@@ -22,7 +22,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from cleo_dask.core.compile import Compiled, compile_workflow
-from cleo_dask.core.mapping import MapNode, expansion, map_length, max_length
+from cleo_dask.core.mapping import GATHER, MapNode, expansion, map_length, max_length
+from cleo_dask.core.outcome import NodeRecord
 from cleo_dask.core.shipping import data_node
 from cleo_dask.core.worker import failure_output
 
@@ -71,6 +72,11 @@ class RunExpand:
         """The run's first graph was sent: wait for the nodes the held maps are over."""
         with self._lock:
             self._arm_maps()
+
+    def map_children(self, name: str) -> tuple[str, ...]:
+        """The items of mapped node ``name``, in order (``()``: not a mapped node, or not expanded)."""
+        node = self.workflow.nodes.get(name)
+        return node.parents if node is not None and node.task is GATHER else ()
 
     def held(self) -> list[str]:
         """The nodes not sent yet (waiting for a map's expansion)."""
@@ -180,7 +186,9 @@ class RunExpand:
                 return
             node = self.workflow.nodes[name]
             if error is not None:
-                self._known[name] = failure_output(name, error, "")
+                record = self._records.setdefault(name, NodeRecord())
+                record.error, record.traceback = error, f"{type(error).__name__}: {error}"
+                self._known[name] = failure_output(name, error, record.traceback)
                 self.log_event("outcome", node=name, status="failed", error=repr(error)[:500])
                 self._propagate_failure(name)
             else:
