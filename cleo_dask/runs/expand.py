@@ -50,11 +50,23 @@ def compile_mapped(wf: Any, run_id: str, agent: Any, **options: Any) -> tuple[An
     return run_wf, compile_workflow(run_wf, run_id, agent, names=names, **options), held
 
 
+def resume_held(wf: Any, again: list[str]) -> tuple[Any, list[str], list[str]]:
+    """For a resume: the run's copy of ``wf``, the nodes of ``again`` to hold (mapped nodes and
+    what is below them: expanded again once what they map over is there) and the rest of ``again``."""
+    if not has_maps(wf):
+        return wf, [], again
+    wf = wf.copy()
+    below = set(held_nodes(wf))
+    return wf, [n for n in again if n in below], [n for n in again if n not in below]
+
+
 class RunExpand:
     """The run-time nodes part of :class:`~cleo_dask.runs.run.Run` (see the module docstring)."""
 
     _held: list[str] = []
     _armed: set[str] = set()
+    #: a resumed durable run: ``names -> {name: (key, Dask task loading its stored output)}``
+    stored_loader: Any = None
 
     def add_held(self, names: Iterable[str]) -> None:
         """Hold nodes of ``self.workflow`` (not sent yet): the run is not done until they are
@@ -194,6 +206,25 @@ class RunExpand:
             else:
                 items, gather = expansion(node, length)
                 self.workflow.expand(name, items, gather)
+                self._children = self.workflow.children()
+                stored = self._load_stored([i.name for i in items])
                 at = self._held.index(name)
-                self._held[at:at] = [i.name for i in items]
+                self._held[at:at] = [i.name for i in items if i.name not in stored]
             self.release_held()
+
+    def _load_stored(self, names: list[str]) -> set[str]:
+        """A resumed run: send loaders for those of ``names`` finished before (not run again)."""
+        if self.stored_loader is None:
+            return set()
+        loaders = self.stored_loader(names)
+        if not loaders:
+            return set()
+        self._metas.grow([n for n in loaders if n not in self._metas.index])
+        compiled = Compiled({key: task for key, task in loaders.values()},
+                            {key: (n,) for n, (key, _) in loaders.items()},
+                            {n: (key, -1) for n, (key, _) in loaders.items()})
+        self._units.update(compiled.units)
+        self._location.update(compiled.location)
+        self.log_event("keys", nodes={n: key for n, (key, _) in loaders.items()})
+        self._submit(compiled)
+        return set(loaders)
