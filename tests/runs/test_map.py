@@ -173,3 +173,21 @@ def test_bad_map_input_is_refused_before_anything_runs():
     wf.map(search, over=p)
     with pytest.raises(cd.WorkflowError, match="duplicate node name 'search'"):
         wf.map(search, over=p)
+
+
+def test_items_appear_on_the_dashboard_state_and_in_progress(engine):
+    import time
+    from cleo_dask.monitor.state import snapshot
+    wf, _ = mapped()
+    run = engine.submit(wf)
+    run.result(timeout=60)
+    assert run.progress()["done"] == 6 and run.progress()["total"] == 6
+    deadline = time.time() + 30
+    while True:
+        snap = engine.client.run_on_scheduler(snapshot, run.id)["run"]
+        if snap["state"] != "running" or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert {n: d["state"] for n, d in snap["nodes"].items() if n.startswith("search[")} == {
+        "search[0]": "succeeded", "search[1]": "succeeded", "search[2]": "succeeded"}
+    assert ["search[2]", "search"] in snap["edges"]
