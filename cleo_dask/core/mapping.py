@@ -141,14 +141,17 @@ def check_mappable(node: str, over: str, value: Any, limit: int) -> int:
     return n
 
 
-def map_length(output: Any, idx: int, node: str, over: str, limit: int) -> tuple[int, Any]:
-    """On a worker: ``(length, None)`` of the mapped parent's result in ``output`` (its unit's
-    Dask value; ``idx``: its index in a multi-node unit, or ``-1``), or ``(-1, MapError)``."""
+def map_length(output: Any, idx: int, node: str, over: str, limit: int) -> tuple[int, Any, str, str | None]:
+    """On a worker: ``(length, None, status, reason)`` of the mapped parent's result in ``output``
+    (its unit's Dask value; ``idx``: its index in a multi-node unit, or ``-1``), or ``(-1, MapError,
+    ...)``; a parent that did not succeed (skipped on its worker, a failed gather) gives its status."""
     out = output if idx < 0 else output[idx]
+    if out.status not in ("succeeded", "fell_back"):
+        return -1, None, out.status, out.reason
     try:
-        return check_mappable(node, over, out.value, limit), None
+        return check_mappable(node, over, out.value, limit), None, out.status, None
     except MapError as exc:
-        return -1, exc
+        return -1, exc, out.status, None
 
 
 def element(out: Any, index: int) -> Any:

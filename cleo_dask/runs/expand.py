@@ -25,7 +25,7 @@ from cleo_dask.core.compile import Compiled, compile_workflow
 from cleo_dask.core.mapping import GATHER, MapNode, expansion, map_length, max_length
 from cleo_dask.core.outcome import NodeRecord
 from cleo_dask.core.shipping import data_node
-from cleo_dask.core.worker import failure_output
+from cleo_dask.core.worker import SKIPPED, UPSTREAM_FAILED, failure_output, skipped_output
 
 
 def has_maps(wf: Any) -> bool:
@@ -88,7 +88,7 @@ class RunExpand:
     def map_children(self, name: str) -> tuple[str, ...]:
         """The items of mapped node ``name``, in order (``()``: not a mapped node, or not expanded)."""
         node = self.workflow.nodes.get(name)
-        return node.parents if node is not None and node.task is GATHER else ()
+        return node.parents if node is not None and node.task is GATHER and type(node) is not MapNode else ()
 
     def held(self) -> list[str]:
         """The nodes not sent yet (waiting for a map's expansion)."""
@@ -190,14 +190,20 @@ class RunExpand:
     def _expand_map(self, name: str, size: Any) -> None:
         """On the driver: ``size`` (a future of :func:`map_length`) is done: expand map ``name``."""
         try:
-            length, error = size.result()
+            length, error, status, reason = size.result()
         except Exception as exc:  # noqa: BLE001 - e.g. the worker holding the parent was lost
-            length, error = -1, exc
+            length, error, status, reason = -1, exc, "failed", None
         with self._lock:
             if name not in self._held:
                 return
             node = self.workflow.nodes[name]
-            if error is not None:
+            if error is None and length < 0:   # the parent did not succeed: the map node does not run
+                status = SKIPPED if status == SKIPPED else UPSTREAM_FAILED
+                why = f"{node.over!r} was {status.replace('_', ' ')}" + (f" ({reason})" if reason else "")
+                self._known[name] = skipped_output(why, status=status)
+                self.log_event("skipped", node=name, key="", reason=why, status=status)
+                self._propagate_failure(name)
+            elif error is not None:
                 record = self._records.setdefault(name, NodeRecord())
                 record.error, record.traceback = error, f"{type(error).__name__}: {error}"
                 self._known[name] = failure_output(name, error, record.traceback)

@@ -191,3 +191,43 @@ def test_items_appear_on_the_dashboard_state_and_in_progress(engine):
     assert {n: d["state"] for n, d in snap["nodes"].items() if n.startswith("search[")} == {
         "search[0]": "succeeded", "search[1]": "succeeded", "search[2]": "succeeded"}
     assert ["search[2]", "search"] in snap["edges"]
+
+
+def test_a_parent_skipped_on_its_worker_skips_the_map_and_a_failed_map_below_a_map(engine):
+    @cd.task
+    def given(agent, square):
+        return square
+
+    wf = cd.Workflow()
+    p = wf.add(plan_many, when=lambda: False)
+    wf.add(given, after=[wf.map(square, over=p)], trigger="all_done")
+    out = engine.submit(wf).result(timeout=60)
+    assert out["plan_many"].status == cd.Status.SKIPPED
+    assert out["square"].status == cd.Status.SKIPPED and out["square"].children == ()
+    assert out["given"].ok and out["given"].value is None   # as below any skipped parent
+
+    @cd.task
+    def again(agent, item):
+        return item
+
+    wf = cd.Workflow()
+    inner = wf.map(square, over=wf.add(plan_many))          # square[3] fails: the gather is failed
+    wf.map(again, over=inner)
+    out = engine.submit(wf).result(timeout=60)
+    assert out["square"].status == cd.Status.FAILED and out["again"].status == cd.Status.UPSTREAM_FAILED
+
+
+def test_a_map_over_a_map(engine):
+    @cd.task
+    def pairs(agent, item):
+        return [item, item]
+
+    @cd.task
+    def flat(agent, item):
+        return item
+
+    wf = cd.Workflow()
+    outer = wf.map(pairs, over=wf.add(plan_many))
+    wf.map(flat, over=outer)
+    out = engine.submit(wf, inputs={"n": 3}).result(timeout=60)
+    assert out["flat"].value == [[0, 0], [1, 1], [2, 2]]
