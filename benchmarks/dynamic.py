@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -71,7 +72,7 @@ def static_workflow(items: int) -> cd.Workflow:
     """plan -> search_0 .. search_{items-1} -> combine, fixed before submission."""
     wf = cd.Workflow("static")
     p = wf.add(cd.task(plan))
-    names = [wf.add(cd.task(StaticSearch(i), name=f"search_{i}"), after=[p]) for i in range(items)]
+    names = [wf.add(cd.task(StaticSearch(i), name="search"), name=f"search_{i}", after=[p]) for i in range(items)]
     wf.add(cd.task(static_combine, name="combine"), after=names)
     return wf
 
@@ -82,8 +83,10 @@ def makespan(engine: cd.Engine, wf: cd.Workflow, agents: int, items: int) -> flo
     runs = engine.submit_many([{"target": wf, "agent": cd.Agent(f"agent-{a}"), "inputs": {"items": items}}
                                for a in range(agents)])
     for run in runs:
-        run.wait()
+        if not run.wait(timeout=600):
+            raise RuntimeError(f"run {run.id} of {wf.name} not done after 600 s: {run.progress()}")
     took = time.perf_counter() - t0
+    print(f"{wf.name}: {took:.2f} s", file=sys.stderr, flush=True)
     expected = sum(len(q) for q in plan(None, items))
     for run in runs:
         out = run.result()
@@ -97,11 +100,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--map", action="store_true", help="the mapped-node case (the default)")
     p.add_argument("--agents", type=int, default=None, help="runs (agents), default 100 (tiny: 5)")
     p.add_argument("--items", type=int, default=None, help="elements per plan, default 100 (tiny: 10)")
+    p.add_argument("--stealing", action="store_true", help="leave Dask's work stealing on (see main())")
     args = p.parse_args(argv)
     agents = args.agents or (5 if args.tiny else 100)
     items = args.items or (10 if args.tiny else 100)
     rows = []
-    with dask.config.set(scheduler_settings()), h.cluster(args) as client, cd.Engine(client=client) as engine:
+    # Dask's work stealing asserts when it moves a queued task whose prefix's measured duration is
+    # 0 (async tasks secede at once, so their prefix's mean compute time is ~0) and that has
+    # dependencies: the scheduler then drops the worker's stream.  Off for both contenders.
+    settings = {**scheduler_settings(), "distributed.scheduler.work-stealing": args.stealing}
+    with dask.config.set(settings), h.cluster(args) as client, cd.Engine(client=client) as engine:
         dynamic, static = dynamic_workflow(), static_workflow(items)
         for _ in range(args.warmup):
             makespan(engine, dynamic, agents, items)
