@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from cleo_dask.core.compile import Compiled, compile_workflow
-from cleo_dask.core.mapping import GATHER, MapNode, expansion, map_length, max_length
+from cleo_dask.core.mapping import GATHER, ItemNode, MapNode, expansion, map_length, max_length
 from cleo_dask.core.outcome import NodeRecord
 from cleo_dask.core.shipping import data_node
 from cleo_dask.core.worker import SKIPPED, UPSTREAM_FAILED, failure_output, skipped_output
@@ -119,8 +119,9 @@ class RunExpand:
             compiled.dsk[key] = data_node(key, out)
         self._units.update(compiled.units)
         self._location.update(compiled.location)
+        made = [n for n in names if isinstance(wf.nodes[n], ItemNode) or self.map_children(n)]   # new to monitors
         self.log_event("keys", nodes={n: compiled.location[n][0] for n in names}, edges=[
-            [p, n] for n in names for p in wf.nodes[n].parents])
+            [p, n] for n in made for p in wf.nodes[n].parents])
         self._submit(compiled)
 
     def release_held(self) -> None:
