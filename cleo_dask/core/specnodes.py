@@ -21,7 +21,9 @@ from cleo_dask.errors import WorkflowError
 from cleo_dask.util.options import not_callable
 
 #: The keys of a node in a spec file: its own fields, then the options of its policies.
-NODE_KEYS = ("name", "task", "after", "when", "map") + FILE_OPTIONS
+NODE_KEYS = ("name", "task", "after", "when") + FILE_OPTIONS
+#: The key of a mapped node (``map: node``, instead of ``after``; see :meth:`Workflow.map`).
+MAP_KEY = "map"
 
 #: A node as read: its location, the keyword arguments for ``Workflow.add``, whether all its
 #: fields were valid, and the raw mapping.
@@ -36,7 +38,7 @@ def read_nodes(data: Any, where: Where, problems: Problems) -> dict[str, Checked
 def node_fields(data: dict[str, Any], where: Where, problems: Problems) -> tuple[dict[str, Any], bool]:
     """Check one node's fields: the keyword arguments for ``Workflow.add`` and whether all were valid."""
     before = len(problems.items)
-    unknown_keys(data, NODE_KEYS, where, problems)
+    unknown_keys(data, NODE_KEYS + (MAP_KEY,), where, problems)
     out: dict[str, Any] = {}
 
     def at(key: str) -> Where:
