@@ -1,116 +1,135 @@
-"""Agents that decide at run time (issue 19): the spawn and wait cases.
+"""Agents that decide at run time (issue 19): what a mapped node costs against a static workflow.
 
-* ``--spawn``: one parent task spawns N child runs of one no-op task (all at once, then awaits
-  them); per-child overhead = (parent run with N children - parent run with none) / N.
-* ``--waits``: a CPU workflow (tasks busy-looping on the CPU) alone, then beside W runs waiting
-  for signals (held on the scheduler) and P tasks waiting for child runs (which themselves wait
-  for a signal); ``slowdown`` = makespan beside / makespan alone.
+``--map``: 100 agents (one run each, sent together with ``submit_many``), each ``plan`` -> a map of
+100 async calls of 50 ms (``asyncio.sleep``) -> ``combine``: 10,000 nodes made at run time.  The
+same workflow written statically (``plan`` -> 100 ``search_i`` nodes, each reading element ``i``
+-> ``combine``) runs on the same cluster, the two alternating; the figure is the median makespan
+of each and their ratio (target: dynamic <= 1.2x static).
 
-    python -m benchmarks.dynamic --spawn [--children 1000]
-    python -m benchmarks.dynamic --waits [--runs 1000] [--parents 100]
+    python -m benchmarks.dynamic --map [--agents N] [--items N] [--reps N] [--tiny] [--json FILE]
 
-(``--map``, the dynamic-map case, is another helper's; the lead merges the two.)
+``--spawn`` (per-child overhead of child runs) and ``--waits`` (waits beside a CPU workflow) are in
+:mod:`benchmarks.dynamic_children`; ``python -m benchmarks.dynamic --spawn`` / ``--waits`` run them.
 """
 from __future__ import annotations
 
-import argparse
-import json
+import asyncio
+import statistics
+import sys
 import time
 from typing import Any
 
+import dask
+
 import cleo_dask as cd
+from cleo_dask.admission.cluster_needs import scheduler_settings
+
+from . import _harness as h
+
+CALL_S = 0.05
 
 
-@cd.task
-def noop(agent: Any) -> int:
-    return 1
+def plan(agent: Any, items: int = 100) -> list[str]:
+    """The planner: ``items`` sub-questions."""
+    return [f"question {i}" for i in range(items)]
 
 
-@cd.task
-async def spawner(agent: Any, n: int) -> int:
-    children = [cd.spawn(noop) for _ in range(n)]
-    return sum([(await c).value for c in children])
+async def search(agent: Any, item: str) -> int:
+    """One call of 50 ms per element."""
+    await asyncio.sleep(CALL_S)
+    return len(item)
 
 
-@cd.task
-def burn(agent: Any, i: int, seconds: float = 0.25) -> int:
-    end, x = time.process_time() + seconds, 0
-    while time.process_time() < end:
-        x += 1
-    return x
+def combine(agent: Any, search: list[int]) -> int:
+    """The answers combined."""
+    return sum(search)
 
 
-@cd.task
-def waits_for_child(agent: Any, i: int) -> Any:
-    return cd.spawn(_approval_wf(f"child-{i}")).result()["go"].value
+class StaticSearch:
+    """The static stand-in for item ``i``: reads element ``i`` of the plan itself."""
+
+    def __init__(self, i: int):
+        self.i = i
+
+    async def __call__(self, agent: Any, plan: list[str]) -> int:
+        return await search(agent, plan[self.i])
 
 
-def _approval_wf(name: str) -> cd.Workflow:
-    wf = cd.Workflow(name)
-    wf.add_signal("go")
+def static_combine(agent: Any, **answers: int) -> int:
+    """``combine`` over the static nodes' results."""
+    return combine(agent, list(answers.values()))
+
+
+def dynamic_workflow() -> cd.Workflow:
+    """plan -> map(search) -> combine."""
+    wf = cd.Workflow("dynamic")
+    p = wf.add(cd.task(plan))
+    s = wf.map(cd.task(search), over=p)
+    wf.add(cd.task(combine), after=[s])
     return wf
 
 
-def _cpu_wf(n: int) -> cd.Workflow:
-    wf = cd.Workflow("cpu")
-    for i in range(n):
-        wf.add(burn.options(batch=False), name=f"burn{i}")
+def static_workflow(items: int) -> cd.Workflow:
+    """plan -> search_0 .. search_{items-1} -> combine, fixed before submission."""
+    wf = cd.Workflow("static")
+    p = wf.add(cd.task(plan))
+    names = [wf.add(cd.task(StaticSearch(i), name="search"), name=f"search_{i}", after=[p]) for i in range(items)]
+    wf.add(cd.task(static_combine, name="combine"), after=names)
     return wf
 
 
-def bench_spawn(engine: cd.Engine, children: int) -> dict[str, Any]:
-    agent = cd.Agent("spawner")
-    engine.run(spawner, agent, n=2)   # warm: the worker's engine exists
+def makespan(engine: cd.Engine, wf: cd.Workflow, agents: int, items: int) -> float:
+    """Seconds from submitting ``agents`` runs of ``wf`` to every one of them done (checked)."""
     t0 = time.perf_counter()
-    engine.run(spawner, agent, n=0)
-    base = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res = engine.run(spawner, agent, n=children)
-    total = time.perf_counter() - t0
-    assert res.value == children, res.error
-    return {"children": children, "parent_alone_s": round(base, 3), "parent_with_children_s": round(total, 3),
-            "per_child_ms": round(1000 * (total - base) / children, 3)}
-
-
-def bench_waits(engine: cd.Engine, runs: int, parents: int, cpu_tasks: int) -> dict[str, Any]:
-    agent = cd.Agent("bench")
-    t0 = time.perf_counter()
-    engine.submit(_cpu_wf(cpu_tasks), agent, inputs={"i": 0}).result()
-    alone = time.perf_counter() - t0
-    waiting = engine.submit_many([{"target": _approval_wf(f"w{i}"), "agent": agent} for i in range(runs)])
-    spawning = engine.submit_many([{"target": waits_for_child, "agent": agent, "inputs": {"i": i}}
-                                   for i in range(parents)])
-    time.sleep(3)   # the waits are in place (children spawned, signal nodes held)
-    t0 = time.perf_counter()
-    engine.submit(_cpu_wf(cpu_tasks), agent, inputs={"i": 0}).result()
-    beside = time.perf_counter() - t0
-    done = all(not r.done() for r in waiting)
-    for r in waiting:
-        r.cancel()
-    for r in spawning:
-        r.cancel()
-    return {"runs_waiting": runs, "parents_waiting": parents, "cpu_tasks": cpu_tasks,
-            "alone_s": round(alone, 3), "beside_s": round(beside, 3), "slowdown": round(beside / alone, 3),
-            "waits_still_held": done}
+    runs = engine.submit_many([{"target": wf, "agent": cd.Agent(f"agent-{a}"), "inputs": {"items": items}}
+                               for a in range(agents)])
+    for run in runs:
+        if not run.wait(timeout=600):
+            raise RuntimeError(f"run {run.id} of {wf.name} not done after 600 s: {run.progress()}")
+    took = time.perf_counter() - t0
+    print(f"{wf.name}: {took:.2f} s", file=sys.stderr, flush=True)
+    expected = sum(len(q) for q in plan(None, items))
+    for run in runs:
+        out = run.result()
+        assert out["combine"].value == expected, (run.status(), out["combine"])
+        run.release()
+    return took
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--spawn", action="store_true")
-    p.add_argument("--waits", action="store_true")
-    p.add_argument("--children", type=int, default=1000)
-    p.add_argument("--runs", type=int, default=1000)
-    p.add_argument("--parents", type=int, default=100)
-    p.add_argument("--cpu-tasks", type=int, default=40)
-    p.add_argument("--workers", type=int, default=2)
+    given = sys.argv[1:] if argv is None else argv
+    if "--spawn" in given or "--waits" in given:
+        from . import dynamic_children
+        return dynamic_children.main(given)
+    p = h.parser(__doc__)
+    p.add_argument("--map", action="store_true", help="the mapped-node case (the default)")
+    p.add_argument("--agents", type=int, default=None, help="runs (agents), default 100 (tiny: 5)")
+    p.add_argument("--items", type=int, default=None, help="elements per plan, default 100 (tiny: 10)")
+    p.add_argument("--stealing", action="store_true", help="leave Dask's work stealing on (see main())")
     args = p.parse_args(argv)
-    out: dict[str, Any] = {}
-    with cd.Engine(n_workers=args.workers, threads_per_worker=1, processes=True) as engine:
-        if args.spawn:
-            out["spawn"] = bench_spawn(engine, args.children)
-        if args.waits:
-            out["waits"] = bench_waits(engine, args.runs, args.parents, args.cpu_tasks)
-    print(json.dumps(out, indent=1))
+    agents = args.agents or (5 if args.tiny else 100)
+    items = args.items or (10 if args.tiny else 100)
+    rows = []
+    # Dask's work stealing asserts when it moves a queued task whose prefix's measured duration is
+    # 0 (async tasks secede at once, so their prefix's mean compute time is ~0) and that has
+    # dependencies: the scheduler then drops the worker's stream.  Off for both contenders.
+    settings = {**scheduler_settings(), "distributed.scheduler.work-stealing": args.stealing}
+    with dask.config.set(settings), h.cluster(args) as client, cd.Engine(client=client) as engine:
+        dynamic, static = dynamic_workflow(), static_workflow(items)
+        for _ in range(args.warmup):
+            makespan(engine, dynamic, agents, items)
+            makespan(engine, static, agents, items)
+        times: dict[str, list[float]] = {"dynamic": [], "static": []}
+        for _ in range(h.reps(args)):
+            times["static"].append(makespan(engine, static, agents, items))
+            times["dynamic"].append(makespan(engine, dynamic, agents, items))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        for k in ("static", "dynamic"):
+            rows.append({"case": "map", "workflow": k, "agents": agents, "items": items,
+                         "nodes": agents * (items + 2), "makespan_s": med[k], "all_s": times[k],
+                         "ratio": med[k] / med["static"]})
+        h.report(rows, args, "dynamic", ["case", "workflow", "agents", "items", "nodes", "makespan_s", "ratio"],
+                 client=client, title="mapped nodes against the same workflow written statically")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from cleo_dask.runs.launch import Launcher
 from cleo_dask.runs.run import Run
 from cleo_dask.runs.submission import batch_item, check_submission
 from cleo_dask.runs.windows import compile_run
+from cleo_dask.runs.expand import compile_mapped, has_maps
 from cleo_dask.core.task import as_spec
 from cleo_dask.core.workflow import Workflow
 
@@ -194,12 +195,18 @@ class Engine:
         check_submission(priority, fail_fast, not_before)
         run_id = uuid.uuid4().hex[:16]
         past = (lambda: self.durable.journal.node_durations(wf.name)) if self.durable is not None else None
-        compiled, windows = compile_run(wf, run_id, agent, past=past, defaults=self.defaults, priority=priority,
-                                        fuse=bool(_config.get("fuse-chains", True)), critical_path=critical_path,
-                                        inputs=inputs, not_before=not_before, fail_fast=fail_fast)
+        options = dict(defaults=self.defaults, priority=priority, fuse=bool(_config.get("fuse-chains", True)),
+                       critical_path=critical_path, inputs=inputs, not_before=not_before, fail_fast=fail_fast)
+        held: list[str] = []
+        if has_maps(wf):   # mapped nodes: the run gets its own copy of wf, expanded at run time
+            wf, compiled, held = compile_mapped(wf, run_id, agent, **options)
+            windows = None
+        else:
+            compiled, windows = compile_run(wf, run_id, agent, past=past, **options)
         run = self.launcher.new_run(wf, agent, run_id, compiled, priority=priority, fail_fast=fail_fast,
                                     defaults=self.defaults, name=name)
         run.use_windows(windows)   # a big workflow: the rest goes window by window
+        run.add_held(held)
         run.inputs = dict(inputs) if inputs else {}  # kept by the journal to resume the run
         return run, compiled
 

@@ -117,6 +117,46 @@ def _crash(store: str, log: str) -> None:
         print("finished", flush=True)
 
 
+@cd.task
+def plan_items(agent, n: int = 40) -> list[int]:
+    """A planner: the elements a map runs over (issue 19)."""
+    _log(agent, "plan_items")
+    return list(range(n))
+
+
+@cd.task
+def slow_item(agent, item: int) -> int:
+    """One mapped item: logs itself, sleeps a little."""
+    _log(agent, f"item-{item}")
+    time.sleep(agent.config.get("sleep", 0))
+    return item * item
+
+
+@cd.task
+def add_items(agent, slow_item: list[int]) -> int:
+    """The mapped items' results, summed."""
+    _log(agent, "add_items")
+    return sum(slow_item)
+
+
+def mapped() -> cd.Workflow:
+    """plan_items -> map(slow_item) -> add_items."""
+    wf = cd.Workflow("mapped")
+    wf.add(add_items, after=[wf.map(slow_item, over=wf.add(plan_items))])
+    return wf
+
+
+def _mapcrash(store: str, log: str) -> None:
+    """Start a durable run of the mapped workflow, print its id, wait (the test kills us)."""
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster, set_as_default=False) as client, cd.Engine(client=client, store=store) as engine:
+        run = engine.submit(mapped(), cd.Agent("crash-agent", config={"log": log, "sleep": 0.1}))
+        print(run.id, flush=True)
+        run.wait()
+        print("finished", flush=True)
+
+
 def _many(store: str, log: str, runs: int, tag: str) -> None:
     """Submit ``runs`` small durable runs concurrently against one shared journal."""
     from distributed import Client, LocalCluster
@@ -133,5 +173,7 @@ if __name__ == "__main__":
     mode, *rest = sys.argv[1:]
     if mode == "crash":
         _crash(*rest)
+    elif mode == "mapcrash":
+        _mapcrash(*rest)
     elif mode == "many":
         _many(rest[0], rest[1], int(rest[2]), rest[3])

@@ -39,6 +39,7 @@ from cleo_dask.core.batch import BatchCall, run_batch, run_batch_async
 from cleo_dask.core.batching import BatchSettings, batch_units, eligible
 from cleo_dask.core.worker import NodeCall, UnitCall, run_unit, run_unit_async
 from cleo_dask.core.node import Node
+from cleo_dask.core.mapping import ItemNode
 from cleo_dask.core.workflow import Workflow
 
 
@@ -307,7 +308,8 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
         if len(unit) == 1 and not is_batch:
             n = unit[0]
             node = nodes[n]
-            if (not overrides or n not in overrides) and not (inputs_key and receives_inputs(node, input_names)):
+            if (not overrides or n not in overrides) and not (inputs_key and receives_inputs(node, input_names)) \
+                    and not isinstance(node, ItemNode):
                 try:
                     parent_refs, indexes = tuple(map(parent_ref, node.parents)), None
                 except KeyError:   # a parent at the end of a multi-node unit, or from an earlier generation
@@ -335,7 +337,7 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
                 if pos is None:
                     pos = dep_pos[pkey] = len(deps)
                     deps.append(pkey)
-                ins.append((p, pos, idx))
+                ins.append(node.input(pos, idx) if isinstance(node, ItemNode) else (p, pos, idx))
             if inputs_key and receives_inputs(node, input_names):
                 if inputs_key not in dep_pos:
                     dep_pos[inputs_key] = len(deps)

@@ -67,7 +67,8 @@ class TaskResult:
     """The outcome of one node: ``status``, ``value`` (fetched on first access), ``error``, attempts."""
 
     __slots__ = ("node", "status", "_value", "_fetch", "error", "traceback", "attempts", "start", "end",
-                 "worker", "reason", "fallback_used", "upstream_fallbacks", "worker_losses", "run_id")
+                 "worker", "reason", "fallback_used", "upstream_fallbacks", "worker_losses", "run_id",
+                 "children")
 
     def __init__(self, node: str, status: Status, *, value: Any = None, fetch: Callable[[], Any] | None = None,
                  error: BaseException | None = None, traceback: str | None = None,
@@ -89,6 +90,7 @@ class TaskResult:
         self.upstream_fallbacks = upstream_fallbacks
         self.worker_losses = worker_losses
         self.run_id = run_id
+        self.children: tuple[str, ...] = ()   # a mapped node's items, in order (core/mapping.py)
 
     @property
     def value(self) -> Any:

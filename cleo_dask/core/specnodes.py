@@ -1,6 +1,7 @@
 """A spec file's ``nodes``: each node's fields checked, then the workflow built from the valid ones.
 
-The node's own fields (``name``, ``task``, ``after``, ``when``) are read here; its options
+The node's own fields (``name``, ``task``, ``after``, ``when``, ``map``: the node it maps over,
+see :meth:`Workflow.map`) are read here; its options
 (``trigger``, ``retries``, ``timeout``, ...) by the policies that own them (:mod:`cleo_dask.core.options`).
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ from cleo_dask.util.options import not_callable
 
 #: The keys of a node in a spec file: its own fields, then the options of its policies.
 NODE_KEYS = ("name", "task", "after", "when") + FILE_OPTIONS
+#: The key of a mapped node (``map: node``, instead of ``after``; see :meth:`Workflow.map`).
+MAP_KEY = "map"
 
 #: A node as read: its location, the keyword arguments for ``Workflow.add``, whether all its
 #: fields were valid, and the raw mapping.
@@ -35,7 +38,7 @@ def read_nodes(data: Any, where: Where, problems: Problems) -> dict[str, Checked
 def node_fields(data: dict[str, Any], where: Where, problems: Problems) -> tuple[dict[str, Any], bool]:
     """Check one node's fields: the keyword arguments for ``Workflow.add`` and whether all were valid."""
     before = len(problems.items)
-    unknown_keys(data, NODE_KEYS, where, problems)
+    unknown_keys(data, NODE_KEYS + (MAP_KEY,), where, problems)
     out: dict[str, Any] = {}
 
     def at(key: str) -> Where:
@@ -56,6 +59,13 @@ def node_fields(data: dict[str, Any], where: Where, problems: Problems) -> tuple
     out["after"] = after
     if data.get("when") is not None:
         out["when"] = import_path(data["when"], at("when"), problems, not_callable)
+    if "map" in data:
+        if not isinstance(data["map"], str) or not data["map"]:
+            problems.add(at("map"), f"must be the name of the node to map over, got {data['map']!r}")
+        elif after or data.get("when") is not None:
+            problems.add(at("map"), "a mapped node takes no 'after' nor 'when': its one parent is the node it maps over")
+        else:
+            out["map"] = data["map"]
     out.update(read_options(data, SpecField(where, problems)))
     return out, len(problems.items) == before
 
@@ -124,9 +134,10 @@ def build(name: str, checked: dict[str, Checked], problems: Problems) -> Workflo
     graph = nx.DiGraph()
     graph.add_nodes_from(checked)
     for n, (w, fields, _, raw) in checked.items():
-        for parent in fields.get("after", []):
+        key = "map" if "map" in fields else "after"
+        for parent in [fields["map"]] if "map" in fields else fields.get("after", []):
             if parent not in checked:
-                problems.add(w.at("after", raw), f"'after' names unknown node {parent!r}")
+                problems.add(w.at(key, raw), f"{key!r} names unknown node {parent!r}")
             elif parent == n:
                 problems.add(w.at("after", raw), "a node cannot come after itself")
             else:
@@ -146,12 +157,18 @@ def build(name: str, checked: dict[str, Checked], problems: Problems) -> Workflo
     order = {n: i for i, n in enumerate(checked)}
     for n in nx.lexicographical_topological_sort(graph, key=order.__getitem__):
         w, fields, ok, _ = checked[n]
-        if not ok or not all(p in wf for p in fields.get("after", [])):
+        over = fields.get("map")
+        if not ok or not all(p in wf for p in fields.get("after", [])) or (over is not None and over not in wf):
             continue
         fields = dict(fields)
         task = fields.pop("task")
         try:
-            wf.add(task, name=n, **fields)
+            if over is not None:
+                fields.pop("map")
+                fields.pop("after", None)
+                wf.map(task, name=n, over=over, **fields)
+            else:
+                wf.add(task, name=n, **fields)
         except WorkflowError as exc:
             problems.add(w, str(exc))
     if problems.items:

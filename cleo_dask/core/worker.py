@@ -18,6 +18,7 @@ import cloudpickle
 
 from cleo_dask.core.current import enter_node, leave_node
 from cleo_dask.core.events import event, send_from_worker
+from cleo_dask.core.mapping import Gathered, element
 from cleo_dask.admission.io import release_slot, run_blocking
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.outcome import SKIP_STATUSES, Attempt, Failure
@@ -106,6 +107,8 @@ def gather_inputs(call: NodeCall, deps: tuple, local: list[NodeOutput]) -> list[
         else:
             dep = deps[pos]
             out.append((parent, dep if idx < 0 else dep[idx]))
+        if type(parent) is tuple:   # an item of a mapped node: (argument, element index)
+            out[-1] = (parent[0], element(out[-1][1], parent[1]))
     return out
 
 
@@ -168,6 +171,8 @@ def _failed(call: NodeCall, key: str, start: float, worker: str | None, exc: Bas
 def finish_output(call: NodeCall, value: Any, start: float, worker: str | None, upstream: tuple[str, ...]) -> NodeOutput:
     """The output of a finished attempt of ``call`` (its task, or its fallback)."""
     status = FELL_BACK if call.mode == "fallback" else SUCCEEDED
+    if type(value) is Gathered:   # a mapped node's gather: failed if an item failed (core/mapping.py)
+        value, status = value.items, (FAILED if value.failed else status)
     return NodeOutput(value, status, start, time.time(), worker, call.attempt, None, upstream)
 
 

@@ -72,6 +72,47 @@ class Workflow:
         self._added(1)
         return node_name
 
+    def map(self, task: Any, name: str | None = None, *, over: str, arg: str | None = None, **options: Any) -> str:
+        """Add a mapped node: ``task`` runs once per element of ``over``'s result, as nodes
+        ``"name[0]"``, ``"name[1]"``... made at run time (see :mod:`cleo_dask.core.mapping`); a
+        node added ``after`` it receives the list of their results, in order, as ``name``.
+
+        ``arg``: the argument each element is passed as (default ``item``, else one named like
+        ``over``, else the task's one required argument); ``options`` override the item task's.
+        """
+        from cleo_dask.core.mapping import map_node
+        spec = as_spec(task)
+        node_name = spec.name if name is None else name
+        if not isinstance(node_name, str) or not node_name:
+            raise WorkflowError(f"node name must be a non-empty string, got {node_name!r}")
+        if node_name in self._nodes:
+            raise WorkflowError(f"duplicate node name {node_name!r}: pass name=... to add the task twice")
+        if over not in self._nodes:
+            raise WorkflowError(f"map node {node_name!r}: 'over' names unknown node {over!r}")
+        self._nodes[node_name] = map_node(node_name, spec, over, arg, **options)
+        self._added(1)
+        return node_name
+
+    def expand(self, name: str, items: list[Node], node: Node) -> None:
+        """At run time (a run's own copy): put ``items`` before node ``name`` and replace it by
+        ``node`` (a mapped node's items and gather), keeping the order topological."""
+        nodes: dict[str, Node] = {}
+        for n, old in self._nodes.items():
+            if n == name:
+                nodes.update((i.name, i) for i in items)
+                old = node
+            nodes[n] = old
+        self._nodes = nodes
+        self._checked = len(nodes)
+        self._params = self._below = None
+
+    def copy(self) -> Workflow:
+        """A shallow copy (the same nodes): what a run expands at run time."""
+        wf = Workflow(self.name)
+        wf._nodes = dict(self._nodes)
+        wf._checked, wf._params = self._checked, self._params
+        return wf
+
     @classmethod
     def from_networkx(cls, graph: nx.DiGraph, tasks: Mapping[str, Any] | None = None, *,
                       name: str = "workflow") -> Workflow:

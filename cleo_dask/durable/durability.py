@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -33,6 +34,7 @@ from cleo_dask.durable.journal import FINISHED, HOST, Journal, RunRecord
 from cleo_dask.durable.resultstore import ResultStore, load_output
 from cleo_dask.runs.assemble import META_BATCH
 from cleo_dask.runs.columns import compact_metas, journal_rows
+from cleo_dask.runs.expand import resume_held
 
 if TYPE_CHECKING:
     from cleo_dask.runs.run import Run
@@ -418,6 +420,7 @@ class Durability:
         submission is launched, as a resume."""
         engine = self.engine
         gen = f"r{resumes}"
+        wf, held, again = resume_held(wf, again)   # mapped nodes not finished: expanded again as the run goes
         loaders = {n: f"{n}-{run_id}-{gen}-stored" for n in kept}
         compiled = compile_resubmission(wf, run_id, agent, again, gen, defaults=engine.defaults,
                                         external={n: (k, -1) for n, k in loaders.items()}, literals={},
@@ -431,10 +434,23 @@ class Durability:
                                       fail_fast=spec.get("fail_fast", False), defaults=engine.defaults,
                                       name=spec.get("name"), generation=resumes * 1_000_000)
         run.inputs = spec.get("inputs") or {}
-        run.resumed_from = {"kept": len(kept), "again": len(again)}
+        run.resumed_from = {"kept": len(kept), "again": len(again) + len(held)}
+        run.add_held(held)
+        run.stored_loader = functools.partial(_stored_loaders, self.results, run_id, gen)
         with self._lock:
             self._resuming[run_id] = set(kept)
         engine.launcher.launch([(run, compiled)], resumed=True)
         run.watch_keys(list(loaders.values()))  # the run may end with its loaders
         logger.info("run %s resumed: %d node(s) kept, %d to run", run_id, len(kept), len(again))
         return run
+
+
+def _stored_loaders(results: ResultStore, run_id: str, gen: str, names: list[str]) -> dict[str, tuple[str, Task]]:
+    """Of ``names`` (nodes made at run time: mapped items), those whose output this run stored
+    before it was interrupted: name -> (key, the Dask task loading it)."""
+    out = {}
+    for n in names:
+        if results.exists(results.node_path(run_id, n)):
+            key = f"{n}-{run_id}-{gen}-stored"
+            out[n] = (key, Task(key, load_output, results, run_id, n))
+    return out

@@ -201,6 +201,13 @@ class CleoMonitor(SchedulerPlugin):
                 self.transition(k, start, finish, **kwargs)
 
     def _on_keys(self, run: RunState, msg: dict[str, Any]) -> None:
+        if msg.get("edges"):   # nodes made at run time (mapped items: runs/expand.py) join the run
+            for n, k in (msg.get("nodes") or {}).items():
+                if n not in run.nodes:
+                    run.nodes[n] = NodeState(n, k)
+                    run.order[n] = len(run.order)
+                    self.nodes_kept += 1
+            run.edges.extend(msg["edges"])
         nodes = {n: k for n, k in (msg.get("nodes") or {}).items() if n in run.nodes}
         for n, k in nodes.items():
             s = run.nodes[n]

@@ -196,7 +196,11 @@ class RunOutcome(Mapping[str, TaskResult]):
         cols = self._columns
         i = cols.index[node]
         fetch = self.run.value_fetcher(node) if cols.code_of(i) == SUCCEEDED_CODE and i not in cols.extra else None
-        return cols.result(i, self.run.id, fetch)
+        result = cols.result(i, self.run.id, fetch)
+        children = getattr(self.run, "map_children", None)
+        if children is not None:
+            result.children = children(node)
+        return result
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._columns.names)

@@ -302,6 +302,19 @@ class NodeMetas:
     def __contains__(self, key: object) -> bool:
         return key in self.keys
 
+    def grow(self, names: Sequence[str]) -> None:
+        """Make rows for ``names``, nodes added to the run while it runs (mapped items)."""
+        if not names:
+            return
+        n = len(names)
+        self.names = list(self.names) + list(names)
+        self.index.update((name, i) for i, name in enumerate(names, len(self.index)))
+        self.status.extend(array("b", [PENDING]) * n)
+        self.start.extend(array("d", [_NAN]) * n)
+        self.end.extend(array("d", [_NAN]) * n)
+        self.attempt.extend(array("i", [0]) * n)
+        self.worker.extend(array("i", [-1]) * n)
+
     def with_upstream(self) -> list[int]:
         """Node numbers whose record names upstream fallbacks."""
         return [i for i, (_, upstream) in self.rare.items() if upstream]

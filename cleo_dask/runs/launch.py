@@ -79,6 +79,7 @@ class Launcher:
                 watch = [(run, run.adopt(futures, c.keys)) for run, c in group]
                 for run, c in group:
                     run.start_windows(c.keys)   # a big run: its next window once this one is mostly done
+                    run.start_maps()   # mapped nodes: expanded once what they map over is done
                 self.client.loop.add_callback(_await_runs, watch)  # one hop to the loop for the batch
         except BaseException as exc:
             if journal is not None:  # journaled as running, never sent: not running under this process

@@ -27,6 +27,7 @@ from cleo_dask.runs.assemble import RunOutcome, RunResults
 from cleo_dask.runs.batchevents import RunBatchFailures
 from cleo_dask.runs.columns import NodeMetas
 from cleo_dask.runs.end import RunEnd
+from cleo_dask.runs.expand import RunExpand
 from cleo_dask.runs.guard import RunGuard
 from cleo_dask.runs.html import agent_label, run_html
 from cleo_dask.runs.retire import RunRetired
@@ -44,7 +45,7 @@ __all__ = ["Run", "RunOutcome", "send_graph"]
 
 
 class Run(RunWatch, RunSlowPath, RunBatchFailures, RunWaiting, RunResults, RunGuard, RunEnd, RunWindows,
-          RunRetired):
+          RunRetired, RunExpand):
     """A running (or finished) workflow for one agent.  Returned by :meth:`Engine.submit`.
 
     Its parts, one idea each, work over the fields set here: the futures
@@ -52,8 +53,8 @@ class Run(RunWatch, RunSlowPath, RunBatchFailures, RunWaiting, RunResults, RunGu
     nodes' failures (:mod:`~cleo_dask.runs.batchevents`),
     waiting (:mod:`~cleo_dask.runs.waiting`), the outcome (:mod:`~cleo_dask.runs.assemble`), the
     driver guard (:mod:`~cleo_dask.runs.guard`), what is kept at its end (:mod:`~cleo_dask.runs.end`)
-    the keys it replaced (:mod:`~cleo_dask.runs.retire`) and, for a big workflow, its windows
-    (:mod:`~cleo_dask.runs.windows`).
+    the keys it replaced (:mod:`~cleo_dask.runs.retire`), for a big workflow, its windows
+    (:mod:`~cleo_dask.runs.windows`) and nodes made at run time (:mod:`~cleo_dask.runs.expand`).
     """
 
     def __init__(self, context: RunContext, workflow: Workflow, agent: Any, run_id: str, compiled: Compiled, *,

@@ -77,3 +77,13 @@ def plan(agent, question, depth=1):
 def answer(agent, plan, question, tone="plain"):
     """An inner node taking the ``question`` parameter besides its parent's result."""
     return f"{tone} answer to {question!r} after {plan!r}"
+
+
+def double(agent, item):
+    """One element of a mapped result, doubled (``mapped.yaml``)."""
+    return 2 * item
+
+
+def add_up(agent, double):
+    """The doubled elements, summed (``mapped.yaml``)."""
+    return sum(double)

@@ -1,0 +1,117 @@
+"""Agents that decide at run time (issue 19): the spawn and wait cases.
+
+* ``--spawn``: one parent task spawns N child runs of one no-op task (all at once, then awaits
+  them); per-child overhead = (parent run with N children - parent run with none) / N.
+* ``--waits``: a CPU workflow (tasks busy-looping on the CPU) alone, then beside W runs waiting
+  for signals (held on the scheduler) and P tasks waiting for child runs (which themselves wait
+  for a signal); ``slowdown`` = makespan beside / makespan alone.
+
+    python -m benchmarks.dynamic --spawn  (this module; benchmarks.dynamic hands these cases here) [--children 1000]
+    python -m benchmarks.dynamic --waits [--runs 1000] [--parents 100]
+
+(``--map``, the dynamic-map case, is in :mod:`benchmarks.dynamic`.)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import cleo_dask as cd
+
+
+@cd.task
+def noop(agent: Any) -> int:
+    return 1
+
+
+@cd.task
+async def spawner(agent: Any, n: int) -> int:
+    children = [cd.spawn(noop) for _ in range(n)]
+    return sum([(await c).value for c in children])
+
+
+@cd.task
+def burn(agent: Any, i: int, seconds: float = 0.25) -> int:
+    end, x = time.process_time() + seconds, 0
+    while time.process_time() < end:
+        x += 1
+    return x
+
+
+@cd.task
+def waits_for_child(agent: Any, i: int) -> Any:
+    return cd.spawn(_approval_wf(f"child-{i}")).result()["go"].value
+
+
+def _approval_wf(name: str) -> cd.Workflow:
+    wf = cd.Workflow(name)
+    wf.add_signal("go")
+    return wf
+
+
+def _cpu_wf(n: int) -> cd.Workflow:
+    wf = cd.Workflow("cpu")
+    for i in range(n):
+        wf.add(burn.options(batch=False), name=f"burn{i}")
+    return wf
+
+
+def bench_spawn(engine: cd.Engine, children: int) -> dict[str, Any]:
+    agent = cd.Agent("spawner")
+    engine.run(spawner, agent, n=2)   # warm: the worker's engine exists
+    t0 = time.perf_counter()
+    engine.run(spawner, agent, n=0)
+    base = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = engine.run(spawner, agent, n=children)
+    total = time.perf_counter() - t0
+    assert res.value == children, res.error
+    return {"children": children, "parent_alone_s": round(base, 3), "parent_with_children_s": round(total, 3),
+            "per_child_ms": round(1000 * (total - base) / children, 3)}
+
+
+def bench_waits(engine: cd.Engine, runs: int, parents: int, cpu_tasks: int) -> dict[str, Any]:
+    agent = cd.Agent("bench")
+    t0 = time.perf_counter()
+    engine.submit(_cpu_wf(cpu_tasks), agent, inputs={"i": 0}).result()
+    alone = time.perf_counter() - t0
+    waiting = engine.submit_many([{"target": _approval_wf(f"w{i}"), "agent": agent} for i in range(runs)])
+    spawning = engine.submit_many([{"target": waits_for_child, "agent": agent, "inputs": {"i": i}}
+                                   for i in range(parents)])
+    time.sleep(3)   # the waits are in place (children spawned, signal nodes held)
+    t0 = time.perf_counter()
+    engine.submit(_cpu_wf(cpu_tasks), agent, inputs={"i": 0}).result()
+    beside = time.perf_counter() - t0
+    done = all(not r.done() for r in waiting)
+    for r in waiting:
+        r.cancel()
+    for r in spawning:
+        r.cancel()
+    return {"runs_waiting": runs, "parents_waiting": parents, "cpu_tasks": cpu_tasks,
+            "alone_s": round(alone, 3), "beside_s": round(beside, 3), "slowdown": round(beside / alone, 3),
+            "waits_still_held": done}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--spawn", action="store_true")
+    p.add_argument("--waits", action="store_true")
+    p.add_argument("--children", type=int, default=1000)
+    p.add_argument("--runs", type=int, default=1000)
+    p.add_argument("--parents", type=int, default=100)
+    p.add_argument("--cpu-tasks", type=int, default=40)
+    p.add_argument("--workers", type=int, default=2)
+    args = p.parse_args(argv)
+    out: dict[str, Any] = {}
+    with cd.Engine(n_workers=args.workers, threads_per_worker=1, processes=True) as engine:
+        if args.spawn:
+            out["spawn"] = bench_spawn(engine, args.children)
+        if args.waits:
+            out["waits"] = bench_waits(engine, args.runs, args.parents, args.cpu_tasks)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
