@@ -1,0 +1,139 @@
+"""Delayed retries held on the scheduler (issue 18, part 1): the key waits there for its backoff,
+its dependents never err, and the outcome's attempts are those a client-side retry recorded."""
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+import cleo_dask as cd
+from cleo_dask.admission.plugin import admission_state
+from cleo_dask.failures.hold import HeldRetries, holds_retries, retry_delay
+from cleo_dask.failures.retry import RetryPolicy
+
+CALLS: dict[str, int] = {}
+LOCK = threading.Lock()
+
+
+# -- the decisions, pure ---------------------------------------------------------------------------
+def test_which_policies_are_held_on_the_scheduler():
+    assert holds_retries(RetryPolicy(2, cd.fixed(0.5)))                       # a backoff
+    assert holds_retries(RetryPolicy(2, retry_on=(ConnectionError,)))         # a filter Dask cannot apply
+    assert not holds_retries(RetryPolicy(2))                                  # Dask's own retries=
+    assert not holds_retries(RetryPolicy(0, cd.fixed(0.5)))                   # nothing to retry
+
+
+def test_the_delay_before_the_next_attempt_follows_the_policy():
+    policy = RetryPolicy(2, cd.exponential(first=1.0, factor=3.0), retry_on=(ConnectionError,))
+    assert retry_delay(ConnectionError("down"), 1, policy) == 1.0
+    assert retry_delay(ConnectionError("down"), 2, policy) == 3.0
+    assert retry_delay(ConnectionError("down"), 3, policy) is None            # retries used up: final
+    assert retry_delay(KeyError("bug"), 1, policy) is None                    # not retried on: final
+    assert retry_delay(cd.Retry("slow down", delay=7), 1, policy) == 7.0      # the task asked for 7 s
+    backoff = cd.exponential(first=1.0, jitter=0.5)
+    jittered = RetryPolicy(1, backoff)
+    assert retry_delay(ValueError(), 1, jittered, rng=random.Random(1)) == pytest.approx(
+        backoff.delay(1, random.Random(1)))
+
+
+def test_the_scheduler_book_holds_a_key_until_its_time_and_keeps_its_attempts():
+    book = HeldRetries()
+    now = 1000.0   # the clock is injected
+    until, past = book.hold("k", 2.5, (1.0, 2.0, "w1", "ConnectionError('a')", "ConnectionError", False), now)
+    assert until == 1002.5 and len(past) == 1 and book.is_held("k") and len(book) == 1
+    assert book.released("k") and not book.is_held("k") and len(book) == 0
+    until, past = book.hold("k", -1.0, (3.0, 4.0, "w2", "E", "E", False), now + 10)   # no negative wait
+    assert until == 1010.0 and [r[2] for r in past] == ["w1", "w2"]            # every attempt so far
+    book.forget("k")
+    assert not book.is_held("k") and "k" not in book.history
+
+
+# -- on a real cluster -----------------------------------------------------------------------------
+class Flaky:
+    """Fails its first ``fails`` attempts (counted in this process: the cluster is in-process)."""
+
+    def __init__(self, fails, error=ConnectionError):
+        self.fails, self.error, self.id = fails, error, f"flaky-{time.time_ns()}"
+
+    @property
+    def calls(self):
+        return CALLS.get(self.id, 0)
+
+    def run(self, agent, **inputs):
+        with LOCK:
+            CALLS[self.id] = n = CALLS.get(self.id, 0) + 1
+        if n <= self.fails:
+            raise self.error(f"attempt {n} failed")
+        return f"ok after {n}"
+
+
+def transitions_of(client, run_id):
+    """``(key, start, finish)`` of every transition the scheduler logged for this run's keys."""
+    return client.run_on_scheduler(
+        lambda dask_scheduler: [(t[0], t[1], t[2]) for t in dask_scheduler.transition_log if run_id in str(t[0])])
+
+
+def chain(flaky, **policy):
+    """``first -> flaky -> second -> third``: the flaky node in the middle of a chain."""
+    wf = cd.Workflow()
+    wf.add(lambda agent: "in", name="first")
+    wf.add(flaky, name="flaky", after=["first"], **policy)
+    wf.add(lambda agent, flaky: flaky.upper(), name="second", after=["flaky"])
+    wf.add(lambda agent, second: second + "!", name="third", after=["second"])
+    return wf
+
+
+def test_a_held_retry_never_errs_its_dependents(engine, client, agent):
+    flaky = Flaky(2)
+    run = engine.submit(chain(flaky, retries=3, backoff=cd.fixed(0.2)), agent)
+    out = run.result(timeout=30)
+    assert out.ok and out["third"].value == "OK AFTER 3!"
+    r = out["flaky"]
+    assert [a.error is not None for a in r.attempts] == [True, True, False]
+    assert [a.number for a in r.attempts] == [1, 2, 3]
+    assert r.attempts[1].start - r.attempts[0].end >= 0.19   # the backoff was waited out
+    log = transitions_of(client, run.id)
+    assert not [t for t in log if t[2] == "erred"]            # nothing erred: not the node, not below it
+    held = [t for t in log if str(t[0]).endswith("-flaky") and t[2] == "no-worker"]
+    assert len(held) == 2   # held twice, on no worker
+
+
+def test_when_held_retries_run_out_the_fallback_and_on_error_follow_as_before(engine, client, agent):
+    notified = []
+    flaky = Flaky(99)
+    run = engine.submit(chain(flaky, retries=2, backoff=cd.fixed(0.05), fallback=lambda agent, error, **kw: "spare",
+                              on_error=lambda a, node, error: notified.append(node)), agent)
+    out = run.result(timeout=30)
+    r = out["flaky"]
+    assert r.status == "fell_back" and out["third"].value == "SPARE!"
+    assert [a.kind for a in r.attempts] == ["task", "task", "task", "fallback"]
+    assert [a.error for a in r.attempts[:3]] == [f"ConnectionError('attempt {i} failed')" for i in (1, 2, 3)]
+    assert flaky.calls == 3 and notified == ["flaky"]
+    erred = [t[0] for t in transitions_of(client, run.id) if t[2] == "erred" and str(t[0]).endswith("-flaky")]
+    assert len(erred) == 1   # the node's key erred once: at its final failure, as before
+
+
+def test_an_error_retry_on_does_not_cover_fails_at_once(engine, client, agent):
+    flaky = Flaky(1, error=KeyError)
+    out = engine.submit(chain(flaky, retries=3, backoff=cd.fixed(0.05), retry_on=ConnectionError), agent).result(
+        timeout=30)
+    assert out["flaky"].status == "failed" and len(out["flaky"].attempts) == 1 and flaky.calls == 1
+    assert out["second"].status == "upstream_failed"
+
+
+def test_cancelling_a_run_drops_its_held_retry(engine, client, agent):
+    flaky = Flaky(1)
+    run = engine.submit(chain(flaky, retries=1, backoff=cd.fixed(30.0)), agent)
+    deadline = time.time() + 20
+    while admission_state(client).get("retries_held", 0) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert admission_state(client)["retries_held"] >= 1 and flaky.calls == 1   # held, on no worker
+    run.cancel()
+    out = run.result(timeout=10)
+    assert out["flaky"].status == "cancelled" and out["third"].status == "cancelled"
+    while admission_state(client).get("retries_held", 0) and time.time() < deadline:
+        time.sleep(0.05)
+    assert admission_state(client)["retries_held"] == 0                      # the key is gone from the book
+    assert flaky.calls == 1 and not [t for t in transitions_of(client, run.id) if t[2] == "erred"]
