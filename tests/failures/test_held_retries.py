@@ -6,10 +6,12 @@ import random
 import threading
 import time
 
+import dask
 import pytest
 
 import cleo_dask as cd
 from cleo_dask.admission.plugin import admission_state
+from cleo_dask.durable.journal import Journal
 from cleo_dask.failures.hold import HeldRetries, holds_retries, retry_delay
 from cleo_dask.failures.retry import RetryPolicy
 
@@ -137,3 +139,34 @@ def test_cancelling_a_run_drops_its_held_retry(engine, client, agent):
         time.sleep(0.05)
     assert admission_state(client)["retries_held"] == 0                      # the key is gone from the book
     assert flaky.calls == 1 and not [t for t in transitions_of(client, run.id) if t[2] == "erred"]
+
+
+def add_up(agent, **parents):
+    return 1 + sum(v for v in parents.values() if isinstance(v, int))
+
+
+def test_a_windowed_run_holds_its_retries_too(engine, client, agent):
+    flaky = Flaky(1)
+    wf = cd.Workflow("windowed")
+    for d in range(12):
+        for w in range(5):
+            name = f"n{d}_{w}"
+            after = [] if d == 0 else [f"n{d - 1}_{w}", f"n{d - 1}_{(w + 1) % 5}"]
+            wf.add(flaky if name == "n1_2" else add_up, name=name, after=after, retries=1, backoff=cd.fixed(0.05))
+    with dask.config.set({"cleo_dask.window.nodes": 20, "cleo_dask.window.first-nodes": 10}):
+        run = engine.submit(wf, agent)
+        out = run.result(timeout=60)
+        assert run.window_stats()["sent"] >= 2
+    assert out.ok and len(out["n1_2"].attempts) == 2 and flaky.calls == 2
+    assert not [t for t in transitions_of(client, run.id) if t[2] == "erred"]
+
+
+def test_a_durable_run_journals_every_held_attempt(client, agent, tmp_path):
+    flaky = Flaky(2)
+    with cd.Engine(client=client, store=tmp_path / "runs.db") as durable:
+        run = durable.submit(chain(flaky, retries=2, backoff=cd.fixed(0.05)), agent)
+        assert run.result(timeout=30).ok
+        assert durable.durable.wait_journaled(run.id)
+    rows = [r for r in Journal(tmp_path / "runs.db").attempts(run.id) if r[0] == "flaky"]
+    assert [r[1] for r in rows] == [1, 2, 3]
+    assert [r[6] for r in rows] == ["ConnectionError", "ConnectionError", None]
