@@ -17,6 +17,7 @@ from typing import Any
 
 import cloudpickle
 
+from cleo_dask.core.events import event, send_from_worker
 from cleo_dask.core.outcome import Attempt
 from cleo_dask.failures.hold import HISTORY_ANNOTATION, HOLD_OP, RETRY_ANNOTATION, holds_retries, retry_delay
 from cleo_dask.failures.retry import RetryPolicy
@@ -77,10 +78,12 @@ def attempt_of_record(record: Any) -> Attempt:
     return Attempt(1, start, end, worker, error, error_type, bool(timed_out))
 
 
-def hold_or_final(key: str, attempt: Attempt, error: BaseException) -> tuple[bool, tuple[Attempt, ...]]:
-    """After the failed ``attempt`` of the one node of unit ``key``: ``(True, ())`` if the scheduler
-    was asked to hold the key for a retry (the caller raises ``Reschedule``), else ``(False, the
-    earlier attempts held on the scheduler)`` (the key errs as before)."""
+def hold_or_final(key: str, attempt: Attempt, error: BaseException, run_id: str,
+                  node: str) -> tuple[bool, tuple[Attempt, ...]]:
+    """After the failed ``attempt`` of ``node``, the one node of unit ``key`` of run ``run_id``:
+    ``(True, ())`` if the scheduler was asked to hold the key for a retry (the run's ``retry`` event
+    is published; the caller raises ``Reschedule``), else ``(False, the earlier attempts held on
+    the scheduler)`` (the key errs as before)."""
     worker, annotations = _current(key)
     blob = annotations.get(RETRY_ANNOTATION)
     if worker is None or blob is None or HISTORY_ANNOTATION not in annotations:
@@ -95,4 +98,5 @@ def hold_or_final(key: str, attempt: Attempt, error: BaseException) -> tuple[boo
         worker.batched_send(msg)
     else:   # before the task's end reaches the loop, so the scheduler holds the key before it comes back
         worker.loop.add_callback(worker.batched_send, msg)
+    send_from_worker(event("retry", run_id, node=node, attempt=len(past) + 2, delay=delay))
     return True, ()

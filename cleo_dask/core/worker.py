@@ -239,7 +239,7 @@ def _unit_steps(unit: UnitCall, agent: Any, deps: tuple, worker: str | None) -> 
         except Exception as exc:  # noqa: BLE001 - every task error becomes a NodeFailed
             failed = _failed(call, unit.key, start, worker, exc, completed, unit.run_id)
             if call.mode == "task" and len(unit.nodes) == 1:
-                held, failed.previous = hold_or_final(unit.key, failed.attempt, exc)
+                held, failed.previous = hold_or_final(unit.key, failed.attempt, exc, unit.run_id, call.name)
                 if held:
                     raise Reschedule() from None   # the scheduler holds the key for the delay
             raise failed from None
