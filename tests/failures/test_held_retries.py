@@ -170,3 +170,22 @@ def test_a_durable_run_journals_every_held_attempt(client, agent, tmp_path):
     rows = [r for r in Journal(tmp_path / "runs.db").attempts(run.id) if r[0] == "flaky"]
     assert [r[1] for r in rows] == [1, 2, 3]
     assert [r[6] for r in rows] == ["ConnectionError", "ConnectionError", None]
+
+
+async def flaky_async(agent, first):
+    with LOCK:
+        CALLS["async"] = n = CALLS.get("async", 0) + 1
+    if n == 1:
+        raise ConnectionError("the first call fails")
+    return n
+
+
+def test_an_async_node_is_held_the_same_way(engine, client, agent):
+    wf = cd.Workflow()
+    wf.add(lambda agent: 0, name="first")
+    wf.add(flaky_async, name="flaky", after=["first"], retries=1, backoff=cd.fixed(0.05))
+    wf.add(lambda agent, flaky: flaky * 10, name="second", after=["flaky"])
+    run = engine.submit(wf, agent)
+    out = run.result(timeout=30)
+    assert out["second"].value == 20 and len(out["flaky"].attempts) == 2
+    assert not [t for t in transitions_of(client, run.id) if t[2] == "erred"]
