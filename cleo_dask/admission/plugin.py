@@ -313,8 +313,8 @@ class AdmissionPlugin(SchedulerPlugin):
         ``Reschedule`` follows on the same stream).  Never raises: that would drop the worker's stream."""
         try:
             ts = self.scheduler.tasks.get(key)
-            if ts is None or ts.state != "processing" or key in self.withdrawn:
-                return
+            if ts is None or ts.state != "processing":
+                return   # (a withdrawn key is held too: it then waits on no worker until forgotten)
             if key not in self.lane_of:
                 self.lane_of[key] = self._lane({})
             self.not_before[key], past = self.retry_holds.hold(key, delay, record, time.time())
