@@ -17,6 +17,7 @@ from typing import Any
 
 import cloudpickle
 
+from cleo_dask import config as _config
 from cleo_dask.core.events import event, send_from_worker
 from cleo_dask.core.outcome import Attempt
 from cleo_dask.failures.hold import HISTORY_ANNOTATION, HOLD_OP, RETRY_ANNOTATION, holds_retries, retry_delay
@@ -29,8 +30,9 @@ _ERROR_CHARS = 500   # as the ``attempt`` event cuts an error's text, so the cli
 
 def retry_annotation(policy: RetryPolicy) -> bytes | None:
     """The annotation of a unit run under ``policy``: the policy pickled when its retries are held
-    on the scheduler, else ``None`` (no retries, or Dask's own ``retries=`` do them all)."""
-    if not holds_retries(policy):
+    on the scheduler, else ``None`` (no retries, Dask's own ``retries=`` do them all, or the setting
+    ``cleo_dask.hold-retries`` is off)."""
+    if not holds_retries(policy) or not _config.get("hold-retries", True):
         return None
     hit = _annotations.get(id(policy))
     if hit is None or hit[0] is not policy:   # one pickle per policy (compiled policies are shared)
@@ -90,7 +92,10 @@ def hold_or_final(key: str, attempt: Attempt, error: BaseException, run_id: str,
         return False, ()   # not marked, or the scheduler has no plugin to hold it: the client retries
     past = tuple(annotations[HISTORY_ANNOTATION] or ())
     policy = _policy(blob)
-    delay = retry_delay(error, len(past) + 1, policy) if policy is not None else None
+    try:
+        delay = retry_delay(error, len(past) + 1, policy) if policy is not None else None
+    except Exception:  # noqa: BLE001 - a broken backoff: the client decides, and reports it as today
+        delay = None
     if delay is None:
         return False, tuple(attempt_of_record(r) for r in past)
     msg = {"op": HOLD_OP, "key": key, "delay": delay, "record": record_of(attempt)}
