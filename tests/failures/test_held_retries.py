@@ -189,3 +189,24 @@ def test_an_async_node_is_held_the_same_way(engine, client, agent):
     out = run.result(timeout=30)
     assert out["second"].value == 20 and len(out["flaky"].attempts) == 2
     assert not [t for t in transitions_of(client, run.id) if t[2] == "erred"]
+
+
+def test_a_durable_run_whose_retry_was_held_when_its_engine_went_resumes(client, agent, tmp_path):
+    flaky = Flaky(1)
+    store = tmp_path / "runs.db"
+    first = cd.Engine(client=client, store=store)
+    try:
+        run = first.submit(chain(flaky, retries=1, backoff=cd.fixed(60.0)), agent)
+        deadline = time.time() + 20
+        while admission_state(client).get("retries_held", 0) < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        assert admission_state(client)["retries_held"] >= 1 and flaky.calls == 1
+    finally:
+        first.close()   # its client's side goes: the held key is dropped with the run's futures
+    assert [r.id for r in Journal(store).runs(status="interrupted")] == [run.id]
+    while admission_state(client).get("retries_held", 0) and time.time() < deadline:
+        time.sleep(0.05)
+    assert admission_state(client)["retries_held"] == 0
+    with cd.Engine(client=client, store=store) as again:
+        out = again.resume(run.id).result(timeout=30)
+    assert out.ok and out["third"].value == "OK AFTER 2!" and flaky.calls == 2
