@@ -210,3 +210,26 @@ def test_a_durable_run_whose_retry_was_held_when_its_engine_went_resumes(client,
     with cd.Engine(client=client, store=store) as again:
         out = again.resume(run.id).result(timeout=30)
     assert out.ok and out["third"].value == "OK AFTER 2!" and flaky.calls == 2
+
+
+def test_fail_fast_after_the_last_held_retry_cancels_the_rest(engine, client, agent):
+    flaky = Flaky(99)
+    wf = chain(flaky, retries=2, backoff=cd.fixed(0.05))
+    wf.add(lambda agent: time.sleep(3), name="slow")   # still running at the final failure (its thread is kept 3 s)
+    run = engine.submit(wf, agent, fail_fast=True)
+    out = run.result(timeout=30)
+    assert out["flaky"].status == "failed" and len(out["flaky"].attempts) == 3 and flaky.calls == 3
+    assert out["slow"].status == "cancelled" and out["second"].status != "succeeded"
+
+
+def test_a_held_retry_gives_back_its_agents_concurrency_lease(engine, client):
+    limited = cd.Agent(f"limited-{time.time_ns()}", max_concurrency=1)
+    flaky = Flaky(1)
+    wf = cd.Workflow()
+    wf.add(flaky, name="flaky", retries=1, backoff=cd.fixed(1.0))
+    for i in range(3):
+        wf.add(lambda agent: time.time(), name=f"other{i}")
+    out = engine.submit(wf, limited).result(timeout=30)
+    assert out.ok and len(out["flaky"].attempts) == 2
+    # the others ran while the retry waited: the lease was not held through the backoff
+    assert max(out[f"other{i}"].value for i in range(3)) < out["flaky"].attempts[1].start
