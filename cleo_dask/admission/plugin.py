@@ -235,8 +235,8 @@ class AdmissionPlugin(SchedulerPlugin):
                      **kwargs: Any) -> None:
         for key in (annotations or {}).get(RETRY_ANNOTATION, ()):   # armed: this scheduler holds its retries
             ts = scheduler.tasks.get(key)
-            if ts is not None and HISTORY_ANNOTATION not in (ts.annotations or {}):
-                ts.annotations = {**(ts.annotations or {}), HISTORY_ANNOTATION: []}
+            if ts is not None and ts.annotations is not None:
+                ts.annotations.setdefault(HISTORY_ANNOTATION, ())   # in place: no dict per key (a hold copies it)
         for key, adm in (annotations or {}).get(ANNOTATION, {}).items():
             ts = scheduler.tasks.get(key)
             if ts is None or key in self.lane_of:
