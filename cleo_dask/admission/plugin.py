@@ -248,6 +248,8 @@ class AdmissionPlugin(SchedulerPlugin):
                 self.not_before[key] = nb
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "erred" and start == "processing":   # its own failure (its dependents err from waiting)
+            self._count_erred(key)
         lane = self.lane_of.get(key)
         if lane is None:
             return
@@ -321,6 +323,13 @@ class AdmissionPlugin(SchedulerPlugin):
             ts.annotations = {**(ts.annotations or {}), HISTORY_ANNOTATION: past}
         except Exception:  # noqa: BLE001
             logger.exception("cleo_dask: could not hold the retry of %r", key)
+
+    def _count_erred(self, key: Any) -> None:
+        """An armed key erred: its next attempt (if the client retries it) counts this one too."""
+        ts = self.scheduler.tasks.get(key)
+        if ts is not None and ts.annotations and HISTORY_ANNOTATION in ts.annotations:
+            past = self.retry_holds.erred(key, ts.annotations[HISTORY_ANNOTATION])
+            ts.annotations = {**ts.annotations, HISTORY_ANNOTATION: past}
 
     def _record_release(self, key: Any) -> None:
         nb = self.not_before.pop(key, None)

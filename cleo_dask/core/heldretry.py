@@ -96,8 +96,8 @@ def hold_or_final(key: str, attempt: Attempt, error: BaseException, run_id: str,
         delay = retry_delay(error, len(past) + 1, policy) if policy is not None else None
     except Exception:  # noqa: BLE001 - a broken backoff: the client decides, and reports it as today
         delay = None
-    if delay is None:
-        return False, tuple(attempt_of_record(r) for r in past)
+    if delay is None:   # (a None in ``past``: an attempt that erred, which the client recorded itself)
+        return False, tuple(attempt_of_record(r) for r in past if r is not None)
     msg = {"op": HOLD_OP, "key": key, "delay": delay, "record": record_of(attempt)}
     if worker.thread_id == threading.get_ident():   # an async unit, on the worker's event loop
         worker.batched_send(msg)

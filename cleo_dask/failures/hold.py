@@ -66,6 +66,14 @@ class HeldRetries:
         past.append(tuple(record))
         return until, list(past)
 
+    def erred(self, key: Any, past: Any) -> list[Any]:
+        """``key`` erred (its ``past`` records so far, as its annotation holds them): a failed attempt
+        the client may still retry (a lost worker's, ``KilledWorker``); returns its records with a
+        ``None`` standing for it, counted by the next attempt but reported by the client itself."""
+        out = list(past or ()) + [None]
+        self.history[key] = out
+        return list(out)
+
     def is_held(self, key: Any) -> bool:
         """Whether ``key`` waits for its release."""
         return key in self.until

@@ -233,3 +233,35 @@ def test_a_held_retry_gives_back_its_agents_concurrency_lease(engine, client):
     assert out.ok and len(out["flaky"].attempts) == 2
     # the others ran while the retry waited: the lease was not held through the backoff
     assert max(out[f"other{i}"].value for i in range(3)) < out["flaky"].attempts[1].start
+
+
+def test_the_book_counts_an_erred_attempt_without_reporting_it_twice():
+    book = HeldRetries()
+    past = book.erred("k", ())   # a lost worker's attempt: the client recorded it, and retries the key
+    until, past = book.hold("k", 1.0, (1.0, 2.0, "w", "E", "E", False), 0.0)
+    assert past == [None, (1.0, 2.0, "w", "E", "E", False)]   # two failed attempts so far, one record
+
+
+def kills_then_fails(agent):
+    import os
+    import signal
+    marker = agent.config["marker"]
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise ConnectionError("the service is down")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_lost_attempt_counts_toward_the_retries_held_after_it(tmp_path):
+    # the first attempt kills its worker (KilledWorker at once: the client retries it after the
+    # backoff), the second raises: with retries=1 that was the last attempt, as before
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            cd.Engine(n_workers=1, threads_per_worker=1, processes=True) as engine:
+        wf = cd.Workflow()
+        wf.add(kills_then_fails, retries=1, backoff=cd.fixed(0.2))
+        out = engine.submit(wf, cd.Agent("a", config={"marker": str(tmp_path / "killed")})).result(timeout=120)
+    node = out["kills_then_fails"]
+    assert node.status == "failed" and len(node.attempts) == 2
+    assert node.attempts[0].crashed and node.attempts[1].error_type == "ConnectionError"
