@@ -25,6 +25,10 @@ would sit on a slot while it waits):
   (retries, lost worker) is not held again.  The lateness of each release (release time minus
   ``t``) is kept (:func:`release_lateness`) and handed to the observers of :func:`observe_releases`
   (the monitor's ``cleo_schedule_lateness_seconds`` metric).
+* Delayed retries (:mod:`cleo_dask.failures.hold`): a worker whose attempt failed and will be
+  retried after a delay sends :data:`~cleo_dask.failures.hold.HOLD_OP` before handing the task back
+  (``Reschedule``); the key is then held like a not-before task until the delay is over, its
+  dependents left waiting.  The plugin keeps the key's failed attempts for its next attempt.
 
 The plugin lives on the scheduler, so cleo_dask must be importable there (it already is
 wherever cleo's per-key annotations are used); :func:`ensure_installed` installs it once per
@@ -47,6 +51,7 @@ from cleo_dask.admission.concurrency import agent_id
 from cleo_dask.errors import CleoError
 from cleo_dask.admission.ratelimit import Rate, next_start, parse_rate, window_allows
 from cleo_dask.admission.signals import SignalWaits
+from cleo_dask.failures.hold import HISTORY_ANNOTATION, HOLD_OP, RETRY_ANNOTATION, HeldRetries
 
 logger = logging.getLogger("cleo_dask")
 
@@ -133,7 +138,8 @@ def _state_on_scheduler(dask_scheduler: Any = None) -> dict[str, Any]:
     if plugin is None:
         return {}
     return {"running": dict(plugin.running), "limits": dict(plugin.limit),
-            "queued": sum(1 for k in plugin.queued), "held": len(plugin.held), "sleeping": len(plugin.not_before)}
+            "queued": sum(1 for k in plugin.queued), "held": len(plugin.held), "sleeping": len(plugin.not_before),
+            "retries_held": len(plugin.retry_holds)}
 
 
 def release_lateness(client: Any, clear: bool = False) -> list[float]:
@@ -223,10 +229,16 @@ class AdmissionPlugin(SchedulerPlugin):
         self._alarm: Any = None
         self._alarm_at = float("inf")
         self.signals = SignalWaits(scheduler, self.admit)   # signal nodes held until their signal
+        self.retry_holds = HeldRetries()            # delayed retries held here (failures.hold)
+        scheduler.stream_handlers[HOLD_OP] = self._hold_retry
 
     # hooks ---------------------------------------------------------------------------------
     def update_graph(self, scheduler: Any, *, annotations: dict[str, dict[Any, Any]] | None = None,
                      **kwargs: Any) -> None:
+        for key in (annotations or {}).get(RETRY_ANNOTATION, ()):   # armed: this scheduler holds its retries
+            ts = scheduler.tasks.get(key)
+            if ts is not None and ts.annotations is not None:
+                ts.annotations.setdefault(HISTORY_ANNOTATION, ())   # in place: no dict per key (a hold copies it)
         for key, adm in (annotations or {}).get(ANNOTATION, {}).items():
             ts = scheduler.tasks.get(key)
             if ts is None or key in self.lane_of:
@@ -240,6 +252,8 @@ class AdmissionPlugin(SchedulerPlugin):
                 self.not_before[key] = nb
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "erred" and start == "processing":   # its own failure (its dependents err from waiting)
+            self._count_erred(key)
         lane = self.lane_of.get(key)
         if lane is None:
             return
@@ -264,6 +278,7 @@ class AdmissionPlugin(SchedulerPlugin):
                 self.withdrawn.discard(key)
                 self.tombstones.pop(key, None)
                 self.signals.forget(key)
+                self.retry_holds.forget(key)
             elif finish in ("released", "waiting"):  # will run again: gate it again
                 ts = self.scheduler.tasks.get(key)
                 if ts is not None:
@@ -311,9 +326,30 @@ class AdmissionPlugin(SchedulerPlugin):
             self._alarm_at = nb
             self._alarm = asyncio.get_running_loop().call_later(max(0.0, nb - now), self._wake_sleepers)
 
+    def _hold_retry(self, key: Any = None, delay: float = 0.0, record: Any = (), **_: Any) -> None:
+        """A worker hands ``key`` back for a retry after ``delay`` s: hold it until then (its
+        ``Reschedule`` follows on the same stream).  Never raises: that would drop the worker's stream."""
+        try:
+            ts = self.scheduler.tasks.get(key)
+            if ts is None or ts.state != "processing":
+                return   # (a withdrawn key is held too: it then waits on no worker until forgotten)
+            if key not in self.lane_of:
+                self.lane_of[key] = self._lane({})
+            self.not_before[key], past = self.retry_holds.hold(key, delay, record, time.time())
+            ts.annotations = {**(ts.annotations or {}), HISTORY_ANNOTATION: past}
+        except Exception:  # noqa: BLE001
+            logger.exception("cleo_dask: could not hold the retry of %r", key)
+
+    def _count_erred(self, key: Any) -> None:
+        """An armed key erred: its next attempt (if the client retries it) counts this one too."""
+        ts = self.scheduler.tasks.get(key)
+        if ts is not None and ts.annotations and HISTORY_ANNOTATION in ts.annotations:
+            past = self.retry_holds.erred(key, ts.annotations[HISTORY_ANNOTATION])
+            ts.annotations = {**ts.annotations, HISTORY_ANNOTATION: past}
+
     def _record_release(self, key: Any) -> None:
         nb = self.not_before.pop(key, None)
-        if nb is None:
+        if nb is None or self.retry_holds.released(key):   # a held retry is no schedule's lateness
             return
         late = time.time() - nb
         self.released.append(late)

@@ -38,6 +38,8 @@ from cleo_dask.core.critical import bottom_levels
 from cleo_dask.core.batch import BatchCall, run_batch, run_batch_async
 from cleo_dask.core.batching import BatchSettings, batch_units, eligible
 from cleo_dask.core.worker import NodeCall, UnitCall, run_unit, run_unit_async
+from cleo_dask.core.heldretry import retry_annotation
+from cleo_dask.failures.hold import RETRY_ANNOTATION
 from cleo_dask.core.node import Node
 from cleo_dask.core.mapping import ItemNode
 from cleo_dask.core.workflow import Workflow
@@ -80,6 +82,7 @@ class Compiled:
     agent_key: str | None = None
     admission: dict[str, Any] = field(default_factory=dict)  # unit key -> limits (see _admission)
     durations: dict[str, float] = field(default_factory=dict)  # unit key -> known seconds (see _estimates)
+    held: dict[str, bytes] = field(default_factory=dict)  # unit key -> retry policy held on the scheduler (heldretry)
 
     @property
     def keys(self) -> list[str]:
@@ -100,6 +103,7 @@ class Compiled:
             merged.priority.update(c.priority)
             merged.admission.update(c.admission)
             merged.durations.update(c.durations)
+            merged.held.update(c.held)
         return merged
 
     def graph(self) -> HighLevelGraph:
@@ -111,6 +115,8 @@ class Compiled:
             annotations["priority"] = _Lookup(self.priority, 0)
         if self.admission:
             annotations[ADMISSION] = _Lookup(self.admission, None)
+        if self.held:
+            annotations[RETRY_ANNOTATION] = _Lookup(self.held, None)
         layer = MaterializedLayer(self.dsk, annotations=annotations or None)
         return HighLevelGraph({"cleo": layer}, {"cleo": set()})
 
@@ -370,8 +376,11 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
             hit = policies.get(id(spec))
             if hit is None or hit[0] is not spec:
                 hit = policies[id(spec)] = (spec, retry_policy(first, defaults))
-            if hit[1].uses_dask_retries and overrides.get(unit[0], _NO_OVERRIDE).get("mode", "task") == "task":
-                compiled.retries[key] = hit[1].retries
+            if overrides.get(unit[0], _NO_OVERRIDE).get("mode", "task") == "task":
+                if hit[1].uses_dask_retries:
+                    compiled.retries[key] = hit[1].retries
+                elif (blob := retry_annotation(hit[1])) is not None:
+                    compiled.held[key] = blob
         else:
             for i, n in enumerate(unit):
                 location[n] = (key, i)
@@ -454,6 +463,7 @@ class _PlainUnits:
         self.func: Any = None          # the Dask task function,
         self.retries = 0               # Dask's immediate retries,
         self.admitted = False          # whether admission limits may apply
+        self.held: bytes | None = None  # its retry policy if its retries are held on the scheduler
 
     def add(self, node: Node, key: str, parent_refs: tuple[TaskRef, ...], unit: Any,
             indexes: tuple[int, ...] | None = None) -> TaskRef:
@@ -471,6 +481,8 @@ class _PlainUnits:
         self.location[name] = (key, -1)
         if self.retries:
             self.compiled.retries[key] = self.retries
+        elif self.held is not None:
+            self.compiled.held[key] = self.held
         if self.admitted and (limits := unit_admission([spec], self.agent)) is not None:
             self.compiled.admission[key] = limits
         return TaskRef(key)
@@ -480,6 +492,7 @@ class _PlainUnits:
         self.func = run_unit_async if spec.is_async or spec.io_bound else run_unit
         policy = retry_policy(node, self.defaults)
         self.retries = policy.retries if policy.uses_dask_retries else 0
+        self.held = retry_annotation(policy)
         self.admitted = self.limited or spec.rate_limit is not None
 
 

@@ -2,8 +2,9 @@
 
 Each node's output is kept in Dask memory as a :class:`NodeOutput` (value plus a small record);
 children unwrap it.  A node that fails raises :class:`NodeFailed`, so Dask marks the key erred
-(and applies its own ``retries=``); the engine on the client decides what follows (a delayed
-retry, the fallback, the trigger rules of the children).  Nothing here waits for a retry.
+(and applies its own ``retries=``); the engine on the client decides what follows (the fallback,
+the trigger rules of the children).  A retry that waits is handed back to the scheduler, which
+holds the key meanwhile (:mod:`cleo_dask.core.heldretry`).  Nothing here waits for a retry.
 """
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from typing import Any
 
 import cloudpickle
 
+from distributed import Reschedule
+
 from cleo_dask.core.current import enter_node, leave_node
 from cleo_dask.core.events import event, send_from_worker
+from cleo_dask.core.heldretry import hold_or_final
 from cleo_dask.core.mapping import Gathered, element
 from cleo_dask.admission.io import release_slot, run_blocking
 from cleo_dask.core.nodeoutput import NodeOutput
@@ -34,10 +38,11 @@ UPSTREAM_FAILED = "upstream_failed"
 
 class NodeFailed(Exception):
     """Raised on a worker when a node's attempt fails; carries the record and the earlier outputs
-    of its unit (the nodes before it in a fused linear run, which did succeed)."""
+    of its unit (the nodes before it in a fused linear run, which did succeed); ``previous``: the
+    node's earlier failed attempts, retried while the scheduler held its key."""
 
     def __init__(self, node: str, key: str, attempt: Attempt, error: BaseException | None,
-                 traceback: str, completed: dict[str, NodeOutput] | None = None):
+                 traceback: str, completed: dict[str, NodeOutput] | None = None, previous: tuple[Attempt, ...] = ()):
         super().__init__(f"node {node!r} failed: {attempt.error}")
         self.node = node
         self.key = key
@@ -45,9 +50,11 @@ class NodeFailed(Exception):
         self.error = error
         self.traceback = traceback
         self.completed = completed or {}
+        self.previous = previous
 
     def __reduce__(self):
-        return (NodeFailed, (self.node, self.key, self.attempt, self.error, self.traceback, self.completed))
+        return (NodeFailed, (self.node, self.key, self.attempt, self.error, self.traceback, self.completed,
+                             self.previous))
 
 
 @dataclass(slots=True, eq=False)  # not frozen: a million of them are made per compile
@@ -243,7 +250,12 @@ def _unit_steps(unit: UnitCall, agent: Any, deps: tuple, worker: str | None) -> 
             if unit.store is not None:
                 yield ("io", unit.store.save_output, (unit.run_id, unit.key, call.name, out))
         except Exception as exc:  # noqa: BLE001 - every task error becomes a NodeFailed
-            raise _failed(call, unit.key, start, worker, exc, completed, unit.run_id) from None
+            failed = _failed(call, unit.key, start, worker, exc, completed, unit.run_id)
+            if call.mode == "task" and len(unit.nodes) == 1:
+                held, failed.previous = hold_or_final(unit.key, failed.attempt, exc, unit.run_id, call.name)
+                if held:
+                    raise Reschedule() from None   # the scheduler holds the key for the delay
+            raise failed from None
         outputs.append(out)
         completed[call.name] = out
     return outputs[0] if len(outputs) == 1 else tuple(outputs)

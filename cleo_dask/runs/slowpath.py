@@ -3,7 +3,8 @@
 :class:`RunSlowPath` is a part of :class:`~cleo_dask.runs.run.Run` (a mixin over its fields).  It
 finds the root of a failure (the erred key whose own node failed, not an ancestor's), records the
 attempt, asks :func:`cleo_dask.failures.decide.decide` what to do and carries that out: a retry
-after its backoff (``Client.retry`` of the erred key), the fallback or the failure's propagation
+after its backoff (``Client.retry`` of the erred key: a lost worker, or a retry the scheduler
+could not hold; the others are held there, :mod:`cleo_dask.failures.hold`), the fallback or the failure's propagation
 to the children (trigger rules) submitted under new keys, or the rest of the run cancelled.
 """
 from __future__ import annotations
@@ -27,8 +28,8 @@ logger = logging.getLogger("cleo_dask")
 
 class ErredAttempt(NamedTuple):
     """What the future of a failure's root tells: the node, its attempt, the error and its
-    traceback, the outputs of the nodes of its unit that did finish, and how often a worker died
-    running it (``KilledWorker``)."""
+    traceback, the outputs of the nodes of its unit that did finish, how often a worker died
+    running it (``KilledWorker``), and its earlier attempts retried while the scheduler held it."""
 
     node: str
     attempt: Attempt
@@ -36,6 +37,7 @@ class ErredAttempt(NamedTuple):
     traceback: str
     completed: dict[str, NodeOutput]
     lost: int
+    previous: tuple[Attempt, ...] = ()
 
 
 class RunSlowPath:
@@ -53,7 +55,8 @@ class RunSlowPath:
             self._known.update(failed.completed)
             record = self._records.setdefault(node, NodeRecord())
             record.worker_losses = max(record.worker_losses, failed.lost)
-            add_attempt(record, failed.attempt)
+            for attempt in (*failed.previous, failed.attempt):   # held retries' attempts came with it
+                add_attempt(record, attempt)
             spec = self.workflow.nodes[node].task
             failed_attempts = sum(1 for a in record.attempts if a.error is not None)
             decision = decide(FailedAttempt(failed.error, failed_attempts, failed.attempt.crashed, failed.lost,
@@ -77,7 +80,8 @@ class RunSlowPath:
         if isinstance(exc, NodeFailed):
             if exc.key != key:
                 return None  # an ancestor's failure, handled with that ancestor
-            return ErredAttempt(exc.node, exc.attempt, exc.error, exc.traceback, exc.completed, 0)
+            return ErredAttempt(exc.node, exc.attempt, exc.error, exc.traceback, exc.completed, 0,
+                                getattr(exc, "previous", ()))
         # the task could not run at all: worker lost too often, unpicklable, ...
         if lost_elsewhere(exc, key):
             return None  # its ancestor's workers died: handled with that ancestor

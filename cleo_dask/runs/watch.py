@@ -30,7 +30,7 @@ def send_graph(client: Any, compiled: Compiled, priority: float) -> dict[str, Fu
     """Send a compiled graph (one run's, or several runs' merged) in one ``client.get``: the
     admission plugin installed first if it needs it, the scheduler given the known durations;
     the futures by key."""
-    if compiled.admission:  # max_concurrency / rate_limit / not_before: enforced by a scheduler plugin
+    if compiled.admission or compiled.held:  # limits, not_before, held retries: a scheduler plugin's
         _admission.ensure_installed(client)
     _estimates.seed(client, compiled.durations)
     keys = compiled.keys

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 
+import dask
 import pytest
 
 import cleo_dask as cd
@@ -85,7 +86,8 @@ def _clear_blamed_exception(failed_key, dependent_key, dask_scheduler=None):
 def test_an_erred_key_reported_without_an_exception_is_not_a_crash(engine, tmp_path):
     agent = cd.Agent("a", config={"flag": str(tmp_path / "failed-once")})
     wf = cd.Workflow.chain(cd.task(wait_then_fail_once, retries=1, backoff=cd.fixed(3)), after)
-    run = engine.submit(wf, agent)
+    with dask.config.set({"cleo_dask.hold-retries": False}):   # the client's retry: its keys err first
+        run = engine.submit(wf, agent)
     futures = run.futures
     deadline = time.monotonic() + 30
     while not all(f.status == "error" for f in futures.values()) and time.monotonic() < deadline:
