@@ -1,6 +1,7 @@
 """A big run sent window by window, releasing what no node still needs (issue 17).
 
-:func:`compile_run` compiles a workflow whole when it fits in one window (``cleo_dask.window.nodes``),
+:func:`compile_run` compiles a workflow whole when it fits in one window (``cleo_dask.window.nodes``)
+and nothing is left to measure (see :meth:`~cleo_dask.runs.windowplan.WindowSettings.windowed`),
 else only its first window, and returns the :class:`~cleo_dask.runs.windowplan.WindowPlan` of
 the rest.  :class:`RunWindows` is a part of :class:`~cleo_dask.runs.run.Run` (a mixin over its
 fields) that carries the plan out on the engine's driver thread: once a window is mostly done
@@ -17,6 +18,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cleo_dask.core.batching import BatchSettings
 from cleo_dask.core.compile import Compiled, compile_workflow
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.shipping import data_node
@@ -36,13 +38,16 @@ def compile_run(wf: Any, run_id: str, agent: Any, *, past: Callable[[], Mapping[
     arguments of :func:`compile_workflow`; ``past()``: node -> seconds its task took in earlier
     runs of this workflow (asked only for a windowed run)."""
     settings = WindowSettings.from_config()
-    if len(wf.nodes) <= settings.nodes:
-        return compile_workflow(wf, run_id, agent, **options), None
     nodes = wf.nodes
+    if not settings.windowed(len(nodes), known=False):   # small: one graph, nothing to ask
+        return compile_workflow(wf, run_id, agent, **options), None
     plan = WindowPlan(list(nodes), settings, frozenset(node.task.name for node in nodes.values()), dict(options))
     plan.learn_all({node.task.name: node.task.duration for node in nodes.values() if node.task.duration is not None})
     if past is not None:
         plan.learn_all(mean_by_task(past(), lambda n: nodes[n].task.name if n in nodes else None))
+    if not settings.windowed(len(nodes), known=plan.all_known() or BatchSettings.from_config().force):
+        # fits in one window and nothing is left to measure: one graph, batched by what is known
+        return compile_workflow(wf, run_id, agent, durations=plan.durations or None, **options), None
     names = plan.take((), plan.next_size())
     return compile_window(wf, run_id, agent, names, plan, location={}, known={}), plan
 

@@ -10,6 +10,7 @@ import durable_tasks as dt
 import pytest
 
 import cleo_dask as cd
+from cleo_dask.runs.windows import compile_run
 from cleo_dask.runs.windowplan import WindowPlan, WindowSettings, mean_by_task, releasable, window_of
 
 SMALL = {"cleo_dask.window.nodes": 50, "cleo_dask.window.first-nodes": 10}
@@ -31,7 +32,7 @@ class Step:
 
 
 def layered(width: int = 10, depth: int = 20, *, failing=(), all_done=(), sleep: float = 0.0,
-            retries: int = 0) -> cd.Workflow:
+            retries: int = 0, **options) -> cd.Workflow:
     """``depth`` layers of ``width`` nodes, each below two nodes of the layer before."""
     wf = cd.Workflow("windowed")
     for d in range(depth):
@@ -39,7 +40,7 @@ def layered(width: int = 10, depth: int = 20, *, failing=(), all_done=(), sleep:
             name = f"n{d}_{w}"
             after = [] if d == 0 else [f"n{d - 1}_{w}", f"n{d - 1}_{(w + 1) % width}"]
             wf.add(Step(fail=name in failing, sleep=sleep), name=name, after=after,
-                   trigger="all_done" if name in all_done else "all_success", retries=retries)
+                   trigger="all_done" if name in all_done else "all_success", retries=retries, **options)
     return wf
 
 
@@ -81,6 +82,29 @@ def test_the_first_window_is_small_until_every_task_has_a_duration():
     fresh.learn_all(mean_by_task({"a": 2.0, "b": 4.0, "c": 1.0, "gone": 9.0},
                                  {"a": "fetch", "b": "fetch", "c": "parse"}.get))
     assert fresh.durations == {"fetch": 3.0, "parse": 1.0} and fresh.next_size() == 100
+
+
+def test_a_mid_size_workflow_is_measured_first_unless_nothing_is_left_to_measure():
+    """Under ``window.nodes`` but from ``window.measure-from`` nodes on, a workflow whose task
+    durations are unknown sends its first ``first-nodes`` alone (measured), then the rest."""
+    settings = WindowSettings(nodes=100, first_nodes=10, measure_from=50)
+    assert settings.windowed(101, known=True)          # bigger than a window: always
+    assert settings.windowed(50, known=False)          # unknown durations: measured first
+    assert not settings.windowed(49, known=False)      # too small to be worth it
+    assert not settings.windowed(100, known=True)      # known (declared, earlier runs, batch.force)
+    agent = cd.Agent("a")
+    with dask.config.set({"cleo_dask.window.nodes": 100, "cleo_dask.window.first-nodes": 10,
+                          "cleo_dask.window.measure-from": 50}):
+        compiled, plan = compile_run(layered(width=10, depth=6), "r1", agent)
+        assert plan is not None and plan.remaining == 50 and len(compiled.location) == 10
+        assert compile_run(layered(width=10, depth=4), "r2", agent)[1] is None
+        compiled, plan = compile_run(layered(width=10, depth=6, duration=0.001), "r3", agent)
+        assert plan is None and len(compiled.units) < 60   # one graph, batched from the start
+        with dask.config.set({"cleo_dask.batch.force": True}):
+            assert compile_run(layered(width=10, depth=6), "r4", agent)[1] is None
+    with dask.config.set({"cleo_dask.window.measure-from": 0}):
+        with pytest.raises(cd.CleoError, match="cleo_dask.window.measure-from"):
+            WindowSettings.from_config()
 
 
 def test_bad_window_settings_are_named():
