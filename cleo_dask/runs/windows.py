@@ -7,7 +7,8 @@ the rest.  :class:`RunWindows` is a part of :class:`~cleo_dask.runs.run.Run` (a 
 fields) that carries the plan out on the engine's driver thread: once a window is mostly done
 (``window.send-at``), the records of what finished are fetched (durations measured per task,
 handed to the next window's compile), finished units no child needs any more are released
-(never a sink's; ``window.keep-values: true`` keeps them all), and the next window is compiled
+(never a sink's; ``window.keep-values: true`` keeps them all) and then forgotten on the
+scheduler (:mod:`~cleo_dask.runs.schedforget`), and the next window is compiled
 from its nodes, its parents read from where their outputs live (a key, or the client's record
 of a failed or skipped parent), and sent.  While windows remain, the run holds one of its
 ``_timers``: it is not done, and its waiters wait, as for a retry waiting out its backoff.
@@ -23,6 +24,7 @@ from cleo_dask.core.compile import Compiled, compile_workflow
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.shipping import data_node
 from cleo_dask.errors import CleoError
+from cleo_dask.runs.schedforget import forget_released
 from cleo_dask.runs.windowplan import WindowPlan, WindowSettings, mean_by_task, releasable
 from cleo_dask.util.futures import all_done, release_futures
 
@@ -90,6 +92,7 @@ class RunWindows:
             self._windows = plan
             self._window_keys: list[str] = []   # sent by windows, neither measured nor released yet
             self._window_held: list[str] = []   # measured, not released yet (a child still runs)
+            self._window_forget: list[str] = []   # released, to forget on the scheduler next time
             self._timers += 1
 
     def start_windows(self, keys: list[str]) -> None:
@@ -196,6 +199,10 @@ class RunWindows:
             else:
                 held.append(key)
         self._window_held = held
+        # released last time (the scheduler has taken that release by now): forget their tasks there
+        forget, self._window_forget = self._window_forget, gone
+        if forget:
+            self._client.loop.add_callback(forget_released, self._client, forget)
         if gone:
             release_futures(self._client, [self._futures.pop(k) for k in gone])
             for k in gone:

@@ -152,6 +152,23 @@ def test_finished_windows_are_released_and_their_values_say_so(engine):
     assert kept["n0_0"].value == 1 and kept["n19_0"].value == 2 ** 20 - 1
 
 
+def test_the_scheduler_forgets_the_tasks_a_windowed_run_released(engine):
+    """Every task is an ancestor of a sink the run holds: Dask alone would keep all 200 task
+    records of a finished windowed run (one per node: nothing is batched here); the windows
+    forget those released."""
+    def tasks_of(run_id, dask_scheduler=None):
+        return sum(1 for k in dask_scheduler.tasks if run_id in str(k))
+
+    with dask.config.set({**SMALL, "cleo_dask.batch.max-duration": 0}):
+        run = engine.submit(layered())
+        assert run.result(timeout=120).ok
+    deadline = time.monotonic() + 10
+    while engine.client.run_on_scheduler(tasks_of, run.id) > 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.client.run_on_scheduler(tasks_of, run.id) <= 60   # the last windows' only, not 200
+    assert run.result()["n19_0"].value == 2 ** 20 - 1   # the sinks' values are still there
+
+
 def test_fail_fast_stops_the_windows_not_sent(engine):
     with dask.config.set(SMALL):
         run = engine.submit(layered(failing={"n0_0"}), fail_fast=True)
