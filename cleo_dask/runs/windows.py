@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cleo_dask.core.batching import BatchSettings
-from cleo_dask.core.compile import Compiled, compile_workflow
+from cleo_dask.core.compile import Compiled, child_counts, compile_workflow
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.shipping import data_node
 from cleo_dask.errors import CleoError
@@ -50,6 +50,10 @@ def compile_run(wf: Any, run_id: str, agent: Any, *, past: Callable[[], Mapping[
     if not settings.windowed(len(nodes), known=plan.all_known() or BatchSettings.from_config().force):
         # fits in one window and nothing is left to measure: one graph, batched by what is known
         return compile_workflow(wf, run_id, agent, durations=plan.durations or None, **options), None
+    # worked out once for every window, not once per window (each is linear in the whole workflow)
+    if plan.options.get("critical_path") is None:
+        plan.options["critical_path"] = any(node.task.duration is not None for node in nodes.values())
+    plan.options["counts"] = child_counts(wf)
     names = plan.take((), plan.next_size())
     return compile_window(wf, run_id, agent, names, plan, location={}, known={}), plan
 
