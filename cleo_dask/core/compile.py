@@ -401,8 +401,10 @@ def _plan(wf: Workflow, names: list[str], defaults: Defaults, fuse: bool, batchi
     if not any(map(is_eligible, names)):
         return unit_plan(wf, names, defaults, fuse, counts), set()
     parents = {n: nodes[n].parents for n in names}
+    counts = child_counts(wf) if counts is None else counts
+    has_kids = counts.__contains__
     return batch_units(plan_units(wf, names, defaults, fuse, counts), names, parents, is_eligible, max_nodes=s.max_nodes,
-                       slots=batching.slots or s.min_batches)
+                       slots=batching.slots or s.min_batches, sink=lambda n: not has_kids(n))
 
 
 def _add_batch(compiled: Compiled, key: str, unit: list[str], calls: list[NodeCall], deps: list[str],
