@@ -192,7 +192,8 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
                      inputs: Mapping[str, Any] | None = None, not_before: float | None = None,
                      durations: Mapping[str, float] | None = None, names: Iterable[str] | None = None,
                      external: Mapping[str, tuple[str, int]] | None = None, fail_fast: bool = False,
-                     slots: int | None = None, counts: Mapping[str, int] | None = None) -> Compiled:
+                     slots: int | None = None, counts: Mapping[str, int] | None = None,
+                     sinks_apart: bool = False) -> Compiled:
     """Compile every node of ``wf`` for run ``run_id``; ``agent`` is embedded once.
 
     ``names``: compile only these nodes (a topologically ordered subset: one window of a big run,
@@ -204,7 +205,8 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     worker threads (each generation is split into at least that many batches; default
     ``cleo_dask.batch.min-batches``); ``fail_fast``: the run's (a batch applies it to its nodes'
     final failures); ``counts``: :func:`child_counts` of ``wf``, when the caller has it (the
-    windows of one run: worked out once, not per window).
+    windows of one run: worked out once, not per window); ``sinks_apart``: sinks are batched
+    apart from the rest of their generation (a windowed run releases what no child needs, never a sink).
 
     ``not_before``: epoch seconds before which the run's root units are held on the scheduler
     (holding no slot; see :mod:`cleo_dask.admission.plugin`): scheduled runs handed over ahead of time.
@@ -215,7 +217,7 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     """
     compiled = Compiled({}, {}, {})
     literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
-    batching = _Batching(BatchSettings.from_config(), durations, fail_fast, slots) if fuse else None
+    batching = _Batching(BatchSettings.from_config(), durations, fail_fast, slots, sinks_apart) if fuse else None
     _add_units(compiled, wf, list(wf.nodes) if names is None else list(names), run_id, agent, defaults, fuse,
                gen=0, literals=literals, external=external or {}, overrides={}, batching=batching, counts=counts)
     if not_before is not None:
@@ -381,6 +383,7 @@ class _Batching:
     durations: Mapping[str, float] | None
     fail_fast: bool
     slots: int | None
+    sinks_apart: bool = False
 
 
 def _plan(wf: Workflow, names: list[str], defaults: Defaults, fuse: bool, batching: _Batching | None,
@@ -404,7 +407,8 @@ def _plan(wf: Workflow, names: list[str], defaults: Defaults, fuse: bool, batchi
     counts = child_counts(wf) if counts is None else counts
     has_kids = counts.__contains__
     return batch_units(plan_units(wf, names, defaults, fuse, counts), names, parents, is_eligible, max_nodes=s.max_nodes,
-                       slots=batching.slots or s.min_batches, sink=lambda n: not has_kids(n))
+                       slots=batching.slots or s.min_batches,
+                       sink=(lambda n: not has_kids(n)) if batching.sinks_apart else None)
 
 
 def _add_batch(compiled: Compiled, key: str, unit: list[str], calls: list[NodeCall], deps: list[str],

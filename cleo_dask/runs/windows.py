@@ -54,6 +54,7 @@ def compile_run(wf: Any, run_id: str, agent: Any, *, past: Callable[[], Mapping[
     if plan.options.get("critical_path") is None:
         plan.options["critical_path"] = any(node.task.duration is not None for node in nodes.values())
     plan.options["counts"] = child_counts(wf)
+    plan.options["sinks_apart"] = True   # a unit holding a sink is never released
     names = plan.take((), plan.next_size())
     return compile_window(wf, run_id, agent, names, plan, location={}, known={}), plan
 
