@@ -179,7 +179,7 @@ class PeakMemory:
 
 class TreeMemory:
     """Sample, in a thread, the resident memory of this process (the client, and the scheduler of a
-    ``LocalCluster``) and of its descendant processes (listed again at every sample: workers that
+    ``LocalCluster``) and of its descendant processes (listed again every 0.5 s: workers that
     come and go are counted), split into ``group`` (pids given, and their descendants: e.g. the
     Dask cluster's nannies and workers) and the others (e.g. Ray's processes).
 
@@ -208,6 +208,9 @@ class TreeMemory:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = time.perf_counter()
+        self.list_every = 0.5   # seconds between listings of the descendant processes
+        self._kids: list[psutil.Process] = []
+        self._kids_at = -1e9
 
     def _in_group(self, p: psutil.Process) -> bool:
         if p.pid not in self._kind:
@@ -220,7 +223,12 @@ class TreeMemory:
     def _sample(self) -> None:
         try:
             mine = self._me.memory_info().rss
-            kids = self._me.children(recursive=True)
+            now = time.perf_counter()
+            if now - self._kids_at >= self.list_every:
+                # listing descendants reads every process of the machine (/proc/*/stat): not at
+                # each sample, since this thread shares the GIL with the client it measures
+                self._kids, self._kids_at = self._me.children(recursive=True), now
+            kids = self._kids
         except psutil.Error:
             return
         counted = everything = 0
