@@ -18,6 +18,10 @@ from cleo_dask import config as _config
 from cleo_dask.errors import CleoError
 
 
+#: finished attempts measured per task, at most (see :meth:`WindowPlan.enough`)
+ENOUGH = 2_000
+
+
 @dataclass(frozen=True)
 class WindowSettings:
     """``cleo_dask.window.*``: nodes per window, the first window's size when durations are
@@ -103,6 +107,12 @@ class WindowPlan:
         acc = self._seconds.setdefault(task, [0.0, 0])
         acc[0] += max(0.0, seconds)
         acc[1] += 1
+
+    def enough(self, task: str) -> bool:
+        """Whether ``task`` was measured :data:`ENOUGH` times already (more would not change its mean
+        much, and reading each node's record costs a run of a million nodes seconds)."""
+        acc = self._seconds.get(task)
+        return acc is not None and acc[1] >= ENOUGH
 
     def learn_all(self, durations: Mapping[str, float]) -> None:
         """Durations known beforehand (task -> seconds; e.g. from earlier runs in the journal)."""

@@ -96,7 +96,8 @@ class RunWindows:
         with self._lock:
             self._windows = plan
             self._window_keys: list[str] = []   # sent by windows, neither measured nor released yet
-            self._window_held: list[str] = []   # measured, not released yet (a child still runs)
+            self._window_held: list[tuple[str, int]] = []   # measured, not released yet (a child still
+            # runs), with the position of its last child (see _last_child)
             self._window_forget: list[str] = []   # released, to forget on the scheduler next time
             self._timers += 1
 
@@ -189,20 +190,25 @@ class RunWindows:
                 continue
             names = self._units[key]
             for n in (names if key in self._metas else ()):
+                task = nodes[n].task.name
+                if plan.enough(task):
+                    continue
                 m = self._metas.meta(n)
                 if m[0] == "succeeded" and m[1] is not None and m[2] is not None:
-                    plan.learn(nodes[n].task.name, m[2] - m[1])
-            self._window_held.append(key)
+                    plan.learn(task, m[2] - m[1])
+            self._window_held.append((key, self._last_child(names)))
         self._window_keys = waiting
         if plan.settings.keep_values:
             self._window_held = []
             return
         held, gone = [], []
-        for key in self._window_held:
-            if key in self._metas and releasable(self._units[key], self._children, self._finished):
+        for key, last in self._window_held:
+            # a unit a child of which is not sent yet (or a sink's: never) is not looked at again
+            if last < plan.cursor and key in self._metas and releasable(self._units[key], self._children,
+                                                                         self._finished):
                 gone.append(key)
             else:
-                held.append(key)
+                held.append((key, last))
         self._window_held = held
         # released last time (the scheduler has taken that release by now): forget their tasks there
         forget, self._window_forget = self._window_forget, gone
@@ -214,6 +220,20 @@ class RunWindows:
                 self._released[k] = ("finished", None)
                 plan.released.add(k)
             self._scan, self._scan_pos = None, 0
+
+    def _last_child(self, names: tuple[str, ...] | list[str]) -> int:
+        """The position in the workflow's order of the last child of ``names`` outside them (past
+        the end when one of them is a sink: such a unit is never released)."""
+        index, children, last = self._metas.index, self._children, -1
+        for n in names:
+            kids = children[n]
+            if not kids:
+                return len(index)
+            for c in kids:
+                i = index[c]
+                if i > last:
+                    last = i
+        return last
 
     def _finished(self, node: str) -> bool:
         if node in self._known:

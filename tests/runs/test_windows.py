@@ -11,7 +11,7 @@ import pytest
 
 import cleo_dask as cd
 from cleo_dask.runs.windows import compile_run
-from cleo_dask.runs.windowplan import WindowPlan, WindowSettings, mean_by_task, releasable, window_of
+from cleo_dask.runs.windowplan import ENOUGH, WindowPlan, WindowSettings, mean_by_task, releasable, window_of
 
 SMALL = {"cleo_dask.window.nodes": 50, "cleo_dask.window.first-nodes": 10}
 
@@ -105,6 +105,15 @@ def test_a_mid_size_workflow_is_measured_first_unless_nothing_is_left_to_measure
     with dask.config.set({"cleo_dask.window.measure-from": 0}):
         with pytest.raises(cd.CleoError, match="cleo_dask.window.measure-from"):
             WindowSettings.from_config()
+
+
+def test_a_task_measured_often_enough_is_not_measured_again():
+    plan = WindowPlan([], WindowSettings(), frozenset({"fetch"}))
+    for _ in range(ENOUGH - 1):
+        plan.learn("fetch", 0.002)
+    assert not plan.enough("fetch") and not plan.enough("parse")
+    plan.learn("fetch", 0.002)
+    assert plan.enough("fetch") and plan.durations == {"fetch": pytest.approx(0.002)}
 
 
 def test_bad_window_settings_are_named():
