@@ -178,6 +178,20 @@ def test_the_scheduler_forgets_the_tasks_a_windowed_run_released(engine):
     assert run.result()["n19_0"].value == 2 ** 20 - 1   # the sinks' values are still there
 
 
+def test_the_monitor_gets_the_edges_of_the_nodes_a_windowed_run_announces(engine):
+    """The monitor follows a windowed run's first window (it draws the first nodes): the run
+    event carries those nodes' edges, not the whole workflow's (two million at 1M nodes)."""
+    from cleo_dask.monitor.state import snapshot
+    with dask.config.set(SMALL):
+        run = engine.submit(layered())
+        assert run.result(timeout=120).ok
+    shown = engine.client.run_on_scheduler(snapshot, run.id)["run"]
+    assert len(shown["nodes"]) == 10 and shown["edges"] == []   # the first window: layer 0, roots
+    whole = engine.submit(layered())
+    assert whole.result(timeout=120).ok
+    assert len(engine.client.run_on_scheduler(snapshot, whole.id)["run"]["edges"]) == 380
+
+
 def test_fail_fast_stops_the_windows_not_sent(engine):
     with dask.config.set(SMALL):
         run = engine.submit(layered(failing={"n0_0"}), fail_fast=True)
