@@ -193,7 +193,7 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
                      durations: Mapping[str, float] | None = None, names: Iterable[str] | None = None,
                      external: Mapping[str, tuple[str, int]] | None = None, fail_fast: bool = False,
                      slots: int | None = None, counts: Mapping[str, int] | None = None,
-                     sinks_apart: bool = False) -> Compiled:
+                     sinks_apart: bool = False, levels: Mapping[str, float] | None = None) -> Compiled:
     """Compile every node of ``wf`` for run ``run_id``; ``agent`` is embedded once.
 
     ``names``: compile only these nodes (a topologically ordered subset: one window of a big run,
@@ -206,7 +206,8 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     ``cleo_dask.batch.min-batches``); ``fail_fast``: the run's (a batch applies it to its nodes'
     final failures); ``counts``: :func:`child_counts` of ``wf``, when the caller has it (the
     windows of one run: worked out once, not per window); ``sinks_apart``: sinks are batched
-    apart from the rest of their generation (a windowed run releases what no child needs, never a sink).
+    apart from the rest of their generation (a windowed run releases what no child needs, never a sink);
+    ``levels``: the bottom levels of ``wf`` for ``critical_path``, when worked out already (windows).
 
     ``not_before``: epoch seconds before which the run's root units are held on the scheduler
     (holding no slot; see :mod:`cleo_dask.admission.plugin`): scheduled runs handed over ahead of time.
@@ -230,7 +231,7 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
         _check_durations(wf, critical_path)
     if critical_path:
         given = critical_path if isinstance(critical_path, Mapping) else {}
-        levels = bottom_levels(wf, durations=given)
+        levels = bottom_levels(wf, durations=given) if levels is None else levels
         top = max(levels.values(), default=0.0) or 1.0
         for key, names in compiled.units.items():
             compiled.priority[key] = priority + levels[names[0]] / (top * 1.001)

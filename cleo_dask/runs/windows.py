@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cleo_dask.core.batching import BatchSettings
+from cleo_dask.core.critical import bottom_levels
 from cleo_dask.core.compile import Compiled, child_counts, compile_workflow
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.shipping import data_node
@@ -51,12 +52,16 @@ def compile_run(wf: Any, run_id: str, agent: Any, *, past: Callable[[], Mapping[
         # fits in one window and nothing is left to measure: one graph, batched by what is known
         return compile_workflow(wf, run_id, agent, durations=plan.durations or None, **options), None
     # worked out once for every window, not once per window (each is linear in the whole workflow)
-    if plan.options.get("critical_path") is None:
-        plan.options["critical_path"] = any(node.task.duration is not None for node in nodes.values())
+    critical = plan.options.get("critical_path")
+    if critical is None:
+        critical = plan.options["critical_path"] = any(node.task.duration is not None for node in nodes.values())
     plan.options["counts"] = child_counts(wf)
     plan.options["sinks_apart"] = True   # a unit holding a sink is never released
     names = plan.take((), plan.next_size())
-    return compile_window(wf, run_id, agent, names, plan, location={}, known={}), plan
+    first = compile_window(wf, run_id, agent, names, plan, location={}, known={})   # (checks the options)
+    if critical:   # the next windows' priorities from the whole workflow's bottom levels, worked out once
+        plan.options["levels"] = bottom_levels(wf, durations=critical if isinstance(critical, Mapping) else None)
+    return first, plan
 
 
 def compile_window(wf: Any, run_id: str, agent: Any, names: list[str], plan: WindowPlan, *,

@@ -10,7 +10,8 @@ import durable_tasks as dt
 import pytest
 
 import cleo_dask as cd
-from cleo_dask.runs.windows import compile_run
+from cleo_dask.core.compile import compile_workflow
+from cleo_dask.runs.windows import compile_run, compile_window
 from cleo_dask.runs.windowplan import ENOUGH, WindowPlan, WindowSettings, mean_by_task, releasable, window_of
 
 SMALL = {"cleo_dask.window.nodes": 50, "cleo_dask.window.first-nodes": 10}
@@ -114,6 +115,18 @@ def test_a_task_measured_often_enough_is_not_measured_again():
     assert not plan.enough("fetch") and not plan.enough("parse")
     plan.learn("fetch", 0.002)
     assert plan.enough("fetch") and plan.durations == {"fetch": pytest.approx(0.002)}
+
+
+def test_every_window_gets_the_critical_path_priorities_of_the_whole_workflow():
+    agent = cd.Agent("a")
+    wf = layered(width=10, depth=12, duration=1.0)   # long: not batched, one unit per node
+    whole = compile_workflow(wf, "r1", agent)
+    with dask.config.set(SMALL):
+        first, plan = compile_run(wf, "r1", agent)
+        assert "levels" in plan.options
+        names = plan.take((), plan.next_size())
+        later = compile_window(wf, "r1", agent, names, plan, location=first.location, known={})
+    assert names[0] == "n5_0" and later.priority and later.priority == {k: whole.priority[k] for k in later.units}
 
 
 def test_bad_window_settings_are_named():
