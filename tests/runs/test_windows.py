@@ -243,7 +243,9 @@ def test_a_windowed_durable_run_is_journaled_and_resumed(client, tmp_path):
         assert engine.durable.wait_journaled(run.id)
         rows = engine.durable.journal.nodes(run.id)
         assert rows["n0_0"].status == "succeeded" and rows["n0_0"].started is not None
-        resumed = engine.resume(run.id).result(timeout=120)
+        resumed_run = engine.resume(run.id)
+        resumed = resumed_run.result(timeout=120)
+        engine.durable.wait_journaled(resumed_run.id)   # its durations are read by the run below
         assert resumed.ok and resumed["child"].value == "1-ok"
         lines = log.read_text().split()
         assert lines.count("flaky") == 2 and lines.count("n0_0") == 1 and lines.count("child") == 1
