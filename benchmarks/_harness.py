@@ -177,9 +177,20 @@ class PeakMemory:
                 "workers_cpu_s": round(self.workers_cpu, 3) if self._workers else None}
 
 
+def _interrupt_main() -> None:
+    """A real SIGINT to the main thread: unlike ``_thread.interrupt_main`` (a flag checked between
+    bytecodes) it also wakes a main thread blocked in a lock or a system call."""
+    import signal
+    if hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    else:
+        import _thread
+        _thread.interrupt_main()
+
+
 class TreeMemory:
     """Sample, in a thread, the resident memory of this process (the client, and the scheduler of a
-    ``LocalCluster``) and of its descendant processes (listed again at every sample: workers that
+    ``LocalCluster``) and of its descendant processes (listed again every 0.5 s: workers that
     come and go are counted), split into ``group`` (pids given, and their descendants: e.g. the
     Dask cluster's nannies and workers) and the others (e.g. Ray's processes).
 
@@ -208,6 +219,11 @@ class TreeMemory:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._t0 = time.perf_counter()
+        self.list_every = 0.5   # seconds between listings of the descendant processes
+        self.grace = 20.0       # seconds a tripped guard waits for its interrupt to stop the run
+        self._told_at = 0.0
+        self._kids: list[psutil.Process] = []
+        self._kids_at = -1e9
 
     def _in_group(self, p: psutil.Process) -> bool:
         if p.pid not in self._kind:
@@ -220,7 +236,12 @@ class TreeMemory:
     def _sample(self) -> None:
         try:
             mine = self._me.memory_info().rss
-            kids = self._me.children(recursive=True)
+            now = time.perf_counter()
+            if now - self._kids_at >= self.list_every:
+                # listing descendants reads every process of the machine (/proc/*/stat): not at
+                # each sample, since this thread shares the GIL with the client it measures
+                self._kids, self._kids_at = self._me.children(recursive=True), now
+            kids = self._kids
         except psutil.Error:
             return
         counted = everything = 0
@@ -247,10 +268,18 @@ class TreeMemory:
                 self.tripped = (f"the machine's available memory fell to {free / 1024**3:.1f} GiB (all processes "
                                 f"{(mine + everything) / 1024**3:.1f} GiB) after {time.perf_counter() - self._t0:.1f} s")
         if self.tripped is not None and not self._told:
-            self._told = True
+            self._told, self._told_at = True, time.perf_counter()
             if self.interrupt:
-                import _thread
-                _thread.interrupt_main()
+                _interrupt_main()
+        elif self.tripped is not None and self.interrupt and time.perf_counter() - self._told_at > self.grace:
+            # the interrupt did not land (the main thread blocks in C while memory still grows):
+            # end this process and its children rather than run a shared machine out of memory
+            print(f"benchmark guard: {self.tripped}; the interrupt did not stop it, exiting", file=sys.stderr,
+                  flush=True)
+            for k in self._kids:
+                with contextlib.suppress(psutil.Error):
+                    k.kill()
+            os._exit(70)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

@@ -17,7 +17,7 @@ fused chain's).  Pure functions over plain data:
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -109,17 +109,20 @@ def split(names: list[str], parts: int) -> list[list[str]]:
 
 
 def group_batches(order: Sequence[str], parents: Mapping[str, Sequence[str]], batchable: Iterable[str], *,
-                  max_nodes: int, slots: int, gen: Mapping[str, int] | None = None) -> list[list[str]]:
+                  max_nodes: int, slots: int, gen: Mapping[str, int] | None = None,
+                  sink: Callable[[str], bool] | None = None) -> list[list[str]]:
     """The batches of the ``batchable`` nodes of ``order``: per generation, at least ``slots``
     batches (fewer only if there are fewer nodes), each of at most ``max_nodes`` nodes, nodes in
     the order of ``order``.  A batch of one node is returned too (the caller may run it alone).
-    ``gen``: the nodes' :func:`generations`, if already known."""
+    ``gen``: the nodes' :func:`generations`, if already known.  ``sink(name)``: whether a node
+    has no child; sinks are batched apart from the other nodes of their generation (a unit
+    holding a sink is kept to the run's end: its other nodes' values, and their memory, need not be)."""
     wanted = set(batchable)
     gen = generations(order, parents) if gen is None else gen
-    by_gen: dict[int, list[str]] = {}
+    by_gen: dict[tuple[int, bool], list[str]] = {}
     for n in order:
         if n in wanted:
-            by_gen.setdefault(gen[n], []).append(n)
+            by_gen.setdefault((gen[n], sink is not None and sink(n)), []).append(n)
     out: list[list[str]] = []
     for g in sorted(by_gen):
         names = by_gen[g]
@@ -129,11 +132,12 @@ def group_batches(order: Sequence[str], parents: Mapping[str, Sequence[str]], ba
 
 
 def batch_units(units: list[list[str]], order: Sequence[str], parents: Mapping[str, Sequence[str]],
-                is_eligible: Any, *, max_nodes: int, slots: int) -> tuple[list[list[str]], set[int]]:
+                is_eligible: Any, *, max_nodes: int, slots: int,
+                sink: Callable[[str], bool] | None = None) -> tuple[list[list[str]], set[int]]:
     """Replace the units of nodes that ``is_eligible(name)`` by batches.  A fused chain holding
     such a node is cut into single nodes first: a batch never errs, so a failure in it costs no
     resubmission of what is below (a chain is one Dask task per run of nodes; batches are one per
-    generation, no more tasks for a linear run).  Returns the new units, each after every unit it
+    generation, no more tasks for a linear run; sinks apart: see :func:`group_batches`).  Returns the new units, each after every unit it
     depends on, and the indexes of the batch units among them."""
     cut: list[list[str]] = []
     for u in units:
@@ -146,8 +150,8 @@ def batch_units(units: list[list[str]], order: Sequence[str], parents: Mapping[s
     if len(singles) < 2:
         return units, set()
     gen = generations(order, parents)
-    batches = [b for b in group_batches(order, parents, singles, max_nodes=max_nodes, slots=slots, gen=gen)
-               if len(b) > 1]
+    batches = [b for b in group_batches(order, parents, singles, max_nodes=max_nodes, slots=slots, gen=gen,
+                                        sink=sink) if len(b) > 1]
     if not batches:
         return units, set()
     batched = {n for b in batches for n in b}

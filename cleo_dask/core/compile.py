@@ -157,20 +157,21 @@ def child_counts(wf: Workflow) -> Counter:
     return Counter(chain.from_iterable(map(attrgetter("parents"), wf.nodes.values())))
 
 
-def plan_units(wf: Workflow, names: Iterable[str], defaults: Defaults, fuse: bool = True) -> list[list[str]]:
+def plan_units(wf: Workflow, names: Iterable[str], defaults: Defaults, fuse: bool = True,
+               counts: Mapping[str, int] | None = None) -> list[list[str]]:
     """Group ``names`` (a topologically ordered subset) into units of linear runs."""
-    return [list(unit) for unit in unit_plan(wf, names, defaults, fuse)]
+    return [list(unit) for unit in unit_plan(wf, names, defaults, fuse, counts)]
 
 
 def unit_plan(wf: Workflow, names: Iterable[str], defaults: Defaults,
-              fuse: bool = True) -> list[tuple[str, ...] | list[str]]:
+              fuse: bool = True, counts: Mapping[str, int] | None = None) -> list[tuple[str, ...] | list[str]]:
     """:func:`plan_units` as compiling uses it: a unit that cannot grow (its last node has no only
     child) is a tuple, kept as is in :attr:`Compiled.units` (a million nodes: no list made and
     dropped per node, which would leave its memory scattered among what is kept)."""
     nodes = wf.nodes
     if not fuse:
         return [(n,) for n in names]
-    once = child_counts(wf).get   # (compared with 1: only an only child's parent can be fused with it)
+    once = (child_counts(wf) if counts is None else counts).get   # (compared with 1: only an only child's parent can be fused with it)
     unit_of: dict[str, list[str]] = {}   # an only child's parent -> its unit
     units: list[tuple[str, ...] | list[str]] = []
     append = units.append
@@ -199,7 +200,8 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
                      inputs: Mapping[str, Any] | None = None, not_before: float | None = None,
                      durations: Mapping[str, float] | None = None, names: Iterable[str] | None = None,
                      external: Mapping[str, tuple[str, int]] | None = None, fail_fast: bool = False,
-                     slots: int | None = None) -> Compiled:
+                     slots: int | None = None, counts: Mapping[str, int] | None = None,
+                     sinks_apart: bool = False, levels: Mapping[str, float] | None = None) -> Compiled:
     """Compile every node of ``wf`` for run ``run_id``; ``agent`` is embedded once.
 
     ``names``: compile only these nodes (a topologically ordered subset: one window of a big run,
@@ -210,7 +212,10 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     (:mod:`cleo_dask.core.batching`, settings ``cleo_dask.batch.*``); ``slots``: the cluster's
     worker threads (each generation is split into at least that many batches; default
     ``cleo_dask.batch.min-batches``); ``fail_fast``: the run's (a batch applies it to its nodes'
-    final failures).
+    final failures); ``counts``: :func:`child_counts` of ``wf``, when the caller has it (the
+    windows of one run: worked out once, not per window); ``sinks_apart``: sinks are batched
+    apart from the rest of their generation (a windowed run releases what no child needs, never a sink);
+    ``levels``: the bottom levels of ``wf`` for ``critical_path``, when worked out already (windows).
 
     ``not_before``: epoch seconds before which the run's root units are held on the scheduler
     (holding no slot; see :mod:`cleo_dask.admission.plugin`): scheduled runs handed over ahead of time.
@@ -221,9 +226,9 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     """
     compiled = Compiled({}, {}, {})
     literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
-    batching = _Batching(BatchSettings.from_config(), durations, fail_fast, slots) if fuse else None
+    batching = _Batching(BatchSettings.from_config(), durations, fail_fast, slots, sinks_apart) if fuse else None
     _add_units(compiled, wf, list(wf.nodes) if names is None else list(names), run_id, agent, defaults, fuse,
-               gen=0, literals=literals, external=external or {}, overrides={}, batching=batching)
+               gen=0, literals=literals, external=external or {}, overrides={}, batching=batching, counts=counts)
     if not_before is not None:
         for key, names in compiled.units.items():
             if not wf.nodes[names[0]].parents:
@@ -235,7 +240,7 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
         _check_durations(wf, critical_path)
     if critical_path:
         given = critical_path if isinstance(critical_path, Mapping) else {}
-        levels = bottom_levels(wf, durations=given)
+        levels = bottom_levels(wf, durations=given) if levels is None else levels
         top = max(levels.values(), default=0.0) or 1.0
         for key, names in compiled.units.items():
             compiled.priority[key] = priority + levels[names[0]] / (top * 1.001)
@@ -290,7 +295,7 @@ def compile_resubmission(wf: Workflow, run_id: str, agent: Any, names: Iterable[
 def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, agent: Any,
                defaults: Defaults, fuse: bool, gen: int, literals: Mapping[str, NodeOutput],
                external: Mapping[str, tuple[str, int]], overrides: Mapping[str, dict[str, Any]],
-               batching: _Batching | None = None) -> None:
+               batching: _Batching | None = None, counts: Mapping[str, int] | None = None) -> None:
     nodes = wf.nodes
     agent_arg = graph_value(agent)   # the agent itself, unless its class is sent by value
     for lit_key, out in literals.items():
@@ -308,7 +313,7 @@ def _add_units(compiled: Compiled, wf: Workflow, names: list[str], run_id: str, 
     tail_of: dict[str, tuple[TaskRef, int]] = {}   # last node of a multi-node unit -> (reference, index)
     parent_ref = ref_of.__getitem__
     plain = _PlainUnits(compiled, run_id, agent_arg, store, agent, limited, defaults)
-    units_planned, batch_at = _plan(wf, names, defaults, fuse, batching, limited)
+    units_planned, batch_at = _plan(wf, names, defaults, fuse, batching, limited, counts)
     for u, unit in enumerate(units_planned):
         is_batch = bool(batch_at) and u in batch_at
         if len(unit) == 1 and not is_batch:
@@ -393,13 +398,14 @@ class _Batching:
     durations: Mapping[str, float] | None
     fail_fast: bool
     slots: int | None
+    sinks_apart: bool = False
 
 
 def _plan(wf: Workflow, names: list[str], defaults: Defaults, fuse: bool, batching: _Batching | None,
-          limited: bool) -> tuple[list, set[int]]:
+          limited: bool, counts: Mapping[str, int] | None = None) -> tuple[list, set[int]]:
     """The units of ``names`` (fused chains, batches when ``batching``) and which are batches."""
     if batching is None or limited:
-        return unit_plan(wf, names, defaults, fuse), set()
+        return unit_plan(wf, names, defaults, fuse, counts), set()
     nodes, s = wf.nodes, batching.settings
     verdict: dict[int, bool] = {}   # per task spec (and its policy): most nodes share a few tasks
 
@@ -411,10 +417,13 @@ def _plan(wf: Workflow, names: list[str], defaults: Defaults, fuse: bool, batchi
         return verdict[key]
 
     if not any(map(is_eligible, names)):
-        return unit_plan(wf, names, defaults, fuse), set()
+        return unit_plan(wf, names, defaults, fuse, counts), set()
     parents = {n: nodes[n].parents for n in names}
-    return batch_units(plan_units(wf, names, defaults, fuse), names, parents, is_eligible, max_nodes=s.max_nodes,
-                       slots=batching.slots or s.min_batches)
+    counts = child_counts(wf) if counts is None else counts
+    has_kids = counts.__contains__
+    return batch_units(plan_units(wf, names, defaults, fuse, counts), names, parents, is_eligible, max_nodes=s.max_nodes,
+                       slots=batching.slots or s.min_batches,
+                       sink=(lambda n: not has_kids(n)) if batching.sinks_apart else None)
 
 
 def _add_batch(compiled: Compiled, key: str, unit: list[str], calls: list[NodeCall], deps: list[str],

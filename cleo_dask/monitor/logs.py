@@ -102,10 +102,10 @@ def on_run(kind: str, run: Any) -> None:
         return
     info = logger.isEnabledFor(logging.INFO)
     agent = _agent(run)
-    for node, r in outcome.items():
+    # below INFO only the failed nodes are logged: read from the outcome's columns, not node by node
+    results = outcome.items() if info else ((r.node, r) for r in outcome.failed())
+    for node, r in results:
         status = r.status.value
-        if not info and status != "failed":
-            continue
         if r.ok and r.attempts:
             a = r.attempts[-1]
             if a.error is None:

@@ -161,10 +161,12 @@ def _send_all(client: Any, msgs: list[dict[str, Any]]) -> None:
 
 def _run_fields(run: Run, compiled: Compiled) -> dict[str, Any]:
     """The fields of a run's ``run`` event (see :mod:`cleo_dask.core.events`)."""
-    wf = run.workflow
+    wf, location = run.workflow, compiled.location
+    # a windowed run announces its first window's nodes only (the monitor follows those): their edges
+    nodes = wf.nodes.items() if len(location) >= len(wf.nodes) else ((n, wf.nodes[n]) for n in location)
     return {"agent": agent_id(run.agent), "name": run.name, "started": run.started,
-            "nodes": {n: k for n, (k, _) in compiled.location.items()},
-            "edges": [[p, n] for n, node in wf.nodes.items() for p in node.parents]}
+            "nodes": {n: k for n, (k, _) in location.items()},
+            "edges": [[p, n] for n, node in nodes for p in node.parents]}
 
 
 def _log_events(events: list[tuple[str, dict[str, Any]]], dask_scheduler: Any = None) -> int:

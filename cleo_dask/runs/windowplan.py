@@ -3,7 +3,9 @@
 A workflow bigger than ``cleo_dask.window.nodes`` is sent in *windows*: consecutive slices of
 its topological order, so a window's parents are all in it or in an earlier one.  The first
 window is small (``window.first-nodes``) while the duration of some task is unknown: it is
-measured there, and the next windows are compiled knowing it.  A unit (one Dask task) is
+measured there, and the next windows are compiled knowing it.  A workflow smaller than a window
+but of at least ``window.measure-from`` nodes is sent the same way while some task's duration is
+unknown (its first ``first-nodes`` measured, then the rest batched), unless ``batch.force``.  A unit (one Dask task) is
 released once it holds no sink and every child of its nodes has finished: no window still to
 come, nor any retry of a child, reads it again.  :mod:`cleo_dask.runs.windows` carries this out.
 """
@@ -16,15 +18,21 @@ from cleo_dask import config as _config
 from cleo_dask.errors import CleoError
 
 
+#: finished attempts measured per task, at most (see :meth:`WindowPlan.enough`)
+ENOUGH = 2_000
+
+
 @dataclass(frozen=True)
 class WindowSettings:
     """``cleo_dask.window.*``: nodes per window, the first window's size when durations are
-    unknown, the fraction of a window done before the next is sent, whether values are kept."""
+    unknown, the fraction of a window done before the next is sent, whether values are kept,
+    the size from which a workflow is measured first (its durations unknown) even if it fits."""
 
-    nodes: int = 100_000
-    first_nodes: int = 2_000
+    nodes: int = 20_000
+    first_nodes: int = 1_000
     send_at: float = 0.5
     keep_values: bool = False
+    measure_from: int = 5_000
 
     @classmethod
     def from_config(cls) -> WindowSettings:
@@ -32,12 +40,20 @@ class WindowSettings:
         got = _config.get("window", {}) or {}
         nodes, first = got.get("nodes", cls.nodes), got.get("first-nodes", cls.first_nodes)
         send_at, keep = got.get("send-at", cls.send_at), got.get("keep-values", cls.keep_values)
-        for name, v in (("nodes", nodes), ("first-nodes", first)):
+        measure = got.get("measure-from", cls.measure_from)
+        for name, v in (("nodes", nodes), ("first-nodes", first), ("measure-from", measure)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise CleoError(f"cleo_dask.window.{name} must be a whole number >= 1, got {v!r}")
         if isinstance(send_at, bool) or not isinstance(send_at, (int, float)) or not 0 < send_at <= 1:
             raise CleoError(f"cleo_dask.window.send-at must be a fraction in (0, 1], got {send_at!r}")
-        return cls(nodes, min(first, nodes), float(send_at), bool(keep))
+        return cls(nodes, min(first, nodes), float(send_at), bool(keep), measure)
+
+    def windowed(self, size: int, known: bool) -> bool:
+        """Whether a workflow of ``size`` nodes goes window by window (``known``: every task's
+        duration is known already, or batching is forced, so nothing is left to measure first)."""
+        if size > self.nodes:
+            return True
+        return not known and size >= self.measure_from and size > self.first_nodes
 
 
 def window_of(order: list[str], start: int, size: int, skip: Container[str]) -> tuple[list[str], int]:
@@ -92,6 +108,12 @@ class WindowPlan:
         acc[0] += max(0.0, seconds)
         acc[1] += 1
 
+    def enough(self, task: str) -> bool:
+        """Whether ``task`` was measured :data:`ENOUGH` times already (more would not change its mean
+        much, and reading each node's record costs a run of a million nodes seconds)."""
+        acc = self._seconds.get(task)
+        return acc is not None and acc[1] >= ENOUGH
+
     def learn_all(self, durations: Mapping[str, float]) -> None:
         """Durations known beforehand (task -> seconds; e.g. from earlier runs in the journal)."""
         for task, seconds in durations.items():
@@ -102,10 +124,14 @@ class WindowPlan:
         """Task name -> mean seconds measured so far."""
         return {t: s / n for t, (s, n) in self._seconds.items() if n}
 
+    def all_known(self) -> bool:
+        """Whether the duration of every task of the workflow is known (declared or measured)."""
+        known = self._seconds
+        return all(t in known for t in self.tasks)
+
     def next_size(self) -> int:
         """The next window's size: the first one small while the duration of some task is unknown."""
-        known = self._seconds
-        if all(t in known for t in self.tasks):
+        if self.all_known():
             return self.settings.nodes
         return self.settings.first_nodes if self.sent_windows == 0 else self.settings.nodes
 

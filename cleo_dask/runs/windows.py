@@ -1,12 +1,14 @@
 """A big run sent window by window, releasing what no node still needs (issue 17).
 
-:func:`compile_run` compiles a workflow whole when it fits in one window (``cleo_dask.window.nodes``),
+:func:`compile_run` compiles a workflow whole when it fits in one window (``cleo_dask.window.nodes``)
+and nothing is left to measure (see :meth:`~cleo_dask.runs.windowplan.WindowSettings.windowed`),
 else only its first window, and returns the :class:`~cleo_dask.runs.windowplan.WindowPlan` of
 the rest.  :class:`RunWindows` is a part of :class:`~cleo_dask.runs.run.Run` (a mixin over its
 fields) that carries the plan out on the engine's driver thread: once a window is mostly done
 (``window.send-at``), the records of what finished are fetched (durations measured per task,
 handed to the next window's compile), finished units no child needs any more are released
-(never a sink's; ``window.keep-values: true`` keeps them all), and the next window is compiled
+(never a sink's; ``window.keep-values: true`` keeps them all) and then forgotten on the
+scheduler (:mod:`~cleo_dask.runs.schedforget`), and the next window is compiled
 from its nodes, its parents read from where their outputs live (a key, or the client's record
 of a failed or skipped parent), and sent.  While windows remain, the run holds one of its
 ``_timers``: it is not done, and its waiters wait, as for a retry waiting out its backoff.
@@ -17,10 +19,13 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cleo_dask.core.compile import Compiled, compile_workflow
+from cleo_dask.core.batching import BatchSettings
+from cleo_dask.core.critical import bottom_levels
+from cleo_dask.core.compile import Compiled, child_counts, compile_workflow
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.shipping import data_node
 from cleo_dask.errors import CleoError
+from cleo_dask.runs.schedforget import forget_released
 from cleo_dask.runs.windowplan import WindowPlan, WindowSettings, mean_by_task, releasable
 from cleo_dask.util.futures import all_done, release_futures
 
@@ -36,15 +41,27 @@ def compile_run(wf: Any, run_id: str, agent: Any, *, past: Callable[[], Mapping[
     arguments of :func:`compile_workflow`; ``past()``: node -> seconds its task took in earlier
     runs of this workflow (asked only for a windowed run)."""
     settings = WindowSettings.from_config()
-    if len(wf.nodes) <= settings.nodes:
-        return compile_workflow(wf, run_id, agent, **options), None
     nodes = wf.nodes
+    if not settings.windowed(len(nodes), known=False):   # small: one graph, nothing to ask
+        return compile_workflow(wf, run_id, agent, **options), None
     plan = WindowPlan(list(nodes), settings, frozenset(node.task.name for node in nodes.values()), dict(options))
     plan.learn_all({node.task.name: node.task.duration for node in nodes.values() if node.task.duration is not None})
     if past is not None:
         plan.learn_all(mean_by_task(past(), lambda n: nodes[n].task.name if n in nodes else None))
+    if not settings.windowed(len(nodes), known=plan.all_known() or BatchSettings.from_config().force):
+        # fits in one window and nothing is left to measure: one graph, batched by what is known
+        return compile_workflow(wf, run_id, agent, durations=plan.durations or None, **options), None
+    # worked out once for every window, not once per window (each is linear in the whole workflow)
+    critical = plan.options.get("critical_path")
+    if critical is None:
+        critical = plan.options["critical_path"] = any(node.task.duration is not None for node in nodes.values())
+    plan.options["counts"] = child_counts(wf)
+    plan.options["sinks_apart"] = True   # a unit holding a sink is never released
     names = plan.take((), plan.next_size())
-    return compile_window(wf, run_id, agent, names, plan, location={}, known={}), plan
+    first = compile_window(wf, run_id, agent, names, plan, location={}, known={})   # (checks the options)
+    if critical:   # the next windows' priorities from the whole workflow's bottom levels, worked out once
+        plan.options["levels"] = bottom_levels(wf, durations=critical if isinstance(critical, Mapping) else None)
+    return first, plan
 
 
 def compile_window(wf: Any, run_id: str, agent: Any, names: list[str], plan: WindowPlan, *,
@@ -84,7 +101,9 @@ class RunWindows:
         with self._lock:
             self._windows = plan
             self._window_keys: list[str] = []   # sent by windows, neither measured nor released yet
-            self._window_held: list[str] = []   # measured, not released yet (a child still runs)
+            self._window_held: list[tuple[str, int]] = []   # measured, not released yet (a child still
+            # runs), with the position of its last child (see _last_child)
+            self._window_forget: list[str] = []   # released, to forget on the scheduler next time
             self._timers += 1
 
     def start_windows(self, keys: list[str]) -> None:
@@ -176,27 +195,50 @@ class RunWindows:
                 continue
             names = self._units[key]
             for n in (names if key in self._metas else ()):
+                task = nodes[n].task.name
+                if plan.enough(task):
+                    continue
                 m = self._metas.meta(n)
                 if m[0] == "succeeded" and m[1] is not None and m[2] is not None:
-                    plan.learn(nodes[n].task.name, m[2] - m[1])
-            self._window_held.append(key)
+                    plan.learn(task, m[2] - m[1])
+            self._window_held.append((key, self._last_child(names)))
         self._window_keys = waiting
         if plan.settings.keep_values:
             self._window_held = []
             return
         held, gone = [], []
-        for key in self._window_held:
-            if key in self._metas and releasable(self._units[key], self._children, self._finished):
+        for key, last in self._window_held:
+            # a unit a child of which is not sent yet (or a sink's: never) is not looked at again
+            if last < plan.cursor and key in self._metas and releasable(self._units[key], self._children,
+                                                                         self._finished):
                 gone.append(key)
             else:
-                held.append(key)
+                held.append((key, last))
         self._window_held = held
+        # released last time (the scheduler has taken that release by now): forget their tasks there
+        forget, self._window_forget = self._window_forget, gone
+        if forget:
+            self._client.loop.add_callback(forget_released, self._client, forget)
         if gone:
             release_futures(self._client, [self._futures.pop(k) for k in gone])
             for k in gone:
                 self._released[k] = ("finished", None)
                 plan.released.add(k)
             self._scan, self._scan_pos = None, 0
+
+    def _last_child(self, names: tuple[str, ...] | list[str]) -> int:
+        """The position in the workflow's order of the last child of ``names`` outside them (past
+        the end when one of them is a sink: such a unit is never released)."""
+        index, children, last = self._metas.index, self._children, -1
+        for n in names:
+            kids = children[n]
+            if not kids:
+                return len(index)
+            for c in kids:
+                i = index[c]
+                if i > last:
+                    last = i
+        return last
 
     def _finished(self, node: str) -> bool:
         if node in self._known:

@@ -137,6 +137,20 @@ def test_a_run_past_the_memory_cap_or_its_time_is_stopped_and_reported():
     assert crowded["error"].startswith("aborted: the machine's available memory fell to")
 
 
+def test_a_guard_whose_interrupt_does_not_land_ends_the_process():
+    """Past the cap, a run that the interrupt does not stop (here: SIGINT ignored; in a big run, a
+    main thread busy in C) is ended with its process rather than run the machine out of memory."""
+    import subprocess
+    import sys
+    code = ("import signal, time; from benchmarks import _harness as h; signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "g = h.TreeMemory(cap=1, interrupt=True); g.grace = 0.5\n"
+            "with g:\n    time.sleep(30)\n")
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 70 and "the interrupt did not stop it" in done.stderr
+    assert time.perf_counter() - t0 < 20
+
+
 def test_makespan_tiny_on_two_traces(common):
     out, argv = common
     assert makespan.main(argv + ["--workflow", "nfcore", "--workflow", "soykb", "--estimated"]) == 0

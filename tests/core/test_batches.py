@@ -143,6 +143,29 @@ def test_generations_and_grouping():
     assert split(list("abcdefg"), 3) == [list("abc"), list("de"), list("fg")]
 
 
+def _noop(agent, **parents):
+    return None
+
+
+def test_sinks_are_batched_apart_from_the_nodes_their_generation_feeds():
+    """A unit holding a sink is kept to the run's end (its value is the result): in a windowed
+    run the rest of its generation goes in other batches, which can be released."""
+    parents = {"a": [], "b": [], "s1": [], "s2": [], "c": ["a", "b"]}
+    order = list(parents)
+    sink = {"s1", "s2", "c"}.__contains__
+    assert group_batches(order, parents, order, max_nodes=10, slots=1, sink=sink) == [["a", "b"], ["s1", "s2"], ["c"]]
+    wf = cd.Workflow("sinks-apart")
+    for i in range(6):
+        wf.add(_noop, name=f"r{i}")
+    for i in range(3):
+        wf.add(_noop, name=f"c{i}", after=[f"r{i}", f"r{i + 1}"])
+    with dask.config.set({**FORCE, "cleo_dask.batch.min-batches": 1}):
+        compiled = compile_workflow(wf, "run1", cd.Agent("a"), sinks_apart=True)   # as windows compile
+        mixed = compile_workflow(wf, "run1", cd.Agent("a"))   # one graph: nothing released before the end
+    assert sorted(compiled.units.values()) == [("c0", "c1", "c2"), ("r0", "r1", "r2", "r3"), ("r4", "r5")]
+    assert sorted(mixed.units.values()) == [("c0", "c1", "c2"), ("r0", "r1", "r2", "r3", "r4", "r5")]
+
+
 def test_batch_units_keep_chains_and_order_units_after_their_dependencies():
     # a -> c1 -> c2 (a chain), b and d independent roots, e below c2 and d
     parents = {"a": [], "b": [], "d": [], "c1": ["a"], "c2": ["c1"], "e": ["c2", "d"]}

@@ -84,7 +84,7 @@ def test_a_200000_node_run_keeps_its_outcome_in_bounded_client_memory(process_en
 
     # one graph: this measures the outcome's cost per node (a windowed run also holds its plan and
     # what it released: tests/runs/test_windows.py)
-    with dask.config.set({"cleo_dask.window.nodes": 1_000_000}):
+    with dask.config.set({"cleo_dask.window.nodes": 1_000_000, "cleo_dask.window.measure-from": 1_000_000}):
         outcome = process_engine.submit(wf, cd.Agent("scale")).result()
 
     downstream = len(FAILING) * (LAYERS - 51)

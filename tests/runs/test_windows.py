@@ -10,7 +10,9 @@ import durable_tasks as dt
 import pytest
 
 import cleo_dask as cd
-from cleo_dask.runs.windowplan import WindowPlan, WindowSettings, mean_by_task, releasable, window_of
+from cleo_dask.core.compile import compile_workflow
+from cleo_dask.runs.windows import compile_run, compile_window
+from cleo_dask.runs.windowplan import ENOUGH, WindowPlan, WindowSettings, mean_by_task, releasable, window_of
 
 SMALL = {"cleo_dask.window.nodes": 50, "cleo_dask.window.first-nodes": 10}
 
@@ -31,7 +33,7 @@ class Step:
 
 
 def layered(width: int = 10, depth: int = 20, *, failing=(), all_done=(), sleep: float = 0.0,
-            retries: int = 0) -> cd.Workflow:
+            retries: int = 0, **options) -> cd.Workflow:
     """``depth`` layers of ``width`` nodes, each below two nodes of the layer before."""
     wf = cd.Workflow("windowed")
     for d in range(depth):
@@ -39,7 +41,7 @@ def layered(width: int = 10, depth: int = 20, *, failing=(), all_done=(), sleep:
             name = f"n{d}_{w}"
             after = [] if d == 0 else [f"n{d - 1}_{w}", f"n{d - 1}_{(w + 1) % width}"]
             wf.add(Step(fail=name in failing, sleep=sleep), name=name, after=after,
-                   trigger="all_done" if name in all_done else "all_success", retries=retries)
+                   trigger="all_done" if name in all_done else "all_success", retries=retries, **options)
     return wf
 
 
@@ -81,6 +83,50 @@ def test_the_first_window_is_small_until_every_task_has_a_duration():
     fresh.learn_all(mean_by_task({"a": 2.0, "b": 4.0, "c": 1.0, "gone": 9.0},
                                  {"a": "fetch", "b": "fetch", "c": "parse"}.get))
     assert fresh.durations == {"fetch": 3.0, "parse": 1.0} and fresh.next_size() == 100
+
+
+def test_a_mid_size_workflow_is_measured_first_unless_nothing_is_left_to_measure():
+    """Under ``window.nodes`` but from ``window.measure-from`` nodes on, a workflow whose task
+    durations are unknown sends its first ``first-nodes`` alone (measured), then the rest."""
+    settings = WindowSettings(nodes=100, first_nodes=10, measure_from=50)
+    assert settings.windowed(101, known=True)          # bigger than a window: always
+    assert settings.windowed(50, known=False)          # unknown durations: measured first
+    assert not settings.windowed(49, known=False)      # too small to be worth it
+    assert not settings.windowed(100, known=True)      # known (declared, earlier runs, batch.force)
+    agent = cd.Agent("a")
+    with dask.config.set({"cleo_dask.window.nodes": 100, "cleo_dask.window.first-nodes": 10,
+                          "cleo_dask.window.measure-from": 50}):
+        compiled, plan = compile_run(layered(width=10, depth=6), "r1", agent)
+        assert plan is not None and plan.remaining == 50 and len(compiled.location) == 10
+        assert compile_run(layered(width=10, depth=4), "r2", agent)[1] is None
+        compiled, plan = compile_run(layered(width=10, depth=6, duration=0.001), "r3", agent)
+        assert plan is None and len(compiled.units) < 60   # one graph, batched from the start
+        with dask.config.set({"cleo_dask.batch.force": True}):
+            assert compile_run(layered(width=10, depth=6), "r4", agent)[1] is None
+    with dask.config.set({"cleo_dask.window.measure-from": 0}):
+        with pytest.raises(cd.CleoError, match="cleo_dask.window.measure-from"):
+            WindowSettings.from_config()
+
+
+def test_a_task_measured_often_enough_is_not_measured_again():
+    plan = WindowPlan([], WindowSettings(), frozenset({"fetch"}))
+    for _ in range(ENOUGH - 1):
+        plan.learn("fetch", 0.002)
+    assert not plan.enough("fetch") and not plan.enough("parse")
+    plan.learn("fetch", 0.002)
+    assert plan.enough("fetch") and plan.durations == {"fetch": pytest.approx(0.002)}
+
+
+def test_every_window_gets_the_critical_path_priorities_of_the_whole_workflow():
+    agent = cd.Agent("a")
+    wf = layered(width=10, depth=12, duration=1.0)   # long: not batched, one unit per node
+    whole = compile_workflow(wf, "r1", agent)
+    with dask.config.set(SMALL):
+        first, plan = compile_run(wf, "r1", agent)
+        assert "levels" in plan.options
+        names = plan.take((), plan.next_size())
+        later = compile_window(wf, "r1", agent, names, plan, location=first.location, known={})
+    assert names[0] == "n5_0" and later.priority and later.priority == {k: whole.priority[k] for k in later.units}
 
 
 def test_bad_window_settings_are_named():
@@ -128,6 +174,37 @@ def test_finished_windows_are_released_and_their_values_say_so(engine):
     assert kept["n0_0"].value == 1 and kept["n19_0"].value == 2 ** 20 - 1
 
 
+def test_the_scheduler_forgets_the_tasks_a_windowed_run_released(engine):
+    """Every task is an ancestor of a sink the run holds: Dask alone would keep all 200 task
+    records of a finished windowed run (one per node: nothing is batched here); the windows
+    forget those released."""
+    def tasks_of(run_id, dask_scheduler=None):
+        return sum(1 for k in dask_scheduler.tasks if run_id in str(k))
+
+    with dask.config.set({**SMALL, "cleo_dask.batch.max-duration": 0}):
+        run = engine.submit(layered())
+        assert run.result(timeout=120).ok
+    deadline = time.monotonic() + 10
+    while engine.client.run_on_scheduler(tasks_of, run.id) > 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.client.run_on_scheduler(tasks_of, run.id) <= 60   # the last windows' only, not 200
+    assert run.result()["n19_0"].value == 2 ** 20 - 1   # the sinks' values are still there
+
+
+def test_the_monitor_gets_the_edges_of_the_nodes_a_windowed_run_announces(engine):
+    """The monitor follows a windowed run's first window (it draws the first nodes): the run
+    event carries those nodes' edges, not the whole workflow's (two million at 1M nodes)."""
+    from cleo_dask.monitor.state import snapshot
+    with dask.config.set(SMALL):
+        run = engine.submit(layered())
+        assert run.result(timeout=120).ok
+    shown = engine.client.run_on_scheduler(snapshot, run.id)["run"]
+    assert len(shown["nodes"]) == 10 and shown["edges"] == []   # the first window: layer 0, roots
+    whole = engine.submit(layered())
+    assert whole.result(timeout=120).ok
+    assert len(engine.client.run_on_scheduler(snapshot, whole.id)["run"]["edges"]) == 380
+
+
 def test_fail_fast_stops_the_windows_not_sent(engine):
     with dask.config.set(SMALL):
         run = engine.submit(layered(failing={"n0_0"}), fail_fast=True)
@@ -166,7 +243,9 @@ def test_a_windowed_durable_run_is_journaled_and_resumed(client, tmp_path):
         assert engine.durable.wait_journaled(run.id)
         rows = engine.durable.journal.nodes(run.id)
         assert rows["n0_0"].status == "succeeded" and rows["n0_0"].started is not None
-        resumed = engine.resume(run.id).result(timeout=120)
+        resumed_run = engine.resume(run.id)
+        resumed = resumed_run.result(timeout=120)
+        engine.durable.wait_journaled(resumed_run.id)   # its durations are read by the run below
         assert resumed.ok and resumed["child"].value == "1-ok"
         lines = log.read_text().split()
         assert lines.count("flaky") == 2 and lines.count("n0_0") == 1 and lines.count("child") == 1
