@@ -135,6 +135,13 @@ class WindowPlan:
             return self.settings.nodes
         return self.settings.first_nodes if self.sent_windows == 0 else self.settings.nodes
 
+    @property
+    def keeps_values(self) -> bool:
+        """Whether finished units stay on the cluster: ``window.keep-values``, or a workflow that fits in
+        one window (sent in two only to measure its durations first: its values are kept, as in a
+        run sent in one graph)."""
+        return self.settings.keep_values or len(self.order) <= self.settings.nodes
+
     def take(self, skip: Container[str], size: int) -> list[str]:
         """The next window's nodes (those in ``skip`` are passed over); moves the cursor."""
         names, self.cursor = window_of(self.order, self.cursor, size, skip)

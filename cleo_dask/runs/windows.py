@@ -203,7 +203,7 @@ class RunWindows:
                     plan.learn(task, m[2] - m[1])
             self._window_held.append((key, self._last_child(names)))
         self._window_keys = waiting
-        if plan.settings.keep_values:
+        if plan.keeps_values:
             self._window_held = []
             return
         held, gone = [], []

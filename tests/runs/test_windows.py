@@ -253,3 +253,14 @@ def test_a_windowed_durable_run_is_journaled_and_resumed(client, tmp_path):
         again = engine.submit(wf, agent)
         assert again.result(timeout=120).ok
         assert again.window_stats()["sent"] == 3   # 123 nodes in windows of 50
+
+
+def test_a_workflow_measured_first_but_fitting_one_window_keeps_its_values(engine):
+    """Sent in two only to measure its durations, a workflow under ``window.nodes`` is read like a
+    run sent in one graph: every node's value, not only the sinks'."""
+    with dask.config.set({"cleo_dask.window.nodes": 100, "cleo_dask.window.first-nodes": 10,
+                          "cleo_dask.window.measure-from": 50}):
+        assert compile_run(layered(width=10, depth=6), "r", cd.Agent("a"))[1] is not None   # measured first
+        out = engine.submit(layered(width=10, depth=6)).result(timeout=120)
+    assert all(r.status == "succeeded" for r in out.values())
+    assert out["n0_0"].value is not None and out["n2_3"].value is not None
