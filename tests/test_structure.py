@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     {"core"},
     {"monitor", "cluster"},
     {"runs"},
-    {"durable", "schedules"},
+    {"durable", "schedules", "queues"},
     {"engine"},
     {"cli", ""},
 ]
