@@ -234,6 +234,9 @@ class Consumer:
                     self.inflight.pop(entry.request.run_id, None)
                     continue
             out.append(entry)
+        sent = time.time()
+        for e in out:
+            e.message.setdefault("sent", sent)   # when the outcome left (publish to outcome: latency)
         try:
             await sink.publish([(e.request.id, e.message) for e in out])
         except BaseException:

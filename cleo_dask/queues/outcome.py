@@ -1,7 +1,7 @@
 """Outcome messages, built from the journal (so one is sent only once the run's end is journaled).
 
 ``{"id", "run_id", "status", "nodes": {name: {"status", "attempts", "error"?, "note"?}},
-"results": {sink: JSON value}, "refs": {sink: result file}}``: sink values that serialise as JSON
+"results": {sink: JSON value}, "refs": {sink: result file}, "sent": epoch seconds}``: sink values that serialise as JSON
 travel in the message, others by reference (their file in the result store).  A rejected request:
 ``{"id", "status": "rejected", "error", "error_type", "message_id"}``.
 """
