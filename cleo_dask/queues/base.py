@@ -67,6 +67,7 @@ class Delivery:
     message_id: str
     ack: Callable[[], Awaitable[None]]
     redelivered: bool = False
+    raw: Any = None       # the broker's own message object
 
 
 class Source(abc.ABC):
@@ -84,6 +85,19 @@ class Source(abc.ABC):
         """Up to ``n`` requests other consumers took but did not ack for ``claim_after`` (none by
         default: brokers with an ack wait deliver them again through :meth:`fetch`)."""
         return []
+
+    async def touch(self, deliveries: list[Delivery]) -> None:
+        """Tell the broker these requests are still being worked on (their runs are in flight), so
+        that only a dead consumer's requests go to another after ``claim_after``."""
+
+    async def ack(self, deliveries: list[Delivery]) -> None:
+        """Acknowledge ``deliveries`` (one by one unless the broker can do many at once); one whose
+        ack fails is delivered again later, and answered from the journal then."""
+        for d in deliveries:
+            try:
+                await d.ack()
+            except Exception:  # noqa: BLE001
+                pass
 
     @abc.abstractmethod
     async def close(self) -> None:

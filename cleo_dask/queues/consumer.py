@@ -95,23 +95,29 @@ class Consumer:
     async def _main(self) -> None:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         source, sink = open_broker(self.queue, self.name)
-        claim_every = min(self.queue.claim_after / 2, 5.0)
+        claim_every = min(self.queue.claim_after / 3, 5.0)
         next_claim, connected, problem = 0.0, False, None
+        low = min(self.batch, max(1, self.max_in_flight // 4))
+        next_touch = time.monotonic() + claim_every
         try:
             while not self._done():
                 try:
                     if not connected:
                         await source.connect()
                         connected = True
-                    await self._finish(sink)
+                    await self._finish(source, sink)
                     free = self.max_in_flight - len(self.inflight)
-                    if free <= 0:
+                    if free <= 0 or (free < low and self.inflight):   # full: read again once a batch is free
                         self._wake.clear()
                         try:
                             await asyncio.wait_for(self._wake.wait(), 0.5)
+                            await asyncio.sleep(0.01)   # answer the runs ending together at once
                         except asyncio.TimeoutError:
                             pass
                         continue
+                    if time.monotonic() >= next_touch:
+                        await source.touch([d for e in self.inflight.values() for d in e.deliveries])
+                        next_touch = time.monotonic() + claim_every
                     got: list[Delivery] = []
                     if time.monotonic() >= next_claim:
                         got = await source.claim(min(free, self.batch))
@@ -120,7 +126,7 @@ class Consumer:
                         wait = 0.02 if (self.inflight or self._ended) else 0.5
                         got += await source.fetch(min(free - len(got), self.batch), wait)
                     if got:
-                        await self._take(got, sink)
+                        await self._take(got, source, sink)
                     problem = None
                 except (StoreError, ValueError, TypeError):
                     raise
@@ -138,7 +144,7 @@ class Consumer:
                 logger.debug("closing the queue connection failed", exc_info=True)
 
     # -- taking requests ----------------------------------------------------------------------
-    async def _take(self, deliveries: list[Delivery], sink: Sink) -> None:
+    async def _take(self, deliveries: list[Delivery], source: Source, sink: Sink) -> None:
         rejects: list[tuple[str, dict[str, Any], Delivery]] = []
         good: list[tuple[Request, Delivery]] = []
         for d in deliveries:
@@ -147,6 +153,7 @@ class Consumer:
             except BadRequest as exc:
                 rejects.append((f"rejected:{d.message_id}", rejection(request_id_of(d.body), exc, d.message_id), d))
         published = self.ledger.published(r.id for r, _ in good)
+        known = self.durable.journal.statuses(r.run_id for r, _ in good)
         acks: list[Delivery] = []
         new: list[tuple[_Entry, Any]] = []
         for req, d in good:
@@ -159,12 +166,9 @@ class Consumer:
                 self.counts["duplicates"] += 1
                 acks.append(d)
                 continue
-            try:
-                record = self.durable.journal.run(rid)
-            except StoreError:
-                record = None
+            status = known.get(rid)
             entry = _Entry(req, [d])
-            if record is None:
+            if status is None:
                 try:
                     prepared = self._prepare(**submit_arguments(req))
                 except Exception as exc:  # noqa: BLE001 - unknown target, invalid spec or inputs
@@ -173,7 +177,7 @@ class Consumer:
                 entry.run = prepared[0]
                 self.inflight[rid] = entry
                 new.append((entry, prepared))
-            elif record.status in ENDED:
+            elif status in ENDED:
                 self.inflight[rid] = entry
                 self._ready.append(entry)      # its outcome comes from the journal
             else:
@@ -184,7 +188,7 @@ class Consumer:
             await sink.publish([(key, msg) for key, msg, _ in rejects])
             self.counts["rejected"] += len(rejects)
             acks.extend(d for _, _, d in rejects)
-        await _ack_all(acks)
+        await self._ack(source, acks)
 
     def _start(self, new: list[tuple[_Entry, Any]]) -> None:
         try:
@@ -208,6 +212,10 @@ class Consumer:
             entry.run = mine
             return
         try:
+            if self.durable.journal.run(rid).status in ENDED:   # ended since we looked: answer it
+                entry.run = None
+                self._ready.append(entry)
+                return
             entry.run = self.durable.resume(rid)
             self.counts["resumed"] += 1
         except StoreError as exc:   # e.g. another live process still runs it: its engine answers
@@ -215,7 +223,7 @@ class Consumer:
             self.inflight.pop(rid, None)
 
     # -- answering ----------------------------------------------------------------------------
-    async def _finish(self, sink: Sink) -> None:
+    async def _finish(self, source: Source, sink: Sink) -> None:
         while self._ended:
             rid = self._ended.popleft()
             entry = self.inflight.get(rid)
@@ -246,7 +254,13 @@ class Consumer:
         self.counts["outcomes"] += len(out)
         for e in out:
             self.inflight.pop(e.request.run_id, None)
-        await _ack_all([d for e in out for d in e.deliveries])
+        await self._ack(source, [d for e in out for d in e.deliveries])
+
+    async def _ack(self, source: Source, deliveries: list[Delivery]) -> None:
+        try:
+            await source.ack(deliveries)
+        except Exception as exc:  # noqa: BLE001 - delivered again later: the ledger answers them
+            logger.debug("acknowledging %d request(s) failed: %s", len(deliveries), exc)
 
     def _message(self, entry: _Entry) -> dict[str, Any]:
         rid = entry.request.run_id
@@ -260,10 +274,3 @@ class Consumer:
             raise StoreError(f"run {rid} is journaled {message['status']}")
         return message
 
-
-async def _ack_all(deliveries: list[Delivery]) -> None:
-    for d in deliveries:
-        try:
-            await d.ack()
-        except Exception as exc:  # noqa: BLE001 - delivered again later: the ledger answers it
-            logger.debug("ack of %s failed: %s", d.message_id, exc)

@@ -79,7 +79,11 @@ class JetStreamBroker(Source, Sink):
 
         async def ack() -> None:
             await msg.ack_sync(timeout=5)   # the server has it (a lost plain ack would mean a redelivery)
-        return Delivery(msg.data, str(meta.sequence.stream), ack, meta.num_delivered > 1)
+        return Delivery(msg.data, str(meta.sequence.stream), ack, meta.num_delivered > 1, raw=msg)
+
+    async def touch(self, deliveries: list[Delivery]) -> None:
+        for d in deliveries:   # "working": the ack wait starts again
+            await d.raw.in_progress()
 
     async def publish(self, outcomes: list[tuple[str, dict[str, Any]]]) -> None:
         futures = [await self.js.publish_async(self.queue.results, json.dumps(m).encode(),

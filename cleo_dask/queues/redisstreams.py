@@ -76,6 +76,16 @@ class RedisBroker(Source, Sink):
                 await self.redis.xack(self.queue.stream, self.queue.group, mid)
         return out
 
+    async def touch(self, deliveries: list[Delivery]) -> None:
+        ids = [d.message_id for d in deliveries]
+        for i in range(0, len(ids), 1000):   # XCLAIM to itself resets their idle time
+            await self.redis.xclaim(self.queue.stream, self.queue.group, self.consumer, 0, ids[i:i + 1000],
+                                    justid=True)
+
+    async def ack(self, deliveries: list[Delivery]) -> None:
+        for i in range(0, len(deliveries), 1000):
+            await self.redis.xack(self.queue.stream, self.queue.group, *[d.message_id for d in deliveries[i:i + 1000]])
+
     async def publish(self, outcomes: list[tuple[str, dict[str, Any]]]) -> None:
         for i in range(0, len(outcomes), 200):
             chunk = outcomes[i:i + 200]
