@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -100,3 +101,31 @@ def test_consume_needs_a_journal(client, queue):
 def test_bad_queue_is_a_clear_error():
     with pytest.raises(cd.CleoError, match="redis://"):
         cd.Queue("amqp://x")
+
+
+def test_a_dead_consumers_request_is_resumed_from_the_journal(client, tmp_path, queue):
+    log, flag, store = tmp_path / "log", tmp_path / "flag", str(tmp_path / "runs.db")
+    spec = {"name": "two", "nodes": [{"name": "first", "task": "queue_tasks:first"},
+                                      {"name": "second", "task": "queue_tasks:second", "after": ["first"]}]}
+    cd.publish(queue, {"id": "long", "target": spec, "inputs": {"log": str(log), "flag": str(flag)}})
+    stop = threading.Event()
+    with cd.Engine(client=client, store=store) as engine:   # takes the request, dies with its run half done
+        t = threading.Thread(target=engine.consume, args=(queue,), kwargs={"stop": stop})
+        t.start()
+        try:   # "first" done and its output stored (the two nodes may share one Dask task)
+            stored = engine.durable.results.node_path(run_id_for("long"), "first")
+            deadline = time.monotonic() + 30
+            while not (log.exists() and engine.durable.results.exists(stored)):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            t.join(30)
+    flag.touch()
+    with cd.Engine(client=client, store=store) as engine:   # claims it after claim_after (2 s): resumes it
+        counts = consume(engine, queue, limit=1)
+    assert counts["resumed"] == 1 and counts["runs"] == 0
+    out = read_outcomes(queue, 2, timeout=3)
+    assert len(out) == 1 and out[0]["status"] == "succeeded" and out[0]["resumes"] == 1
+    assert out[0]["results"] == {"second": 2}
+    assert log.read_text().split().count("first") == 1    # kept from the journal, not run again
