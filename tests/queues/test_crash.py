@@ -66,6 +66,7 @@ def wait_for(store, n, timeout, procs):
         time.sleep(0.1)
 
 
+@pytest.mark.slow   # about 20-30 s per broker on a shared 2-core machine
 def test_kill_a_consumer_and_restart_the_broker(tcp_cluster, broker, queue, tmp_path):
     store = str(tmp_path / "runs.db")
     cd.queues.publish_many(queue, [{"id": f"req-{i}", "target": "queue_tasks:echo", "inputs": {"x": i}}
