@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 from cleo_dask import config as _config
 from cleo_dask.durable.journal import HOST
-from cleo_dask.errors import StoreError
-from cleo_dask.queues.base import Delivery, Queue, Sink, Source
+from cleo_dask.errors import ClusterError, StoreError
+from cleo_dask.queues.base import Delivery, Queue, QueueError, Sink, Source
 from cleo_dask.queues.brokers import open_broker
 from cleo_dask.queues.intake import submit_arguments
 from cleo_dask.queues.ledger import Ledger
@@ -57,7 +57,7 @@ class Consumer:
         self._prepare, self._launch, self._as_workflow = prepare, launch, as_workflow
         self.max_in_flight = int(max_in_flight or _config.get("queues.max-in-flight", 500))
         if self.max_in_flight < 1:
-            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
+            raise QueueError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
         self.batch = int(batch or _config.get("queues.batch", 100))
         self.stop = stop or threading.Event()
         self.limit = limit
@@ -106,6 +106,9 @@ class Consumer:
                         await source.connect()
                         connected = True
                     await self._finish(source, sink)
+                    if time.monotonic() >= next_touch:
+                        await source.touch([d for e in self.inflight.values() for d in e.deliveries])
+                        next_touch = time.monotonic() + claim_every
                     free = self.max_in_flight - len(self.inflight)
                     if free <= 0 or (free < low and self.inflight):   # full: read again once a batch is free
                         self._wake.clear()
@@ -115,9 +118,6 @@ class Consumer:
                         except asyncio.TimeoutError:
                             pass
                         continue
-                    if time.monotonic() >= next_touch:
-                        await source.touch([d for e in self.inflight.values() for d in e.deliveries])
-                        next_touch = time.monotonic() + claim_every
                     got: list[Delivery] = []
                     if time.monotonic() >= next_claim:
                         got = await source.claim(min(free, self.batch))
@@ -128,7 +128,7 @@ class Consumer:
                     if got:
                         await self._take(got, source, sink)
                     problem = None
-                except (StoreError, ValueError, TypeError):
+                except ClusterError:   # the engine's client is closed: stop; what is not acked stays queued
                     raise
                 except Exception as exc:  # noqa: BLE001 - the broker restarts: wait, then go on
                     if str(exc) != problem:
@@ -171,6 +171,9 @@ class Consumer:
             if status is None:
                 try:
                     prepared = self._prepare(**submit_arguments(req))
+                except (ClusterError, StoreError):   # not the request's fault: it stays with the broker
+                    self._forget(e for e, _ in new)
+                    raise
                 except Exception as exc:  # noqa: BLE001 - unknown target, invalid spec or inputs
                     rejects.append((f"rejected:{d.message_id}", rejection(req.id, exc, d.message_id), d))
                     continue
@@ -197,6 +200,9 @@ class Consumer:
             return
         except StoreError:   # another engine journaled one of them first: one by one
             pass
+        except BaseException:   # the cluster is gone: the requests stay with the broker
+            self._forget(e for e, _ in new)
+            raise
         for entry, prepared in new:
             try:
                 self._launch([prepared])
@@ -204,6 +210,10 @@ class Consumer:
             except StoreError as exc:
                 logger.info("request %s: not started here (%s); it is delivered again later", entry.request.id, exc)
                 self.inflight.pop(entry.request.run_id, None)
+
+    def _forget(self, entries: Any) -> None:
+        for entry in entries:
+            self.inflight.pop(entry.request.run_id, None)
 
     def _resume(self, entry: _Entry, rid: str) -> None:
         mine = self.engine.runs_in_memory.get(rid)

@@ -74,12 +74,12 @@ def test_kill_a_consumer_and_restart_the_broker(tcp_cluster, broker, queue, tmp_
     a = start_consumer(queue, store, tcp_cluster.scheduler_address, "a")
     b = start_consumer(queue, store, tcp_cluster.scheduler_address, "b")
     try:
-        wait_for(store, N // 4, 60, [a, b])
+        wait_for(store, N // 4, 180, [a, b])
         a.send_signal(signal.SIGKILL)    # its taken, unacknowledged requests: claimed by b after 2 s
         a.wait()
-        wait_for(store, N // 2, 60, [b])
+        wait_for(store, N // 2, 180, [b])
         broker.restart()
-        wait_for(store, N, 60, [b])
+        wait_for(store, N, 180, [b])
     finally:
         for p in (a, b):
             if p.poll() is None:
