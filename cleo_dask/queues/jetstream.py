@@ -40,6 +40,18 @@ async def _ensure_stream(js: Any, name: str, subject: str, duplicate_window: flo
     return name
 
 
+async def _acked(futures: list[Any], timeout: float = 10.0) -> None:
+    """Wait for JetStream's acks of published messages; a server that restarted meanwhile never
+    sends some: a :class:`QueueError` then (the caller publishes again, deduplicated by its id)."""
+    try:
+        await asyncio.wait_for(asyncio.gather(*futures), timeout)
+    except asyncio.TimeoutError:
+        for f in futures:
+            f.cancel()
+        raise QueueError(f"JetStream did not acknowledge {sum(not f.done() for f in futures)} message(s) "
+                         f"within {timeout:g} s") from None
+
+
 def _results_stream(queue: Queue) -> str:
     return f"{queue.stream}_RESULTS".replace(".", "_")
 
@@ -89,7 +101,7 @@ class JetStreamBroker(Source, Sink):
         futures = [await self.js.publish_async(self.queue.results, json.dumps(m).encode(),
                                                headers={"Nats-Msg-Id": f"cleo-outcome:{key}"})
                    for key, m in outcomes]
-        await asyncio.gather(*futures)
+        await _acked(futures)
 
     async def close(self) -> None:
         if self.nc is not None:
@@ -116,7 +128,7 @@ class JetStreamProducer(Producer):
         await self._open()
         for i in range(0, len(bodies), 500):
             futures = [await self.js.publish_async(self.queue.request_subject, body) for body in bodies[i:i + 500]]
-            await asyncio.gather(*futures)
+            await _acked(futures)
 
     async def outcomes(self, n: int, timeout: float) -> list[dict[str, Any]]:
         import time
