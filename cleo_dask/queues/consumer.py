@@ -166,7 +166,7 @@ class Consumer:
                 self.counts["duplicates"] += 1
                 acks.append(d)
                 continue
-            status = known.get(rid)
+            status = known.get(rid, (None, 0))[0]
             entry = _Entry(req, [d])
             if status is None:
                 try:
@@ -242,11 +242,15 @@ class Consumer:
         if not self._ready:
             return
         batch, self._ready = self._ready, []
+        for entry in batch:
+            if entry.message is None and entry.run is not None:
+                self.durable.wait_journaled(entry.request.run_id)
+        known = self.durable.journal.statuses(e.request.run_id for e in batch if e.message is None)
         out = []
         for entry in batch:
             if entry.message is None:
                 try:
-                    entry.message = self._message(entry)
+                    entry.message = self._message(entry, known.get(entry.request.run_id))
                 except StoreError as exc:   # interrupted (cluster lost): a later delivery resumes it
                     logger.warning("request %s: no outcome (%s); it is delivered again later", entry.request.id, exc)
                     self.inflight.pop(entry.request.run_id, None)
@@ -272,15 +276,14 @@ class Consumer:
         except Exception as exc:  # noqa: BLE001 - delivered again later: the ledger answers them
             logger.debug("acknowledging %d request(s) failed: %s", len(deliveries), exc)
 
-    def _message(self, entry: _Entry) -> dict[str, Any]:
+    def _message(self, entry: _Entry, known: tuple[str, int] | None) -> dict[str, Any]:
         rid = entry.request.run_id
+        if known is None or known[0] not in ENDED:
+            raise StoreError(f"run {rid} is journaled {known[0] if known else 'nowhere'}")
         if entry.run is not None:
-            self.durable.wait_journaled(rid)
             workflow = entry.run.workflow
         else:
             workflow = self.durable.journal.load_spec(rid)["workflow"]
-        message = from_journal(self.durable, entry.request.id, rid, sinks_of(workflow))
-        if message["status"] not in ENDED:
-            raise StoreError(f"run {rid} is journaled {message['status']}")
+        message = from_journal(self.durable, entry.request.id, rid, sinks_of(workflow), *known)
         return message
 

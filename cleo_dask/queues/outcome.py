@@ -25,13 +25,17 @@ def rejection(request_id: str | None, error: BaseException, message_id: str) -> 
             "message_id": message_id}
 
 
-def from_journal(durable: Any, request_id: str, run_id: str, sinks: list[str]) -> dict[str, Any]:
-    """The outcome message of journaled run ``run_id`` (``durable``: the engine's Durability)."""
+def from_journal(durable: Any, request_id: str, run_id: str, sinks: list[str], status: str | None = None,
+                 resumes: int = 0) -> dict[str, Any]:
+    """The outcome message of journaled run ``run_id`` (``durable``: the engine's Durability);
+    ``status`` and ``resumes``: the run's, when already read from the journal."""
     journal = durable.journal
-    record = journal.run(run_id)
+    if status is None:
+        record = journal.run(run_id)
+        status, resumes = record.status, record.resumes
     rows = journal.nodes(run_id)
     errors: dict[str, str] = {}
-    if record.status != "succeeded":
+    if status != "succeeded":
         for node, _n, _s, _e, _w, error, error_type in journal.attempts(run_id):
             if error:
                 errors[node] = f"{error_type}: {error}" if error_type else str(error)
@@ -58,7 +62,7 @@ def from_journal(durable: Any, request_id: str, run_id: str, sinks: list[str]) -
             refs[name] = row.result
         else:
             results[name] = value
-    return {"id": request_id, "run_id": run_id, "status": record.status, "resumes": record.resumes,
+    return {"id": request_id, "run_id": run_id, "status": status, "resumes": resumes,
             "nodes": nodes, "results": results, "refs": refs}
 
 
