@@ -85,7 +85,11 @@ def test_kill_a_consumer_and_restart_the_broker(tcp_cluster, broker, queue, tmp_
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         for p in (a, b):
-            p.wait(30)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:   # never leave a consumer behind
+                p.kill()
+                p.wait()
     outcomes = read_outcomes(queue, N + 10, timeout=3)
     ids = [o["id"] for o in outcomes]
     assert len(ids) == N and set(ids) == {f"req-{i}" for i in range(N)}, "one outcome message per request"
