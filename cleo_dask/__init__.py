@@ -21,6 +21,7 @@ from cleo_dask.schedules.handle import Schedule
 from cleo_dask.core.task import Task, TaskSpec, task
 from cleo_dask.failures.timeout import deadline, time_left
 from cleo_dask.core.node import Node
+from cleo_dask.queues import Queue, publish
 from cleo_dask.core.workflow import Workflow
 from cleo_dask.dynamic.spawn import ChildRun, spawn
 from cleo_dask.core.signal import SignalTimeout
@@ -31,5 +32,5 @@ __all__ = [
     "Agent", "Attempt", "Backoff", "CleoError", "ClusterError", "CodeError", "Engine", "Failure", "JsonFormatter", "Node", "Retry", "Run", "RunOutcome",
     "RunRecord", "RunStore", "ClusterLost", "ClusterWarning",
     "Firing", "Schedule", "ScheduleError", "Spec", "load_spec", "Status", "StoreError", "Task", "TaskResult", "TaskSpec", "TaskTimeout", "Workflow",
-    "WorkflowError", "ChildRun", "SignalTimeout", "spawn", "configure_logging", "deadline", "exponential", "fixed", "task", "time_left", "__version__",
+    "WorkflowError", "ChildRun", "SignalTimeout", "Queue", "publish", "spawn", "configure_logging", "deadline", "exponential", "fixed", "task", "time_left", "__version__",
 ]

@@ -175,9 +175,11 @@ class Engine:
     def _prepare(self, target: Any, agent: Any = None, *, priority: float = 0, fail_fast: bool = False,
                  name: str | None = None, inputs: Mapping[str, Any] | None = None,
                  critical_path: bool | Mapping[str, float] | None = None,
-                 not_before: float | None = None, checked: set[int] | None = None) -> tuple[Run, Any]:
+                 not_before: float | None = None, checked: set[int] | None = None,
+                 run_id: str | None = None) -> tuple[Run, Any]:
         """Validate and compile one run (nothing is sent to the cluster yet); ``checked``: ids of
-        agents already known to pickle (a batch checks each agent once)."""
+        agents already known to pickle (a batch checks each agent once); ``run_id``: the run's id
+        (default: a new one; the queue consumer derives it from the request id)."""
         self._check_open()
         wf = self._as_workflow(target)
         wf.validate()
@@ -193,7 +195,7 @@ class Engine:
             if checked is not None:
                 checked.add(id(agent))
         check_submission(priority, fail_fast, not_before)
-        run_id = uuid.uuid4().hex[:16]
+        run_id = run_id or uuid.uuid4().hex[:16]
         past = (lambda: self.durable.journal.node_durations(wf.name)) if self.durable is not None else None
         options = dict(defaults=self.defaults, priority=priority, fuse=bool(_config.get("fuse-chains", True)),
                        critical_path=critical_path, inputs=inputs, not_before=not_before, fail_fast=fail_fast)
@@ -239,6 +241,15 @@ class Engine:
         wf = Workflow(spec.name)
         wf.add(spec)
         return wf
+
+    def consume(self, queue: Any, **options: Any) -> Any:
+        """Run the requests of ``queue`` (a :class:`cleo_dask.queues.Queue`) until stopped, publishing
+        each outcome on its results stream; needs ``store=`` (the request id is the run's idempotency
+        key in the journal).  ``options``: :class:`cleo_dask.queues.consumer.Consumer`'s (``max_in_flight``,
+        ``stop``, ``limit``, ...); returns the consumer's counts."""
+        from cleo_dask.queues.consumer import Consumer
+        return Consumer(self, self._durability(), queue, prepare=self._prepare, launch=self._launch,
+                        as_workflow=self._as_workflow, **options).run()
 
     # -- reading ------------------------------------------------------------------------------
     @property

@@ -31,7 +31,7 @@ LAYERS: list[set[str]] = [
     {"core"},
     {"monitor", "cluster"},
     {"runs"},
-    {"durable", "schedules", "hosted"},
+    {"durable", "schedules", "hosted", "queues"},
     {"engine", "dynamic"},
     {"cli", ""},
 ]

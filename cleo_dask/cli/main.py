@@ -17,7 +17,8 @@ from cleo_dask import __version__
 #: Modules that add subcommands (each has ``register(subparsers)``).
 COMMAND_MODULES: list[str] = ["cleo_dask.cli.run", "cleo_dask.cli.validate", "cleo_dask.cli.cluster",
                                "cleo_dask.cli.runs", "cleo_dask.cli.resume", "cleo_dask.cli.serve",
-                               "cleo_dask.cli.schedule", "cleo_dask.cli.signal"]
+                               "cleo_dask.cli.schedule", "cleo_dask.cli.signal",
+                               "cleo_dask.cli.consume"]
 
 
 def build_parser() -> argparse.ArgumentParser:

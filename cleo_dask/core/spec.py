@@ -45,7 +45,7 @@ from cleo_dask.failures.backoff import EXPONENTIAL_KEYS
 from cleo_dask.util.numbers import finite_number
 
 __all__ = ["AGENT_KEYS", "EXPONENTIAL_KEYS", "NODE_KEYS", "SPEC_SUFFIXES", "TOP_KEYS", "Spec", "load_agent",
-           "load_spec"]
+           "load_spec", "spec_from_data"]
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 TOP_KEYS = ("name", "agent", "nodes", "priority", "fail_fast", "inputs")
@@ -93,10 +93,24 @@ def load_spec(target: str | os.PathLike[str], *, agent_file: str | os.PathLike[s
     return spec
 
 
+def spec_from_data(data: Any, source: str = "<spec>", *, agent: Agent | None = None) -> Spec:
+    """A spec document already read (a mapping, e.g. from a JSON request), validated as a spec
+    file is; ``source`` names it in the :class:`WorkflowError` listing every problem."""
+    problems = Problems(source)
+    spec = _load_data(data, source, agent, problems)
+    problems.raise_if_any()
+    assert spec is not None
+    return spec
+
+
 def _load_file(path: str, agent: Agent | None, problems: Problems) -> Spec | None:
     data = read(path, problems)
     if data is MISSING:
         return None
+    return _load_data(data, path, agent, problems)
+
+
+def _load_data(data: Any, path: str, agent: Agent | None, problems: Problems) -> Spec | None:
     top = Where(path, (), line_of(data))
     if not isinstance(data, dict):
         problems.add(top, f"a spec must be a mapping with 'agent' and 'nodes', got {type(data).__name__}")

@@ -344,6 +344,17 @@ class Journal:
         records = [self._record(r) for r in self._read(sql, params)]
         return [r for r in records if wanted is None or r.status == wanted]
 
+    def statuses(self, run_ids: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """``(status, resumes)`` of those of ``run_ids`` the journal has (one query per 500 ids; a
+        ``running`` run of a dead process is not told apart here: :meth:`run` does that)."""
+        ids, out = list(run_ids), {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = self._read(f"SELECT id, status, resumes FROM journal_runs WHERE id IN ({', '.join('?' * len(chunk))})",
+                              chunk)
+            out.update((r[0], (r[1], r[2] or 0)) for r in rows)
+        return out
+
     def nodes(self, run_id: str) -> dict[str, NodeRow]:
         """The nodes of a run, by name."""
         rows = self._read("SELECT node, status, attempts, started, ended, worker, result, cache_key, resumable, note "

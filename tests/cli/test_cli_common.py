@@ -29,9 +29,9 @@ def test_each_command_module_adds_its_own_commands_in_the_help_order():
         added[name.rpartition(".")[2]] = list(sub.choices)
     assert added == {"run": ["run"], "validate": ["validate"], "cluster": ["cluster"], "runs": ["runs"],
                      "resume": ["resume"], "serve": ["serve"], "schedule": ["schedule"],
-                     "signal": ["signal"]}
+                     "signal": ["signal"], "consume": ["consume"]}
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert list(sub.choices) == ["run", "validate", "cluster", "runs", "resume", "serve", "schedule", "signal"]
+    assert list(sub.choices) == ["run", "validate", "cluster", "runs", "resume", "serve", "schedule", "signal", "consume"]
 
 
 def test_fail_prints_one_line_and_gives_the_bad_input_code(capsys):
