@@ -110,9 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     agents = args.agents or (5 if args.tiny else 100)
     items = args.items or (10 if args.tiny else 100)
     rows = []
-    # Dask's work stealing asserts when it moves a queued task whose prefix's measured duration is
-    # 0 (async tasks secede at once, so their prefix's mean compute time is ~0) and that has
-    # dependencies: the scheduler then drops the worker's stream.  Off for both contenders.
+    # Dask's work stealing is off for both contenders unless --stealing (it once asserted on async
+    # tasks' prefixes, whose duration estimate was 0: fixed in cleo_dask/admission/stealing.py).
     settings = {**scheduler_settings(), "distributed.scheduler.work-stealing": args.stealing}
     with dask.config.set(settings), h.cluster(args) as client, cd.Engine(client=client) as engine:
         dynamic, static = dynamic_workflow(), static_workflow(items)

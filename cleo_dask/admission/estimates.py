@@ -18,6 +18,7 @@ from typing import Any
 
 from dask.utils import key_split
 
+from cleo_dask.admission.stealing import floor_duration
 from cleo_dask.errors import WorkflowError
 from cleo_dask.util.numbers import seconds as check_seconds
 from cleo_dask.util.options import Field, OptionPolicy, read_checked
@@ -53,7 +54,7 @@ def _seed(durations: dict[str, float], dask_scheduler: Any = None) -> None:
         prefix = dask_scheduler.task_prefixes.get(name)
         if prefix is None:
             prefix = dask_scheduler.task_prefixes[name] = TaskPrefix(name)
-        prefix.duration_average = seconds
+        prefix.duration_average = floor_duration(seconds)   # 0 would trip Dask's work stealing
 
 
 class DurationOptions(OptionPolicy):

@@ -60,8 +60,10 @@ def release_slot(key: str) -> bool:
     ts = worker.state.tasks.get(key)
     if ts is None or ts.state != "executing":
         return False
+    # No duration: the unit has only just started.  A reported 0 became its key prefix's
+    # estimate on the scheduler, and work stealing asserts on an estimate of 0 (admission/stealing).
     worker.loop.add_callback(worker.handle_stimulus,
-                             SecedeEvent(key=key, compute_duration=0.0, stimulus_id=f"cleo-io-{time.time()}"))
+                             SecedeEvent(key=key, compute_duration=None, stimulus_id=f"cleo-io-{time.time()}"))
     return True
 
 

@@ -47,6 +47,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from cleo_dask.admission import stealing
 from cleo_dask.admission.concurrency import agent_id
 from cleo_dask.errors import CleoError
 from cleo_dask.admission.ratelimit import Rate, next_start, parse_rate, window_allows
@@ -229,12 +230,14 @@ class AdmissionPlugin(SchedulerPlugin):
         self._alarm: Any = None
         self._alarm_at = float("inf")
         self.signals = SignalWaits(scheduler, self.admit)   # signal nodes held until their signal
+        stealing.guard(scheduler)   # no duration estimate of 0 for work stealing to assert on
         self.retry_holds = HeldRetries()            # delayed retries held here (failures.hold)
         scheduler.stream_handlers[HOLD_OP] = self._hold_retry
 
     # hooks ---------------------------------------------------------------------------------
     def update_graph(self, scheduler: Any, *, annotations: dict[str, dict[Any, Any]] | None = None,
                      **kwargs: Any) -> None:
+        stealing.floor_prefixes(scheduler)
         for key in (annotations or {}).get(RETRY_ANNOTATION, ()):   # armed: this scheduler holds its retries
             ts = scheduler.tasks.get(key)
             if ts is not None and ts.annotations is not None:
