@@ -18,6 +18,7 @@ from cleo_dask.core.agent import Agent, check_picklable
 from cleo_dask.failures.backoff import Backoff, fixed
 from cleo_dask.admission.cluster_needs import check_cluster, check_run
 from cleo_dask.core.compile import Defaults
+from cleo_dask.core.durations import learned_durations
 from cleo_dask.cluster.connect import connect
 from cleo_dask.runs.driver import Driver
 from cleo_dask.runs.eventsend import EventSender
@@ -171,9 +172,12 @@ class Engine:
         check_submission(priority, fail_fast, not_before)
         run_id = uuid.uuid4().hex[:16]
         past = (lambda: self.durable.journal.node_durations(wf.name)) if self.durable is not None else None
+        # durations measured in earlier runs order this one (unless the caller gave its own or said no)
+        learn = past is not None and critical_path in (None, True) and not isinstance(critical_path, Mapping)
+        learned = learned_durations(wf, past()) if learn else None
         compiled, windows = compile_run(wf, run_id, agent, past=past, defaults=self.defaults, priority=priority,
                                         fuse=bool(_config.get("fuse-chains", True)), critical_path=critical_path,
-                                        inputs=inputs, not_before=not_before, fail_fast=fail_fast)
+                                        inputs=inputs, not_before=not_before, fail_fast=fail_fast, learned=learned)
         run = self.launcher.new_run(wf, agent, run_id, compiled, priority=priority, fail_fast=fail_fast,
                                     defaults=self.defaults, name=name)
         run.use_windows(windows)   # a big workflow: the rest goes window by window

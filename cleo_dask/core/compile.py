@@ -34,6 +34,7 @@ from cleo_dask.core.task import TaskSpec
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.plainunit import IndexedPlainUnit, PlainUnit
 from cleo_dask.core.critical import bottom_levels
+from cleo_dask.core.durations import priority_estimates
 from cleo_dask.core.batch import BatchCall, run_batch, run_batch_async
 from cleo_dask.core.batching import BatchSettings, batch_units, eligible
 from cleo_dask.core.worker import NodeCall, UnitCall, run_unit, run_unit_async
@@ -191,7 +192,7 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
                      inputs: Mapping[str, Any] | None = None, not_before: float | None = None,
                      durations: Mapping[str, float] | None = None, names: Iterable[str] | None = None,
                      external: Mapping[str, tuple[str, int]] | None = None, fail_fast: bool = False,
-                     slots: int | None = None) -> Compiled:
+                     slots: int | None = None, learned: Mapping[str, float] | None = None) -> Compiled:
     """Compile every node of ``wf`` for run ``run_id``; ``agent`` is embedded once.
 
     ``names``: compile only these nodes (a topologically ordered subset: one window of a big run,
@@ -210,6 +211,9 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     ``inputs``: the run's inputs (the workflow parameters' values), handed to every node taking some.
     ``critical_path``: prioritise by bottom level (default: when any task declares a ``duration``);
     a mapping ``node -> seconds`` does so with those estimated durations (e.g. an earlier run's).
+    ``learned``: ``node -> seconds`` measured in earlier runs (:mod:`cleo_dask.core.durations`), used
+    where no ``duration`` is declared, for priorities and Dask's estimates, unless ``critical_path``
+    is a mapping or ``False``.
     """
     compiled = Compiled({}, {}, {})
     literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
@@ -220,12 +224,11 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
         for key, names in compiled.units.items():
             if not wf.nodes[names[0]].parents:
                 compiled.admission[key] = with_not_before(compiled.admission.get(key), not_before)
-    if critical_path is None:
-        critical_path = any(node.task.duration is not None for node in wf.nodes.values())
     if isinstance(critical_path, Mapping):
         _check_durations(wf, critical_path)
-    if critical_path:
-        given = critical_path if isinstance(critical_path, Mapping) else {}
+    given = priority_estimates(wf, critical_path, learned)
+    critical_path = given is not None
+    if given is not None:
         levels = bottom_levels(wf, durations=given)
         top = max(levels.values(), default=0.0) or 1.0
         for key, names in compiled.units.items():
