@@ -10,9 +10,12 @@ Reported per workflow: makespan / ideal for
 * ``cleo``: cleo_dask without durations (Dask's own ordering);
 * ``cleo-est`` (with ``--estimated``): no declared durations; priorities from the durations the
   ``cleo`` run just measured (``critical_path={node: seconds}``: estimates from history);
-* ``cleo-store`` (with ``--store``): no declared durations, a second run of the workflow on an
-  engine with ``store=`` (its ``cleo`` run, then on the same engine, journaled first): the
-  priorities and Dask's estimates come from what the journal measured in the first run;
+* ``cleo-store`` (with ``--store``): no declared durations, the second run of the workflow on an
+  engine with ``store=``: the priorities and Dask's estimates come from what the journal measured
+  in the first (``cleo-store-first``: the same engine, nothing learned yet; the pair isolates the
+  learned ordering from the journal's own cost);
+* ``cleo-hops`` (with ``--hops``): no durations, ``critical_path=True``: bottom levels counting
+  every task as one (the longest remaining chain of tasks first);
 * ``raw`` (with ``--raw``): a raw Dask dict graph of the same sleeps;
 
 ``--synthetic``: instead of the traces, the generated workflows of :mod:`benchmarks.synthetic`
@@ -128,7 +131,7 @@ def run_one(inst: dict, k: float, contender: str, client: Any, engine: Any, agen
         return {"makespan_s": time.perf_counter() - t0}
     wf = workflow(inst | ({"name": wf_name} if wf_name else {}), k, durations=contender == "cleo-cp", named=named)
     t0 = time.perf_counter()
-    critical = estimates if contender == "cleo-est" else (True if contender == "cleo-cp" else None)
+    critical = estimates if contender == "cleo-est" else (True if contender in ("cleo-cp", "cleo-hops") else None)
     run = engine.submit(wf, agent, critical_path=critical)
     outcome = run.result()
     wall = time.perf_counter() - t0
@@ -169,15 +172,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-baseline", action="store_true", help="only cleo-cp (skip cleo without durations)")
     p.add_argument("--estimated", action="store_true",
                    help="also cleo-est: no declared durations, priorities from the durations the cleo run measured")
+    p.add_argument("--hops", action="store_true", help="also cleo-hops: critical_path=True, no durations")
     p.add_argument("--store", action="store_true",
                    help="also cleo-store: a second run on an engine with store=, durations learned from the first")
     args = p.parse_args(argv)
     target = args.target or (1.0 if args.tiny else 10.0 if args.synthetic else 20.0)
     named = not (args.synthetic or args.one_name)
     sim = wfsim()
-    contenders = ["cleo-cp"] + ([] if args.no_baseline else ["cleo"]) + (["raw"] if args.raw else [])
+    contenders = (["cleo-cp"] + ([] if args.no_baseline else ["cleo"]) + (["cleo-hops"] if args.hops else [])
+                  + (["raw"] if args.raw else []))
     estimated = args.estimated and not args.no_baseline
-    extra = (["cleo-est"] if estimated else []) + (["cleo-store"] if args.store else [])
+    extra = (["cleo-est"] if estimated else []) + (["cleo-store-first", "cleo-store"] if args.store else [])
     rows: list[dict[str, Any]] = []
     with h.cluster(args) as client, cd.Engine(client=client) as engine, tempfile.TemporaryDirectory() as tmp:
         durable = cd.Engine(client=client, store=f"{tmp}/runs.db") if args.store else None
@@ -194,17 +199,15 @@ def main(argv: list[str] | None = None) -> int:
                 if estimated:
                     order.insert(order.index("cleo") + 1, "cleo-est")
                 if durable is not None:   # first a run to learn from (journaled, not reported), then the second
-                    order += ["cleo-learn", "cleo-store"]
+                    order += ["cleo-store-first", "cleo-store"]
                 measured: dict[str, float] = {}
                 for c in order:
-                    on = durable if c in ("cleo-learn", "cleo-store") else engine
+                    on = durable if c.startswith("cleo-store") else engine
                     with h.PeakMemory(client) as mem:
-                        res = run_one(inst, k, "cleo" if c == "cleo-learn" else c, client, on, agent,
+                        res = run_one(inst, k, "cleo" if c == "cleo-store-first" else c, client, on, agent,
                                       estimates=measured, named=named, wf_name=f"{inst['name']}-{r}")
                     if c == "cleo":
                         measured = res["measured"]
-                    if c == "cleo-learn":
-                        continue
                     row = {"case": inst["name"], "contender": c, "tasks": ref["tasks"], "P": P,
                            "k": round(k, 6), "ideal_s": round(ideal, 3), "cp_s": round(ref["cp"], 3),
                            "makespan_s": round(res["makespan_s"], 3),
