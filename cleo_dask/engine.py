@@ -120,7 +120,8 @@ class Engine:
         (:attr:`Workflow.parameters`: task arguments no parent provides), each handed to every
         node taking it; a missing required one or an unknown one is a :class:`WorkflowError`.
         ``critical_path``: order ready tasks by their longest path to the end (estimated from
-        task ``duration`` options; default: when any task declares one); or a mapping
+        task ``duration`` options and, with ``store=``, the durations earlier runs of the workflow
+        measured; default: when any is known; ``False``: never); or a mapping
         ``node -> estimated seconds``, e.g. ``{n: r.duration for n, r in earlier.items()}``.
         ``not_before``: epoch seconds; the Dask scheduler holds the run's root tasks (on no
         worker, holding no slot) until then (cleo_dask must be importable on the scheduler).
