@@ -17,6 +17,8 @@ Reported per workflow: makespan / ideal for
 * ``cleo-hops`` (with ``--hops``): no durations, ``critical_path=True``: bottom levels counting
   every task as one (the longest remaining chain of tasks first);
 * ``raw`` (with ``--raw``): a raw Dask dict graph of the same sleeps;
+* ``<contender>-eager`` (with ``--eager``): the same with ``cleo_dask.queue-on-scheduler: false``
+  (units dispatched by Dask at once to a worker holding their inputs, as before issue 18);
 
 ``--synthetic``: instead of the traces, the generated workflows of :mod:`benchmarks.synthetic`
 (WfCommons-like recipes at several sizes, tasks named ``t_<i>``, one task name for all), each
@@ -129,6 +131,10 @@ def run_one(inst: dict, k: float, contender: str, client: Any, engine: Any, agen
         t0 = time.perf_counter()
         client.get(dsk, keys)
         return {"makespan_s": time.perf_counter() - t0}
+    if contender.endswith("-eager"):   # the same without queuing every unit on the scheduler
+        import dask
+        with dask.config.set({"cleo_dask.queue-on-scheduler": False}):
+            return run_one(inst, k, contender[:-len("-eager")], client, engine, agent, estimates, named, wf_name)
     wf = workflow(inst | ({"name": wf_name} if wf_name else {}), k, durations=contender == "cleo-cp", named=named)
     t0 = time.perf_counter()
     critical = estimates if contender == "cleo-est" else (True if contender in ("cleo-cp", "cleo-hops") else None)
@@ -172,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-baseline", action="store_true", help="only cleo-cp (skip cleo without durations)")
     p.add_argument("--estimated", action="store_true",
                    help="also cleo-est: no declared durations, priorities from the durations the cleo run measured")
+    p.add_argument("--eager", action="store_true",
+                   help="also each cleo contender with cleo_dask.queue-on-scheduler: false (Dask's eager dispatch)")
     p.add_argument("--hops", action="store_true", help="also cleo-hops: critical_path=True, no durations")
     p.add_argument("--store", action="store_true",
                    help="also cleo-store: a second run on an engine with store=, durations learned from the first")
@@ -181,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     sim = wfsim()
     contenders = (["cleo-cp"] + ([] if args.no_baseline else ["cleo"]) + (["cleo-hops"] if args.hops else [])
                   + (["raw"] if args.raw else []))
+    if args.eager:
+        contenders += [f"{c}-eager" for c in contenders if c.startswith("cleo")]
     estimated = args.estimated and not args.no_baseline
     extra = (["cleo-est"] if estimated else []) + (["cleo-store-first", "cleo-store"] if args.store else [])
     rows: list[dict[str, Any]] = []
