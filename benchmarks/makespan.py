@@ -10,13 +10,26 @@ Reported per workflow: makespan / ideal for
 * ``cleo``: cleo_dask without durations (Dask's own ordering);
 * ``cleo-est`` (with ``--estimated``): no declared durations; priorities from the durations the
   ``cleo`` run just measured (``critical_path={node: seconds}``: estimates from history);
+* ``cleo-store`` (with ``--store``): no declared durations, the second run of the workflow on an
+  engine with ``store=``: the priorities and Dask's estimates come from what the journal measured
+  in the first (``cleo-store-first``: the same engine, nothing learned yet; the pair isolates the
+  learned ordering from the journal's own cost);
+* ``cleo-hops`` (with ``--hops``): no durations, ``critical_path=True``: bottom levels counting
+  every task as one (the longest remaining chain of tasks first);
 * ``raw`` (with ``--raw``): a raw Dask dict graph of the same sleeps;
+* ``<contender>-eager`` (with ``--eager``): the same with ``cleo_dask.queue-on-scheduler: false``
+  (units dispatched by Dask at once to a worker holding their inputs, as before issue 18);
+
+``--synthetic``: instead of the traces, the generated workflows of :mod:`benchmarks.synthetic`
+(WfCommons-like recipes at several sizes, tasks named ``t_<i>``, one task name for all), each
+scaled to a 10 s ideal (``--target``).
 
 beside the reference of ``../shared/bench/wfsim.py``: a greedy critical-path list schedule with
 1 ms per-task overhead (``ref_ratio``).  ``makespan_s`` is wall time from submission to the
 outcome; ``vs_ref`` = makespan / the reference's makespan (target <= 1.05).
 
-    python -m benchmarks.makespan [--tiny] [--target 20] [--workflow NAME ...] [--estimated] [--raw] [--json FILE]
+    python -m benchmarks.makespan [--tiny] [--synthetic] [--target 20] [--workflow NAME ...] [--estimated] [--store]
+                                   [--raw] [--json FILE]
 """
 from __future__ import annotations
 
@@ -80,19 +93,20 @@ def category(task_id: str) -> str:
     return doubled.group(1) if doubled else base
 
 
-def workflow(inst: dict, k: float, durations: bool) -> Any:
+def workflow(inst: dict, k: float, durations: bool, named: bool = True) -> Any:
     """The trace as a cleo_dask Workflow (``durations``: each task declares ``duration=``).
 
     Each node's task is named after its category, as the same program would be in a real
     workflow: Dask groups keys by that name (its per-group duration estimates and its detection
-    of wide fan-outs, which it queues on the scheduler, depend on it)."""
+    of wide fan-outs, which it queues on the scheduler, depend on it).  ``named=False``: one task
+    name (``work``) for all, as in a user's workflow whose tasks share one function."""
     import cleo_dask as cd
 
     wf = cd.Workflow(inst.get("name", "trace"))
     for t in inst["tasks"]:
         seconds = max(0.0, float(t.get("runtime_s") or 0.0)) * k
         opts = {"duration": seconds} if durations else {}
-        wf.add(Sleep(seconds, category(t["id"])), name=t["id"], after=t.get("parents", ()), **opts)
+        wf.add(Sleep(seconds, category(t["id"]) if named else "work"), name=t["id"], after=t.get("parents", ()), **opts)
     return wf
 
 
@@ -107,51 +121,85 @@ def raw_graph(inst: dict, k: float, suffix: str) -> tuple[dict, list[tuple[str, 
 
 
 def run_one(inst: dict, k: float, contender: str, client: Any, engine: Any, agent: Any,
-            estimates: dict[str, float] | None = None) -> dict[str, Any]:
+            estimates: dict[str, float] | None = None, named: bool = True,
+            wf_name: str | None = None) -> dict[str, Any]:
     """Run one workflow once with one contender: makespan (wall) and the tasks' own span
-    (``cleo-est``: priorities from ``estimates``, the durations measured in an earlier run)."""
+    (``cleo-est``: priorities from ``estimates``, the durations measured in an earlier run;
+    ``wf_name``: the workflow's name, which a store learns durations under)."""
     if contender == "raw":
         dsk, keys = raw_graph(inst, k, f"-{uuid.uuid4().hex[:8]}")
         t0 = time.perf_counter()
         client.get(dsk, keys)
         return {"makespan_s": time.perf_counter() - t0}
-    wf = workflow(inst, k, durations=contender == "cleo-cp")
+    if contender.endswith("-eager"):   # the same without queuing every unit on the scheduler
+        import dask
+        with dask.config.set({"cleo_dask.queue-on-scheduler": False}):
+            return run_one(inst, k, contender[:-len("-eager")], client, engine, agent, estimates, named, wf_name)
+    wf = workflow(inst | ({"name": wf_name} if wf_name else {}), k, durations=contender == "cleo-cp", named=named)
     t0 = time.perf_counter()
-    run = engine.submit(wf, agent, critical_path=estimates if contender == "cleo-est" else contender == "cleo-cp")
+    critical = estimates if contender == "cleo-est" else (True if contender in ("cleo-cp", "cleo-hops") else None)
+    run = engine.submit(wf, agent, critical_path=critical)
     outcome = run.result()
     wall = time.perf_counter() - t0
     starts = [r.start for r in outcome.values() if r.start is not None]
     ends = [r.end for r in outcome.values() if r.end is not None]
     ok = outcome.ok
+    if engine.store is not None:
+        outcome.durable   # (waits for the run's end to be journaled: the next run learns from it)
     measured = {n: r.duration for n, r in outcome.items() if r.duration is not None}
     run.release()
     return {"makespan_s": wall, "span_s": (max(ends) - min(starts)) if starts else None, "ok": ok,
             "measured": measured}
 
 
+def instances(args: Any) -> list[dict]:
+    """The workflows to run: the traces, or (``--synthetic``) the generated ones."""
+    if args.synthetic:
+        from .synthetic import instances as generated
+        found = generated(args.tiny)
+        return [i for i in found if not args.workflow or any(n in i["name"] for n in args.workflow)]
+    loaded = [(path, json.loads(path.read_text())) for path in traces(args.workflow)]
+    return [inst | {"name": inst.get("name", path.stem)} for path, inst in loaded]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0."""
+    import tempfile
+
     import cleo_dask as cd
 
     p = h.parser(__doc__)
-    p.add_argument("--target", type=float, default=None, help="ideal makespan in seconds (default 20, tiny 1)")
-    p.add_argument("--workflow", action="append", default=None, help="only traces whose name contains this")
+    p.add_argument("--target", type=float, default=None,
+                   help="ideal makespan in seconds (default 20, synthetic 10, tiny 1)")
+    p.add_argument("--workflow", action="append", default=None, help="only workflows whose name contains this")
+    p.add_argument("--synthetic", action="store_true", help="generated WfCommons-like workflows (tasks t_<i>)")
+    p.add_argument("--one-name", action="store_true", help="traces too: one task name for all (as --synthetic)")
     p.add_argument("--raw", action="store_true", help="also run a raw Dask dict graph of the same sleeps")
     p.add_argument("--no-baseline", action="store_true", help="only cleo-cp (skip cleo without durations)")
     p.add_argument("--estimated", action="store_true",
                    help="also cleo-est: no declared durations, priorities from the durations the cleo run measured")
+    p.add_argument("--eager", action="store_true",
+                   help="also each cleo contender with cleo_dask.queue-on-scheduler: false (Dask's eager dispatch)")
+    p.add_argument("--hops", action="store_true", help="also cleo-hops: critical_path=True, no durations")
+    p.add_argument("--store", action="store_true",
+                   help="also cleo-store: a second run on an engine with store=, durations learned from the first")
     args = p.parse_args(argv)
-    target = args.target or (1.0 if args.tiny else 20.0)
+    target = args.target or (1.0 if args.tiny else 10.0 if args.synthetic else 20.0)
+    named = not (args.synthetic or args.one_name)
     sim = wfsim()
-    contenders = ["cleo-cp"] + ([] if args.no_baseline else ["cleo"]) + (["raw"] if args.raw else [])
+    contenders = (["cleo-cp"] + ([] if args.no_baseline else ["cleo"]) + (["cleo-hops"] if args.hops else [])
+                  + (["raw"] if args.raw else []))
+    if args.eager:
+        contenders += [f"{c}-eager" for c in contenders if c.startswith("cleo")]
     estimated = args.estimated and not args.no_baseline
+    extra = (["cleo-est"] if estimated else []) + (["cleo-store-first", "cleo-store"] if args.store else [])
     rows: list[dict[str, Any]] = []
-    with h.cluster(args) as client, cd.Engine(client=client) as engine:
+    with h.cluster(args) as client, cd.Engine(client=client) as engine, tempfile.TemporaryDirectory() as tmp:
+        durable = cd.Engine(client=client, store=f"{tmp}/runs.db") if args.store else None
         agent = cd.Agent("bench")
         P = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
         engine.run(lambda agent: None, agent)  # warm-up: imports, connections
-        for path in traces(args.workflow):
-            inst = json.loads(path.read_text())
+        for inst in instances(args):
             k = sim.scale_for(inst, P, target_lb=target)
             ref = sim.analyse(inst, P=P, o=OVERHEAD_S, scale=k, policy="cp")
             fifo = sim.analyse(inst, P=P, o=OVERHEAD_S, scale=k, policy="fifo")
@@ -160,13 +208,17 @@ def main(argv: list[str] | None = None) -> int:
                 order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
                 if estimated:
                     order.insert(order.index("cleo") + 1, "cleo-est")
+                if durable is not None:   # first a run to learn from (journaled, not reported), then the second
+                    order += ["cleo-store-first", "cleo-store"]
                 measured: dict[str, float] = {}
                 for c in order:
+                    on = durable if c.startswith("cleo-store") else engine
                     with h.PeakMemory(client) as mem:
-                        res = run_one(inst, k, c, client, engine, agent, estimates=measured)
+                        res = run_one(inst, k, "cleo" if c == "cleo-store-first" else c, client, on, agent,
+                                      estimates=measured, named=named, wf_name=f"{inst['name']}-{r}")
                     if c == "cleo":
                         measured = res["measured"]
-                    row = {"case": inst.get("name", path.stem), "contender": c, "tasks": ref["tasks"], "P": P,
+                    row = {"case": inst["name"], "contender": c, "tasks": ref["tasks"], "P": P,
                            "k": round(k, 6), "ideal_s": round(ideal, 3), "cp_s": round(ref["cp"], 3),
                            "makespan_s": round(res["makespan_s"], 3),
                            "span_s": round(res["span_s"], 3) if res.get("span_s") else None,
@@ -178,8 +230,11 @@ def main(argv: list[str] | None = None) -> int:
                         row["ok"] = res["ok"]
                     rows.append(row)
                     if not args.quiet:
-                        print(f"# {row['case']} {c}: {row['makespan_s']} s, ratio {row['ratio']}", flush=True)
-        for c in contenders + (["cleo-est"] if estimated else []):
+                        print(f"# {row['case']} {c}: {row['makespan_s']} s, ratio {row['ratio']}, "
+                              f"vs_ref {row['vs_ref']}", flush=True)
+        if durable is not None:
+            durable.close()
+        for c in contenders + extra:
             ratios = [r["ratio"] for r in rows if r["contender"] == c]
             vs = [r["vs_ref"] for r in rows if r["contender"] == c]
             rows.append({"case": "median", "contender": c, "ratio": round(statistics.median(ratios), 4),
@@ -188,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                                                               if r.get("contender") == c and "tasks" in r), 4)})
         h.report(rows, args, "makespan",
                  ["case", "contender", "tasks", "ideal_s", "cp_s", "makespan_s", "ratio", "ref_ratio", "fifo_ratio",
-                  "vs_ref"], client=client,
+                  "vs_ref", "worst_vs_ref"], client=client,
                  title=f"makespan / ideal on {P} slots (ideal {target:g} s; ref = wfsim cp list schedule, 1 ms/task)")
     return 0
 

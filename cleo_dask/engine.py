@@ -18,6 +18,7 @@ from cleo_dask.core.agent import Agent, check_picklable
 from cleo_dask.failures.backoff import Backoff, fixed
 from cleo_dask.admission.cluster_needs import check_cluster, check_run
 from cleo_dask.core.compile import Defaults
+from cleo_dask.core.durations import learned_durations
 from cleo_dask.cluster.connect import connect
 from cleo_dask.runs.driver import Driver
 from cleo_dask.runs.eventsend import EventSender
@@ -125,7 +126,8 @@ class Engine:
         (:attr:`Workflow.parameters`: task arguments no parent provides), each handed to every
         node taking it; a missing required one or an unknown one is a :class:`WorkflowError`.
         ``critical_path``: order ready tasks by their longest path to the end (estimated from
-        task ``duration`` options; default: when any task declares one); or a mapping
+        task ``duration`` options and, with ``store=``, the durations earlier runs of the workflow
+        measured; default: when any is known; ``False``: never); or a mapping
         ``node -> estimated seconds``, e.g. ``{n: r.duration for n, r in earlier.items()}``.
         ``not_before``: epoch seconds; the Dask scheduler holds the run's root tasks (on no
         worker, holding no slot) until then (cleo_dask must be importable on the scheduler).
@@ -197,8 +199,12 @@ class Engine:
         check_submission(priority, fail_fast, not_before)
         run_id = run_id or uuid.uuid4().hex[:16]
         past = (lambda: self.durable.journal.node_durations(wf.name)) if self.durable is not None else None
+        # durations measured in earlier runs order this one (unless the caller gave its own or said no)
+        learn = past is not None and critical_path in (None, True) and not isinstance(critical_path, Mapping)
+        learned = learned_durations(wf, past()) if learn else None
         options = dict(defaults=self.defaults, priority=priority, fuse=bool(_config.get("fuse-chains", True)),
-                       critical_path=critical_path, inputs=inputs, not_before=not_before, fail_fast=fail_fast)
+                       critical_path=critical_path, inputs=inputs, not_before=not_before, fail_fast=fail_fast,
+                       learned=learned)
         held: list[str] = []
         if has_maps(wf):   # mapped nodes: the run gets its own copy of wf, expanded at run time
             wf, compiled, held = compile_mapped(wf, run_id, agent, **options)

@@ -35,6 +35,7 @@ from cleo_dask.core.task import TaskSpec
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.plainunit import IndexedPlainUnit, PlainUnit
 from cleo_dask.core.critical import bottom_levels
+from cleo_dask.core.durations import priority_estimates
 from cleo_dask.core.batch import BatchCall, run_batch, run_batch_async
 from cleo_dask.core.batching import BatchSettings, batch_units, eligible
 from cleo_dask.core.worker import NodeCall, UnitCall, run_unit, run_unit_async
@@ -201,7 +202,8 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
                      durations: Mapping[str, float] | None = None, names: Iterable[str] | None = None,
                      external: Mapping[str, tuple[str, int]] | None = None, fail_fast: bool = False,
                      slots: int | None = None, counts: Mapping[str, int] | None = None,
-                     sinks_apart: bool = False, levels: Mapping[str, float] | None = None) -> Compiled:
+                     sinks_apart: bool = False, levels: Mapping[str, float] | None = None,
+                     learned: Mapping[str, float] | None = None) -> Compiled:
     """Compile every node of ``wf`` for run ``run_id``; ``agent`` is embedded once.
 
     ``names``: compile only these nodes (a topologically ordered subset: one window of a big run,
@@ -223,6 +225,9 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     ``inputs``: the run's inputs (the workflow parameters' values), handed to every node taking some.
     ``critical_path``: prioritise by bottom level (default: when any task declares a ``duration``);
     a mapping ``node -> seconds`` does so with those estimated durations (e.g. an earlier run's).
+    ``learned``: ``node -> seconds`` measured in earlier runs (:mod:`cleo_dask.core.durations`), used
+    where no ``duration`` is declared, for priorities and Dask's estimates, unless ``critical_path``
+    is a mapping or ``False``.
     """
     compiled = Compiled({}, {}, {})
     literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
@@ -234,12 +239,11 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
             if not wf.nodes[names[0]].parents:
                 compiled.admission[key] = with_not_before(compiled.admission.get(key), not_before)
     mark_signals(compiled, wf, run_id)   # signal nodes: held on the scheduler until their signal
-    if critical_path is None:
-        critical_path = any(node.task.duration is not None for node in wf.nodes.values())
     if isinstance(critical_path, Mapping):
         _check_durations(wf, critical_path)
-    if critical_path:
-        given = critical_path if isinstance(critical_path, Mapping) else {}
+    given = priority_estimates(wf, critical_path, learned)
+    critical_path = given is not None
+    if given is not None:
         levels = bottom_levels(wf, durations=given) if levels is None else levels
         top = max(levels.values(), default=0.0) or 1.0
         for key, names in compiled.units.items():

@@ -14,6 +14,7 @@ from typing import Any
 from distributed import Future
 
 from cleo_dask.admission import estimates as _estimates
+from cleo_dask.runs.queueing import queue_units
 from cleo_dask.admission import plugin as _admission
 from cleo_dask.core.compile import Compiled
 from cleo_dask.core.events import event, run_topic
@@ -33,6 +34,7 @@ def send_graph(client: Any, compiled: Compiled, priority: float) -> dict[str, Fu
     if compiled.admission or compiled.held:  # limits, not_before, held retries: a scheduler plugin's
         _admission.ensure_installed(client)
     _estimates.seed(client, compiled.durations)
+    queue_units(client, compiled)   # a queuing scheduler hands every unit to free slots by priority
     keys = compiled.keys
     return dict(zip(keys, client.get(compiled.graph(), keys, sync=False, priority=priority)))
 
