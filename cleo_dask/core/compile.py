@@ -25,7 +25,6 @@ from dask.task_spec import Task, TaskRef
 
 from cleo_dask.admission.plugin import ANNOTATION as ADMISSION, unit_admission, with_not_before
 from cleo_dask.failures.backoff import NO_BACKOFF, Backoff
-from cleo_dask.admission.fair import fair_share
 from cleo_dask.util.gcpause import gc_paused
 from cleo_dask.core.parameters import receives_inputs
 from cleo_dask.failures.retry import RetryPolicy
@@ -34,8 +33,7 @@ from cleo_dask.core.signal import mark_signals, signal_of
 from cleo_dask.core.task import TaskSpec
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.plainunit import IndexedPlainUnit, PlainUnit
-from cleo_dask.core.critical import bottom_levels
-from cleo_dask.core.durations import priority_estimates
+from cleo_dask.core.priorities import set_priorities
 from cleo_dask.core.batch import BatchCall, run_batch, run_batch_async
 from cleo_dask.core.batching import BatchSettings, batch_units, eligible
 from cleo_dask.core.worker import NodeCall, UnitCall, run_unit, run_unit_async
@@ -239,35 +237,8 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
             if not wf.nodes[names[0]].parents:
                 compiled.admission[key] = with_not_before(compiled.admission.get(key), not_before)
     mark_signals(compiled, wf, run_id)   # signal nodes: held on the scheduler until their signal
-    if isinstance(critical_path, Mapping):
-        _check_durations(wf, critical_path)
-    given = priority_estimates(wf, critical_path, learned)
-    critical_path = given is not None
-    if given is not None:
-        levels = bottom_levels(wf, durations=given) if levels is None else levels
-        top = max(levels.values(), default=0.0) or 1.0
-        for key, names in compiled.units.items():
-            compiled.priority[key] = priority + levels[names[0]] / (top * 1.001)
-            known = [given.get(n, wf.nodes[n].task.duration) for n in names]
-            if all(d is not None for d in known):
-                compiled.durations[key] = float(sum(known))
-    elif priority:
-        for key in compiled.units:
-            compiled.priority[key] = priority
-    if not critical_path:
-        fair_share(compiled, wf, priority)
+    set_priorities(compiled, wf, priority, critical_path, learned, levels)
     return compiled
-
-
-def _check_durations(wf: Workflow, durations: Mapping[str, float]) -> None:
-    from cleo_dask.errors import WorkflowError
-    unknown = sorted(set(durations) - set(wf.nodes))
-    if unknown:
-        raise WorkflowError(f"critical_path durations name unknown nodes: {unknown[:5]}")
-    bad = {n: d for n, d in durations.items()
-           if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < float("inf")}
-    if bad:
-        raise WorkflowError(f"critical_path durations must be finite seconds >= 0, got {dict(list(bad.items())[:5])}")
 
 
 def compile_resubmission(wf: Workflow, run_id: str, agent: Any, names: Iterable[str], gen: int, *,

@@ -8,7 +8,8 @@ import pytest
 from distributed import Client, LocalCluster
 
 import cleo_dask as cd
-from cleo_dask.core.compile import bottom_levels, compile_workflow
+from cleo_dask.core.compile import compile_workflow
+from cleo_dask.core.critical import bottom_levels
 
 
 def nap(agent, **inputs):
