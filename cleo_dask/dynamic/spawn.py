@@ -28,11 +28,13 @@ from typing import Any
 from cleo_dask import config as _config
 from cleo_dask.core.current import CurrentNode, current_node
 from cleo_dask.core.outcome import TaskResult
+from cleo_dask.dynamic.childsend import Endings, SpawnQueue
 from cleo_dask.errors import CleoError
 
 METADATA = "cleo-spawn"
 _engines: dict[str, Any] = {}
 _engines_lock = threading.Lock()
+_endings: dict[int, Endings] = {}   # id(engine) -> its runs' endings
 _depths: dict[str, int] = {}     # run id -> spawn depth, for runs spawned by this process
 _pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="cleo-spawn")   # async tasks' submissions
 
@@ -48,7 +50,13 @@ def worker_engine(worker: Any = None) -> Any:
         if engine is None or engine.closed:
             from cleo_dask.engine import Engine
             engine = _engines[ident] = Engine(client=client)
+            _endings[id(engine)] = Endings(engine)
         return engine
+
+
+def _endings_of(worker: Any) -> Endings:
+    """The :class:`Endings` of ``worker``'s engine."""
+    return _endings[id(worker_engine(worker))]
 
 
 def worker_engines() -> list[Any]:
@@ -60,9 +68,9 @@ def worker_engines() -> list[Any]:
 def depth_of(client: Any, run_id: str) -> int:
     """How deep run ``run_id`` is among spawned runs (0: submitted by a user)."""
     depth = _depths.get(run_id)
-    if depth is None:
+    if depth is None:   # asked once per run and process: a parent spawning many children asks once
         box = client.get_metadata([METADATA, run_id], default=None)
-        depth = int(box["depth"]) if box else 0
+        depth = _depths[run_id] = int(box["depth"]) if box else 0
     return depth
 
 
@@ -136,14 +144,18 @@ class ChildRun:
             return self._kept.outcome
         # the run's methods use the worker's client synchronously: never on the worker's event loop
         run = await asyncio.wrap_future(self._submitted)
-        pause = 0.002
+        ending = _endings_of(self._worker).get(run.id)
+        if ending is None:   # ended already (or not followed)
+            ending = _pool.submit(run.wait)
+        ended = asyncio.wrap_future(ending)
         try:
-            while not await asyncio.wrap_future(_pool.submit(run.done)):
+            while True:
+                done, _ = await asyncio.wait([ended], timeout=0.2)
+                if done:
+                    break
                 if _cancelled(self._worker, self._parent_key):   # Dask lets a cancelled coroutine task run on
                     _pool.submit(run.cancel)
                     break
-                await asyncio.sleep(pause)
-                pause = min(pause * 1.5, 0.1)
         except asyncio.CancelledError:   # the parent task was cancelled (its run cancelled): so is the child
             _pool.submit(run.cancel)
             raise
@@ -201,19 +213,39 @@ def _cancelled(worker: Any, key: str) -> bool:
     return ts is None or ts.state in ("cancelled", "released", "forgotten")
 
 
-def _submit(worker: Any, parent: CurrentNode, target: Any, inputs: Mapping[str, Any] | None,
-            options: dict[str, Any]) -> Any:
-    engine = worker_engine(worker)
-    depth = depth_of(engine.client, parent.run_id) + 1
+def _before(engine: Any, item: dict[str, Any]) -> None:
+    parent = item["parent"]
+    item["depth"] = depth = depth_of(engine.client, parent.run_id) + 1
     _check_depth(depth)
-    run = engine.submit(target, parent.agent, inputs=inputs, **options)
+
+
+def _after(run: Any, item: dict[str, Any]) -> None:
+    parent, depth = item["parent"], item["depth"]
     run.parent = (parent.run_id, parent.node)
     run.depth = depth
     _depths[run.id] = depth
-    client = engine.client   # grandchildren spawned elsewhere learn the depth from the scheduler
+    client = worker_engine(item["worker"]).client
+    # grandchildren spawned elsewhere learn the depth from the scheduler
     client.loop.add_callback(client.scheduler.set_metadata, keys=[METADATA, run.id],
                              value={"depth": depth, "parent": parent.run_id, "node": parent.node})
+
+
+def _submit(worker: Any, parent: CurrentNode, target: Any, inputs: Mapping[str, Any] | None,
+            options: dict[str, Any]) -> Any:
+    engine = worker_engine(worker)
+    item = {"worker": worker, "parent": parent}
+    _before(engine, item)
+    run = engine.submit(target, parent.agent, inputs=inputs, **options)
+    _after(run, item)
     return run
+
+
+def _after_queued(run: Any, item: dict[str, Any]) -> None:
+    _after(run, item)
+    _endings_of(item["worker"]).watch(run)   # ``await child`` waits on its ending, polling nothing
+
+
+_queue = SpawnQueue(_pool, worker_engine, _before, _after_queued)
 
 
 def spawn(target: Any, inputs: Mapping[str, Any] | None = None, **options: Any) -> ChildRun:
@@ -238,8 +270,11 @@ def spawn(target: Any, inputs: Mapping[str, Any] | None = None, **options: Any) 
         in_loop = True
     except RuntimeError:
         in_loop = False
-    if in_loop:   # an async task: its event loop (the worker's) must not block on the submission
-        return ChildRun(_pool.submit(_submit, worker, parent, target, inputs, options), parent, single, kept, worker)
+    if in_loop:   # an async task: its event loop (the worker's) must not block on the submission; the
+        # spawns of a burst go out together (SpawnQueue)
+        item = {"worker": worker, "parent": parent, "target": target, "agent": parent.agent, "inputs": inputs,
+                "options": options}
+        return ChildRun(_queue.put(item), parent, single, kept, worker)
     done: concurrent.futures.Future = concurrent.futures.Future()
     done.set_result(_submit(worker, parent, target, inputs, options))
     return ChildRun(done, parent, single, kept, worker)
