@@ -36,8 +36,8 @@ class Endings:
         if fut is not None and not fut.done():
             fut.set_result(run)
 
-    def watch(self, run: Any) -> None:
-        """Follow ``run`` (just sent): its future is done once it has finished.  Not on the
+    def watch(self, run: Any) -> concurrent.futures.Future:
+        """Follow ``run`` (just sent): a future done once it has finished.  Not on the
         client's event loop (``run.done()`` may wait for it)."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
@@ -47,11 +47,7 @@ class Endings:
                 self._waiting.pop(run.id, None)
             if not fut.done():
                 fut.set_result(run)
-
-    def get(self, run_id: str) -> concurrent.futures.Future | None:
-        """The future of a run :meth:`watch` follows and that has not ended yet (else ``None``)."""
-        with self._lock:
-            return self._waiting.get(run_id)
+        return fut
 
 
 class SpawnQueue:

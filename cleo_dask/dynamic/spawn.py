@@ -88,8 +88,10 @@ class ChildRun:
     (not a workflow), that task's :class:`~cleo_dask.TaskResult`."""
 
     def __init__(self, submitted: concurrent.futures.Future | None, parent: CurrentNode, single: bool,
-                 kept: KeptChild | None = None, worker: Any = None):
+                 kept: KeptChild | None = None, worker: Any = None,
+                 outcome: concurrent.futures.Future | None = None):
         self._submitted = submitted
+        self._outcome_future = outcome   # filled as soon as the child ends (queued spawns)
         self.parent = (parent.run_id, parent.node)
         self._parent_key = parent.key
         self._single = single
@@ -108,11 +110,7 @@ class ChildRun:
         return self.run.id
 
     def _outcome(self, run: Any) -> Any:
-        outcome = run.result(fetch=True)   # values fetched now: read later on the worker's loop, they could not be
-        outcome = next(iter(outcome.values())) if self._single else outcome
-        if self._kept is not None and run.status() == "succeeded":
-            self._kept.keep(outcome)
-        return outcome
+        return _outcome_of(run, self._single, self._kept)
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the child (a sync task's worker slot is released meanwhile) and return its outcome."""
@@ -144,10 +142,10 @@ class ChildRun:
             return self._kept.outcome
         # the run's methods use the worker's client synchronously: never on the worker's event loop
         run = await asyncio.wrap_future(self._submitted)
-        ending = _endings_of(self._worker).get(run.id)
-        if ending is None:   # ended already (or not followed)
-            ending = _pool.submit(run.wait)
-        ended = asyncio.wrap_future(ending)
+        if self._outcome_future is not None:
+            ended = asyncio.wrap_future(self._outcome_future)
+        else:
+            ended = asyncio.wrap_future(_pool.submit(self._outcome, run))
         try:
             while True:
                 done, _ = await asyncio.wait([ended], timeout=0.2)
@@ -159,7 +157,7 @@ class ChildRun:
         except asyncio.CancelledError:   # the parent task was cancelled (its run cancelled): so is the child
             _pool.submit(run.cancel)
             raise
-        return await asyncio.wrap_future(_pool.submit(self._outcome, run))
+        return await ended
 
     def cancel(self) -> None:
         """Cancel the child run."""
@@ -240,9 +238,28 @@ def _submit(worker: Any, parent: CurrentNode, target: Any, inputs: Mapping[str, 
     return run
 
 
+def _outcome_of(run: Any, single: bool, kept: KeptChild | None) -> Any:
+    """The outcome a parent gets for child ``run`` (kept in a durable parent's store if it succeeded)."""
+    outcome = run.result(fetch=True)   # values fetched now: read later on the worker's loop, they could not be
+    outcome = next(iter(outcome.values())) if single else outcome
+    if kept is not None and run.status() == "succeeded":
+        kept.keep(outcome)
+    return outcome
+
+
 def _after_queued(run: Any, item: dict[str, Any]) -> None:
     _after(run, item)
-    _endings_of(item["worker"]).watch(run)   # ``await child`` waits on its ending, polling nothing
+    # the outcome is fetched as soon as the child ends (on the pool, many at once), not when the
+    # parent gets to awaiting it: awaiting 1,000 children in a row then costs no round trip each
+    out = item["outcome"]
+
+    def fill(_: Any) -> None:
+        try:
+            out.set_result(_outcome_of(run, item["single"], item["kept"]))
+        except BaseException as exc:  # noqa: BLE001
+            out.set_exception(exc)
+
+    _endings_of(item["worker"]).watch(run).add_done_callback(lambda _: _pool.submit(fill, None))
 
 
 _queue = SpawnQueue(_pool, worker_engine, _before, _after_queued)
@@ -273,8 +290,8 @@ def spawn(target: Any, inputs: Mapping[str, Any] | None = None, **options: Any) 
     if in_loop:   # an async task: its event loop (the worker's) must not block on the submission; the
         # spawns of a burst go out together (SpawnQueue)
         item = {"worker": worker, "parent": parent, "target": target, "agent": parent.agent, "inputs": inputs,
-                "options": options}
-        return ChildRun(_queue.put(item), parent, single, kept, worker)
+                "options": options, "outcome": concurrent.futures.Future(), "single": single, "kept": kept}
+        return ChildRun(_queue.put(item), parent, single, kept, worker, item["outcome"])
     done: concurrent.futures.Future = concurrent.futures.Future()
     done.set_result(_submit(worker, parent, target, inputs, options))
     return ChildRun(done, parent, single, kept, worker)
