@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cleo_dask.errors import WorkflowError
+from cleo_dask.runs.metapeers import MetaPeers
 
 
 class Endings:
@@ -102,6 +103,8 @@ class SpawnQueue:
     def _send(self, engine: Any, group: list[tuple[dict[str, Any], concurrent.futures.Future]]) -> None:
         try:
             runs = engine.submit_many([_submission(item) for item, _ in group]) if len(group) > 1 else None
+            if runs:
+                MetaPeers(runs)   # they tend to end together: their records are collected together
         except WorkflowError:
             runs = None   # one of them is bad input: each is sent alone, so each gets its own error
         except BaseException as exc:  # noqa: BLE001 - the cluster refused them all

@@ -123,7 +123,8 @@ class ChildRun:
         try:
             run = self._submitted.result(timeout)
             end = None if timeout is None else time.monotonic() + timeout
-            while not run.wait(timeout=0.2):
+            ending = _endings_of(self._worker).watch(run)   # its finished notice: no client call per look
+            while not _ended(ending, 0.2):
                 if _cancelled(self._worker, self._parent_key):
                     run.cancel()
                     break
@@ -192,6 +193,14 @@ def _detached(result: TaskResult) -> TaskResult:
                       reason=result.reason, fallback_used=result.fallback_used,
                       upstream_fallbacks=result.upstream_fallbacks, worker_losses=result.worker_losses,
                       run_id=result.run_id)
+
+
+def _ended(ending: concurrent.futures.Future, timeout: float) -> bool:
+    try:
+        ending.result(timeout)
+        return True
+    except concurrent.futures.TimeoutError:
+        return False
 
 
 def _in_worker_thread() -> bool:
