@@ -21,7 +21,7 @@ from cleo_dask.errors import WorkflowError
 from cleo_dask.util.options import not_callable
 
 #: The keys of a node in a spec file: its own fields, then the options of its policies.
-NODE_KEYS = ("name", "task", "signal", "after", "when") + FILE_OPTIONS
+NODE_KEYS = ("name", "task", "after", "when") + FILE_OPTIONS
 
 #: A node as read: its location, the keyword arguments for ``Workflow.add``, whether all its
 #: fields were valid, and the raw mapping.
@@ -37,7 +37,7 @@ def node_fields(data: dict[str, Any], where: Where, problems: Problems,
                 name: str | None = None) -> tuple[dict[str, Any], bool]:
     """Check one node's fields: the keyword arguments for ``Workflow.add`` and whether all were valid."""
     before = len(problems.items)
-    unknown_keys(data, NODE_KEYS, where, problems)
+    unknown_keys(data, NODE_KEYS + ("signal",), where, problems)   # signal: in place of task (core/specsignal)
     out: dict[str, Any] = {}
 
     def at(key: str) -> Where:
