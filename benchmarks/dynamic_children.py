@@ -80,7 +80,12 @@ def bench_waits(engine: cd.Engine, runs: int, parents: int, cpu_tasks: int) -> d
     waiting = engine.submit_many([{"target": _approval_wf(f"w{i}"), "agent": agent} for i in range(runs)])
     spawning = engine.submit_many([{"target": waits_for_child, "agent": agent, "inputs": {"i": i}}
                                    for i in range(parents)])
-    time.sleep(3)   # the waits are in place (children spawned, signal nodes held)
+    # the waits in place before the CPU workflow starts: every parent has spawned its child (and
+    # seceded), the signal nodes are held; setting them up (spawn overhead) is --spawn's figure
+    deadline = time.time() + 300
+    while len(engine.client.get_metadata(["cleo-spawn"], default={})) < parents and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
     t0 = time.perf_counter()
     engine.submit(_cpu_wf(cpu_tasks), agent, inputs={"i": 0}).result()
     beside = time.perf_counter() - t0

@@ -14,6 +14,7 @@ import networkx as nx
 from cleo_dask.core.options import FILE_OPTIONS, read_options
 from cleo_dask.core.specproblems import Problems, SpecField, Where, import_path, line_of, unknown_keys
 from cleo_dask.core.specread import LineMap
+from cleo_dask.core.specsignal import read_signal, signal_name
 from cleo_dask.core.task import TaskSpec, as_spec
 from cleo_dask.core.toposort import CycleFound, topological_order
 from cleo_dask.core.workflow import Workflow
@@ -32,19 +33,24 @@ Checked = tuple[Where, dict[str, Any], bool, Any]
 
 def read_nodes(data: Any, where: Where, problems: Problems) -> dict[str, Checked]:
     """Every node of ``nodes:`` (a list or a mapping name -> node), checked, by name in file order."""
-    return {name: (w, *node_fields(raw, w, problems), raw) for name, w, raw in _entries(data, where, problems)}
+    return {name: (w, *node_fields(raw, w, problems, name), raw) for name, w, raw in _entries(data, where, problems)}
 
 
-def node_fields(data: dict[str, Any], where: Where, problems: Problems) -> tuple[dict[str, Any], bool]:
+def node_fields(data: dict[str, Any], where: Where, problems: Problems,
+                name: str | None = None) -> tuple[dict[str, Any], bool]:
     """Check one node's fields: the keyword arguments for ``Workflow.add`` and whether all were valid."""
     before = len(problems.items)
-    unknown_keys(data, NODE_KEYS + (MAP_KEY,), where, problems)
+    unknown_keys(data, NODE_KEYS + (MAP_KEY, "signal"), where, problems)   # signal: in place of task (core/specsignal)
     out: dict[str, Any] = {}
 
     def at(key: str) -> Where:
         return where.at(key, data)
 
-    if "task" not in data:
+    if "signal" in data:   # a signal node (core/specsignal): Workflow.add_signal, no task
+        if "task" in data:
+            problems.add(at("task"), "a node has either 'task' or 'signal', not both")
+        out["signal"] = read_signal(name or "", data, where, problems)
+    elif "task" not in data:
         problems.add(where, "missing required field 'task' (an import path 'package.module:function')")
     else:
         out["task"] = _task_spec(data["task"], at("task"), problems)
@@ -101,6 +107,8 @@ def _entries(data: Any, where: Where, problems: Problems) -> list[tuple[str, Whe
             name = node.get("name") if isinstance(node, dict) else None
             if name is None and isinstance(node, dict) and isinstance(node.get("task"), str):
                 name = node["task"].rpartition(":")[2].rpartition(".")[2] or None
+            if name is None and isinstance(node, dict):
+                name = signal_name(node.get("signal"))
             label = name if isinstance(name, str) and name else f"#{i + 1}"
             entries.append((label, Where(where.file, ("nodes", label), line_of(node) or where.line), node))
             if isinstance(node, dict) and "name" in node and (not isinstance(name, str) or not name):
@@ -161,14 +169,17 @@ def build(name: str, checked: dict[str, Checked], problems: Problems) -> Workflo
         if not ok or not all(p in wf for p in fields.get("after", [])) or (over is not None and over not in wf):
             continue
         fields = dict(fields)
-        task = fields.pop("task")
         try:
-            if over is not None:
+            if "signal" in fields:
+                wf.add_signal(n, after=fields["after"], timeout=fields["signal"]["timeout"],
+                              **{k: v for k, v in fields.items() if k == "trigger"})
+            elif over is not None:
+                task = fields.pop("task")
                 fields.pop("map")
                 fields.pop("after", None)
                 wf.map(task, name=n, over=over, **fields)
             else:
-                wf.add(task, name=n, **fields)
+                wf.add(fields.pop("task"), name=n, **fields)
         except WorkflowError as exc:
             problems.add(w, str(exc))
     if problems.items:

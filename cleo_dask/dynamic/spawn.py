@@ -28,11 +28,13 @@ from typing import Any
 from cleo_dask import config as _config
 from cleo_dask.core.current import CurrentNode, current_node
 from cleo_dask.core.outcome import TaskResult
+from cleo_dask.dynamic.childsend import Endings, SpawnQueue
 from cleo_dask.errors import CleoError
 
 METADATA = "cleo-spawn"
 _engines: dict[str, Any] = {}
 _engines_lock = threading.Lock()
+_endings: dict[int, Endings] = {}   # id(engine) -> its runs' endings
 _depths: dict[str, int] = {}     # run id -> spawn depth, for runs spawned by this process
 _pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="cleo-spawn")   # async tasks' submissions
 
@@ -48,7 +50,13 @@ def worker_engine(worker: Any = None) -> Any:
         if engine is None or engine.closed:
             from cleo_dask.engine import Engine
             engine = _engines[ident] = Engine(client=client)
+            _endings[id(engine)] = Endings(engine)
         return engine
+
+
+def _endings_of(worker: Any) -> Endings:
+    """The :class:`Endings` of ``worker``'s engine."""
+    return _endings[id(worker_engine(worker))]
 
 
 def worker_engines() -> list[Any]:
@@ -60,9 +68,9 @@ def worker_engines() -> list[Any]:
 def depth_of(client: Any, run_id: str) -> int:
     """How deep run ``run_id`` is among spawned runs (0: submitted by a user)."""
     depth = _depths.get(run_id)
-    if depth is None:
+    if depth is None:   # asked once per run and process: a parent spawning many children asks once
         box = client.get_metadata([METADATA, run_id], default=None)
-        depth = int(box["depth"]) if box else 0
+        depth = _depths[run_id] = int(box["depth"]) if box else 0
     return depth
 
 
@@ -80,8 +88,10 @@ class ChildRun:
     (not a workflow), that task's :class:`~cleo_dask.TaskResult`."""
 
     def __init__(self, submitted: concurrent.futures.Future | None, parent: CurrentNode, single: bool,
-                 kept: KeptChild | None = None, worker: Any = None):
+                 kept: KeptChild | None = None, worker: Any = None,
+                 outcome: concurrent.futures.Future | None = None):
         self._submitted = submitted
+        self._outcome_future = outcome   # filled as soon as the child ends (queued spawns)
         self.parent = (parent.run_id, parent.node)
         self._parent_key = parent.key
         self._single = single
@@ -100,11 +110,7 @@ class ChildRun:
         return self.run.id
 
     def _outcome(self, run: Any) -> Any:
-        outcome = run.result(fetch=True)   # values fetched now: read later on the worker's loop, they could not be
-        outcome = next(iter(outcome.values())) if self._single else outcome
-        if self._kept is not None and run.status() == "succeeded":
-            self._kept.keep(outcome)
-        return outcome
+        return _outcome_of(run, self._single, self._kept)
 
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the child (a sync task's worker slot is released meanwhile) and return its outcome."""
@@ -117,7 +123,8 @@ class ChildRun:
         try:
             run = self._submitted.result(timeout)
             end = None if timeout is None else time.monotonic() + timeout
-            while not run.wait(timeout=0.2):
+            ending = _endings_of(self._worker).watch(run)   # its finished notice: no client call per look
+            while not _ended(ending, 0.2):
                 if _cancelled(self._worker, self._parent_key):
                     run.cancel()
                     break
@@ -136,18 +143,22 @@ class ChildRun:
             return self._kept.outcome
         # the run's methods use the worker's client synchronously: never on the worker's event loop
         run = await asyncio.wrap_future(self._submitted)
-        pause = 0.002
+        if self._outcome_future is not None:
+            ended = asyncio.wrap_future(self._outcome_future)
+        else:
+            ended = asyncio.wrap_future(_pool.submit(self._outcome, run))
         try:
-            while not await asyncio.wrap_future(_pool.submit(run.done)):
+            while True:
+                done, _ = await asyncio.wait([ended], timeout=0.2)
+                if done:
+                    break
                 if _cancelled(self._worker, self._parent_key):   # Dask lets a cancelled coroutine task run on
                     _pool.submit(run.cancel)
                     break
-                await asyncio.sleep(pause)
-                pause = min(pause * 1.5, 0.1)
         except asyncio.CancelledError:   # the parent task was cancelled (its run cancelled): so is the child
             _pool.submit(run.cancel)
             raise
-        return await asyncio.wrap_future(_pool.submit(self._outcome, run))
+        return await ended
 
     def cancel(self) -> None:
         """Cancel the child run."""
@@ -184,6 +195,14 @@ def _detached(result: TaskResult) -> TaskResult:
                       run_id=result.run_id)
 
 
+def _ended(ending: concurrent.futures.Future, timeout: float) -> bool:
+    try:
+        ending.result(timeout)
+        return True
+    except concurrent.futures.TimeoutError:
+        return False
+
+
 def _in_worker_thread() -> bool:
     try:
         from distributed.worker import thread_state
@@ -201,19 +220,58 @@ def _cancelled(worker: Any, key: str) -> bool:
     return ts is None or ts.state in ("cancelled", "released", "forgotten")
 
 
-def _submit(worker: Any, parent: CurrentNode, target: Any, inputs: Mapping[str, Any] | None,
-            options: dict[str, Any]) -> Any:
-    engine = worker_engine(worker)
-    depth = depth_of(engine.client, parent.run_id) + 1
+def _before(engine: Any, item: dict[str, Any]) -> None:
+    parent = item["parent"]
+    item["depth"] = depth = depth_of(engine.client, parent.run_id) + 1
     _check_depth(depth)
-    run = engine.submit(target, parent.agent, inputs=inputs, **options)
+
+
+def _after(run: Any, item: dict[str, Any]) -> None:
+    parent, depth = item["parent"], item["depth"]
     run.parent = (parent.run_id, parent.node)
     run.depth = depth
     _depths[run.id] = depth
-    client = engine.client   # grandchildren spawned elsewhere learn the depth from the scheduler
+    client = worker_engine(item["worker"]).client
+    # grandchildren spawned elsewhere learn the depth from the scheduler
     client.loop.add_callback(client.scheduler.set_metadata, keys=[METADATA, run.id],
                              value={"depth": depth, "parent": parent.run_id, "node": parent.node})
+
+
+def _submit(worker: Any, parent: CurrentNode, target: Any, inputs: Mapping[str, Any] | None,
+            options: dict[str, Any]) -> Any:
+    engine = worker_engine(worker)
+    item = {"worker": worker, "parent": parent}
+    _before(engine, item)
+    run = engine.submit(target, parent.agent, inputs=inputs, **options)
+    _after(run, item)
     return run
+
+
+def _outcome_of(run: Any, single: bool, kept: KeptChild | None) -> Any:
+    """The outcome a parent gets for child ``run`` (kept in a durable parent's store if it succeeded)."""
+    outcome = run.result(fetch=True)   # values fetched now: read later on the worker's loop, they could not be
+    outcome = next(iter(outcome.values())) if single else outcome
+    if kept is not None and run.status() == "succeeded":
+        kept.keep(outcome)
+    return outcome
+
+
+def _after_queued(run: Any, item: dict[str, Any]) -> None:
+    _after(run, item)
+    # the outcome is fetched as soon as the child ends (on the pool, many at once), not when the
+    # parent gets to awaiting it: awaiting 1,000 children in a row then costs no round trip each
+    out = item["outcome"]
+
+    def fill(_: Any) -> None:
+        try:
+            out.set_result(_outcome_of(run, item["single"], item["kept"]))
+        except BaseException as exc:  # noqa: BLE001
+            out.set_exception(exc)
+
+    _endings_of(item["worker"]).watch(run).add_done_callback(lambda _: _pool.submit(fill, None))
+
+
+_queue = SpawnQueue(_pool, worker_engine, _before, _after_queued)
 
 
 def spawn(target: Any, inputs: Mapping[str, Any] | None = None, **options: Any) -> ChildRun:
@@ -238,8 +296,11 @@ def spawn(target: Any, inputs: Mapping[str, Any] | None = None, **options: Any) 
         in_loop = True
     except RuntimeError:
         in_loop = False
-    if in_loop:   # an async task: its event loop (the worker's) must not block on the submission
-        return ChildRun(_pool.submit(_submit, worker, parent, target, inputs, options), parent, single, kept, worker)
+    if in_loop:   # an async task: its event loop (the worker's) must not block on the submission; the
+        # spawns of a burst go out together (SpawnQueue)
+        item = {"worker": worker, "parent": parent, "target": target, "agent": parent.agent, "inputs": inputs,
+                "options": options, "outcome": concurrent.futures.Future(), "single": single, "kept": kept}
+        return ChildRun(_queue.put(item), parent, single, kept, worker, item["outcome"])
     done: concurrent.futures.Future = concurrent.futures.Future()
     done.set_result(_submit(worker, parent, target, inputs, options))
     return ChildRun(done, parent, single, kept, worker)

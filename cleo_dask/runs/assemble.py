@@ -18,6 +18,7 @@ from cleo_dask.errors import CleoError
 from cleo_dask.runs.batchevents import is_batch_outcome, record_batch_outcome
 from cleo_dask.runs.columns import CODE, OutcomeColumns, compact_metas
 from cleo_dask.runs.html import outcome_html
+from cleo_dask.runs.metapeers import fetch_with_peers, suspicious
 from cleo_dask.runs.windows import released_error
 from cleo_dask.util.futures import erred_exception
 from cleo_dask.util.gcpause import gc_paused
@@ -36,20 +37,36 @@ META_BATCH = 50_000   # keys per Client.run / run_on_scheduler call when collect
 class RunResults:
     """The outcome-building part of :class:`~cleo_dask.runs.run.Run` (see the module docstring)."""
 
-    def _fetch_metas(self) -> None:
+    #: runs sent together with this one whose records are collected with its own (one ``Client.run``
+    #: for all of them: :mod:`cleo_dask.runs.metapeers`); ``None``: alone
+    metas_peers: Any = None
+
+    def missing_metas(self) -> list[str]:
+        """The keys of finished units whose workers' records are not here yet."""
         with self._lock:
-            missing = [k for k, f in self._futures.items() if f.status == "finished" and k not in self._metas
-                       ]
+            return [k for k, f in self._futures.items() if f.status == "finished" and k not in self._metas]
+
+    def put_metas(self, keys: list[str], batches: Iterable[Any], losses: Mapping[str, int]) -> None:
+        """Keep the records of ``keys`` (the workers' answers to ``compact_metas(keys)``) and the
+        worker losses the scheduler counted for them."""
+        with self._lock:
+            for batch in batches:
+                # no node moved to another key before the first resubmission
+                self._metas.put_batch(keys, batch, self._units, self._location if self._gen else None)
+        self._losses.update((k, losses[k]) for k in keys if k in losses)
+
+    def _fetch_metas(self) -> None:
+        missing = self.missing_metas()
         if not missing:
             return
         try:
-            for start in range(0, len(missing), META_BATCH):
-                chunk = missing[start:start + META_BATCH]
-                for batch in self._client.run(compact_metas, chunk).values():
-                    with self._lock:
-                        # no node moved to another key before the first resubmission
-                        self._metas.put_batch(chunk, batch, self._units, self._location if self._gen else None)
-                self._losses.update(self._client.run_on_scheduler(_suspicious, chunk))
+            if self.metas_peers is not None:
+                fetch_with_peers(self._client, self, missing, META_BATCH)
+            else:
+                for start in range(0, len(missing), META_BATCH):
+                    chunk = missing[start:start + META_BATCH]
+                    batches = self._client.run(compact_metas, chunk).values()
+                    self.put_metas(chunk, batches, self._client.run_on_scheduler(suspicious, chunk))
         except Exception:  # noqa: BLE001 - fall back to fetching the outputs themselves
             logger.debug("meta collection failed", exc_info=True)
         for k in missing:
@@ -284,15 +301,6 @@ def result_from_meta(node: str, meta: tuple, record: NodeRecord, run_id: str, va
                       fallback_used=status == "fell_back", upstream_fallbacks=tuple(upstream),
                       worker_losses=losses, error=record.error if status == "fell_back" else None,
                       traceback=record.traceback if status == "fell_back" else None, run_id=run_id)
-
-
-def _suspicious(keys: list[str], dask_scheduler: Any = None) -> dict[str, int]:
-    out = {}
-    for k in keys:
-        ts = dask_scheduler.tasks.get(k)
-        if ts is not None and ts.suspicious:
-            out[k] = ts.suspicious
-    return out
 
 
 def attempt_of(msg: dict[str, Any]) -> Attempt:
