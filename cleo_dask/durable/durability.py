@@ -216,33 +216,42 @@ class Durability:
                 return
             with self._lock:
                 active = list(self._active.values())
-            for tracked in active:
-                try:
-                    self._poll(tracked)
-                except StoreError as exc:
-                    self._write_failed(tracked.run, exc)
-                except Exception:  # noqa: BLE001 - journaling is best effort mid-run
-                    logger.debug("journal poll of run %s failed", tracked.run.id, exc_info=True)
+            try:
+                self._poll(active)
+            except Exception:  # noqa: BLE001 - journaling is best effort mid-run
+                logger.debug("journal poll failed", exc_info=True)
 
-    def _poll(self, tracked: _Tracked) -> None:
-        run = tracked.run
-        units = run.finished_units(tracked.seen)
-        new = list(units)
-        if not new:
+    def _poll(self, active: list[_Tracked]) -> None:
+        """Journal the nodes of ``active`` runs whose units finished since the last look: the
+        workers' records of all of them in one ``Client.run``, their rows in one transaction."""
+        found = [(tracked, units) for tracked in active if (units := tracked.run.finished_units(tracked.seen))]
+        if not found:
             return
-        metas: dict[str, Any] = run.known_metas(new)   # a unit a windowed run released: only there
+        metas: dict[str, Any] = {}
+        for tracked, units in found:
+            metas.update(tracked.run.known_metas(list(units)))   # a unit a windowed run released: only there
         try:
-            missing = [k for k in new if k not in metas]
+            missing = [k for _, units in found for k in units if k not in metas]
             for start in range(0, len(missing), META_BATCH):
                 chunk = missing[start:start + META_BATCH]
                 for batch in self.engine.client.run(compact_metas, chunk).values():
                     metas.update(batch.metas(chunk))
         except Exception:  # noqa: BLE001 - statuses then come at the end of the run
             logger.debug("collect_meta failed", exc_info=True)
+        writes = [(tracked.run.id, *self._node_rows(tracked, units, metas)) for tracked, units in found]
+        try:
+            self.journal.mark_nodes_many(writes)
+        except StoreError as exc:
+            for tracked, _ in found:
+                self._write_failed(tracked.run, exc)
+
+    def _node_rows(self, tracked: _Tracked, units: dict[str, tuple[str, ...]],
+                   metas: dict[str, Any]) -> tuple[list[tuple], list[tuple]]:
+        """The journal rows (nodes, first attempts) of a run's newly finished ``units``."""
+        run = tracked.run
         rows, attempts = [], []
-        for key in new:
+        for key, names in units.items():
             tracked.seen.add(key)
-            names = units[key]
             meta = metas.get(key)
             for i, node in enumerate(names):
                 if node in tracked.stored:
@@ -255,7 +264,7 @@ class Durability:
                     rows.append((node, status, attempt, start, end, worker, self.results.node_path(run.id, node)))
                     if status == "succeeded" and attempt == 1:  # its one attempt (the end fixes any other)
                         attempts.append((node, 1, start, end, worker, None, None))
-        self.journal.mark_nodes(run.id, rows, attempts)
+        return rows, attempts
 
     def _journal_finished(self, tracked: _Tracked) -> None:
         try:

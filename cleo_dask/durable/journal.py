@@ -227,8 +227,14 @@ class Journal:
     def mark_nodes(self, run_id: str, rows: Iterable[tuple], attempts: Iterable[tuple] = ()) -> None:
         """Update nodes: rows of ``(node, status, attempts, started, ended, worker, result)``, and
         record ``attempts`` (as in :meth:`finish_run`), in one transaction (one statement each)."""
-        rows = [(*r[1:], run_id, r[0]) for r in rows]
-        attempt_rows = [(run_id, *a) for a in attempts]
+        self.mark_nodes_many([(run_id, rows, attempts)])
+
+    def mark_nodes_many(self, writes: Iterable[tuple[str, Iterable[tuple], Iterable[tuple]]]) -> None:
+        """:meth:`mark_nodes` of many runs, ``(run_id, rows, attempts)`` each, in one transaction."""
+        rows, attempt_rows = [], []
+        for run_id, nodes, attempts in writes:
+            rows.extend((*r[1:], run_id, r[0]) for r in nodes)
+            attempt_rows.extend((run_id, *a) for a in attempts)
 
         def tx(conn: sqlite3.Connection) -> None:
             conn.executemany(_UPDATE_NODE, rows)

@@ -21,6 +21,7 @@ from cleo_dask.core.events import event, run_topic
 from cleo_dask.runs.context import RunContext
 from cleo_dask.runs.driver import Driver
 from cleo_dask.runs.eventsend import EventSender
+from cleo_dask.runs.metapeers import MetaPeers
 from cleo_dask.runs.registry import RunRegistry
 from cleo_dask.runs.run import Run, send_graph
 
@@ -86,6 +87,8 @@ class Launcher:
                 journal.not_submitted([run for run, _ in prepared if run.id not in sent], exc)
             raise
         runs = [run for run, _ in prepared]
+        if len(runs) > 1:   # sent together, they tend to end together: their records are collected together
+            MetaPeers([run for run in runs if run.metas_peers is None])
         for run in runs:
             self.notify("submitted", run)
         return runs
