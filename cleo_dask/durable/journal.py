@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cleo_dask.durable.durationcache import DurationCache
 from cleo_dask.durable.unpickle import loads
 from cleo_dask.errors import StoreError
 from cleo_dask.util.sqlite import connect, transient
@@ -127,6 +128,7 @@ class Journal:
                              "was truncated (a full disk? an interrupted copy?) and they are lost (their result "
                              "files may remain); remove the file to start a new journal there")
         self._lock = threading.Lock()
+        self._durations = DurationCache(self._measured)
         self._conn: sqlite3.Connection | None = None
         try:
             try:
@@ -369,12 +371,17 @@ class Journal:
 
     def node_durations(self, workflow: str, limit: int = 100_000) -> dict[str, float]:
         """Mean seconds each node of workflow ``workflow`` took when it succeeded in earlier runs
-        (up to ``limit`` nodes; read-only): what a big run's first window is compiled knowing."""
-        rows = self._read("SELECT n.node, AVG(n.ended - n.started) FROM journal_nodes n "
+        (up to ``limit`` nodes; read-only): what a big run's first window is compiled knowing.
+        A workflow measured many times is read again at most every ``durable.durations-ttl``
+        seconds (see :mod:`cleo_dask.durable.durationcache`)."""
+        return self._durations.get(workflow, int(limit))
+
+    def _measured(self, workflow: str, limit: int) -> dict[str, tuple[float, int]]:
+        rows = self._read("SELECT n.node, AVG(n.ended - n.started), COUNT(*) FROM journal_nodes n "
                           "JOIN journal_runs r ON r.id = n.run_id WHERE r.workflow = ? AND n.status = 'succeeded' "
                           "AND n.started IS NOT NULL AND n.ended IS NOT NULL GROUP BY n.node LIMIT ?",
                           (workflow, int(limit)))
-        return {node: seconds for node, seconds in rows if seconds is not None}
+        return {node: (seconds, count) for node, seconds, count in rows if seconds is not None}
 
     def attempts(self, run_id: str) -> list[tuple]:
         """Every recorded attempt: ``(node, number, started, ended, worker, error, error_type)``."""

@@ -1,6 +1,8 @@
 """Journaled runs sent in a burst cost round trips and transactions per burst, not per run (issue 20)."""
 from __future__ import annotations
 
+import dask.config
+
 import cleo_dask as cd
 from cleo_dask.durable.journal import Journal
 
@@ -40,4 +42,32 @@ def test_nodes_of_many_runs_are_marked_in_one_transaction(tmp_path):
     assert journal.nodes("a")["n"].status == "succeeded" and journal.nodes("a")["n"].result == "a/n"
     assert journal.nodes("b")["n"].status == "failed" and journal.nodes("b")["n"].attempts == 2
     assert journal.attempts("a") == [("n", 1, 1.0, 2.0, "w1", None, None)] and journal.attempts("b") == []
+    journal.close()
+
+
+def test_learned_durations_of_a_settled_workflow_are_not_read_per_submission():
+    from cleo_dask.durable.durationcache import SETTLED, DurationCache
+    reads = []
+    measured = {"young": {"a": (1.0, 1)}, "settled": {"a": (2.0, SETTLED), "b": (3.0, SETTLED + 5)}}
+
+    def fetch(workflow, limit):
+        reads.append(workflow)
+        return measured[workflow]
+    cache = DurationCache(fetch)
+    assert cache.get("young", 10) == {"a": 1.0} and cache.get("young", 10) == {"a": 1.0}
+    assert reads == ["young", "young"]            # few measurements: read afresh each time
+    assert cache.get("settled", 10) == {"a": 2.0, "b": 3.0} == cache.get("settled", 10)
+    assert reads.count("settled") == 1            # settled: reused for durable.durations-ttl seconds
+    with dask.config.set({"cleo_dask.durable.durations-ttl": 0}):
+        cache.get("settled", 10)
+    assert reads.count("settled") == 2
+
+
+def test_the_journal_counts_measurements_per_node(tmp_path):
+    journal = Journal(tmp_path / "runs.db")
+    for i in range(3):
+        journal.add_run(f"r{i}", agent="x", workflow="w", name="r", started=1.0, nodes=["n"], results="r", spec=None)
+        journal.mark_nodes(f"r{i}", [("n", "succeeded", 1, 1.0, 1.0 + i, "w1", None)])
+    assert journal.node_durations("w") == {"n": 1.0}
+    assert journal.node_durations("w") == {"n": 1.0}   # read again: not yet settled
     journal.close()
