@@ -99,6 +99,37 @@ def latency(client: Any, store: str, queue: Any, n: int, rate: float, max_in_fli
             "max_ms": 1000 * lat[-1], "answered": len(lat)}
 
 
+class _Cpu:
+    """CPU-seconds of this process (client, scheduler, consumer) and of the worker processes while
+    active: the figure that holds when other work shares the cores."""
+
+    def __init__(self, client: Any):
+        import os
+
+        import psutil
+        self._procs = [psutil.Process()]
+        try:   # workers on this host (a remote --address: this process only)
+            self._procs += [psutil.Process(p) for p in set(client.run(os.getpid).values()) if p != os.getpid()]
+        except (psutil.Error, OSError):
+            pass
+
+    def _now(self) -> float:
+        total = 0.0
+        for p in self._procs:
+            try:
+                total += sum(p.cpu_times()[:2])
+            except Exception:  # noqa: BLE001 - a worker gone meanwhile
+                pass
+        return total
+
+    def __enter__(self) -> "_Cpu":
+        self.seconds, self._t0 = 0.0, self._now()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = self._now() - self._t0
+
+
 def _queue(url: str, kind: str) -> Any:
     import cleo_dask as cd
     tag = uuid.uuid4().hex[:8]
@@ -125,18 +156,23 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     try:
         with h.cluster(args) as client:
-            t_direct = direct(client, f"{where}/direct.db", n)
-            t_queue = consumed(client, f"{where}/queue.db", _queue(url, args.broker), n, args.max_in_flight)
+            with _Cpu(client) as cpu_direct:
+                t_direct = direct(client, f"{where}/direct.db", n)
+            with _Cpu(client) as cpu_queue:
+                t_queue = consumed(client, f"{where}/queue.db", _queue(url, args.broker), n, args.max_in_flight)
             rows.append({"case": f"{n} one-node runs", "contender": "direct (submit_many)", "broker": args.broker,
-                         "requests_per_s": n / t_direct, "seconds": t_direct, "ratio": 1.0})
+                         "requests_per_s": n / t_direct, "seconds": t_direct, "ratio": 1.0,
+                         "cpu_ms_per_run": 1000 * cpu_direct.seconds / n})
             rows.append({"case": f"{n} one-node runs", "contender": "queue (consume)", "broker": args.broker,
-                         "requests_per_s": n / t_queue, "seconds": t_queue, "ratio": t_direct / t_queue})
-            lat = latency(client, f"{where}/latency.db", _queue(url, args.broker), int(args.rate * seconds),
-                          args.rate, args.max_in_flight)
+                         "requests_per_s": n / t_queue, "seconds": t_queue, "ratio": t_direct / t_queue,
+                         "cpu_ms_per_run": 1000 * cpu_queue.seconds / n})
+            with _Cpu(client) as cpu_lat:
+                lat = latency(client, f"{where}/latency.db", _queue(url, args.broker), int(args.rate * seconds),
+                              args.rate, args.max_in_flight)
             rows.append({"case": f"{args.rate:g} requests/s for {seconds:g} s", "contender": "queue (consume)",
-                         "broker": args.broker, **lat})
+                         "broker": args.broker, **lat, "cpu_ms_per_run": 1000 * cpu_lat.seconds / max(1, lat["answered"])})
             h.report(rows, args, "queues", ["case", "contender", "broker", "requests_per_s", "seconds", "ratio",
-                                            "p50_ms", "p99_ms", "max_ms"], client)
+                                            "p50_ms", "p99_ms", "max_ms", "cpu_ms_per_run"], client)
     finally:
         if broker is not None:
             broker.stop()

@@ -68,13 +68,20 @@ class Consumer:
         self._ready: list[_Entry] = []
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._waking = False
 
     # -- the engine's side ------------------------------------------------------------------
     def _on_run(self, kind: str, run: Any) -> None:
         if kind == "finished":
             self._ended.append(run.id)
-            if self._loop is not None and self._wake is not None:
-                self._loop.call_soon_threadsafe(self._wake.set)
+            if self._loop is not None and self._wake is not None and not self._waking:
+                self._waking = True   # runs ending together: one hop to the loop, not one each
+                self._loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        self._waking = False
+        if self._wake is not None:
+            self._wake.set()
 
     def run(self) -> dict[str, int]:
         """Consume until stopped; the counts (``runs``, ``resumed``, ``outcomes``, ``rejected``, ...)."""

@@ -71,7 +71,8 @@ def fetch_with_peers(client: Any, run: Any, missing: list[str], limit: int) -> N
     for peer in peers.others(run):
         if total >= limit:
             break
-        keys = peer.missing_metas()
+        keys = peer.missing_metas(wait=False)   # a peer another thread holds is skipped: two runs of
+        # one burst building their outcomes at once (a user's result() and the driver) never wait on each other
         if keys and total + len(keys) <= limit:
             groups.append((peer, keys))
             total += len(keys)
@@ -79,5 +80,5 @@ def fetch_with_peers(client: Any, run: Any, missing: list[str], limit: int) -> N
     answers = list(client.run(compact_metas_many, lists).values())
     losses = client.run_on_scheduler(suspicious, [k for keys in lists for k in keys])
     for i, (member, keys) in enumerate(groups):
-        member.put_metas(keys, [answer[i] for answer in answers], losses)
-        peers.leave(member.id)   # units finishing later (a bigger run) it collects alone
+        if member.put_metas(keys, [answer[i] for answer in answers], losses, wait=member is run):
+            peers.leave(member.id)   # units finishing later (a bigger run) it collects alone
