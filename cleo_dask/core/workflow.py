@@ -111,6 +111,8 @@ class Workflow:
         wf = Workflow(self.name)
         wf._nodes = dict(self._nodes)
         wf._checked, wf._params = self._checked, self._params
+        if self.signals:
+            wf.__dict__["_signals"] = dict(self.signals)
         return wf
 
     @classmethod
