@@ -28,6 +28,7 @@ from typing import Any
 from cleo_dask import config as _config
 from cleo_dask.core.current import CurrentNode, current_node
 from cleo_dask.core.outcome import TaskResult
+from cleo_dask.dynamic.childfetch import OutcomeFetcher
 from cleo_dask.dynamic.childsend import Endings, SpawnQueue
 from cleo_dask.errors import CleoError
 
@@ -226,15 +227,36 @@ def _before(engine: Any, item: dict[str, Any]) -> None:
     _check_depth(depth)
 
 
-def _after(run: Any, item: dict[str, Any]) -> None:
+def _after(run: Any, item: dict[str, Any], publish: bool = True) -> None:
     parent, depth = item["parent"], item["depth"]
     run.parent = (parent.run_id, parent.node)
     run.depth = depth
     _depths[run.id] = depth
-    client = worker_engine(item["worker"]).client
-    # grandchildren spawned elsewhere learn the depth from the scheduler
-    client.loop.add_callback(client.scheduler.set_metadata, keys=[METADATA, run.id],
-                             value={"depth": depth, "parent": parent.run_id, "node": parent.node})
+    if publish:   # grandchildren spawned elsewhere learn the depth from the scheduler
+        client = worker_engine(item["worker"]).client
+        client.loop.add_callback(client.scheduler.set_metadata, keys=[METADATA, run.id], value=_spawn_record(item))
+
+
+def _spawn_record(item: dict[str, Any]) -> dict[str, Any]:
+    parent = item["parent"]
+    return {"depth": item["depth"], "parent": parent.run_id, "node": parent.node}
+
+
+def _set_metadata_many(records: list[tuple[list[str], Any]], dask_scheduler: Any = None) -> int:
+    """On the scheduler: many ``set_metadata`` at once."""
+    for keys, value in records:
+        dask_scheduler.set_metadata(keys=keys, value=value)
+    return len(records)
+
+
+def _after_burst(engine: Any, sent: list[tuple[Any, dict[str, Any]]]) -> None:
+    """The spawn records of a burst sent together, in one call to the scheduler."""
+    records = [([METADATA, run.id], _spawn_record(item)) for run, item in sent]
+    try:
+        engine.client.run_on_scheduler(_set_metadata_many, records)
+    except Exception:  # noqa: BLE001 - cleo_dask not importable on the scheduler: one call each
+        for keys, value in records:
+            engine.client.loop.add_callback(engine.client.scheduler.set_metadata, keys=keys, value=value)
 
 
 def _submit(worker: Any, parent: CurrentNode, target: Any, inputs: Mapping[str, Any] | None,
@@ -257,9 +279,10 @@ def _outcome_of(run: Any, single: bool, kept: KeptChild | None) -> Any:
 
 
 def _after_queued(run: Any, item: dict[str, Any]) -> None:
-    _after(run, item)
-    # the outcome is fetched as soon as the child ends (on the pool, many at once), not when the
-    # parent gets to awaiting it: awaiting 1,000 children in a row then costs no round trip each
+    _after(run, item, publish=False)   # published for the whole burst (_after_burst)
+    # the outcome is fetched as soon as the child ends (children ending together in one gather),
+    # not when the parent gets to awaiting it: awaiting 1,000 children in a row then costs no
+    # round trip each
     out = item["outcome"]
 
     def fill(_: Any) -> None:
@@ -268,10 +291,11 @@ def _after_queued(run: Any, item: dict[str, Any]) -> None:
         except BaseException as exc:  # noqa: BLE001
             out.set_exception(exc)
 
-    _endings_of(item["worker"]).watch(run).add_done_callback(lambda _: _pool.submit(fill, None))
+    _endings_of(item["worker"]).watch(run).add_done_callback(lambda _: _fetcher.put(run, fill))
 
 
-_queue = SpawnQueue(_pool, worker_engine, _before, _after_queued)
+_fetcher = OutcomeFetcher(_pool)
+_queue = SpawnQueue(_pool, worker_engine, _before, _after_queued, _after_burst)
 
 
 def spawn(target: Any, inputs: Mapping[str, Any] | None = None, **options: Any) -> ChildRun:

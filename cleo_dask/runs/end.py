@@ -86,6 +86,11 @@ class RunEnd:
                     if f.status == "finished" and k not in self._outputs
                     and not all(n in known for n in self._units.get(k, ()))]
 
+    def keep_values(self, values: Mapping[str, Any]) -> None:
+        """Values of this run's keys fetched by someone else (one gather for many runs)."""
+        with self._lock:
+            self._outputs.update(values)
+
     def unkept_nodes(self) -> list[str]:
         """Nodes whose value was not kept when the engine closed."""
         return [n for n, (k, _) in self._location.items() if k in self._unkept and n not in self._known]
