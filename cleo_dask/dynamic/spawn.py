@@ -22,6 +22,7 @@ import concurrent.futures
 import hashlib
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,7 @@ from cleo_dask.errors import CleoError
 METADATA = "cleo-spawn"
 _engines: dict[str, Any] = {}
 _engines_lock = threading.Lock()
+_by_worker: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # worker -> its engine (asked once)
 _endings: dict[int, Endings] = {}   # id(engine) -> its runs' endings
 _depths: dict[str, int] = {}     # run id -> spawn depth, for runs spawned by this process
 _pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="cleo-spawn")   # async tasks' submissions
@@ -44,7 +46,12 @@ def worker_engine(worker: Any = None) -> Any:
     """The engine of this worker process's client (made once per client; never closed by cleo);
     ``worker``: the worker running the calling task (default: the one of this thread)."""
     from distributed import get_worker
-    client = (worker or get_worker())._get_client()   # what distributed.get_client() does in a task
+    worker = worker or get_worker()
+    engine = _by_worker.get(worker)
+    # Worker._get_client logs an event on the scheduler at each call: asked once per worker, not per spawn
+    if engine is not None and not engine.closed and engine.client.status == "running":
+        return engine
+    client = worker._get_client()   # what distributed.get_client() does in a task
     ident = f"{client.id}"
     with _engines_lock:
         engine = _engines.get(ident)
@@ -52,6 +59,7 @@ def worker_engine(worker: Any = None) -> Any:
             from cleo_dask.engine import Engine
             engine = _engines[ident] = Engine(client=client)
             _endings[id(engine)] = Endings(engine)
+        _by_worker[worker] = engine
         return engine
 
 
