@@ -239,6 +239,7 @@ def _after(run: Any, item: dict[str, Any], publish: bool = True) -> None:
     parent, depth = item["parent"], item["depth"]
     run.parent = (parent.run_id, parent.node)
     run.depth = depth
+    run.topic_unread_if_quiet = True   # a child with no event but its announcements ends without reading its topic
     _depths[run.id] = depth
     if publish:   # grandchildren spawned elsewhere learn the depth from the scheduler
         client = worker_engine(item["worker"]).client

@@ -153,7 +153,11 @@ class RunResults:
 
     def _collect_attempt_events(self) -> None:
         """Failed attempts retried by Dask itself are known only from the workers' events."""
-        events = self.events()
+        # a run that may skip the round trip (spawned children) and has seen nothing but
+        # announcements on its topic, nor anything but successes, has no such events
+        quiet = (self.topic_unread_if_quiet and not self.events_noted and not self._known and not self._records
+                 and all(f.status == "finished" for f in self._futures.values()))
+        events = () if quiet and not self._sealed else self.events()
         if not self._sealed:  # the run is done (an outcome is built): seal_events needs no second call
             self._event_log = events
         for _, msg in events:

@@ -33,6 +33,11 @@ class RunEnd:
         self._sealed = False
         self._detached: Any = None   # a _keep.Detached once the engine closed
         self._unkept: set[str] = set()   # keys whose value was not kept at close
+        # set by the run's subscription when an event other than an announcement arrives; a run
+        # with ``topic_unread_if_quiet`` (cd.spawn's children) then skips reading its topic back
+        # when it ends with nothing noted (one round trip less per small run)
+        self.events_noted = False
+        self.topic_unread_if_quiet = False
 
     # -- the outcome cache ------------------------------------------------------------------------
     def _state(self) -> tuple:
