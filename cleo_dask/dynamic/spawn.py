@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import threading
 import time
@@ -31,6 +32,7 @@ from cleo_dask.core.current import CurrentNode, current_node
 from cleo_dask.core.outcome import TaskResult
 from cleo_dask.dynamic.childfetch import OutcomeFetcher
 from cleo_dask.dynamic.childsend import Endings, SpawnQueue
+from cleo_dask.dynamic.quietwait import unprofiled
 from cleo_dask.errors import CleoError
 
 METADATA = "cleo-spawn"
@@ -133,12 +135,13 @@ class ChildRun:
             run = self._submitted.result(timeout)
             end = None if timeout is None else time.monotonic() + timeout
             ending = _endings_of(self._worker).watch(run)   # its finished notice: no client call per look
-            while not _ended(ending, 0.2):
-                if _cancelled(self._worker, self._parent_key):
-                    run.cancel()
-                    break
-                if end is not None and time.monotonic() > end:
-                    raise TimeoutError(f"child run {run.id} not done after {timeout:g} s")
+            with unprofiled(self._worker) if seceded else contextlib.nullcontext():
+                while not _ended(ending, 0.2):
+                    if _cancelled(self._worker, self._parent_key):
+                        run.cancel()
+                        break
+                    if end is not None and time.monotonic() > end:
+                        raise TimeoutError(f"child run {run.id} not done after {timeout:g} s")
             return self._outcome(run)
         finally:
             if seceded:
