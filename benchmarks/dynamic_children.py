@@ -88,9 +88,10 @@ def bench_spawn(engine: cd.Engine, children: int, repeat: int = 1) -> dict[str, 
 
 def bench_waits(engine: cd.Engine, runs: int, parents: int, cpu_tasks: int) -> dict[str, Any]:
     agent = cd.Agent("bench")
-    t0 = time.perf_counter()
-    engine.submit(_cpu_wf(cpu_tasks), agent, inputs={"i": 0}).result()
-    alone = time.perf_counter() - t0
+    c0, t0 = _cpu_seconds(engine), time.perf_counter()
+    out = engine.submit(_cpu_wf(cpu_tasks), agent, inputs={"i": 0}).result()
+    alone, alone_cpu = time.perf_counter() - t0, _cpu_seconds(engine) - c0
+    alone_per_worker = _per_worker(out)
     waiting = engine.submit_many([{"target": _approval_wf(f"w{i}"), "agent": agent} for i in range(runs)])
     spawning = engine.submit_many([{"target": waits_for_child, "agent": agent, "inputs": {"i": i}}
                                    for i in range(parents)])
@@ -100,9 +101,13 @@ def bench_waits(engine: cd.Engine, runs: int, parents: int, cpu_tasks: int) -> d
     while len(engine.client.get_metadata(["cleo-spawn"], default={})) < parents and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(2)
-    t0 = time.perf_counter()
-    engine.submit(_cpu_wf(cpu_tasks), agent, inputs={"i": 0}).result()
-    beside = time.perf_counter() - t0
+    c0, t0 = _cpu_seconds(engine), time.perf_counter()
+    out = engine.submit(_cpu_wf(cpu_tasks), agent, inputs={"i": 0}).result()
+    beside, beside_cpu = time.perf_counter() - t0, _cpu_seconds(engine) - c0
+    # idle: what the waits cost the cluster's processes while nothing else runs
+    c0, t0 = _cpu_seconds(engine), time.perf_counter()
+    time.sleep(5)
+    idle_cpu, idle_s = _cpu_seconds(engine) - c0, time.perf_counter() - t0
     done = all(not r.done() for r in waiting)
     for r in waiting:
         r.cancel()
@@ -110,7 +115,21 @@ def bench_waits(engine: cd.Engine, runs: int, parents: int, cpu_tasks: int) -> d
         r.cancel()
     return {"runs_waiting": runs, "parents_waiting": parents, "cpu_tasks": cpu_tasks,
             "alone_s": round(alone, 3), "beside_s": round(beside, 3), "slowdown": round(beside / alone, 3),
-            "waits_still_held": done}
+            # CPU seconds of every process of the cluster (the client's too): wall time on a shared
+            # machine moves with the others' load, these much less
+            "alone_cpu_s": round(alone_cpu, 3), "beside_cpu_s": round(beside_cpu, 3),
+            "cpu_ratio": round(beside_cpu / alone_cpu, 3),
+            "waits_idle_cpu_share": round(idle_cpu / idle_s, 3),   # cores the waits keep busy meanwhile
+            "waits_still_held": done, "alone_tasks_per_worker": alone_per_worker,
+            "beside_tasks_per_worker": _per_worker(out)}
+
+
+def _per_worker(outcome: Any) -> list[int]:
+    """How many nodes of ``outcome`` each worker ran."""
+    counts: dict[str, int] = {}
+    for r in outcome.values():
+        counts[str(r.worker)] = counts.get(str(r.worker), 0) + 1
+    return sorted(counts.values())
 
 
 def main(argv: list[str] | None = None) -> None:
