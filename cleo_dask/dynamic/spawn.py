@@ -30,6 +30,7 @@ from typing import Any
 from cleo_dask import config as _config
 from cleo_dask.core.current import CurrentNode, current_node
 from cleo_dask.core.outcome import TaskResult
+from cleo_dask.dynamic import secededidle
 from cleo_dask.dynamic.childfetch import OutcomeFetcher
 from cleo_dask.dynamic.childsend import Endings, SpawnQueue
 from cleo_dask.dynamic.quietwait import unprofiled
@@ -130,6 +131,7 @@ class ChildRun:
             return self._kept.outcome
         seceded = _in_worker_thread()
         if seceded:
+            secededidle.ensure(worker_engine(self._worker).client)   # a worker waiting only counts as idle
             secede()
         try:
             run = self._submitted.result(timeout)
