@@ -71,7 +71,9 @@ def fetch_with_peers(client: Any, run: Any, missing: list[str], limit: int) -> N
     for peer in peers.others(run):
         if total >= limit:
             break
-        keys = peer.missing_metas()
+        # never wait for a peer's lock: its own thread may be building its outcome and be waiting
+        # for ours (two runs of a burst ending at once: a deadlock); a busy peer collects alone
+        keys = peer.missing_metas(wait=False)
         if keys and total + len(keys) <= limit:
             groups.append((peer, keys))
             total += len(keys)
@@ -79,5 +81,5 @@ def fetch_with_peers(client: Any, run: Any, missing: list[str], limit: int) -> N
     answers = list(client.run(compact_metas_many, lists).values())
     losses = client.run_on_scheduler(suspicious, [k for keys in lists for k in keys])
     for i, (member, keys) in enumerate(groups):
-        member.put_metas(keys, [answer[i] for answer in answers], losses)
-        peers.leave(member.id)   # units finishing later (a bigger run) it collects alone
+        if member.put_metas(keys, [answer[i] for answer in answers], losses, wait=member is run):
+            peers.leave(member.id)   # units finishing later (a bigger run) it collects alone

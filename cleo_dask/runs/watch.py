@@ -96,6 +96,8 @@ class RunWatch:
     def on_event(self, item: tuple[float, dict[str, Any]]) -> None:
         """Events of this run's topic (called on the client's event loop: keep it short)."""
         msg = item[1]
+        if not (isinstance(msg, dict) and msg.get("kind") in ("run", "keys", "finished")):
+            self.events_noted = True   # something beyond announcements: its outcome reads the topic
         if isinstance(msg, dict) and msg.get("kind") == "attempt" and msg.get("mode", "task") == "task":
             # a worker cannot tell which attempt it runs (Dask's and Client.retry rerun the same
             # task): the client counts them
