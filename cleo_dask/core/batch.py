@@ -28,6 +28,7 @@ import cloudpickle
 from cleo_dask.admission.io import release_slot
 from cleo_dask.core.events import event, send_from_worker
 from cleo_dask.core.nodeoutput import NodeOutput
+from cleo_dask.core.outputs import Outputs
 from cleo_dask.core.outputstore import OutputStore
 from cleo_dask.core.worker import (FELL_BACK, SKIPPED, NodeCall, NodeFailed, cache_lookup, cache_store, call_args, failure_output,
                                    finish_output, gather_inputs, prepare_node, record_failure, skip_output,
@@ -187,7 +188,7 @@ def run_batch(batch: BatchCall, agent: Any, *deps: Any) -> tuple[NodeOutput, ...
     """Run a batch of sync nodes one after another; the Dask task function of such batches."""
     worker = worker_address()
     finals: dict[int, tuple] = {}
-    outputs = tuple(_drive_sync(node_steps(batch, i, agent, deps, worker, finals)) for i in range(len(batch.nodes)))
+    outputs = Outputs(_drive_sync(node_steps(batch, i, agent, deps, worker, finals)) for i in range(len(batch.nodes)))
     return _fail_fast(batch, outputs, finals)
 
 
@@ -215,4 +216,4 @@ async def run_batch_async(batch: BatchCall, agent: Any, *deps: Any) -> tuple[Nod
         outputs[i] = out
     for i, out in zip(syncs, done[len(asyncs)] if syncs else ()):
         outputs[i] = out
-    return _fail_fast(batch, tuple(outputs), finals)
+    return _fail_fast(batch, Outputs(outputs), finals)
