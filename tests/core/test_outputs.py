@@ -1,4 +1,4 @@
-"""A multi-node unit's output travels between workers as one columnar pickle, not node by node."""
+"""What a batch carries: its nodes packed for the scheduler, its outputs sent as one columnar pickle.
 from __future__ import annotations
 
 import pickle
@@ -48,3 +48,14 @@ def test_outputs_keep_rare_fields_and_missing_times():
     assert [o.meta() for o in back] == [o.meta() for o in outs] and back[1].value == {"k": 1}
     mixed = Outputs([outs[0], "not an output"])   # anything else pickles as a plain tuple would
     assert pickle.loads(pickle.dumps(mixed))[1] == "not an output"
+
+
+def test_a_batch_travels_packed_and_runs_where_it_lands():
+    """The scheduler only stores and forwards a batch's bytes; the worker unpacks it."""
+    from cleo_dask.core.batch import PackedBatch
+    batch = _batch(3)
+    batch.nodes[1].when = lambda **_: False     # only cloudpickle takes a lambda: the fallback
+    packed = pickle.loads(pickle.dumps(batch))
+    assert type(packed) is PackedBatch and type(pickle.loads(pickle.dumps(packed))) is PackedBatch
+    out = run_batch(packed, None)
+    assert [o.status for o in out] == ["succeeded", "skipped", "succeeded"]
