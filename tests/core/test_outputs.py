@@ -1,4 +1,4 @@
-"""What a batch carries: its nodes packed for the scheduler, its outputs sent as one columnar pickle.
+"""What a batch carries: its nodes packed for the scheduler, its outputs sent as one columnar pickle."""
 from __future__ import annotations
 
 import pickle
