@@ -31,6 +31,7 @@ from cleo_dask.core.events import event, send_from_worker
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.outputs import Outputs
 from cleo_dask.core.outputstore import OutputStore
+from cleo_dask.core.shipping import portable
 from cleo_dask.core.worker import (FELL_BACK, SKIPPED, NodeCall, NodeFailed, cache_lookup, cache_store, call_args, failure_output,
                                    finish_output, gather_inputs, prepare_node, record_failure, skip_output,
                                    when_holds, worker_address)
@@ -57,7 +58,12 @@ class BatchCall:
         # pickled once, here, into bytes the scheduler only stores and forwards: unpickling a
         # thousand NodeCalls on the scheduler (and pickling them again for a worker) cost it more
         # than the batch costs its worker; the worker unpacks it in its task's thread
-        return (PackedBatch, (pack((self.run_id, self.key, self.nodes, self.policies, self.store, self.fail_fast)),))
+        nodes = self.nodes
+        if all(c.attempt == 1 and c.mode == "task" for c in nodes):   # as compiled: by columns
+            nodes = (tuple([c.name for c in nodes]), tuple([c.task for c in nodes]), tuple([c.inputs for c in nodes]),
+                     tuple([None if c.when is None else portable(c.when) for c in nodes]),
+                     tuple([c.trigger for c in nodes]))
+        return (PackedBatch, (pack((self.run_id, self.key, nodes, self.policies, self.store, self.fail_fast)),))
 
 
 class PackedBatch:
@@ -73,7 +79,10 @@ class PackedBatch:
 
     def unpack(self) -> BatchCall:
         """The batch itself."""
-        return BatchCall(*pickle.loads(self.blob))
+        run_id, key, nodes, *rest = pickle.loads(self.blob)
+        if nodes and type(nodes[0]) is tuple:   # by columns
+            nodes = tuple(map(NodeCall, *nodes))
+        return BatchCall(run_id, key, nodes, *rest)
 
 
 def pack(obj: Any) -> bytes:
