@@ -33,6 +33,7 @@ from cleo_dask.runs.submission import batch_item, check_submission
 from cleo_dask.runs.windows import compile_run
 from cleo_dask.runs.expand import compile_mapped, has_maps
 from cleo_dask.core.task import as_spec
+from cleo_dask.core.targets import is_factory
 from cleo_dask.core.workflow import Workflow
 
 logger = logging.getLogger("cleo_dask")
@@ -242,7 +243,13 @@ class Engine:
             return target
         if isinstance(target, str):
             from cleo_dask.util.imports import resolve
-            return self._as_workflow(resolve(target))
+            obj = resolve(target)
+            if is_factory(obj):   # pkg:build_workflow, as `cleo-dask run` reads it (core/targets)
+                obj = obj()
+                if not isinstance(obj, Workflow):
+                    raise WorkflowError(f"{target}: a function naming a workflow must return a cleo_dask.Workflow, "
+                                        f"got {type(obj).__name__}")
+            return self._as_workflow(obj)
         spec = as_spec(target)
         wf = Workflow(spec.name)
         wf.add(spec)

@@ -18,6 +18,7 @@ sync nodes meanwhile one after another in a thread.
 from __future__ import annotations
 
 import asyncio
+import pickle
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ import cloudpickle
 from cleo_dask.admission.io import release_slot
 from cleo_dask.core.events import event, send_from_worker
 from cleo_dask.core.nodeoutput import NodeOutput
+from cleo_dask.core.outputs import Outputs
 from cleo_dask.core.outputstore import OutputStore
+from cleo_dask.core.shipping import portable
 from cleo_dask.core.worker import (FELL_BACK, SKIPPED, NodeCall, NodeFailed, cache_lookup, cache_store, call_args, failure_output,
                                    finish_output, gather_inputs, prepare_node, record_failure, skip_output,
                                    when_holds, worker_address)
@@ -52,7 +55,46 @@ class BatchCall:
     fail_fast: bool = False
 
     def __reduce__(self):
-        return (BatchCall, (self.run_id, self.key, self.nodes, self.policies, self.store, self.fail_fast))
+        # pickled once, here, into bytes the scheduler only stores and forwards: unpickling a
+        # thousand NodeCalls on the scheduler (and pickling them again for a worker) cost it more
+        # than the batch costs its worker; the worker unpacks it in its task's thread
+        nodes = self.nodes
+        if all(c.attempt == 1 and c.mode == "task" for c in nodes):   # as compiled: by columns
+            nodes = (tuple([c.name for c in nodes]), tuple([c.task for c in nodes]), tuple([c.inputs for c in nodes]),
+                     tuple([None if c.when is None else portable(c.when) for c in nodes]),
+                     tuple([c.trigger for c in nodes]))
+        return (PackedBatch, (pack((self.run_id, self.key, nodes, self.policies, self.store, self.fail_fast)),))
+
+
+class PackedBatch:
+    """A :class:`BatchCall` as it travels: its pickle, unpacked where the batch runs."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes):
+        self.blob = blob
+
+    def __reduce__(self):
+        return (PackedBatch, (self.blob,))
+
+    def unpack(self) -> BatchCall:
+        """The batch itself."""
+        run_id, key, nodes, *rest = pickle.loads(self.blob)
+        if nodes and type(nodes[0]) is tuple:   # by columns
+            nodes = tuple(map(NodeCall, *nodes))
+        return BatchCall(run_id, key, nodes, *rest)
+
+
+def pack(obj: Any) -> bytes:
+    """``obj`` pickled as Dask pickles a graph: plain pickle, cloudpickle when that fails."""
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - e.g. a lambda's `when`: cloudpickle takes it by value
+        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _unpacked(batch: BatchCall | PackedBatch) -> BatchCall:
+    return batch.unpack() if type(batch) is PackedBatch else batch
 
 
 def _again(call: NodeCall, attempt: int, mode: str = "task", error: BaseException | None = None) -> NodeCall:
@@ -183,18 +225,20 @@ def _fail_fast(batch: BatchCall, outputs: tuple[NodeOutput, ...], finals: dict[i
     raise NodeFailed(name, batch.key, attempt, error, text, completed)
 
 
-def run_batch(batch: BatchCall, agent: Any, *deps: Any) -> tuple[NodeOutput, ...]:
+def run_batch(batch: BatchCall | PackedBatch, agent: Any, *deps: Any) -> tuple[NodeOutput, ...]:
     """Run a batch of sync nodes one after another; the Dask task function of such batches."""
+    batch = _unpacked(batch)
     worker = worker_address()
     finals: dict[int, tuple] = {}
-    outputs = tuple(_drive_sync(node_steps(batch, i, agent, deps, worker, finals)) for i in range(len(batch.nodes)))
+    outputs = Outputs(_drive_sync(node_steps(batch, i, agent, deps, worker, finals)) for i in range(len(batch.nodes)))
     return _fail_fast(batch, outputs, finals)
 
 
-async def run_batch_async(batch: BatchCall, agent: Any, *deps: Any) -> tuple[NodeOutput, ...]:
+async def run_batch_async(batch: BatchCall | PackedBatch, agent: Any, *deps: Any) -> tuple[NodeOutput, ...]:
     """Run a batch holding ``async`` nodes: those concurrently on the worker's event loop, the sync
     ones meanwhile one after another in a thread.  A batch of ``async`` nodes only frees its
     worker slot while it waits, as an ``async`` unit does; one with sync nodes keeps it for them."""
+    batch = _unpacked(batch)
     worker = worker_address()
     asyncs = [i for i, c in enumerate(batch.nodes) if c.task.is_async]
     syncs = [i for i, c in enumerate(batch.nodes) if not c.task.is_async]
@@ -215,4 +259,4 @@ async def run_batch_async(batch: BatchCall, agent: Any, *deps: Any) -> tuple[Nod
         outputs[i] = out
     for i, out in zip(syncs, done[len(asyncs)] if syncs else ()):
         outputs[i] = out
-    return _fail_fast(batch, tuple(outputs), finals)
+    return _fail_fast(batch, Outputs(outputs), finals)

@@ -26,7 +26,6 @@ in one :class:`WorkflowError` whose ``problems`` attribute lists them::
 from __future__ import annotations
 
 import gc
-import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from cleo_dask.core.parameters import takes_any_input
 from cleo_dask.core.specnodes import NODE_KEYS, build, read_nodes
 from cleo_dask.core.specproblems import Problems, Where, import_path, line_of, unknown_keys
 from cleo_dask.core.specread import MISSING, read
-from cleo_dask.core.task import Task, TaskSpec
+from cleo_dask.core.targets import is_factory
 from cleo_dask.core.workflow import Workflow
 from cleo_dask.errors import WorkflowError
 from cleo_dask.failures.backoff import EXPONENTIAL_KEYS
@@ -171,9 +170,9 @@ def _load_target(target: str, agent: Agent | None, problems: Problems) -> Spec |
     obj = import_path(target, where, problems)
     if obj is None:
         return None
-    if isinstance(obj, (Task, TaskSpec)) or (callable(obj) and not isinstance(obj, Workflow) and _takes_agent(obj)):
+    if not isinstance(obj, Workflow) and callable(obj) and not is_factory(obj):
         obj = Workflow.chain(obj, name=target.rpartition(":")[2])   # a task, not a factory: one node
-    if not isinstance(obj, Workflow) and callable(obj):
+    if is_factory(obj):
         try:
             obj = obj()
         except Exception as exc:  # noqa: BLE001 - user code building the workflow
@@ -189,11 +188,3 @@ def _load_target(target: str, agent: Agent | None, problems: Problems) -> Spec |
         return None
     return Spec(obj, agent or Agent("default"), target)
 
-
-def _takes_agent(fn: Any) -> bool:
-    """Whether ``fn`` looks like a task function (``fn(agent, ...)``) rather than a workflow factory."""
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    return bool(params) and params[0].name == "agent" and params[0].default is inspect.Parameter.empty

@@ -25,6 +25,7 @@ from cleo_dask.core.heldretry import hold_or_final
 from cleo_dask.core.mapping import Gathered, element
 from cleo_dask.admission.io import release_slot, run_blocking
 from cleo_dask.core.nodeoutput import NodeOutput
+from cleo_dask.core.outputs import Outputs
 from cleo_dask.core.outcome import SKIP_STATUSES, Attempt, Failure
 from cleo_dask.core.outputstore import OutputStore
 from cleo_dask.core.shipping import portable
@@ -258,7 +259,7 @@ def _unit_steps(unit: UnitCall, agent: Any, deps: tuple, worker: str | None) -> 
             raise failed from None
         outputs.append(out)
         completed[call.name] = out
-    return outputs[0] if len(outputs) == 1 else tuple(outputs)
+    return outputs[0] if len(outputs) == 1 else Outputs(outputs)
 
 
 def _next_step(steps: Generator[tuple, Any, Any], reply: Any, error: BaseException | None) -> tuple[bool, Any]:

@@ -111,6 +111,8 @@ class Workflow:
         wf = Workflow(self.name)
         wf._nodes = dict(self._nodes)
         wf._checked, wf._params = self._checked, self._params
+        if self.signals:
+            wf.__dict__["_signals"] = dict(self.signals)
         return wf
 
     @classmethod
@@ -252,6 +254,7 @@ class Workflow:
             g.add_edges_from((p, n) for p in node.parents)
         return g
 
+    @gc_paused()   # a list per node, none of them garbage: no full collection walks them meanwhile
     def children(self) -> dict[str, list[str]]:
         """Each node's children, by name."""
         out: dict[str, list[str]] = {n: [] for n in self._nodes}

@@ -57,14 +57,17 @@ class SpawnQueue:
 
     ``engine_of(worker)``: the engine submitting a worker's children; ``before(engine, item)``:
     called first with each item (may raise: that child's error; e.g. too deep); ``after(run,
-    item)``: called with each child run sent (records its parent and depth)."""
+    item)``: called with each child run sent (records its parent and depth); ``after_burst(engine,
+    [(run, item), ...])``: then once with every child of the burst sent."""
 
     def __init__(self, pool: concurrent.futures.Executor, engine_of: Callable[[Any], Any],
-                 before: Callable[[Any, dict[str, Any]], None], after: Callable[[Any, dict[str, Any]], None]):
+                 before: Callable[[Any, dict[str, Any]], None], after: Callable[[Any, dict[str, Any]], None],
+                 after_burst: Callable[[Any, list[tuple[Any, dict[str, Any]]]], None] | None = None):
         self._pool = pool
         self._engine_of = engine_of
         self._before = before
         self._after = after
+        self._after_burst = after_burst
         self._lock = threading.Lock()
         self._items: list[tuple[dict[str, Any], concurrent.futures.Future]] = []
         self._flushing = False
@@ -111,6 +114,7 @@ class SpawnQueue:
             for _, fut in group:
                 fut.set_exception(exc)
             return
+        sent = []
         for i, (item, fut) in enumerate(group):
             try:
                 run = runs[i] if runs is not None else engine.submit(item["target"], item["agent"],
@@ -119,7 +123,11 @@ class SpawnQueue:
             except BaseException as exc:  # noqa: BLE001
                 fut.set_exception(exc)
             else:
-                fut.set_result(run)
+                sent.append((run, item, fut))
+        if self._after_burst is not None and sent:
+            self._after_burst(engine, [(run, item) for run, item, _ in sent])
+        for run, _, fut in sent:
+            fut.set_result(run)
 
 
 def _submission(item: dict[str, Any]) -> dict[str, Any]:

@@ -19,21 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
 from cleo_dask import config as _config
 from cleo_dask.core.current import CurrentNode, current_node
 from cleo_dask.core.outcome import TaskResult
+from cleo_dask.dynamic import secededidle
+from cleo_dask.dynamic.childfetch import OutcomeFetcher
 from cleo_dask.dynamic.childsend import Endings, SpawnQueue
+from cleo_dask.dynamic.quietwait import unprofiled
 from cleo_dask.errors import CleoError
 
 METADATA = "cleo-spawn"
 _engines: dict[str, Any] = {}
 _engines_lock = threading.Lock()
+_by_worker: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # worker -> its engine (asked once)
 _endings: dict[int, Endings] = {}   # id(engine) -> its runs' endings
 _depths: dict[str, int] = {}     # run id -> spawn depth, for runs spawned by this process
 _pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="cleo-spawn")   # async tasks' submissions
@@ -43,7 +49,12 @@ def worker_engine(worker: Any = None) -> Any:
     """The engine of this worker process's client (made once per client; never closed by cleo);
     ``worker``: the worker running the calling task (default: the one of this thread)."""
     from distributed import get_worker
-    client = (worker or get_worker())._get_client()   # what distributed.get_client() does in a task
+    worker = worker or get_worker()
+    engine = _by_worker.get(worker)
+    # Worker._get_client logs an event on the scheduler at each call: asked once per worker, not per spawn
+    if engine is not None and not engine.closed and engine.client.status == "running":
+        return engine
+    client = worker._get_client()   # what distributed.get_client() does in a task
     ident = f"{client.id}"
     with _engines_lock:
         engine = _engines.get(ident)
@@ -51,6 +62,7 @@ def worker_engine(worker: Any = None) -> Any:
             from cleo_dask.engine import Engine
             engine = _engines[ident] = Engine(client=client)
             _endings[id(engine)] = Endings(engine)
+        _by_worker[worker] = engine
         return engine
 
 
@@ -119,17 +131,19 @@ class ChildRun:
             return self._kept.outcome
         seceded = _in_worker_thread()
         if seceded:
+            secededidle.ensure(worker_engine(self._worker).client)   # a worker waiting only counts as idle
             secede()
         try:
             run = self._submitted.result(timeout)
             end = None if timeout is None else time.monotonic() + timeout
             ending = _endings_of(self._worker).watch(run)   # its finished notice: no client call per look
-            while not _ended(ending, 0.2):
-                if _cancelled(self._worker, self._parent_key):
-                    run.cancel()
-                    break
-                if end is not None and time.monotonic() > end:
-                    raise TimeoutError(f"child run {run.id} not done after {timeout:g} s")
+            with unprofiled(self._worker) if seceded else contextlib.nullcontext():
+                while not _ended(ending, 0.2):
+                    if _cancelled(self._worker, self._parent_key):
+                        run.cancel()
+                        break
+                    if end is not None and time.monotonic() > end:
+                        raise TimeoutError(f"child run {run.id} not done after {timeout:g} s")
             return self._outcome(run)
         finally:
             if seceded:
@@ -226,15 +240,37 @@ def _before(engine: Any, item: dict[str, Any]) -> None:
     _check_depth(depth)
 
 
-def _after(run: Any, item: dict[str, Any]) -> None:
+def _after(run: Any, item: dict[str, Any], publish: bool = True) -> None:
     parent, depth = item["parent"], item["depth"]
     run.parent = (parent.run_id, parent.node)
     run.depth = depth
+    run.topic_unread_if_quiet = True   # a child with no event but its announcements ends without reading its topic
     _depths[run.id] = depth
-    client = worker_engine(item["worker"]).client
-    # grandchildren spawned elsewhere learn the depth from the scheduler
-    client.loop.add_callback(client.scheduler.set_metadata, keys=[METADATA, run.id],
-                             value={"depth": depth, "parent": parent.run_id, "node": parent.node})
+    if publish:   # grandchildren spawned elsewhere learn the depth from the scheduler
+        client = worker_engine(item["worker"]).client
+        client.loop.add_callback(client.scheduler.set_metadata, keys=[METADATA, run.id], value=_spawn_record(item))
+
+
+def _spawn_record(item: dict[str, Any]) -> dict[str, Any]:
+    parent = item["parent"]
+    return {"depth": item["depth"], "parent": parent.run_id, "node": parent.node}
+
+
+def _set_metadata_many(records: list[tuple[list[str], Any]], dask_scheduler: Any = None) -> int:
+    """On the scheduler: many ``set_metadata`` at once."""
+    for keys, value in records:
+        dask_scheduler.set_metadata(keys=keys, value=value)
+    return len(records)
+
+
+def _after_burst(engine: Any, sent: list[tuple[Any, dict[str, Any]]]) -> None:
+    """The spawn records of a burst sent together, in one call to the scheduler."""
+    records = [([METADATA, run.id], _spawn_record(item)) for run, item in sent]
+    try:
+        engine.client.run_on_scheduler(_set_metadata_many, records)
+    except Exception:  # noqa: BLE001 - cleo_dask not importable on the scheduler: one call each
+        for keys, value in records:
+            engine.client.loop.add_callback(engine.client.scheduler.set_metadata, keys=keys, value=value)
 
 
 def _submit(worker: Any, parent: CurrentNode, target: Any, inputs: Mapping[str, Any] | None,
@@ -257,9 +293,10 @@ def _outcome_of(run: Any, single: bool, kept: KeptChild | None) -> Any:
 
 
 def _after_queued(run: Any, item: dict[str, Any]) -> None:
-    _after(run, item)
-    # the outcome is fetched as soon as the child ends (on the pool, many at once), not when the
-    # parent gets to awaiting it: awaiting 1,000 children in a row then costs no round trip each
+    _after(run, item, publish=False)   # published for the whole burst (_after_burst)
+    # the outcome is fetched as soon as the child ends (children ending together in one gather),
+    # not when the parent gets to awaiting it: awaiting 1,000 children in a row then costs no
+    # round trip each
     out = item["outcome"]
 
     def fill(_: Any) -> None:
@@ -268,10 +305,11 @@ def _after_queued(run: Any, item: dict[str, Any]) -> None:
         except BaseException as exc:  # noqa: BLE001
             out.set_exception(exc)
 
-    _endings_of(item["worker"]).watch(run).add_done_callback(lambda _: _pool.submit(fill, None))
+    _endings_of(item["worker"]).watch(run).add_done_callback(lambda _: _fetcher.put(run, fill))
 
 
-_queue = SpawnQueue(_pool, worker_engine, _before, _after_queued)
+_fetcher = OutcomeFetcher(_pool)
+_queue = SpawnQueue(_pool, worker_engine, _before, _after_queued, _after_burst)
 
 
 def spawn(target: Any, inputs: Mapping[str, Any] | None = None, **options: Any) -> ChildRun:

@@ -41,20 +41,21 @@ class RunResults:
     #: for all of them: :mod:`cleo_dask.runs.metapeers`); ``None``: alone
     metas_peers: Any = None
 
-    def missing_metas(self, wait: bool = True) -> list[str]:
+    def missing_metas(self, wait: bool = True) -> list[str] | None:
         """The keys of finished units whose workers' records are not here yet (``wait=False``:
-        none if another thread holds the run, e.g. building its outcome: a peer never waits)."""
+        ``None`` if another thread holds the run now: a peer never waits for it, see metapeers)."""
         if not self._lock.acquire(blocking=wait):
-            return []
+            return None
         try:
             return [k for k, f in self._futures.items() if f.status == "finished" and k not in self._metas]
         finally:
             self._lock.release()
 
-    def put_metas(self, keys: list[str], batches: Iterable[Any], losses: Mapping[str, int], wait: bool = True) -> bool:
+    def put_metas(self, keys: list[str], batches: Iterable[Any], losses: Mapping[str, int],
+                  wait: bool = True) -> bool:
         """Keep the records of ``keys`` (the workers' answers to ``compact_metas(keys)``) and the
-        worker losses the scheduler counted for them; ``wait=False``: not if another thread holds
-        the run (``False`` then: it collects them itself)."""
+        worker losses the scheduler counted for them (``wait=False``: kept only if no other
+        thread holds the run now; says whether they were)."""
         if not self._lock.acquire(blocking=wait):
             return False
         try:
@@ -164,7 +165,11 @@ class RunResults:
 
     def _collect_attempt_events(self) -> None:
         """Failed attempts retried by Dask itself are known only from the workers' events."""
-        events = self.events()
+        # a run that may skip the round trip (spawned children) and has seen nothing but
+        # announcements on its topic, nor anything but successes, has no such events
+        quiet = (self.topic_unread_if_quiet and not self.events_noted and not self._known and not self._records
+                 and all(f.status == "finished" for f in self._futures.values()))
+        events = () if quiet and not self._sealed else self.events()
         if not self._sealed:  # the run is done (an outcome is built): seal_events needs no second call
             self._event_log = events
         for _, msg in events:

@@ -26,6 +26,7 @@ from typing import Any
 
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.outcome import Attempt, Status, TaskResult
+from cleo_dask.util.gcpause import gc_paused
 
 #: Status codes: a status is stored as its position here.
 STATUSES: tuple[Status, ...] = tuple(Status)
@@ -333,6 +334,7 @@ class NodeMetas:
                 self._put_node(self.index[node], m)
         self.keys.add(key)
 
+    @gc_paused()   # a tuple per node made and dropped: no full collection for them
     def put_batch(self, keys: Sequence[str], batch: MetaBatch, units: dict[str, tuple[str, ...]],
                   location: dict[str, tuple[str, int]] | None) -> None:
         """Keep the records in ``batch``, an answer to ``compact_metas(keys)`` (see :meth:`put`;

@@ -71,8 +71,9 @@ def fetch_with_peers(client: Any, run: Any, missing: list[str], limit: int) -> N
     for peer in peers.others(run):
         if total >= limit:
             break
-        keys = peer.missing_metas(wait=False)   # a peer another thread holds is skipped: two runs of
-        # one burst building their outcomes at once (a user's result() and the driver) never wait on each other
+        # never wait for a peer's lock: its own thread may be building its outcome and be waiting
+        # for ours (two runs of a burst ending at once: a deadlock); a busy peer collects alone
+        keys = peer.missing_metas(wait=False)
         if keys and total + len(keys) <= limit:
             groups.append((peer, keys))
             total += len(keys)

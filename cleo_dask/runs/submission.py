@@ -2,6 +2,7 @@
 before anything is compiled or sent."""
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import Callable, Mapping
@@ -26,12 +27,18 @@ def check_submission(priority: Any, fail_fast: Any, not_before: Any) -> None:
             raise WorkflowError(f"not_before must be at most 100 years from now (epoch seconds), got {not_before!r}")
 
 
+@functools.lru_cache(maxsize=16)
+def _parameters(fn: Callable[..., Any]) -> list[str]:
+    """``fn``'s parameter names (asked once per function: ``inspect.signature`` is slow per item)."""
+    return [p for p in inspect.signature(fn).parameters if p != "self"]
+
+
 def batch_item(item: Any, index: int, submit: Callable[..., Any]) -> dict[str, Any]:
     """One item of ``submit_many`` as keyword arguments of ``submit``; unknown keys are named."""
     if not isinstance(item, Mapping):
         raise WorkflowError(f"submit_many: item {index} must be a mapping of submit()'s arguments "
                             f"(target, agent, ...), got {type(item).__name__}")
-    known = [p for p in inspect.signature(submit).parameters if p != "self"]
+    known = _parameters(getattr(submit, "__func__", submit))
     unknown = sorted(map(repr, set(item) - set(known)))
     if unknown:
         raise WorkflowError(f"submit_many: item {index} has unknown key(s) {', '.join(unknown)}; "

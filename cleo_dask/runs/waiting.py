@@ -36,7 +36,7 @@ class RunWaiting:
             if remaining is not None and remaining <= 0:
                 if any(f.status == "pending" for f in futures):
                     return False
-            else:
+            elif not all(f.done() for f in futures):   # all done: no hop to the client's loop
                 try:
                     self._client.sync(self._wait_current, futures, remaining)
                 except TimeoutError:

@@ -23,6 +23,7 @@ from cleo_dask.core.outcome import NodeRecord
 from cleo_dask.runs.assemble import add_attempt, attempt_of
 from cleo_dask.runs.batchevents import is_batch_outcome
 from cleo_dask.util.futures import all_done as _all_done
+from cleo_dask.util.gcpause import gc_paused
 
 logger = logging.getLogger("cleo_dask")
 
@@ -36,7 +37,10 @@ def send_graph(client: Any, compiled: Compiled, priority: float) -> dict[str, Fu
     _estimates.seed(client, compiled.durations)
     queue_units(client, compiled)   # a queuing scheduler hands every unit to free slots by priority
     keys = compiled.keys
-    return dict(zip(keys, client.get(compiled.graph(), keys, sync=False, priority=priority)))
+    # the graph is pickled here: a few objects per node, none of them garbage, yet each full
+    # collection meanwhile walks the whole process (most of the client's GC time at 100k nodes)
+    with gc_paused():
+        return dict(zip(keys, client.get(compiled.graph(), keys, sync=False, priority=priority)))
 
 
 class RunWatch:
@@ -96,6 +100,8 @@ class RunWatch:
     def on_event(self, item: tuple[float, dict[str, Any]]) -> None:
         """Events of this run's topic (called on the client's event loop: keep it short)."""
         msg = item[1]
+        if not (isinstance(msg, dict) and msg.get("kind") in ("run", "keys", "finished")):
+            self.events_noted = True   # something beyond announcements: its outcome reads the topic
         if isinstance(msg, dict) and msg.get("kind") == "attempt" and msg.get("mode", "task") == "task":
             # a worker cannot tell which attempt it runs (Dask's and Client.retry rerun the same
             # task): the client counts them

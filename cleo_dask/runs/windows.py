@@ -207,10 +207,10 @@ class RunWindows:
             self._window_held = []
             return
         held, gone = [], []
+        done = self._finished_by_key()
         for key, last in self._window_held:
             # a unit a child of which is not sent yet (or a sink's: never) is not looked at again
-            if last < plan.cursor and key in self._metas and releasable(self._units[key], self._children,
-                                                                         self._finished):
+            if last < plan.cursor and key in self._metas and releasable(self._units[key], self._children, done):
                 gone.append(key)
             else:
                 held.append((key, last))
@@ -239,6 +239,22 @@ class RunWindows:
                 if i > last:
                     last = i
         return last
+
+    def _finished_by_key(self) -> Callable[[str], bool]:
+        """:meth:`_finished`, asked once per unit: a batch's children share a few keys."""
+        known, location, by_key = self._known, self._location, {}
+
+        def done(node: str) -> bool:
+            if node in known:
+                return True
+            loc = location.get(node)
+            if loc is None:
+                return False
+            d = by_key.get(loc[0])
+            if d is None:
+                d = by_key[loc[0]] = self._finished(node)
+            return d
+        return done
 
     def _finished(self, node: str) -> bool:
         if node in self._known:

@@ -202,3 +202,15 @@ def test_an_import_path_naming_a_task_runs_it_as_a_one_node_workflow():
     spec = load_spec("pipeline_tasks:fetch")      # a plain function whose first parameter is `agent`
     assert list(spec.workflow.nodes) == ["fetch"] and spec.workflow.name == "fetch"
     assert list(load_spec("pipeline_tasks:workflow").workflow.nodes) == ["fetch", "summarize"]
+
+
+def test_every_entry_point_reads_an_import_path_alike(engine):
+    """A factory is called, a task is one node, whether named to load_spec or to engine.submit."""
+    from cleo_dask.core.targets import is_factory
+    import pipeline_tasks
+    assert is_factory(pipeline_tasks.workflow) and not is_factory(pipeline_tasks.fetch)
+    assert not is_factory(lambda x: x)          # needs an argument: left to the task checks
+    out = engine.submit("pipeline_tasks:workflow", cd.Agent("a", {"n": 2})).result(timeout=60)
+    assert list(out) == ["fetch", "summarize"] and out.ok
+    out = engine.submit("pipeline_tasks:fetch", cd.Agent("a", {"n": 2})).result(timeout=60)
+    assert out["fetch"].value == [0, 1]

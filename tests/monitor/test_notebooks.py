@@ -30,3 +30,6 @@ def test_notebook_runs(path, tmp_path):
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
         assert any("image/svg+xml" in o.get("data", {}) for o in outputs)          # wf.visualize()
         assert any("cleo-progress" in o.get("data", {}).get("text/html", "") for o in outputs)   # progress bar
+    if path.stem == "06_dynamic_agents":   # the approval reached the held signal node and flowed on
+        texts = [o.get("data", {}).get("text/plain", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert any("'approved': True" in t and t.rstrip().endswith("True)") for t in texts)
