@@ -8,10 +8,14 @@ Defaults come from Dask's config, section ``cleo_dask.cli`` (``DASK_CLEO_DASK__C
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from cleo_dask import config as _config
@@ -201,3 +205,18 @@ def _probe(address: str, security: Any, timeout: float, where: str) -> None:
         asyncio.run(attempt())
     except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, ssl.SSLError, ...
         raise BadInput(f"cannot reach {where} within {timeout:g} s: {type(exc).__name__}: {exc}") from None
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
+    """Within the block, SIGTERM and Ctrl+C set ``stop`` (a daemon command ends its loop cleanly);
+    the previous handlers come back after.  Outside the main thread (tests) signals are left alone."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

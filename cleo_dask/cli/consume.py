@@ -13,11 +13,10 @@ by a signal, 2 bad input (URL, options, store, unreachable scheduler).
 from __future__ import annotations
 
 import argparse
-import signal
 import threading
 from typing import Any
 
-from cleo_dask.cli.common import OK, connection_args, engine_from_args, fail, importable_cwd, make_durable
+from cleo_dask.cli.common import stop_on_signals, OK, connection_args, engine_from_args, fail, importable_cwd, make_durable
 from cleo_dask.cli.types import count_type, seconds_type
 from cleo_dask.errors import CleoError
 
@@ -61,20 +60,15 @@ def consume(args: Any, *, stop: threading.Event | None = None) -> int:
     except CleoError as exc:
         return fail(str(exc))
     stop = stop or threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    try:
-        make_durable(engine, args.store)
-        print(f"cleo-dask consume: {queue.url} stream {queue.stream} group {queue.group} -> {queue.results}",
-              flush=True)
-        counts = engine.consume(queue, max_in_flight=args.max_in_flight, stop=stop, name=args.name)
-        print("cleo-dask consume: stopping; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), flush=True)
-        return OK
-    except CleoError as exc:
-        return fail(str(exc))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        engine.close()
+    with stop_on_signals(stop):
+        try:
+            make_durable(engine, args.store)
+            print(f"cleo-dask consume: {queue.url} stream {queue.stream} group {queue.group} -> {queue.results}",
+                  flush=True)
+            counts = engine.consume(queue, max_in_flight=args.max_in_flight, stop=stop, name=args.name)
+            print("cleo-dask consume: stopping; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), flush=True)
+            return OK
+        except CleoError as exc:
+            return fail(str(exc))
+        finally:
+            engine.close()

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import signal
 import threading
 from typing import Any
 
-from cleo_dask.cli.common import OK, connection_args, engine_from_args, fail, importable_cwd
+from cleo_dask.cli.common import stop_on_signals, OK, connection_args, engine_from_args, fail, importable_cwd
 from cleo_dask.errors import CleoError
 
 
@@ -60,28 +59,23 @@ def serve(args: Any, *, stop: threading.Event | None = None) -> int:
         store.close()
         return fail(str(exc))
     stop = stop or threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    try:
-        engine.use_store(args.store)  # the run journal shares the file: scheduled runs are journaled
-        scheduler = engine.serve_schedules(store)
-        # a long-lived daemon: what exists now (modules, the cluster) lives as long as it does, so keep it
-        # out of the garbage collector's full passes, whose pauses would stall every thread (and so firings)
-        gc.collect()
-        gc.freeze()
-        active = scheduler.schedules()
-        address = engine.client.scheduler.address if engine.client.scheduler else "?"
-        print(f"cleo-dask serve: {len(active)} schedule(s) from {args.store}; scheduler {address}"
-              + (f"; dashboard {engine.dashboard_link}" if engine.dashboard_link else ""), flush=True)
-        while not stop.wait(0.5):
-            pass
-        print("cleo-dask serve: stopping", flush=True)
-        return OK
-    except CleoError as exc:
-        return fail(str(exc))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        engine.close()
+    with stop_on_signals(stop):
+        try:
+            engine.use_store(args.store)  # the run journal shares the file: scheduled runs are journaled
+            scheduler = engine.serve_schedules(store)
+            # a long-lived daemon: what exists now (modules, the cluster) lives as long as it does, so keep it
+            # out of the garbage collector's full passes, whose pauses would stall every thread (and so firings)
+            gc.collect()
+            gc.freeze()
+            active = scheduler.schedules()
+            address = engine.client.scheduler.address if engine.client.scheduler else "?"
+            print(f"cleo-dask serve: {len(active)} schedule(s) from {args.store}; scheduler {address}"
+                  + (f"; dashboard {engine.dashboard_link}" if engine.dashboard_link else ""), flush=True)
+            while not stop.wait(0.5):
+                pass
+            print("cleo-dask serve: stopping", flush=True)
+            return OK
+        except CleoError as exc:
+            return fail(str(exc))
+        finally:
+            engine.close()
