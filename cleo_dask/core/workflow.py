@@ -1,7 +1,7 @@
 """Workflows: tasks as nodes of a networkx DAG, validated before anything runs."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
 import networkx as nx
@@ -268,8 +268,9 @@ class Workflow:
         has_child = {p for node in self._nodes.values() for p in node.parents}
         return [n for n in self._nodes if n not in has_child]
 
-    def descendants(self, names: Iterable[str]) -> list[str]:
-        """All nodes downstream of ``names`` (excluded), in topological order."""
+    def descendants(self, names: Iterable[str], avoid: Container[str] = ()) -> list[str]:
+        """All nodes downstream of ``names`` (excluded), in topological order.  Nodes in ``avoid``
+        are neither returned nor walked through: what lies below only them is left out."""
         if self._below is None:   # computed once (a run asks on every failure), until a node is added
             self._below = (self.children(), {n: i for i, n in enumerate(self._nodes)})
         children, position = self._below
@@ -277,7 +278,7 @@ class Workflow:
         stack = list(names)
         while stack:
             for c in children[stack.pop()]:
-                if c not in seen:
+                if c not in seen and c not in avoid:
                     seen.add(c)
                     stack.append(c)
         if len(seen) * 16 < len(position):   # a few: sorted, rather than a walk over every node

@@ -141,7 +141,7 @@ class RunSlowPath:
                 self._handled.discard(key)
                 self._client.retry([fut])
                 names = self._units[key]
-                downstream = self._stranded(set(names) | set(self.workflow.descendants(names)))
+                downstream = self._stranded(set(names) | set(self._below(names)))
                 self._watch_sinks(sorted({self._location[n][0] for n in downstream
                                           if not self._children[n] and n not in self._known
                                           and n in self._location}))
@@ -152,7 +152,7 @@ class RunSlowPath:
         decides, this carries it out): ``all_success`` descendants end ``upstream_failed`` (or
         ``skipped``, below a skip) without running; ``all_done`` / ``one_failed`` ones (and what
         depends on them) are submitted again with a :class:`Failure` standing in for the parent."""
-        plan = propagate(self.workflow.descendants([failed]), self.workflow.nodes, self._known)
+        plan = propagate(self._below([failed]), self.workflow.nodes, self._known)
         for n, (status, reason) in plan.skipped.items():
             self._known[n] = skipped_output(reason, status=status)
             self.log_event("skipped", node=n, key=self._location.get(n, ("",))[0], reason=reason, status=status)
@@ -164,7 +164,14 @@ class RunSlowPath:
 
     def _stranded(self, names: set[str]) -> set[str]:
         """``names`` and the nodes stranded with them in erred batches (:func:`stranded`)."""
-        return stranded(names, self._units, self._location, self._known, self.workflow.descendants)
+        return stranded(names, self._units, self._location, self._known, self._below)
+
+    def _below(self, names: list[str]) -> list[str]:
+        """The nodes whose current keys depend on those of ``names``: their descendants reached
+        without passing a node whose outcome is known here.  Below a known node the keys took its
+        outcome as it is (a finished key, or a value sent with a later generation), so a failure
+        further up changes nothing there: resubmitting them would run again what already ran."""
+        return self.workflow.descendants(names, avoid=self._known)
 
     def _forget_known_units(self) -> None:
         """Drop the futures of units whose every node's outcome is now known here (a stale
@@ -178,7 +185,7 @@ class RunSlowPath:
         """Submit ``roots`` and every unfinished descendant of ``roots`` + ``after`` under new keys
         (the keys replaced are retired: :mod:`cleo_dask.runs.retire`)."""
         wf = self.workflow
-        subset = set(roots) | set(wf.descendants(list(roots) + list(after)))
+        subset = set(roots) | set(self._below(list(roots) + list(after)))
         subset = self._stranded(subset)   # with their batch mates: their batches erred too
         # a windowed run's nodes not sent yet go with their window, their parents as they are then
         names = [n for n in wf.nodes if n in subset and (n in roots or n not in self._known) and n in self._location]

@@ -111,3 +111,16 @@ def test_descendants_in_topological_order_few_or_many():
     assert wf.descendants(["l99-0"]) == []
     wf.add(noop, name="late", after=["l99-0"])   # a node added later is seen
     assert wf.descendants(["l99-0"]) == ["late"]
+
+
+def test_descendants_can_stop_at_settled_nodes():
+    # a -> b -> d, a -> c -> d -> e: with b settled, d is still reached through c; with b and c, nothing
+    wf = cd.Workflow()
+    wf.add(noop, name="a")
+    wf.add(noop, name="b", after=["a"])
+    wf.add(noop, name="c", after=["a"])
+    wf.add(noop, name="d", after=["b", "c"])
+    wf.add(noop, name="e", after=["d"])
+    assert wf.descendants(["a"], avoid={"b"}) == ["c", "d", "e"]
+    assert wf.descendants(["a"], avoid={"b", "c"}) == []
+    assert wf.descendants(["a"]) == ["b", "c", "d", "e"]

@@ -36,6 +36,18 @@ class Flaky:
         return f"ok after {n}"
 
 
+class SlowFlaky(Flaky):
+    """A :class:`Flaky` whose every attempt first takes ``seconds``."""
+
+    def __init__(self, fails, seconds, **kwargs):
+        super().__init__(fails, **kwargs)
+        self.seconds = seconds
+
+    def run(self, agent, **inputs):
+        time.sleep(self.seconds)
+        return super().run(agent, **inputs)
+
+
 def polite(agent):
     with CALLS_LOCK:
         CALLS["polite"] = n = CALLS.get("polite", 0) + 1
@@ -189,6 +201,31 @@ def test_trigger_rules(engine, agent):
     assert out["no_alert"].status == "skipped"   # skipped by its rule, not by a failure
     assert run.status() == "failed"
     assert out.counts() == {"succeeded": 3, "failed": 1, "upstream_failed": 2, "skipped": 1}
+
+
+def test_a_later_failure_upstream_does_not_run_again_what_an_earlier_one_settled(engine, agent):
+    # ``quick`` fails first: ``gate`` (all_success) is upstream_failed at once, and ``cleanup``
+    # (all_done) starts with a Failure for it.  ``slow`` fails while ``cleanup`` still runs, above
+    # ``gate`` too: ``gate`` is settled, so nothing below it may start again (``cleanup``, whose one
+    # allowed attempt fails, would otherwise come back "succeeded" from a second).
+    cleanup = SlowFlaky(1, seconds=1.5, error=RuntimeError, name="cleanup")
+
+    def slow_boom(agent):
+        time.sleep(0.5)
+        raise ValueError("slow")
+
+    def quick_boom(agent):
+        raise ValueError("quick")
+
+    wf = cd.Workflow()
+    wf.add(slow_boom, name="slow")
+    wf.add(quick_boom, name="quick")
+    wf.add(lambda agent, slow, quick: "never", name="gate", after=["slow", "quick"])
+    wf.add(cleanup, after=["gate"], trigger="all_done")
+    out = engine.submit(wf, agent).result(timeout=30)
+    assert out["gate"].status == "upstream_failed"
+    assert out["cleanup"].status == "failed" and cleanup.calls == 1
+    assert len(out["cleanup"].attempts) == 1
 
 
 @pytest.mark.slow
