@@ -1,9 +1,11 @@
 """What runs on the workers for a *batch unit*: many independent nodes in one Dask task.
 
-Every node of a batch runs as if alone: its own trigger rule and ``when``, its attempts with
-immediate retries (its :class:`~cleo_dask.failures.retry.RetryPolicy`, ``retry_on``; a
-``Retry(delay=...)`` waits inside the batch), a time limit per attempt, its fallback run inline
-after the final failure, its cache.  A failing node never raises out of the batch: its output is
+Every node of a batch runs as if alone: its own trigger rule and ``when``, its attempts and
+retries (its :class:`~cleo_dask.failures.retry.RetryPolicy`: ``retry_on``, a backoff, a
+``Retry(delay=...)``), a time limit per attempt, its fallback run inline after the final failure,
+its cache.  A node whose retry waits is parked while the batch's other nodes run; the batch then
+waits for it outside the worker's thread pool (:mod:`cleo_dask.core.poolwait`: no slot held) and
+takes a slot again for the attempt.  Its siblings' children wait for the whole batch meanwhile.  A failing node never raises out of the batch: its output is
 the ``failed`` (or ``fell_back``) :class:`NodeOutput`, every attempt published as an ``attempt``
 event, so its siblings are unaffected and its children apply their trigger rules on the workers.
 Each final failure is published as an ``outcome`` event (``batch: true``) so that the client
@@ -18,6 +20,7 @@ sync nodes meanwhile one after another in a thread.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import pickle
 import time
 from collections.abc import Generator
@@ -31,6 +34,7 @@ from cleo_dask.core.events import event, send_from_worker
 from cleo_dask.core.nodeoutput import NodeOutput
 from cleo_dask.core.outputs import Outputs
 from cleo_dask.core.outputstore import OutputStore
+from cleo_dask.core.poolwait import PoolWait
 from cleo_dask.core.shipping import portable
 from cleo_dask.core.worker import (FELL_BACK, SKIPPED, NodeCall, NodeFailed, cache_lookup, cache_store, call_args, failure_output,
                                    finish_output, gather_inputs, prepare_node, record_failure, skip_output,
@@ -167,15 +171,19 @@ def node_steps(batch: BatchCall, index: int, agent: Any, deps: tuple, worker: st
             return out
 
 
-def _drive_sync(steps: Generator[tuple, Any, NodeOutput]) -> NodeOutput:
+def _drive_sync(steps: Generator[tuple, Any, NodeOutput]) -> tuple[bool, Any]:
+    """Run one node's steps in this thread until it ends, ``(True, output)``, or asks to wait
+    before a retry, ``(False, seconds)``: the caller parks it and resumes it later (``None`` sent)."""
     reply: Any = None
     error: BaseException | None = None
     while True:
         try:
             request = steps.throw(error) if error is not None else steps.send(reply)
         except StopIteration as done:
-            return done.value
+            return True, done.value
         reply, error = None, None
+        if request[0] == "sleep":
+            return False, request[1]
         try:
             if request[0] == "body":
                 _, call, args, kw = request
@@ -183,12 +191,40 @@ def _drive_sync(steps: Generator[tuple, Any, NodeOutput]) -> NodeOutput:
                     reply = asyncio.run(await_with_timeout(call.task.fn(*args, **kw), call.task.timeout))
                 else:
                     reply = call_with_timeout(call.task.fn, args, kw, call.task.timeout)
-            elif request[0] == "io":
-                reply = request[1](*request[2])
             else:
-                time.sleep(request[1])
+                reply = request[1](*request[2])
         except Exception as exc:  # noqa: BLE001 - handed back to the node, which records it
             error = exc
+
+
+def _run_sync_nodes(batch: BatchCall, indices: list[int], agent: Any, deps: tuple, worker: str | None,
+                    finals: dict[int, tuple], outputs: list[Any], pool: bool = True) -> None:
+    """Run the sync nodes ``indices`` of ``batch`` one after another into ``outputs``.  A node
+    whose attempt failed and retries after a delay is parked while the others run; the batch then
+    waits for the earliest retry outside the worker's pool (:class:`PoolWait`, ``pool``: this is a
+    pool thread) and takes a slot again to run it.  A wait cut short (the run was cancelled) ends
+    the batch with an error: nobody reads its outputs."""
+    parked: list[tuple[float, int, Generator[tuple, Any, NodeOutput]]] = []
+    for i in indices:
+        steps = node_steps(batch, i, agent, deps, worker, finals)
+        done, got = _drive_sync(steps)
+        if done:
+            outputs[i] = got
+        else:
+            heapq.heappush(parked, (time.monotonic() + got, i, steps))
+    if not parked:
+        return
+    waits = PoolWait(batch.key, pool=pool)
+    while parked:
+        due, i, steps = heapq.heappop(parked)
+        if not waits.sleep_until(due):
+            raise RuntimeError(f"batch {batch.key!r} stopped waiting for a retry: its run was cancelled")
+        waits.take_slot()
+        done, got = _drive_sync(steps)
+        if done:
+            outputs[i] = got
+        else:
+            heapq.heappush(parked, (time.monotonic() + got, i, steps))
 
 
 async def _drive_async(steps: Generator[tuple, Any, NodeOutput]) -> NodeOutput:
@@ -228,10 +264,10 @@ def _fail_fast(batch: BatchCall, outputs: tuple[NodeOutput, ...], finals: dict[i
 def run_batch(batch: BatchCall | PackedBatch, agent: Any, *deps: Any) -> tuple[NodeOutput, ...]:
     """Run a batch of sync nodes one after another; the Dask task function of such batches."""
     batch = _unpacked(batch)
-    worker = worker_address()
     finals: dict[int, tuple] = {}
-    outputs = Outputs(_drive_sync(node_steps(batch, i, agent, deps, worker, finals)) for i in range(len(batch.nodes)))
-    return _fail_fast(batch, outputs, finals)
+    outputs: list[Any] = [None] * len(batch.nodes)
+    _run_sync_nodes(batch, list(range(len(batch.nodes))), agent, deps, worker_address(), finals, outputs)
+    return _fail_fast(batch, Outputs(outputs), finals)
 
 
 async def run_batch_async(batch: BatchCall | PackedBatch, agent: Any, *deps: Any) -> tuple[NodeOutput, ...]:
@@ -247,8 +283,10 @@ async def run_batch_async(batch: BatchCall | PackedBatch, agent: Any, *deps: Any
 
     finals: dict[int, tuple] = {}
 
-    def run_syncs() -> list[NodeOutput]:
-        return [_drive_sync(node_steps(batch, i, agent, deps, worker, finals)) for i in syncs]
+    def run_syncs() -> list[NodeOutput]:   # (not a pool thread: its waits only sleep)
+        mine: list[Any] = [None] * len(batch.nodes)
+        _run_sync_nodes(batch, syncs, agent, deps, worker, finals, mine, pool=False)
+        return [mine[i] for i in syncs]
 
     parts = [_drive_async(node_steps(batch, i, agent, deps, worker, finals)) for i in asyncs]
     if syncs:

@@ -7,9 +7,10 @@ fused chain's).  Pure functions over plain data:
 * :func:`eligible`: a node is batched only if its task is known to be short (a declared
   ``duration``, or a measured one, at most ``cleo_dask.batch.max-duration``; ``force`` skips that
   test), it keeps no admission guarantee (``rate_limit``, ``io_bound``, the agent's
-  ``max_concurrency``: not batched), its retries never wait (a backoff goes through the client's
-  slow path), and its task did not opt out (``@cd.task(batch=False)``).  Unknown durations start
-  unbatched, so long tasks never lose parallelism.
+  ``max_concurrency``: not batched), and its task did not opt out (``@cd.task(batch=False)``).
+  Retries that wait (a backoff) do not stop it: the batch waits for them outside the worker's
+  thread pool (:mod:`cleo_dask.core.batch`).  Unknown durations start unbatched, so long tasks
+  never lose parallelism.
 * :func:`group_batches`: the eligible nodes of a topologically ordered set, grouped by
   generation (the longest path from the set's roots: nodes of one generation never depend on
   each other), each generation split into at least ``slots`` batches (every worker thread gets
@@ -71,8 +72,6 @@ def eligible(task: TaskLike, policy: RetryPolicy, settings: BatchSettings,
     """Whether a node running ``task`` under retry ``policy`` may be batched (module docstring).
     ``limited``: the agent has a ``max_concurrency``."""
     if limited or not getattr(task, "batch", True) or task.rate_limit is not None or task.io_bound:
-        return False
-    if policy.retries and not policy.backoff.is_zero:
         return False
     if settings.force:
         return True

@@ -110,9 +110,8 @@ def test_eligibility_needs_a_short_known_duration_unless_forced():
     assert eligible(_spec(), policy, BatchSettings(force=True))
 
 
-@pytest.mark.parametrize("options", [dict(rate_limit="5/s"), dict(io_bound=True), dict(batch=False),
-                                     dict(retries=2, backoff=cd.fixed(1))])
-def test_admission_limits_opt_out_and_waiting_retries_are_never_batched(options):
+@pytest.mark.parametrize("options", [dict(rate_limit="5/s"), dict(io_bound=True), dict(batch=False)])
+def test_admission_limits_and_opt_out_are_never_batched(options):
     spec = _spec(duration=0.001, **options)
     policy = retry_policy(type("N", (), {"task": spec})(), Defaults())
     assert not eligible(spec, policy, BatchSettings(force=True))
@@ -128,8 +127,10 @@ def test_an_agent_with_max_concurrency_gets_no_batches():
     assert all(len(names) == 1 for names in compiled.units.values())
 
 
-def test_retries_without_backoff_are_batched_they_retry_inside():
-    spec = _spec(retries=3, retry_on=(ConnectionError,))
+@pytest.mark.parametrize("options", [dict(retries=3, retry_on=(ConnectionError,)),
+                                     dict(retries=2, backoff=cd.fixed(1)), dict(retries=2, backoff=cd.exponential())])
+def test_retries_are_batched_immediate_or_waiting(options):
+    spec = _spec(**options)
     assert eligible(spec, retry_policy(type("N", (), {"task": spec})(), Defaults()), BatchSettings(force=True))
 
 
@@ -274,6 +275,31 @@ def test_a_batched_node_retries_and_falls_back_inline(engine, agent):
     assert run.status() == "succeeded"
 
 
+def test_a_batched_retry_waits_after_its_siblings_without_holding_a_slot(engine, agent):
+    # 2 slots: the batch parks ``flaky`` for its 1 s backoff, runs ``a`` and ``b``, and waits outside
+    # the pool, so the four 0.3 s tasks use both slots meanwhile
+    tag = _tag()
+    wf = cd.Workflow("parked")
+    wf.add(Step(tag, "flaky", 1, fails=1), name="flaky", retries=1, backoff=cd.fixed(1.0), retry_on=ConnectionError)
+    siblings = [f"s{i}" for i in range(6)]
+    for i, name in enumerate(siblings):
+        wf.add(Step(tag, name, 2 + i), name=name, retries=1, backoff=cd.fixed(1.0))
+    for i in range(4):
+        wf.add(lambda agent: (time.time(), time.sleep(0.3))[0], name=f"work{i}", batch=False)
+    wf.add(Step(tag, "below", 10), name="below", after=["flaky", "s0"])
+    t0 = time.time()
+    with dask.config.set(FORCE):
+        run = engine.submit(wf, agent)
+    assert len(run._units[run._location["flaky"][0]]) > 1   # batched with siblings
+    out = run.result(timeout=60)
+    assert out["below"].value == 10 + 1 + 2 and out["flaky"].value == 1
+    assert [a.error is None for a in out["flaky"].attempts] == [False, True]
+    assert out["flaky"].attempts[1].start - out["flaky"].attempts[0].end >= 1.0
+    assert [CALLS[(tag, n)] for n in ("flaky", *siblings, "below")] == [2] + [1] * 6 + [1]
+    starts = sorted(out[f"work{i}"].value - t0 for i in range(4))
+    assert starts[-1] < out["flaky"].attempts[1].start - t0 - 0.3   # done on two slots during the wait
+
+
 def test_fail_fast_with_a_batched_failure_cancels_the_rest(engine, agent):
     tag = _tag()
     wf = cd.Workflow("ff")
@@ -333,8 +359,8 @@ def test_nodes_stranded_in_a_batch_by_an_unbatched_failure_run_once(engine, agen
 
 # -- the model: a big random DAG, batching forced on ------------------------------------------------
 def build(seed: int, n: int, layer: int = 200):
-    """A layered random DAG of ``n`` nodes with failures, retries (immediate, and a few waiting
-    ones on unbatched nodes), fallbacks, conditions and every trigger rule; and its model."""
+    """A layered random DAG of ``n`` nodes with failures, retries (immediate, waiting ones in
+    batches, and a few on unbatched nodes), fallbacks, conditions and every trigger rule; and its model."""
     rng = random.Random(seed)
     tag = _tag()
     wf = cd.Workflow(f"batch-model-{seed}")
@@ -355,6 +381,8 @@ def build(seed: int, n: int, layer: int = 200):
         opts = {"retries": retries, "fallback": fallback, "retry_on": (ConnectionError,)}
         if alone:
             opts.update(batch=False, backoff=cd.fixed(0.01))
+        elif rng.random() < 0.2:   # a batched node whose retries wait: parked while its batch runs on
+            opts.update(backoff=cd.fixed(0.02))
         wf.add(Step(tag, name, i, fails), name=name, after=parents, trigger=trigger, when=when, **opts)
         model[name] = dict(parents=parents, fails=fails, retries=retries, trigger=trigger, when=when is not None,
                            fallback=fallback is not None, index=i)
