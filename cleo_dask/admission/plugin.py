@@ -40,6 +40,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -51,6 +52,7 @@ from cleo_dask.admission import stealing
 from cleo_dask.admission.concurrency import agent_id
 from cleo_dask.errors import CleoError
 from cleo_dask.admission.ratelimit import Rate, next_start, parse_rate, window_allows
+from cleo_dask.admission.refill import SlotRefill
 from cleo_dask.admission.signals import SignalWaits
 from cleo_dask.failures.hold import HISTORY_ANNOTATION, HOLD_OP, RETRY_ANNOTATION, HeldRetries
 
@@ -217,9 +219,11 @@ class AdmissionPlugin(SchedulerPlugin):
         self.rate: dict[str, Rate] = {}
         self.recent: dict[str, deque] = {}         # rate name -> start times in the last period
         self.held: set[str] = set()                # keys admitted and not yet out of processing
+        self.via_queue: set[Any] = set()           # admitted through Dask's own queue (not gated again)
         self.queued: set[str] = set()
         self._dirty: set[tuple] = set()
         self._pump_pending = False
+        self.refill = SlotRefill(scheduler)
         self._timers: dict[str, Any] = {}
         self._seq = itertools.count()
         self.not_before: dict[Any, float] = {}     # key -> epoch s, until released (or withdrawn)
@@ -257,11 +261,17 @@ class AdmissionPlugin(SchedulerPlugin):
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
         if finish == "erred" and start == "processing":   # its own failure (its dependents err from waiting)
             self._count_erred(key)
+        elif finish == "released" and start == "processing":   # handed back (Reschedule), or cancelled
+            self.refill.soon()
         lane = self.lane_of.get(key)
         if lane is None:
             return
         if key in self.held and finish != "processing":
             self._release(key, lane)
+        if key in self.via_queue:
+            if finish in ("released", "waiting"):
+                return   # on its way to Dask's queue (or a free slot): not gated again
+            self.via_queue.discard(key)
         if finish == "no-worker":
             ts = self.scheduler.tasks.get(key)
             if ts is not None and key not in self.queued:
@@ -469,7 +479,14 @@ class AdmissionPlugin(SchedulerPlugin):
             if self.not_before:
                 self._record_release(key)
             self.scheduler.tasks[key].resource_restrictions = None
-            recs[key] = "processing"
+            if not lane.limits and not lane.rates and not math.isinf(self.scheduler.WORKER_SATURATION):
+                # only held (a delay, a retry's backoff, a signal): on a queuing scheduler it joins
+                # Dask's queue, which hands it to the next free slot by priority, rather than
+                # piling onto one worker (released -> waiting -> queued or processing)
+                self.via_queue.add(key)
+                recs[key] = "released"
+            else:
+                recs[key] = "processing"
             nxt = self._head(lane)
             if nxt is not None:
                 heapq.heappush(heads, (nxt[0], nxt[1], lane_id))

@@ -265,3 +265,46 @@ def test_a_lost_attempt_counts_toward_the_retries_held_after_it(tmp_path):
     node = out["kills_then_fails"]
     assert node.status == "failed" and len(node.attempts) == 2
     assert node.attempts[0].crashed and node.attempts[1].error_type == "ConnectionError"
+
+
+def test_on_a_queuing_scheduler_a_slot_handed_back_for_a_retry_is_refilled_at_once(agent):
+    # one slot, Dask's default worker-saturation (queuing): the two failing tasks go first, are held
+    # for 3 s and hand their slots back; the queue must refill them at once, not at the next event
+    # (which here would be the end of the hold)
+    from distributed import Client, LocalCluster
+    flakies = [Flaky(1) for _ in range(2)]
+    wf = cd.Workflow()
+    for i, f in enumerate(flakies):
+        wf.add(f, name=f"f{i}", retries=1, backoff=cd.fixed(3.0))
+    for i in range(3):
+        wf.add(lambda agent: (time.time(), time.sleep(0.2))[0], name=f"w{i}")
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.1}):
+        lc = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0")
+    with lc, Client(lc, set_as_default=False) as client, cd.Engine(client=client) as engine:
+        t0 = time.time()
+        out = engine.submit(wf, agent).result(timeout=60)
+        firsts = sorted(out[f"f{i}"].attempts[0].start - t0 for i in range(2))
+        starts = sorted(out[f"w{i}"].value - t0 for i in range(3))
+        assert firsts[-1] < starts[0]            # the failing tasks took the slot first
+        assert starts[-1] < 2.0                  # and the others did not wait for the holds to end
+        assert all(out[f"f{i}"].value == "ok after 2" for i in range(2))
+
+
+def test_on_a_queuing_scheduler_a_released_retry_waits_in_dasks_queue_for_a_free_slot(agent):
+    # one slot kept busy by 0.2 s tasks: the retry released after its 0.5 s backoff joins Dask's
+    # queue (handed to the next free slot by priority), it is not pushed onto the busy worker
+    from distributed import Client, LocalCluster
+    flaky = Flaky(1)
+    wf = cd.Workflow()
+    wf.add(flaky, name="flaky", retries=1, backoff=cd.fixed(0.5))
+    for i in range(8):
+        wf.add(lambda agent: time.sleep(0.2), name=f"w{i}")
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.1}):
+        lc = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0")
+    with lc, Client(lc, set_as_default=False) as client, cd.Engine(client=client) as engine:
+        run = engine.submit(wf, agent)
+        assert run.result(timeout=60)["flaky"].value == "ok after 2"
+        log = transitions_of(client, run.id)
+    mine = [(start, finish) for key, start, finish in log if str(key).endswith("-flaky")]
+    held = mine.index(("waiting", "no-worker"))
+    assert ("no-worker", "released") in mine[held:] and ("waiting", "queued") in mine[held:]
