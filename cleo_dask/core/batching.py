@@ -68,14 +68,17 @@ def known_duration(task: TaskLike, durations: Mapping[str, float] | None) -> flo
 
 
 def eligible(task: TaskLike, policy: RetryPolicy, settings: BatchSettings,
-             durations: Mapping[str, float] | None = None, *, limited: bool = False) -> bool:
+             durations: Mapping[str, float] | None = None, *, limited: bool = False,
+             seconds: float | None = None) -> bool:
     """Whether a node running ``task`` under retry ``policy`` may be batched (module docstring).
-    ``limited``: the agent has a ``max_concurrency``."""
+    ``limited``: the agent has a ``max_concurrency``; ``seconds``: what this very node took in
+    earlier runs (learned: it wins over its task's measured mean, a declared ``duration`` over it)."""
     if limited or not getattr(task, "batch", True) or task.rate_limit is not None or task.io_bound:
         return False
     if settings.force:
         return True
-    seconds = known_duration(task, durations)
+    if seconds is None or task.duration is not None:
+        seconds = known_duration(task, durations)
     return seconds is not None and seconds <= settings.max_duration
 
 

@@ -224,12 +224,12 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     ``critical_path``: prioritise by bottom level (default: when any task declares a ``duration``);
     a mapping ``node -> seconds`` does so with those estimated durations (e.g. an earlier run's).
     ``learned``: ``node -> seconds`` measured in earlier runs (:mod:`cleo_dask.core.durations`), used
-    where no ``duration`` is declared, for priorities and Dask's estimates, unless ``critical_path``
-    is a mapping or ``False``.
+    where no ``duration`` is declared: for batching (a node known short is batched like one declared
+    short), and for priorities and Dask's estimates unless ``critical_path`` is a mapping or ``False``.
     """
     compiled = Compiled({}, {}, {})
     literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
-    batching = _Batching(BatchSettings.from_config(), durations, fail_fast, slots, sinks_apart) if fuse else None
+    batching = _Batching(BatchSettings.from_config(), durations, fail_fast, slots, sinks_apart, learned) if fuse else None
     _add_units(compiled, wf, list(wf.nodes) if names is None else list(names), run_id, agent, defaults, fuse,
                gen=0, literals=literals, external=external or {}, overrides={}, batching=batching, counts=counts)
     if not_before is not None:
@@ -374,6 +374,7 @@ class _Batching:
     fail_fast: bool
     slots: int | None
     sinks_apart: bool = False
+    learned: Mapping[str, float] | None = None   # node -> seconds in earlier runs
 
 
 def _plan(wf: Workflow, names: list[str], defaults: Defaults, fuse: bool, batching: _Batching | None,
@@ -384,8 +385,12 @@ def _plan(wf: Workflow, names: list[str], defaults: Defaults, fuse: bool, batchi
     nodes, s = wf.nodes, batching.settings
     verdict: dict[int, bool] = {}   # per task spec (and its policy): most nodes share a few tasks
 
+    learned = batching.learned
+
     def is_eligible(n: str) -> bool:
         node = nodes[n]
+        if learned and n in learned and node.task.duration is None:   # this node's own past
+            return eligible(node.task, retry_policy(node, defaults), s, batching.durations, seconds=learned[n])
         key = id(node.task)   # a node's policy is its task's, engine defaults filled in
         if key not in verdict:
             verdict[key] = eligible(node.task, retry_policy(node, defaults), s, batching.durations)

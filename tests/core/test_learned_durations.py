@@ -92,3 +92,20 @@ def test_a_store_orders_the_second_run_by_the_first_runs_durations(client, tmp_p
     (first_long, first_short), (second_long, second_short) = seen
     assert first_long == first_short                 # the first run knew nothing
     assert second_long > second_short                # the second: t_1 measured long, so it goes first
+
+
+def test_nodes_learned_short_are_batched_like_nodes_declared_short():
+    # one task function for all: its mean says nothing; each node's own past does
+    wf = cd.Workflow("mixed")
+    wf.add(work, name="root")
+    for i in range(8):
+        wf.add(work, name=f"quick{i}", after=["root"])
+    wf.add(work, name="long", after=["root"])
+    wf.add(work, name="declared", after=["root"], duration=2.0)   # a declared duration wins
+    learned = {"root": 0.5, "long": 0.4, "declared": 0.001, **{f"quick{i}": 0.001 for i in range(8)}}
+    before = compile_workflow(wf, "r1", cd.Agent("a"))
+    assert all(len(names) == 1 for names in before.units.values())   # nothing known: nothing batched
+    after = compile_workflow(wf, "r2", cd.Agent("a"), learned=learned)
+    unit_of = {n: tuple(names) for names in after.units.values() for n in names}
+    assert all(len(unit_of[f"quick{i}"]) > 1 for i in range(8))       # batched
+    assert len(unit_of["long"]) == 1 and len(unit_of["declared"]) == 1 and len(unit_of["root"]) == 1
