@@ -90,11 +90,14 @@ class PackedBatch:
 
 
 def pack(obj: Any) -> bytes:
-    """``obj`` pickled as Dask pickles a graph: plain pickle, cloudpickle when that fails."""
+    """``obj`` pickled as Dask pickles a graph: plain pickle, cloudpickle when that fails or when
+    the plain pickle names ``__main__`` (a script's own functions and classes: by reference they
+    would not load on a worker, whose ``__main__`` is ``dask worker``'s)."""
     try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        out = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception:  # noqa: BLE001 - e.g. a lambda's `when`: cloudpickle takes it by value
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) if b"__main__" in out else out
 
 
 def _unpacked(batch: BatchCall | PackedBatch) -> BatchCall:

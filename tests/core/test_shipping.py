@@ -335,3 +335,43 @@ def test_a_module_only_another_cluster_lacks_goes_by_reference_here(bare_cluster
         assert isinstance(elsewhere.run(mod.double, cd.Agent("a")).error, cd.CodeError)
     with cd.Engine(client=client) as here:            # this one imports it: by reference
         assert here.run(mod.double, cd.Agent("a")).value == 4
+
+
+SCRIPT_WITH_BATCHES = """
+    import sys
+
+    import cleo_dask as cd
+
+
+    def quick(agent, **parents):      # defined in the script itself: __main__
+        return 1 + sum(parents.values())
+
+
+    class Step:                       # a task object of the script's own class
+        def run(self, agent):
+            return 10
+
+
+    if __name__ == "__main__":
+        wf = cd.Workflow("script-batches")
+        for i in range(6):
+            wf.add(quick, name=f"q{i}", duration=0.001)        # declared short: batched
+        wf.add(Step(), name="step", duration=0.001)
+        wf.add(quick, name="all", after=[f"q{i}" for i in range(6)] + ["step"], duration=0.001)
+        with cd.Engine(sys.argv[1]) as engine:
+            run = engine.submit(wf, cd.Agent("u"))
+            batched = any(len(names) > 1 for names in run._units.values())
+            out = run.result(timeout=60)
+        print(batched, out.ok, out["all"].value)
+"""
+
+
+def test_a_scripts_own_functions_run_in_batches_on_a_stock_cluster(bare_cluster, tmp_path):
+    # the worker's __main__ is `dask worker`'s: a batch naming the script's __main__ by reference
+    # failed to load there ("Can't get attribute 'quick'"); it must travel by value, as unbatched units do
+    address, _, procs = bare_cluster
+    script = write(tmp_path, {"pipeline.py": SCRIPT_WITH_BATCHES}) / "pipeline.py"
+    done = subprocess.run([sys.executable, str(script), address], cwd=tmp_path, env=env_with_cleo_only(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{procs.logs()}"
+    assert done.stdout.split() == ["True", "True", "17"]
