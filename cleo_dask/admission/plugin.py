@@ -278,11 +278,7 @@ class AdmissionPlugin(SchedulerPlugin):
                 ts.resource_restrictions = {GATE: 1}
                 if key in self.withdrawn or (self.signals.of_key and self.signals.hold(key)):
                     return
-                nb = self.not_before.get(key)
-                if nb is not None and nb > time.time():
-                    self._sleep(key, nb)
-                    return
-                self._enqueue(key, lane, ts)
+                self._sleep_or_enqueue(key, lane, ts)
         else:
             self._dequeued(key, lane)
             if finish == "forgotten":
@@ -302,6 +298,10 @@ class AdmissionPlugin(SchedulerPlugin):
         ts, lane = self.scheduler.tasks.get(key), self.lane_of.get(key)
         if ts is None or lane is None or key in self.withdrawn or ts.state != "no-worker" or key in self.queued:
             return
+        self._sleep_or_enqueue(key, lane, ts)
+
+    def _sleep_or_enqueue(self, key: Any, lane: tuple, ts: Any) -> None:
+        """A gated key no other hold keeps: asleep until its not-before time, else into its lane's queue."""
         nb = self.not_before.get(key)
         if nb is not None and nb > time.time():
             self._sleep(key, nb)
