@@ -5,9 +5,10 @@ retries (its :class:`~cleo_dask.failures.retry.RetryPolicy`: ``retry_on``, a bac
 ``Retry(delay=...)``), a time limit per attempt, its fallback run inline after the final failure,
 its cache.  A node whose retry waits is parked while the batch's other nodes run; the batch then
 waits for it outside the worker's thread pool (:mod:`cleo_dask.core.poolwait`: no slot held) and
-takes a slot again for the attempt.  Its siblings' children wait for the whole batch meanwhile.  A failing node never raises out of the batch: its output is
-the ``failed`` (or ``fell_back``) :class:`NodeOutput`, every attempt published as an ``attempt``
-event, so its siblings are unaffected and its children apply their trigger rules on the workers.
+takes a slot again for the attempt.  Its siblings' children wait for the whole batch meanwhile.
+A failing node never raises out of the batch: its output is the ``failed`` (or ``fell_back``)
+:class:`NodeOutput`, every attempt published as an ``attempt`` event, so its siblings are
+unaffected and its children apply their trigger rules on the workers.
 Each final failure is published as an ``outcome`` event (``batch: true``) so that the client
 calls ``on_error`` and applies ``fail_fast`` (:mod:`cleo_dask.runs.batchevents`); with
 ``fail_fast`` the batch then errs once all its nodes ran, so that nothing below it starts.
