@@ -467,3 +467,33 @@ def test_a_durable_run_journals_batched_nodes(client, agent, tmp_path):
         assert {n: rows[n].status for n in rows} == {"r0": "succeeded", "r1": "failed", "r2": "succeeded",
                                                      "r3": "succeeded", "below": "upstream_failed"}
         assert out["r2"].value == 2 and engine.runs(status="failed")[0].id == run.id
+
+
+def test_cancelling_a_run_stops_its_batch_waiting_for_a_retry(engine, client, agent):
+    tag = _tag()
+    wf = cd.Workflow("parked-cancel")
+    wf.add(Step(tag, "flaky", 1, fails=1), name="flaky", retries=1, backoff=cd.fixed(30.0))
+    for i in range(4):
+        wf.add(Step(tag, f"s{i}", 2 + i), name=f"s{i}")
+    with dask.config.set(FORCE):
+        run = engine.submit(wf, agent)
+    assert len(run._units[run._location["flaky"][0]]) > 1
+    deadline = time.time() + 10
+    while CALLS.get((tag, "flaky"), 0) < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    run.cancel()
+    key = run._location["flaky"][0]
+    out = run.result(timeout=10)
+    assert out["flaky"].status == "cancelled"
+    # the waiting batch noticed within a tick (0.25 s): its task is gone from the worker, whose
+    # state keeps a cancelled task until its thread returns
+    deadline = time.time() + 3
+    while any(client.run(lambda dask_worker: key in dask_worker.state.tasks).values()):
+        assert time.time() < deadline, "the batch still waits for its 30 s backoff"
+        time.sleep(0.05)
+    wf2 = cd.Workflow("after")
+    wf2.add(Step(tag, "later", 7), name="later")
+    assert engine.submit(wf2, agent).result(timeout=10)["later"].value == 7
+    time.sleep(0.5)
+    assert CALLS[(tag, "flaky")] == 1
