@@ -229,7 +229,8 @@ def compile_workflow(wf: Workflow, run_id: str, agent: Any, *, defaults: Default
     """
     compiled = Compiled({}, {}, {})
     literals = {"inputs": NodeOutput(dict(inputs), "succeeded")} if inputs else {}
-    batching = _Batching(BatchSettings.from_config(), durations, fail_fast, slots, sinks_apart, learned) if fuse else None
+    batching = (_Batching(BatchSettings.from_config(), durations, fail_fast, slots, sinks_apart, learned)
+                if fuse else None)
     _add_units(compiled, wf, list(wf.nodes) if names is None else list(names), run_id, agent, defaults, fuse,
                gen=0, literals=literals, external=external or {}, overrides={}, batching=batching, counts=counts)
     if not_before is not None:
@@ -383,17 +384,16 @@ def _plan(wf: Workflow, names: list[str], defaults: Defaults, fuse: bool, batchi
     if batching is None or limited:
         return unit_plan(wf, names, defaults, fuse, counts), set()
     nodes, s = wf.nodes, batching.settings
-    verdict: dict[int, bool] = {}   # per task spec (and its policy): most nodes share a few tasks
+    verdict: dict[tuple, bool] = {}   # per task spec (and its policy): most nodes share a few tasks
 
     learned = batching.learned
 
     def is_eligible(n: str) -> bool:
         node = nodes[n]
-        if learned and n in learned and node.task.duration is None:   # this node's own past
-            return eligible(node.task, retry_policy(node, defaults), s, batching.durations, seconds=learned[n])
-        key = id(node.task)   # a node's policy is its task's, engine defaults filled in
+        seconds = learned.get(n) if learned and node.task.duration is None else None   # this node's own past
+        key = (id(node.task), None if seconds is None else seconds <= s.max_duration)   # a node's policy is its task's
         if key not in verdict:
-            verdict[key] = eligible(node.task, retry_policy(node, defaults), s, batching.durations)
+            verdict[key] = eligible(node.task, retry_policy(node, defaults), s, batching.durations, seconds=seconds)
         return verdict[key]
 
     if not any(map(is_eligible, names)):

@@ -20,7 +20,8 @@ _TICK = 0.25   # seconds between looks at whether the task is still wanted
 def _in_pool_thread() -> bool:
     try:
         from distributed.worker import thread_state
-        return bool(getattr(thread_state, "execution_state", None)) and threading.current_thread() is not threading.main_thread()
+        in_task = bool(getattr(thread_state, "execution_state", None))
+        return in_task and threading.current_thread() is not threading.main_thread()
     except Exception:  # noqa: BLE001 - no distributed worker here
         return False
 
