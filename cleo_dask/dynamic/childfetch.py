@@ -9,9 +9,10 @@ then in one ``Client.gather`` before building each outcome.
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 from collections.abc import Callable
 from typing import Any
+
+from cleo_dask.util.bursts import Bursts
 
 
 class OutcomeFetcher:
@@ -19,30 +20,17 @@ class OutcomeFetcher:
     ``pool`` once ``run``'s values are here (fetched with those of the runs put meanwhile)."""
 
     def __init__(self, pool: concurrent.futures.Executor):
-        self._pool = pool
-        self._lock = threading.Lock()
-        self._items: list[tuple[Any, Callable[[Any], None]]] = []
-        self._flushing = False
+        self._bursts = Bursts(pool, self._fill_all)
 
     def put(self, run: Any, fill: Callable[[Any], None]) -> None:
         """``run`` has ended: fetch its values (with others') then call ``fill(run)``."""
-        with self._lock:
-            self._items.append((run, fill))
-            if self._flushing:
-                return
-            self._flushing = True
-        self._pool.submit(self._flush)
+        self._bursts.put((run, fill))
 
-    def _flush(self) -> None:
-        while True:
-            with self._lock:
-                items, self._items = self._items, []
-                if not items:
-                    self._flushing = False
-                    return
-            _gather_all([run for run, _ in items])
-            for run, fill in items:
-                fill(run)
+    @staticmethod
+    def _fill_all(items: list[tuple[Any, Callable[[Any], None]]]) -> None:
+        _gather_all([run for run, _ in items])
+        for run, fill in items:
+            fill(run)
 
 
 def _gather_all(runs: list[Any]) -> None:

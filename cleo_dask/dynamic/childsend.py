@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cleo_dask.errors import WorkflowError
+from cleo_dask.util.bursts import Bursts
 from cleo_dask.runs.metapeers import MetaPeers
 
 
@@ -63,45 +64,31 @@ class SpawnQueue:
     def __init__(self, pool: concurrent.futures.Executor, engine_of: Callable[[Any], Any],
                  before: Callable[[Any, dict[str, Any]], None], after: Callable[[Any, dict[str, Any]], None],
                  after_burst: Callable[[Any, list[tuple[Any, dict[str, Any]]]], None] | None = None):
-        self._pool = pool
         self._engine_of = engine_of
         self._before = before
         self._after = after
         self._after_burst = after_burst
-        self._lock = threading.Lock()
-        self._items: list[tuple[dict[str, Any], concurrent.futures.Future]] = []
-        self._flushing = False
+        self._bursts = Bursts(pool, self._send_all)
 
     def put(self, item: dict[str, Any]) -> concurrent.futures.Future:
         """Queue ``item`` (``worker``, ``target``, ``agent``, ``inputs``, ``options`` and what ``after``
         reads); a future of its run (or of the error its submission raised)."""
         fut: concurrent.futures.Future = concurrent.futures.Future()
-        with self._lock:
-            self._items.append((item, fut))
-            if self._flushing:
-                return fut
-            self._flushing = True
-        self._pool.submit(self._flush)
+        self._bursts.put((item, fut))
         return fut
 
-    def _flush(self) -> None:
-        while True:
-            with self._lock:
-                items, self._items = self._items, []
-                if not items:
-                    self._flushing = False
-                    return
-            by_engine: dict[int, tuple[Any, list[tuple[dict[str, Any], concurrent.futures.Future]]]] = {}
-            for item, fut in items:
-                try:
-                    engine = self._engine_of(item["worker"])
-                    self._before(engine, item)
-                except BaseException as exc:  # noqa: BLE001
-                    fut.set_exception(exc)
-                    continue
-                by_engine.setdefault(id(engine), (engine, []))[1].append((item, fut))
-            for engine, group in by_engine.values():
-                self._send(engine, group)
+    def _send_all(self, items: list[tuple[dict[str, Any], concurrent.futures.Future]]) -> None:
+        by_engine: dict[int, tuple[Any, list[tuple[dict[str, Any], concurrent.futures.Future]]]] = {}
+        for item, fut in items:
+            try:
+                engine = self._engine_of(item["worker"])
+                self._before(engine, item)
+            except BaseException as exc:  # noqa: BLE001
+                fut.set_exception(exc)
+                continue
+            by_engine.setdefault(id(engine), (engine, []))[1].append((item, fut))
+        for engine, group in by_engine.values():
+            self._send(engine, group)
 
     def _send(self, engine: Any, group: list[tuple[dict[str, Any], concurrent.futures.Future]]) -> None:
         try:
